@@ -1,0 +1,50 @@
+//! `mrc-gateway`: one gateway. Flags → config → bind → telemetry → `gateway::run`.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use mrc::{config, connection, gateway, shutdown, telemetry};
+
+/// Gateway of an MRC cluster: holds client connections and routes their messages.
+#[derive(Parser)]
+#[command(name = "mrc-gateway", version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: config::Gateway,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    telemetry::init();
+    let mut config = Cli::parse().config;
+    let id = match config.validate() {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("mrc-gateway: bad configuration: {e:#}");
+            return ExitCode::from(config::EXIT_CONFIG as u8);
+        }
+    };
+    match run(config, id).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "mrc-gateway failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: config::Gateway, id: mrc::ident::GatewayId) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal().context("installing signal handlers")?;
+    let listener = tokio::net::TcpListener::bind(config.ws_listen)
+        .await
+        .with_context(|| format!("binding the WebSocket listener to {}", config.ws_listen))?;
+    let connection = connection::connect(&config.nats, &format!("mrc-gateway {id}")).await?;
+    let client = connection.client.clone();
+    gateway::run(config, id, connection, listener, shutdown).await?;
+    client
+        .drain()
+        .await
+        .context("draining the NATS connection")?;
+    Ok(())
+}

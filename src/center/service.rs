@@ -1,0 +1,209 @@
+//! The `mrc-center` NATS micro service: endpoints `register`, `unregister`, `lookup` and
+//! `purge` under `mrc.dir`, in one queue group so NATS spreads requests over the centers
+//! and `$SRV.PING/INFO/STATS` find every one of them.
+//!
+//! Every reply is JSON: the endpoint's reply type, or `{"error":{"code","message"}}`.
+
+use std::sync::Arc;
+
+use async_nats::service::{Service, ServiceExt};
+use async_nats::Client;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+
+use super::liveness::Liveness;
+use super::peers::Peers;
+use super::presence::Announcer;
+use crate::directory::Directory;
+use crate::ident::{CenterId, GatewayId, SessionId, UserId};
+use crate::protocol::code::ErrorCode;
+use crate::protocol::nats::{
+    encode, ErrorReply, Location, LookupReply, LookupRequest, PurgeReply, PurgeRequest,
+    RegisterRequest, SessionsReply, UnregisterRequest,
+};
+use crate::protocol::now_ms;
+use crate::subject::{
+    Subjects, CENTER_QUEUE, CENTER_SERVICE, DIR_LOOKUP, DIR_PURGE, DIR_REGISTER, DIR_UNREGISTER,
+};
+
+/// Most users in one look-up.
+pub const MAX_LOOKUP_USERS: usize = 10_000;
+
+/// What the endpoint handlers share.
+#[derive(Clone)]
+pub struct Handlers {
+    pub directory: Directory,
+    pub announcer: Announcer,
+    pub liveness: Arc<Liveness>,
+}
+
+/// Starts the service and one task per endpoint; the tasks end when the service stops.
+pub async fn start(
+    client: &Client,
+    id: &CenterId,
+    subjects: &Subjects,
+    handlers: Handlers,
+    peers: Arc<Peers>,
+    concurrency: usize,
+) -> anyhow::Result<Service> {
+    let mirror = handlers.directory.mirror().clone();
+    let center = id.to_string();
+    let service = client
+        .service_builder()
+        .description("MRC directory: register, unregister, lookup, purge")
+        .queue_group(CENTER_QUEUE)
+        .metadata([("center".to_string(), center.clone())].into())
+        .stats_handler(move |_endpoint, _stats| {
+            let (users, gateways) = mirror.counts();
+            serde_json::json!({
+                "center": center,
+                "users": users,
+                "gateways": gateways,
+                "revision": mirror.applied(),
+                "peers": peers.list(),
+            })
+        })
+        .start(CENTER_SERVICE, crate::VERSION)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the {CENTER_SERVICE} service: {e}"))?;
+    let group = service.group(subjects.dir_group());
+    for name in [DIR_REGISTER, DIR_UNREGISTER, DIR_LOOKUP, DIR_PURGE] {
+        let endpoint = group
+            .endpoint(name)
+            .await
+            .map_err(|e| anyhow::anyhow!("adding endpoint {name}: {e}"))?;
+        let handlers = handlers.clone();
+        tokio::spawn(endpoint.for_each_concurrent(concurrency, move |request| {
+            let handlers = handlers.clone();
+            async move {
+                let reply = handlers.handle(name, &request.message.payload).await;
+                if let Err(e) = request.respond(Ok(reply)).await {
+                    tracing::debug!(endpoint = name, error = %e, "reply not sent");
+                }
+            }
+        }));
+    }
+    Ok(service)
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Bytes {
+    encode(&ErrorReply::new(code, message))
+}
+
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Bytes> {
+    serde_json::from_slice(payload).map_err(|e| {
+        let code = if e.is_data() {
+            ErrorCode::BadFrame
+        } else {
+            ErrorCode::BadJson
+        };
+        error(code, e.to_string())
+    })
+}
+
+fn id<T>(
+    parse: fn(&str) -> Result<T, crate::ident::IdError>,
+    what: &str,
+    value: &str,
+) -> Result<T, Bytes> {
+    parse(value).map_err(|e| error(ErrorCode::BadId, format!("{what} {value:?}: {e}")))
+}
+
+impl Handlers {
+    async fn handle(&self, endpoint: &str, payload: &[u8]) -> Bytes {
+        let result = match endpoint {
+            DIR_REGISTER => self.register(payload).await,
+            DIR_UNREGISTER => self.unregister(payload).await,
+            DIR_LOOKUP => self.lookup(payload).await,
+            DIR_PURGE => self.purge(payload).await,
+            other => Err(error(ErrorCode::UnknownOp, format!("no endpoint {other}"))),
+        };
+        result.unwrap_or_else(|reply| reply)
+    }
+
+    async fn register(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+        let req: RegisterRequest = decode(payload)?;
+        let user = id(UserId::new, "user", &req.user)?;
+        let session = id(SessionId::new, "session", &req.session)?;
+        let gateway = id(GatewayId::new, "gateway", &req.gateway)?;
+        self.liveness.touch(&gateway);
+        let t = self
+            .directory
+            .register(&user, &session, &gateway, now_ms())
+            .await
+            .map_err(|e| error(ErrorCode::Unavailable, format!("{e:#}")))?;
+        self.announcer.announce(&t, &gateway).await;
+        Ok(encode(&SessionsReply {
+            sessions: t.after.len(),
+        }))
+    }
+
+    async fn unregister(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+        let req: UnregisterRequest = decode(payload)?;
+        let user = id(UserId::new, "user", &req.user)?;
+        let session = id(SessionId::new, "session", &req.session)?;
+        let t = self
+            .directory
+            .unregister(&user, &session)
+            .await
+            .map_err(|e| error(ErrorCode::Unavailable, format!("{e:#}")))?;
+        if let Some(gone) = t.before.iter().find(|s| *s.id == *session.as_str()) {
+            self.announcer.announce(&t, &gone.gateway).await;
+        }
+        Ok(encode(&SessionsReply {
+            sessions: t.after.len(),
+        }))
+    }
+
+    async fn lookup(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+        let req: LookupRequest = decode(payload)?;
+        if req.users.len() > MAX_LOOKUP_USERS {
+            return Err(error(
+                ErrorCode::TooManyReceivers,
+                format!("at most {MAX_LOOKUP_USERS} users per look-up"),
+            ));
+        }
+        let mut reply = LookupReply::default();
+        let mut valid = Vec::with_capacity(req.users.len());
+        for raw in req.users {
+            match UserId::new(&raw) {
+                Ok(user) => valid.push(user),
+                Err(_) => {
+                    reply.users.insert(raw, Vec::new());
+                }
+            }
+        }
+        let found = self.directory.lookup(&valid).await;
+        for (user, sessions) in valid.into_iter().zip(found) {
+            let locations = sessions
+                .into_iter()
+                .map(|s| Location {
+                    gateway: s.gateway.to_string(),
+                    session: s.id.to_string(),
+                    since: s.since,
+                })
+                .collect();
+            reply.users.insert(user.to_string(), locations);
+        }
+        Ok(encode(&reply))
+    }
+
+    async fn purge(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+        let req: PurgeRequest = decode(payload)?;
+        let gateway = id(GatewayId::new, "gateway", &req.gateway)?;
+        let transitions = self
+            .directory
+            .purge_gateway(&gateway)
+            .await
+            .map_err(|e| error(ErrorCode::Unavailable, format!("{e:#}")))?;
+        for t in &transitions {
+            self.announcer.announce(t, &gateway).await;
+        }
+        let removed = transitions
+            .iter()
+            .map(|t| t.before.len() - t.after.len())
+            .sum();
+        Ok(encode(&PurgeReply { removed }))
+    }
+}

@@ -1,0 +1,132 @@
+//! Connecting to NATS with the settings every MRC process shares: credentials, a short
+//! ping interval (dead connections noticed in seconds, not a minute), endless reconnects,
+//! and a counter of reconnects that gateways watch to re-assert their sessions.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::{Client, ConnectOptions, Event};
+use tokio::sync::watch;
+
+use crate::config;
+
+/// A connected client plus a counter that goes up on every reconnect.
+pub struct Connection {
+    pub client: Client,
+    pub reconnects: watch::Receiver<u64>,
+}
+
+/// Connects as `name` (shown in the server's `/connz`), retrying until the configured
+/// connect timeout runs out.
+pub async fn connect(cfg: &config::Nats, name: &str) -> anyhow::Result<Connection> {
+    let (tx, reconnects) = watch::channel(0u64);
+    let deadline = Instant::now() + Duration::from_millis(cfg.connect_timeout_ms);
+    let mut attempt = 0u32;
+    loop {
+        let tx = tx.clone();
+        let options = options(cfg, name).await?.event_callback(move |event| {
+            let tx = tx.clone();
+            async move { on_event(event, &tx) }
+        });
+        match options.connect(cfg.urls.clone()).await {
+            Ok(client) => return Ok(Connection { client, reconnects }),
+            Err(e) if Instant::now() < deadline => {
+                attempt += 1;
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(urls = ?cfg.urls, error = %e, "NATS not reachable yet, retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("connecting to NATS at {:?}", cfg.urls))
+            }
+        }
+    }
+}
+
+async fn options(cfg: &config::Nats, name: &str) -> anyhow::Result<ConnectOptions> {
+    let mut options = match &cfg.creds {
+        Some(path) => ConnectOptions::with_credentials_file(path)
+            .await
+            .with_context(|| format!("reading NATS credentials {}", path.display()))?,
+        None => ConnectOptions::new(),
+    };
+    if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &cfg.token {
+        options = options.token(token.clone());
+    }
+    if let Some(ca) = &cfg.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    Ok(options
+        .name(name)
+        .ping_interval(Duration::from_secs(5))
+        .connection_timeout(Duration::from_secs(3))
+        .request_timeout(Some(cfg.request_timeout()))
+        .max_reconnects(None))
+}
+
+fn on_event(event: Event, reconnects: &watch::Sender<u64>) {
+    match event {
+        Event::Connected => {
+            tracing::info!("NATS connected");
+            reconnects.send_modify(|n| *n += 1);
+        }
+        Event::Disconnected => tracing::warn!("NATS disconnected"),
+        Event::ServerError(e) => tracing::error!(error = %e, "NATS server error (permissions?)"),
+        Event::ClientError(e) => tracing::error!(error = %e, "NATS client error"),
+        Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS slow consumer: messages dropped"),
+        other => tracing::info!(event = %other, "NATS event"),
+    }
+}
+
+/// Why a request got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestFailure {
+    /// Nobody subscribes to the subject (a dead gateway, no center running).
+    #[error("no responders")]
+    NoResponders,
+    /// Somebody subscribes but did not answer in time.
+    #[error("timed out")]
+    TimedOut,
+    /// The peer answered with an error reply.
+    #[error(transparent)]
+    Remote(crate::protocol::nats::ErrorBody),
+    /// The answer could not be decoded.
+    #[error("malformed reply: {0}")]
+    Malformed(serde_json::Error),
+    #[error("request failed: {0}")]
+    Other(String),
+}
+
+/// Sends one JSON request and decodes the JSON reply (or error reply). The whole exchange,
+/// including enqueueing during a reconnect, is bounded by `timeout`.
+pub async fn request<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    subject: String,
+    payload: bytes::Bytes,
+    timeout: Duration,
+) -> Result<T, RequestFailure> {
+    use crate::protocol::nats::{decode_reply, ReplyError};
+    use async_nats::RequestErrorKind;
+    let request = async_nats::Request::new()
+        .payload(payload)
+        .timeout(Some(timeout));
+    let reply = match tokio::time::timeout(timeout, client.send_request(subject, request)).await {
+        Err(_) => return Err(RequestFailure::TimedOut),
+        Ok(Err(e)) => {
+            return Err(match e.kind() {
+                RequestErrorKind::NoResponders => RequestFailure::NoResponders,
+                RequestErrorKind::TimedOut => RequestFailure::TimedOut,
+                _ => RequestFailure::Other(e.to_string()),
+            })
+        }
+        Ok(Ok(reply)) => reply,
+    };
+    decode_reply(&reply.payload).map_err(|e| match e {
+        ReplyError::Remote(body) => RequestFailure::Remote(body),
+        ReplyError::Malformed(e) => RequestFailure::Malformed(e),
+    })
+}

@@ -1,0 +1,302 @@
+//! The in-memory copy of the directory bucket that every center answers look-ups from.
+//!
+//! It is fed only by the bucket's watch (one writer, in stream order) and can always be
+//! rebuilt from KV: it holds nothing of its own. Readers take a short `RwLock` read; no
+//! lock is ever held across an `.await`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::kv::{Change, ChangeKind};
+use crate::ident::{GatewayId, UserId};
+use crate::protocol::record::{SessionRecord, UserRecord};
+
+/// One live session of a user, as the mirror keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: Arc<str>,
+    pub gateway: GatewayId,
+    pub since: u64,
+}
+
+/// A user's sessions and the bucket revision they come from.
+#[derive(Debug, Clone, Default)]
+pub struct Entry {
+    pub revision: u64,
+    pub sessions: Vec<Session>,
+}
+
+/// The map itself, also built on the side while (re)loading.
+#[derive(Default)]
+pub struct State {
+    users: HashMap<UserId, Entry>,
+    /// Which users have at least one session on each gateway: eviction needs it.
+    by_gateway: HashMap<GatewayId, HashSet<UserId>>,
+}
+
+impl State {
+    /// Applies one change; returns false for a change older than what is held.
+    pub fn apply(&mut self, change: Change) -> bool {
+        let (user, sessions) = match change.kind {
+            ChangeKind::Foreign(_) => return true,
+            ChangeKind::Put(user, record) => {
+                let sessions = self.sessions_of(&record);
+                (user, sessions)
+            }
+            ChangeKind::Delete(user) => (user, Vec::new()),
+        };
+        if let Some(old) = self.users.get(&user) {
+            if old.revision > change.revision {
+                return false;
+            }
+        }
+        let old = self.users.remove(&user).unwrap_or_default();
+        for gw in gateways(&old.sessions) {
+            if !sessions.iter().any(|s| s.gateway == *gw) {
+                if let Some(users) = self.by_gateway.get_mut(gw) {
+                    users.remove(&user);
+                    if users.is_empty() {
+                        self.by_gateway.remove(gw);
+                    }
+                }
+            }
+        }
+        for s in &sessions {
+            self.by_gateway
+                .entry(s.gateway.clone())
+                .or_default()
+                .insert(user.clone());
+        }
+        if !sessions.is_empty() {
+            self.users.insert(
+                user,
+                Entry {
+                    revision: change.revision,
+                    sessions,
+                },
+            );
+        }
+        true
+    }
+
+    /// Decodes a record's sessions, sharing one allocation per gateway id and skipping
+    /// sessions whose gateway id is not valid.
+    pub fn sessions_of(&self, record: &UserRecord) -> Vec<Session> {
+        record
+            .sessions
+            .iter()
+            .filter_map(|s| {
+                let gateway = match self.by_gateway.get_key_value(s.gateway.as_str()) {
+                    Some((gw, _)) => gw.clone(),
+                    None => GatewayId::new(&s.gateway).ok()?,
+                };
+                Some(Session {
+                    id: Arc::from(s.session.as_str()),
+                    gateway,
+                    since: s.since,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The distinct gateways of some sessions, in first-seen order.
+pub fn gateways(sessions: &[Session]) -> Vec<&GatewayId> {
+    let mut out: Vec<&GatewayId> = Vec::with_capacity(sessions.len());
+    for s in sessions {
+        if !out.contains(&&s.gateway) {
+            out.push(&s.gateway);
+        }
+    }
+    out
+}
+
+/// The record to store for some sessions.
+pub fn record_of(sessions: &[Session]) -> UserRecord {
+    UserRecord {
+        sessions: sessions
+            .iter()
+            .map(|s| SessionRecord {
+                session: s.id.to_string(),
+                gateway: s.gateway.to_string(),
+                since: s.since,
+            })
+            .collect(),
+    }
+}
+
+/// Shared handle to the mirror.
+pub struct Mirror {
+    state: RwLock<State>,
+    /// The highest bucket sequence applied; look-ups wait on it to read their own writes.
+    applied: watch::Sender<u64>,
+}
+
+impl Default for Mirror {
+    fn default() -> Self {
+        Mirror {
+            state: RwLock::new(State::default()),
+            applied: watch::channel(0).0,
+        }
+    }
+}
+
+impl Mirror {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .expect("mirror lock is never held across a panic")
+    }
+
+    /// Replaces everything with a freshly loaded state.
+    pub fn replace(&self, state: State, applied: u64) {
+        *self
+            .state
+            .write()
+            .expect("mirror lock is never held across a panic") = state;
+        self.applied.send_replace(applied);
+    }
+
+    /// Applies one live change from the watch.
+    pub fn apply(&self, change: Change) {
+        let revision = change.revision;
+        self.state
+            .write()
+            .expect("mirror lock is never held across a panic")
+            .apply(change);
+        self.applied.send_if_modified(|applied| {
+            let newer = revision > *applied;
+            if newer {
+                *applied = revision;
+            }
+            newer
+        });
+    }
+
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the mirror has applied `revision`; false if `timeout` ran out first.
+    pub async fn wait_applied(&self, revision: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// A user's entry, if the user has sessions.
+    pub fn entry(&self, user: &UserId) -> Option<Entry> {
+        self.read().users.get(user).cloned()
+    }
+
+    /// The sessions of each user (empty when offline), in the order asked.
+    pub fn sessions(&self, users: &[UserId]) -> Vec<Vec<Session>> {
+        let state = self.read();
+        users
+            .iter()
+            .map(|u| {
+                state
+                    .users
+                    .get(u)
+                    .map(|e| e.sessions.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Users with at least one session on `gateway`.
+    pub fn users_on(&self, gateway: &GatewayId) -> Vec<UserId> {
+        self.read()
+            .by_gateway
+            .get(gateway)
+            .map(|users| users.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Gateways that hold at least one session.
+    pub fn gateways(&self) -> Vec<GatewayId> {
+        self.read().by_gateway.keys().cloned().collect()
+    }
+
+    /// (users online, gateways with sessions).
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.read();
+        (state.users.len(), state.by_gateway.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(rev: u64, user: &str, sessions: &[(&str, &str)]) -> Change {
+        let record = UserRecord {
+            sessions: sessions
+                .iter()
+                .map(|(id, gw)| SessionRecord {
+                    session: id.to_string(),
+                    gateway: gw.to_string(),
+                    since: 1,
+                })
+                .collect(),
+        };
+        Change {
+            revision: rev,
+            pending: 0,
+            kind: ChangeKind::Put(UserId::new(user).unwrap(), record),
+        }
+    }
+
+    fn gw(id: &str) -> GatewayId {
+        GatewayId::new(id).unwrap()
+    }
+
+    #[test]
+    fn tracks_users_per_gateway_through_moves_and_deletes() {
+        let mirror = Mirror::default();
+        mirror.apply(put(1, "alice", &[("s1", "g1")]));
+        mirror.apply(put(2, "bob", &[("s2", "g1"), ("s3", "g2")]));
+        assert_eq!(mirror.users_on(&gw("g1")).len(), 2);
+        mirror.apply(put(3, "alice", &[("s4", "g2")]));
+        assert_eq!(
+            mirror.users_on(&gw("g1")),
+            vec![UserId::new("bob").unwrap()]
+        );
+        assert_eq!(mirror.users_on(&gw("g2")).len(), 2);
+        let bob = UserId::new("bob").unwrap();
+        mirror.apply(Change {
+            revision: 4,
+            pending: 0,
+            kind: ChangeKind::Delete(bob.clone()),
+        });
+        assert!(mirror.entry(&bob).is_none());
+        assert!(mirror.users_on(&gw("g1")).is_empty());
+        assert_eq!(mirror.gateways(), vec![gw("g2")]);
+        assert_eq!(mirror.applied(), 4);
+        assert_eq!(mirror.counts(), (1, 1));
+    }
+
+    #[test]
+    fn older_changes_never_overwrite_newer_ones() {
+        let mut state = State::default();
+        assert!(state.apply(put(5, "alice", &[("s2", "g2")])));
+        assert!(!state.apply(put(3, "alice", &[("s1", "g1")])));
+        assert_eq!(
+            state.users[&UserId::new("alice").unwrap()].sessions[0].gateway,
+            gw("g2")
+        );
+    }
+
+    #[test]
+    fn invalid_gateway_ids_in_the_bucket_are_skipped() {
+        let mirror = Mirror::default();
+        mirror.apply(put(1, "alice", &[("s1", "bad.gw"), ("s2", "g1")]));
+        let entry = mirror.entry(&UserId::new("alice").unwrap()).unwrap();
+        assert_eq!(entry.sessions.len(), 1);
+        assert_eq!(record_of(&entry.sessions).sessions[0].gateway, "g1");
+    }
+}

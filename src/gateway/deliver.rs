@@ -1,0 +1,59 @@
+//! Answers `mrc.gw.<me>.deliver`: one message for the listed receivers on this gateway.
+//! The client frame is encoded once and shared by every session it goes to; the reply
+//! says which receivers got it and which this gateway does not hold (a stale route).
+
+use async_nats::{Client, Subscriber};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::session::Sessions;
+use crate::ident::UserId;
+use crate::protocol::client::Frame;
+use crate::protocol::code::ErrorCode;
+use crate::protocol::nats::{encode, DeliverReply, DeliverRequest, ErrorReply};
+
+/// Pushes one message to the local sessions of its receivers.
+pub fn deliver(sessions: &Sessions, request: &DeliverRequest<'_>) -> DeliverReply {
+    let frame = Frame::Msg {
+        id: &request.id,
+        from: request.from.as_deref(),
+        to: &request.to,
+        ts: request.ts,
+        body: request.body,
+    }
+    .encode();
+    let mut reply = DeliverReply::default();
+    for rcpt in &request.rcpt {
+        let delivered = UserId::new(rcpt).is_ok_and(|user| sessions.push(&user, &frame));
+        if delivered {
+            reply.delivered.push(rcpt.clone());
+        } else {
+            reply.absent.push(rcpt.clone());
+        }
+    }
+    reply
+}
+
+/// Serves deliver requests from `requests` until `shutdown`.
+pub async fn run(
+    client: Client,
+    sessions: std::sync::Arc<Sessions>,
+    mut requests: Subscriber,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let msg = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            msg = requests.next() => match msg { Some(msg) => msg, None => return Ok(()) },
+        };
+        let reply = match serde_json::from_slice::<DeliverRequest<'_>>(&msg.payload) {
+            Ok(request) => encode(&deliver(&sessions, &request)),
+            Err(e) => encode(&ErrorReply::new(ErrorCode::BadFrame, e.to_string())),
+        };
+        if let Some(reply_to) = msg.reply {
+            if let Err(e) = client.publish(reply_to, reply).await {
+                tracing::debug!(error = %e, "deliver reply not sent");
+            }
+        }
+    }
+}

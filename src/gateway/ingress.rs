@@ -1,0 +1,111 @@
+//! Backend ingress: `mrc.send` (JSON send requests, answered with the per-receiver report)
+//! and `mrc.to.<user>` (a raw body to one user). Both are queue subscriptions shared by
+//! every gateway, so plain `nats pub` / `nats req` reach exactly one of them.
+
+use std::sync::Arc;
+
+use async_nats::Message as NatsMessage;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+
+use super::Gateway;
+use crate::protocol::body_from_bytes;
+use crate::protocol::client::FrameError;
+use crate::protocol::code::ErrorCode;
+use crate::protocol::nats::{encode, ErrorReply, SendRequest};
+use crate::subject::GATEWAY_QUEUE;
+
+/// Takes backend messages until the gateway stops; messages already taken finish under
+/// the gateway's task tracker.
+pub async fn run(gw: Arc<Gateway>) -> anyhow::Result<()> {
+    let mut sends = gw
+        .client
+        .queue_subscribe(gw.subjects.send(), GATEWAY_QUEUE.into())
+        .await?;
+    let mut raw = gw
+        .client
+        .queue_subscribe(gw.subjects.to_all(), GATEWAY_QUEUE.into())
+        .await?;
+    let in_flight = Arc::new(Semaphore::new(gw.ingress_in_flight));
+    loop {
+        let (msg, is_send) = tokio::select! {
+            () = gw.shutdown.cancelled() => break,
+            msg = sends.next() => match msg { Some(m) => (m, true), None => break },
+            msg = raw.next() => match msg { Some(m) => (m, false), None => break },
+        };
+        let permit = in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the ingress semaphore is never closed");
+        let gw2 = gw.clone();
+        gw.tracker.spawn(async move {
+            let reply = if is_send {
+                on_send(&gw2, &msg.payload).await
+            } else {
+                on_raw(&gw2, &msg).await
+            };
+            if let Some(reply_to) = msg.reply {
+                if let Err(e) = gw2.client.publish(reply_to, reply).await {
+                    tracing::debug!(error = %e, "ingress reply not sent");
+                }
+            }
+            drop(permit);
+        });
+    }
+    // Stop taking new messages; the other gateways' members of the queue group get them.
+    let _ = sends.unsubscribe().await;
+    let _ = raw.unsubscribe().await;
+    Ok(())
+}
+
+fn error_reply(e: &FrameError) -> Bytes {
+    encode(&ErrorReply::new(e.code, e.message.clone()))
+}
+
+/// `mrc.send`: `{"to":[...],"from":"...","id":"...","body":...}`.
+async fn on_send(gw: &Gateway, payload: &[u8]) -> Bytes {
+    let request: SendRequest<'_> = match serde_json::from_slice(payload) {
+        Ok(request) => request,
+        Err(e) => {
+            let code = if e.is_data() {
+                ErrorCode::BadFrame
+            } else {
+                ErrorCode::BadJson
+            };
+            return error_reply(&FrameError::new(code, e.to_string()));
+        }
+    };
+    match gw
+        .limits
+        .message(request.from, request.to, request.id, request.body)
+    {
+        Ok(message) => encode(&gw.router.route(&message).await),
+        Err(e) => error_reply(&e),
+    }
+}
+
+/// `mrc.to.<user>`: the payload is the body. JSON passes as it is; other UTF-8 text
+/// becomes a JSON string; anything else is refused with `bad_body`.
+async fn on_raw(gw: &Gateway, msg: &NatsMessage) -> Bytes {
+    let user = match gw.subjects.to_user(&msg.subject) {
+        Ok(user) => user,
+        Err(e) => {
+            return error_reply(&FrameError::new(
+                ErrorCode::BadId,
+                format!("receiver token: {e}"),
+            ))
+        }
+    };
+    let Some(body) = body_from_bytes(&msg.payload) else {
+        return error_reply(&FrameError::new(
+            ErrorCode::BadBody,
+            "body is neither JSON nor UTF-8 text",
+        ));
+    };
+    match gw.limits.message(None, vec![user.to_string()], None, &body) {
+        Ok(message) => encode(&gw.router.route(&message).await),
+        Err(e) => error_reply(&e),
+    }
+}

@@ -1,0 +1,97 @@
+//! The WebSocket door: `GET /ws` upgrades to a session speaking the JSON protocol in text
+//! messages. Message size and write buffering are bounded (tungstenite's defaults allow
+//! 64 MiB messages and an unbounded write buffer).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+
+use crate::gateway::conn::{self, Close, Inbound};
+use crate::gateway::Gateway;
+
+/// Serves WebSocket clients on `listener` until the gateway's shutdown token fires.
+pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) -> anyhow::Result<()> {
+    let shutdown = gw.shutdown.clone();
+    let app = axum::Router::new()
+        .route("/ws", get(upgrade))
+        .with_state(gw);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await?;
+    Ok(())
+}
+
+async fn upgrade(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if gw.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    // The transport refuses frames far beyond the protocol limit; frames between the two
+    // get a `too_large` error and the connection lives on.
+    let hard_limit = gw.limits.max_frame_bytes.saturating_mul(4).max(4096);
+    let task = gw.tracker.token();
+    ws.max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .write_buffer_size(0)
+        .max_write_buffer_size(hard_limit.saturating_mul(2))
+        .on_upgrade(move |socket| async move {
+            let (sink, stream) = socket.split();
+            conn::serve(gw, WsReader(stream), WsWriter(sink), peer).await;
+            drop(task);
+        })
+}
+
+struct WsReader(SplitStream<WebSocket>);
+
+impl conn::Reader for WsReader {
+    async fn next(&mut self) -> Inbound {
+        match self.0.next().await {
+            Some(Ok(Message::Text(text))) => Inbound::Text(text.as_str().to_owned()),
+            Some(Ok(Message::Close(_))) | None => Inbound::Closed,
+            Some(Ok(_)) => Inbound::Other,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "websocket read failed");
+                Inbound::Closed
+            }
+        }
+    }
+}
+
+struct WsWriter(SplitSink<WebSocket, Message>);
+
+impl conn::Writer for WsWriter {
+    async fn send(&mut self, frame: Bytes) -> anyhow::Result<()> {
+        let text = Utf8Bytes::try_from(frame)?;
+        self.0.send(Message::Text(text)).await?;
+        Ok(())
+    }
+
+    async fn close(&mut self, reason: Close) {
+        let code = match reason {
+            Close::Shutdown => 1001,
+            Close::SlowConsumer | Close::Login => 1008,
+            Close::Unavailable => 1011,
+        };
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason.reason()),
+        };
+        let _ = self.0.send(Message::Close(Some(frame))).await;
+        let _ = self.0.close().await;
+    }
+}

@@ -1,0 +1,198 @@
+//! The gateway: holds client sessions and routes their messages.
+//!
+//! - [`conn`] runs one client connection (login, frames, limits) over any transport;
+//!   [`listener`] holds the transports (WebSocket).
+//! - [`session`]: live sessions and their bounded outbound queues.
+//! - [`registrar`]: register/unregister/purge requests to the centers.
+//! - [`resolve`]: cached, batched directory look-ups; [`route`]: one deliver request per
+//!   destination gateway, retry of stale routes, the report; [`deliver`]: the receiving end.
+//! - [`ingress`]: backend messages from `mrc.send` and `mrc.to.*`.
+//! - [`heartbeat`]: liveness towards the centers and re-asserting sessions.
+
+pub mod conn;
+pub mod deliver;
+pub mod heartbeat;
+pub mod ingress;
+pub mod listener;
+pub mod registrar;
+pub mod resolve;
+pub mod route;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config;
+use crate::connection::{Connection, RequestFailure};
+use crate::ident::GatewayId;
+use crate::subject::Subjects;
+
+/// What every part of a gateway shares.
+pub struct Gateway {
+    pub id: GatewayId,
+    pub client: Client,
+    pub subjects: Subjects,
+    pub sessions: Arc<session::Sessions>,
+    pub registrar: registrar::Registrar,
+    pub router: route::Router,
+    pub limits: conn::Limits,
+    /// Backend messages routed at once.
+    pub ingress_in_flight: usize,
+    /// Cancelled when the gateway starts to stop.
+    pub shutdown: CancellationToken,
+    /// Every connection and in-flight send; the stop waits for them.
+    pub tracker: TaskTracker,
+}
+
+/// Runs one gateway on `listener` until `shutdown`, then stops gracefully: stop accepting,
+/// tell every client `bye`, remove all its sessions from the directory.
+pub async fn run(
+    config: config::Gateway,
+    id: GatewayId,
+    connection: Connection,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let subjects = config.nats.subjects()?;
+    let client = connection.client.clone();
+    let timeout = config.nats.request_timeout();
+    let sessions = Arc::new(session::Sessions::default());
+    let resolver = Arc::new(resolve::Resolver::new(
+        client.clone(),
+        &subjects,
+        config.cache_capacity,
+        Duration::from_millis(config.cache_ttl_ms),
+        timeout,
+    ));
+    let router = route::Router::new(
+        id.clone(),
+        client.clone(),
+        subjects.clone(),
+        resolver.clone(),
+        sessions.clone(),
+        timeout,
+    );
+    let gw = Arc::new(Gateway {
+        id: id.clone(),
+        client: client.clone(),
+        subjects: subjects.clone(),
+        sessions,
+        registrar: registrar::Registrar::new(client.clone(), subjects.clone(), id.clone(), timeout),
+        router,
+        limits: conn::Limits {
+            max_receivers: config.max_receivers,
+            max_frame_bytes: config.max_frame_bytes,
+            outbound_queue: config.outbound_queue,
+            login_timeout: Duration::from_millis(config.login_timeout_ms),
+            sends_in_flight: config.sends_in_flight,
+        },
+        ingress_in_flight: config.ingress_in_flight,
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+    });
+
+    // Deliveries must reach us before the directory points anywhere at us.
+    let deliveries = client.subscribe(subjects.deliver(&id)).await?;
+    let background = TaskTracker::new();
+    background.spawn(log_failure(
+        "deliver",
+        deliver::run(
+            client.clone(),
+            gw.sessions.clone(),
+            deliveries,
+            shutdown.clone(),
+        ),
+    ));
+    background.spawn(log_failure(
+        "heartbeat",
+        heartbeat::run(
+            gw.clone(),
+            Duration::from_millis(config.heartbeat_ms),
+            connection.reconnects.clone(),
+        ),
+    ));
+    background.spawn(log_failure(
+        "route changes",
+        resolve::follow_changes(resolver, client.clone(), subjects.clone(), shutdown.clone()),
+    ));
+    // Sessions of an earlier run under this id are gone: drop them before taking new ones.
+    if !purge_previous_run(&gw).await {
+        return Ok(());
+    }
+    background.spawn(log_failure("ingress", ingress::run(gw.clone())));
+
+    let addr = listener.local_addr()?;
+    tracing::info!(gateway = %id, ws = %format!("ws://{addr}/ws"), "gateway ready");
+    println!("mrc-gateway ready: id={id} ws=ws://{addr}/ws");
+    listener::ws::serve(gw.clone(), listener).await?;
+
+    stop(&gw, Duration::from_millis(config.shutdown_grace_ms)).await;
+    background.close();
+    background.wait().await;
+    Ok(())
+}
+
+/// Purges this gateway id at the centers, waiting for one to answer; false on shutdown.
+async fn purge_previous_run(gw: &Gateway) -> bool {
+    let mut waited = 0u32;
+    loop {
+        match gw.registrar.purge().await {
+            Ok(removed) => {
+                if removed > 0 {
+                    tracing::info!(
+                        removed,
+                        "removed sessions of an earlier run of this gateway"
+                    );
+                }
+                return true;
+            }
+            Err(e @ (RequestFailure::NoResponders | RequestFailure::TimedOut)) => {
+                if waited % 20 == 0 {
+                    tracing::warn!(error = %e, "no center answers yet; waiting before accepting clients");
+                }
+                waited += 1;
+            }
+            Err(e) => tracing::warn!(error = %e, "purge failed; retrying"),
+        }
+        tokio::select! {
+            () = gw.shutdown.cancelled() => return false,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+/// The graceful part of a stop: connections say `bye` and close (they watch the shutdown
+/// token), in-flight sends finish, then one purge removes every session of this gateway.
+async fn stop(gw: &Gateway, grace: Duration) {
+    tracing::info!(sessions = gw.sessions.len(), "stopping: closing sessions");
+    gw.tracker.close();
+    if tokio::time::timeout(grace, gw.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = gw.tracker.len(),
+            "grace period over: connections still open"
+        );
+    }
+    match gw.registrar.purge().await {
+        Ok(removed) => tracing::info!(removed, "sessions removed from the directory"),
+        Err(e) => {
+            tracing::warn!(error = %e, "purge at stop failed; centers will evict this gateway")
+        }
+    }
+}
+
+async fn log_failure(
+    task: &'static str,
+    future: impl std::future::Future<Output = anyhow::Result<()>>,
+) {
+    if let Err(e) = future.await {
+        tracing::error!(task, error = %format!("{e:#}"), "gateway task failed");
+    }
+}

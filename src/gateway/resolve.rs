@@ -1,0 +1,136 @@
+//! Where receivers are: a moka cache of user → gateways, and ONE batched `mrc.dir.lookup`
+//! for all the misses of a send. Only users that are online are cached (an offline answer
+//! would hide a later login); centers publish `mrc.dir.changed.<user>` when a user's set
+//! of gateways changes, and [`follow_changes`] drops those entries.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use futures::StreamExt;
+use moka::future::Cache;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{request, RequestFailure};
+use crate::ident::{GatewayId, UserId};
+use crate::protocol::nats::{encode, LookupReply, LookupRequest};
+use crate::subject::{Subjects, DIR_LOOKUP};
+
+/// Users per look-up request (the centers' limit).
+const LOOKUP_CHUNK: usize = crate::center::service::MAX_LOOKUP_USERS;
+
+/// The gateways holding one user's sessions.
+pub type Route = Arc<[GatewayId]>;
+
+pub struct Resolver {
+    cache: Cache<UserId, Route>,
+    client: Client,
+    lookup_subject: String,
+    timeout: Duration,
+    /// Look-up requests sent (for metrics and the tests that prove cache hits are free).
+    lookups: AtomicU64,
+}
+
+impl Resolver {
+    pub fn new(
+        client: Client,
+        subjects: &Subjects,
+        capacity: u64,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Self {
+        Resolver {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+            client,
+            lookup_subject: subjects.dir(DIR_LOOKUP),
+            timeout,
+            lookups: AtomicU64::new(0),
+        }
+    }
+
+    /// Routes of `users`; users missing from the answer are offline. `fresh` skips the
+    /// cache (used to re-resolve stale routes).
+    pub async fn resolve(
+        &self,
+        users: &[UserId],
+        fresh: bool,
+    ) -> Result<HashMap<UserId, Route>, RequestFailure> {
+        let mut routes = HashMap::with_capacity(users.len());
+        let mut misses = Vec::new();
+        for user in users {
+            match (fresh, self.cache.get(user).await) {
+                (false, Some(route)) => {
+                    routes.insert(user.clone(), route);
+                }
+                _ => misses.push(user),
+            }
+        }
+        for chunk in misses.chunks(LOOKUP_CHUNK) {
+            let request_users = chunk.iter().map(|u| u.to_string()).collect();
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            let reply: LookupReply = request(
+                &self.client,
+                self.lookup_subject.clone(),
+                encode(&LookupRequest {
+                    users: request_users,
+                }),
+                self.timeout,
+            )
+            .await?;
+            for user in chunk {
+                let Some(locations) = reply.users.get(user.as_str()) else {
+                    continue;
+                };
+                let mut gateways: Vec<GatewayId> = Vec::with_capacity(locations.len());
+                for location in locations {
+                    if let Ok(gw) = GatewayId::new(&location.gateway) {
+                        if !gateways.contains(&gw) {
+                            gateways.push(gw);
+                        }
+                    }
+                }
+                if gateways.is_empty() {
+                    self.cache.invalidate(*user).await;
+                    continue;
+                }
+                let route: Route = gateways.into();
+                self.cache.insert((*user).clone(), route.clone()).await;
+                routes.insert((*user).clone(), route);
+            }
+        }
+        Ok(routes)
+    }
+
+    pub async fn invalidate(&self, user: &UserId) {
+        self.cache.invalidate(user).await;
+    }
+
+    /// Look-up requests sent so far.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+}
+
+/// Drops cached routes of users whose gateways changed, until `shutdown`.
+pub async fn follow_changes(
+    resolver: Arc<Resolver>,
+    client: Client,
+    subjects: Subjects,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut changes = client.subscribe(subjects.dir_changed_all()).await?;
+    loop {
+        let msg = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            msg = changes.next() => match msg { Some(msg) => msg, None => return Ok(()) },
+        };
+        if let Some(user) = subjects.dir_changed_user(&msg.subject) {
+            resolver.invalidate(&user).await;
+        }
+    }
+}

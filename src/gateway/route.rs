@@ -1,0 +1,292 @@
+//! Routing one message: resolve every receiver in one batch, group them by gateway, send
+//! ONE deliver request per destination gateway, re-resolve the receivers that were not
+//! where the directory said (once, bypassing the cache), and report per receiver.
+//!
+//! The body travels as the sender's bytes (`RawValue`); nothing re-encodes it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use serde_json::value::RawValue;
+
+use super::deliver::deliver;
+use super::resolve::{Resolver, Route};
+use super::session::Sessions;
+use crate::connection::{self, RequestFailure};
+use crate::ident::{GatewayId, MessageId, UserId};
+use crate::protocol::client::Report;
+use crate::protocol::code::Outcome;
+use crate::protocol::nats::{encode, DeliverReply, DeliverRequest};
+use crate::protocol::now_ms;
+use crate::subject::Subjects;
+
+/// A message ready to route (already validated for size and receiver count).
+pub struct Message {
+    pub id: MessageId,
+    /// The sending user, or what a backend put in `from`.
+    pub from: Option<String>,
+    /// Receivers as the sender wrote them (duplicates and bad ids are handled here).
+    pub to: Vec<String>,
+    pub body: Box<RawValue>,
+}
+
+pub struct Router {
+    pub gateway: GatewayId,
+    client: Client,
+    subjects: Subjects,
+    resolver: Arc<Resolver>,
+    sessions: Arc<Sessions>,
+    timeout: Duration,
+}
+
+/// How one delivery attempt went for one receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Delivered,
+    /// The directory knows no session of the user.
+    NoRoute,
+    /// The route was stale: the gateway said "not here" or had no responders.
+    Absent,
+    /// The gateway (or the directory) did not answer in time.
+    Failed,
+}
+
+impl Router {
+    pub fn new(
+        gateway: GatewayId,
+        client: Client,
+        subjects: Subjects,
+        resolver: Arc<Resolver>,
+        sessions: Arc<Sessions>,
+        timeout: Duration,
+    ) -> Self {
+        Router {
+            gateway,
+            client,
+            subjects,
+            resolver,
+            sessions,
+            timeout,
+        }
+    }
+
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    /// Routes `message` and says what happened to each distinct receiver.
+    pub async fn route(&self, message: &Message) -> Report {
+        let mut status = BTreeMap::new();
+        let mut receivers: Vec<UserId> = Vec::with_capacity(message.to.len());
+        for raw in &message.to {
+            if status.contains_key(raw) {
+                continue;
+            }
+            match UserId::new(raw) {
+                Ok(user) => {
+                    status.insert(raw.clone(), Outcome::Offline);
+                    receivers.push(user);
+                }
+                Err(_) => {
+                    status.insert(raw.clone(), Outcome::Rejected);
+                }
+            }
+        }
+        let to: Vec<String> = receivers.iter().map(|u| u.to_string()).collect();
+        let ts = now_ms();
+
+        let mut results = self.attempt(message, &to, ts, &receivers, false).await;
+        let stale: Vec<UserId> = receivers
+            .iter()
+            .filter(|u| matches!(results.get(*u), Some(Attempt::Absent | Attempt::Failed)))
+            .cloned()
+            .collect();
+        if !stale.is_empty() {
+            for user in &stale {
+                self.resolver.invalidate(user).await;
+            }
+            results.extend(self.attempt(message, &to, ts, &stale, true).await);
+        }
+        for user in &receivers {
+            let outcome = match results.get(user) {
+                Some(Attempt::Delivered) => Outcome::Delivered,
+                Some(Attempt::Failed) => Outcome::Unavailable,
+                Some(Attempt::Absent | Attempt::NoRoute) | None => Outcome::Offline,
+            };
+            status.insert(user.to_string(), outcome);
+        }
+        Report {
+            id: message.id.as_str().to_string(),
+            status,
+        }
+    }
+
+    /// One resolve + deliver round for `users`.
+    async fn attempt(
+        &self,
+        message: &Message,
+        to: &[String],
+        ts: u64,
+        users: &[UserId],
+        fresh: bool,
+    ) -> HashMap<UserId, Attempt> {
+        let routes = match self.resolver.resolve(users, fresh).await {
+            Ok(routes) => routes,
+            Err(e) => {
+                tracing::warn!(error = %e, "directory look-up failed");
+                return users.iter().map(|u| (u.clone(), Attempt::Failed)).collect();
+            }
+        };
+        let by_gateway = group_by_gateway(users, &routes);
+        let deliveries = by_gateway.into_iter().map(|(gateway, rcpt)| async move {
+            let request = DeliverRequest {
+                id: message.id.as_str().to_string(),
+                from: message.from.clone(),
+                to: to.to_vec(),
+                rcpt: rcpt.iter().map(|u| u.to_string()).collect(),
+                ts,
+                body: &message.body,
+            };
+            let result = self.deliver_to(&gateway, &request).await;
+            (rcpt, result)
+        });
+        let mut results: HashMap<UserId, Attempt> = users
+            .iter()
+            .map(|u| {
+                let routed = routes.contains_key(u);
+                (
+                    u.clone(),
+                    if routed {
+                        Attempt::Absent
+                    } else {
+                        Attempt::NoRoute
+                    },
+                )
+            })
+            .collect();
+        for (rcpt, result) in futures::future::join_all(deliveries).await {
+            merge(&mut results, &rcpt, result);
+        }
+        results
+    }
+
+    /// One deliver request; this gateway delivers to itself without a NATS round trip.
+    async fn deliver_to(
+        &self,
+        gateway: &GatewayId,
+        request: &DeliverRequest<'_>,
+    ) -> Result<DeliverReply, RequestFailure> {
+        if *gateway == self.gateway {
+            return Ok(deliver(&self.sessions, request));
+        }
+        let payload = encode(request);
+        connection::request(
+            &self.client,
+            self.subjects.deliver(gateway),
+            payload,
+            self.timeout,
+        )
+        .await
+    }
+}
+
+/// Receivers per gateway; a user on several gateways is listed under each.
+fn group_by_gateway(
+    users: &[UserId],
+    routes: &HashMap<UserId, Route>,
+) -> HashMap<GatewayId, Vec<UserId>> {
+    let mut by_gateway: HashMap<GatewayId, Vec<UserId>> = HashMap::new();
+    for user in users {
+        for gateway in routes.get(user).map(|r| &r[..]).unwrap_or_default() {
+            by_gateway
+                .entry(gateway.clone())
+                .or_default()
+                .push(user.clone());
+        }
+    }
+    by_gateway
+}
+
+/// Folds one gateway's answer into the per-user results: delivered anywhere wins, then
+/// failed (we cannot know), then absent.
+fn merge(
+    results: &mut HashMap<UserId, Attempt>,
+    rcpt: &[UserId],
+    result: Result<DeliverReply, RequestFailure>,
+) {
+    let mut raise = |user: &UserId, to: Attempt| {
+        if let Some(current) = results.get_mut(user) {
+            *current = match (*current, to) {
+                (Attempt::Delivered, _) | (_, Attempt::Delivered) => Attempt::Delivered,
+                (Attempt::Failed, _) | (_, Attempt::Failed) => Attempt::Failed,
+                _ => Attempt::Absent,
+            };
+        }
+    };
+    match result {
+        Ok(reply) => {
+            for user in rcpt {
+                if reply.delivered.iter().any(|d| d == user.as_str()) {
+                    raise(user, Attempt::Delivered);
+                }
+            }
+        }
+        Err(RequestFailure::NoResponders) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "deliver request failed");
+            for user in rcpt {
+                raise(user, Attempt::Failed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> UserId {
+        UserId::new(id).unwrap()
+    }
+
+    #[test]
+    fn groups_receivers_once_per_gateway() {
+        let g1 = GatewayId::new("g1").unwrap();
+        let g2 = GatewayId::new("g2").unwrap();
+        let routes: HashMap<UserId, Route> = [
+            (user("a"), Route::from(vec![g1.clone()])),
+            (user("b"), Route::from(vec![g1.clone(), g2.clone()])),
+        ]
+        .into();
+        let grouped = group_by_gateway(&[user("a"), user("b"), user("c")], &routes);
+        assert_eq!(grouped.len(), 2);
+        assert_eq!(grouped[&g1], vec![user("a"), user("b")]);
+        assert_eq!(grouped[&g2], vec![user("b")]);
+    }
+
+    #[test]
+    fn delivered_anywhere_wins_over_absent_and_failed() {
+        let mut results: HashMap<UserId, Attempt> =
+            [(user("a"), Attempt::Absent), (user("b"), Attempt::Absent)].into();
+        merge(
+            &mut results,
+            &[user("a"), user("b")],
+            Err(RequestFailure::TimedOut),
+        );
+        let reply = DeliverReply {
+            delivered: vec!["a".into()],
+            absent: vec!["b".into()],
+        };
+        merge(&mut results, &[user("a"), user("b")], Ok(reply));
+        assert_eq!(results[&user("a")], Attempt::Delivered);
+        assert_eq!(results[&user("b")], Attempt::Failed);
+        merge(
+            &mut results,
+            &[user("b")],
+            Err(RequestFailure::NoResponders),
+        );
+        assert_eq!(results[&user("b")], Attempt::Failed);
+    }
+}

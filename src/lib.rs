@@ -1,0 +1,29 @@
+//! MRC, the message routing cluster: users connected to many gateway processes message
+//! each other by user id, routed over NATS.
+//!
+//! Code map (docs/ARCHITECTURE.md has the long version):
+//! - [`ident`]: user/gateway/center/session/message ids and the subject-token encoding.
+//! - [`subject`]: the only place subjects are built.
+//! - [`protocol`]: every wire and storage format (the only serde types).
+//! - [`config`]: flags and `MRC_*` env of each process, validated before start.
+//! - [`connection`]: connecting to NATS.
+//! - [`directory`]: the user directory: JetStream KV bucket + in-memory mirror.
+//! - [`center`]: the directory service, presence and gateway liveness.
+//! - [`gateway`]: client sessions, routing, delivery and backend ingress.
+//! - [`client`]: a WebSocket client of a gateway (the CLI and tests use it).
+//! - [`shutdown`], [`telemetry`]: signals and logging.
+
+pub mod center;
+pub mod client;
+pub mod config;
+pub mod connection;
+pub mod directory;
+pub mod gateway;
+pub mod ident;
+pub mod protocol;
+pub mod shutdown;
+pub mod subject;
+pub mod telemetry;
+
+/// This build's version, announced by centers and gateways.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

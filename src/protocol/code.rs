@@ -1,0 +1,105 @@
+//! Stable codes: what went wrong ([`ErrorCode`]) and what happened to one receiver
+//! ([`Outcome`]). Codes are snake_case on the wire and are never renamed once shipped.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a frame, request or message was refused. Shipped in error frames and replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame or payload is not valid JSON (or not a JSON object).
+    BadJson,
+    /// The JSON is fine but a field is missing or has the wrong type.
+    BadFrame,
+    /// The `op` is not one this gateway knows.
+    UnknownOp,
+    /// An id (user, gateway, session, message) is not valid.
+    BadId,
+    /// The body cannot be carried (e.g. raw bytes that are not UTF-8).
+    BadBody,
+    /// The frame or body is larger than the configured limit.
+    TooLarge,
+    /// More receivers than the configured limit.
+    TooManyReceivers,
+    /// The op needs a logged-in session.
+    NotLoggedIn,
+    /// `login` on a connection that is already logged in.
+    AlreadyLoggedIn,
+    /// The directory (no center answered) or another part of the cluster is unreachable.
+    Unavailable,
+    /// The process is shutting down.
+    ShuttingDown,
+    /// An unexpected internal failure; the message says more.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::BadId => "bad_id",
+            ErrorCode::BadBody => "bad_body",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::TooManyReceivers => "too_many_receivers",
+            ErrorCode::NotLoggedIn => "not_logged_in",
+            ErrorCode::AlreadyLoggedIn => "already_logged_in",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to one receiver of a message, as the sender's report says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Pushed to at least one live session of the receiver.
+    Delivered,
+    /// The receiver has no live session (checked against the directory and, if it
+    /// pointed somewhere, re-resolved once).
+    Offline,
+    /// The receiver id is invalid; nothing was attempted.
+    Rejected,
+    /// Routing failed: no center answered the look-up, or the receiver's gateway timed out.
+    /// The message may or may not have arrived; resending with the same id is safe.
+    Unavailable,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Offline => "offline",
+            Outcome::Rejected => "rejected",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_their_stable_names() {
+        for code in [
+            ErrorCode::BadJson,
+            ErrorCode::TooManyReceivers,
+            ErrorCode::NotLoggedIn,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+        let json = serde_json::to_string(&Outcome::Unavailable).unwrap();
+        assert_eq!(json, "\"unavailable\"");
+    }
+}

@@ -1,0 +1,52 @@
+//! Every wire and storage format of MRC, and the only types that derive serde.
+//!
+//! - [`client`]: frames between a client and its gateway.
+//! - [`nats`]: payloads on NATS subjects (directory requests, deliver, ingress, events).
+//! - [`record`]: the value stored per user in the directory KV bucket.
+//! - [`code`]: the stable error codes and per-receiver outcomes.
+//!
+//! Message bodies are carried as `&RawValue`: validated as JSON, copied as bytes, never
+//! parsed into a tree and re-encoded.
+
+pub mod client;
+pub mod code;
+pub mod nats;
+pub mod record;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch: the `ts` of messages and events.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A message body from arbitrary bytes (`mrc.to.*` payloads, CLI arguments): JSON passes
+/// as it is, other UTF-8 text becomes a JSON string, anything else is refused (`None`).
+pub fn body_from_bytes(payload: &[u8]) -> Option<Box<serde_json::value::RawValue>> {
+    use serde_json::value::RawValue;
+    if let Ok(json) = serde_json::from_slice::<&RawValue>(payload) {
+        return Some(json.to_owned());
+    }
+    let text = std::str::from_utf8(payload).ok()?;
+    let quoted = serde_json::to_string(text).expect("a string always serializes");
+    Some(RawValue::from_string(quoted).expect("a serialized string is valid JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_bodies_become_json() {
+        let get = |b: &[u8]| body_from_bytes(b).map(|v| v.get().to_string());
+        assert_eq!(get(br#"{"a": 1}"#).unwrap(), r#"{"a": 1}"#);
+        assert_eq!(get(b"hello world").unwrap(), r#""hello world""#);
+        assert_eq!(get(b"42").unwrap(), "42");
+        assert_eq!(get(b"").unwrap(), r#""""#);
+        assert_eq!(get(b"say \"hi\"\n").unwrap(), r#""say \"hi\"\n""#);
+        assert!(get(&[0xff, 0xfe]).is_none());
+    }
+}

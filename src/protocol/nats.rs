@@ -1,0 +1,240 @@
+//! Payloads on NATS subjects. All are JSON that `nats pub` / `nats req` can type by hand.
+//! Subjects themselves are built in `crate::subject`.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::code::ErrorCode;
+
+/// `mrc.dir.register`: session `session` of `user` lives on `gateway`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub user: String,
+    pub session: String,
+    pub gateway: String,
+}
+
+/// `mrc.dir.unregister`: remove exactly this session (fencing: never another one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnregisterRequest {
+    pub user: String,
+    pub session: String,
+}
+
+/// Reply to register/unregister: how many sessions the user has now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionsReply {
+    pub sessions: usize,
+}
+
+/// `mrc.dir.purge`: remove every session of a gateway (it restarted or is stopping).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PurgeRequest {
+    pub gateway: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PurgeReply {
+    /// Sessions removed.
+    pub removed: usize,
+}
+
+/// `mrc.dir.lookup`: where are these users? Many users in one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LookupRequest {
+    pub users: Vec<String>,
+}
+
+/// Every requested user appears; an empty list means offline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LookupReply {
+    pub users: BTreeMap<String, Vec<Location>>,
+}
+
+/// One live session of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub gateway: String,
+    pub session: String,
+    /// When the session registered, ms since the epoch.
+    pub since: u64,
+}
+
+/// `mrc.gw.<gateway>.deliver`: one message for the receivers (`rcpt`) on that gateway.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeliverRequest<'a> {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Every receiver of the message, as the clients see it.
+    pub to: Vec<String>,
+    /// The receivers this gateway should push to.
+    pub rcpt: Vec<String>,
+    pub ts: u64,
+    #[serde(borrow)]
+    pub body: &'a RawValue,
+}
+
+/// Which receivers the gateway pushed to, and which it does not hold (stale route).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeliverReply {
+    pub delivered: Vec<String>,
+    pub absent: Vec<String>,
+}
+
+/// `mrc.send`: a backend's message. `id` and `from` are optional.
+#[derive(Debug, Deserialize)]
+pub struct SendRequest<'a> {
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(borrow)]
+    pub body: &'a RawValue,
+}
+
+/// Outbound form of [`SendRequest`], for the CLI and tests.
+#[derive(Debug, Serialize)]
+pub struct SendRequestOut<'a> {
+    pub to: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    pub body: &'a RawValue,
+}
+
+/// `mrc.gw.<gateway>.hb`: the gateway is alive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub gateway: String,
+    pub sessions: usize,
+}
+
+/// `mrc.center.hello` / `here` / `bye`: a center starts, answers a hello, or stops.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CenterAnnounce {
+    pub center: String,
+    pub version: String,
+}
+
+/// `mrc.center.gateway-down`: a center removed a gateway's sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayDown {
+    pub gateway: String,
+    pub removed: usize,
+    pub center: String,
+}
+
+/// Online or offline, in a presence event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    Offline,
+}
+
+/// `mrc.presence.<user>`: first session came up or last session went away.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Presence {
+    pub user: String,
+    pub status: PresenceStatus,
+    /// The gateway whose session caused the change.
+    pub gateway: String,
+    pub ts: u64,
+}
+
+/// The error form of any reply: `{"error":{"code":"bad_id","message":"..."}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorReply {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorReply {
+            error: ErrorBody {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// Encodes any payload of this module.
+pub fn encode<T: Serialize>(payload: &T) -> bytes::Bytes {
+    bytes::Bytes::from(
+        serde_json::to_vec(payload).expect("payloads contain only serializable data"),
+    )
+}
+
+/// Why a reply could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    #[error("peer answered with an error: {0}")]
+    Remote(ErrorBody),
+    #[error("reply is not valid: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+/// Decodes a reply that is either `T` or an [`ErrorReply`].
+pub fn decode_reply<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ReplyError> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either<T> {
+        Err(ErrorReply),
+        Ok(T),
+    }
+    match serde_json::from_slice(payload)? {
+        Either::Ok(v) => Ok(v),
+        Either::Err(e) => Err(ReplyError::Remote(e.error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_decode_to_value_or_error() {
+        let ok: SessionsReply = decode_reply(br#"{"sessions":2}"#).unwrap();
+        assert_eq!(ok.sessions, 2);
+        let err = decode_reply::<SessionsReply>(&encode(&ErrorReply::new(ErrorCode::BadId, "x")));
+        match err {
+            Err(ReplyError::Remote(body)) => assert_eq!(body.code, ErrorCode::BadId),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_reply::<SessionsReply>(b"{}"),
+            Err(ReplyError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn send_request_is_what_nats_cli_users_type() {
+        let req: SendRequest<'_> = serde_json::from_str(r#"{"to":["alice"],"body":"hi"}"#).unwrap();
+        assert_eq!(req.to, ["alice"]);
+        assert_eq!(req.body.get(), r#""hi""#);
+        assert!(req.from.is_none() && req.id.is_none());
+    }
+
+    #[test]
+    fn deliver_request_keeps_body_bytes() {
+        let text = r#"{"id":"m","to":["a"],"rcpt":["a"],"ts":1,"body":[1,  2]}"#;
+        let req: DeliverRequest<'_> = serde_json::from_str(text).unwrap();
+        assert_eq!(req.body.get(), "[1,  2]");
+        let again = String::from_utf8(encode(&req).to_vec()).unwrap();
+        assert_eq!(again, text);
+    }
+}

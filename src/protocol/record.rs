@@ -1,0 +1,33 @@
+//! The value stored under a user's key in the directory KV bucket: that user's live
+//! sessions. Field names are short because there is one record per online user.
+
+use serde::{Deserialize, Serialize};
+
+/// All live sessions of one user. The key is the user's token; an empty record is never
+/// stored (the key is deleted instead).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    #[serde(rename = "s")]
+    pub sessions: Vec<SessionRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    #[serde(rename = "id")]
+    pub session: String,
+    #[serde(rename = "gw")]
+    pub gateway: String,
+    /// Registration time, ms since the epoch.
+    #[serde(rename = "t")]
+    pub since: u64,
+}
+
+impl UserRecord {
+    pub fn encode(&self) -> bytes::Bytes {
+        bytes::Bytes::from(serde_json::to_vec(self).expect("records are serializable"))
+    }
+
+    pub fn decode(value: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(value)
+    }
+}

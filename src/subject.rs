@@ -1,0 +1,188 @@
+//! The only place subject strings are built.
+//!
+//! Every subject starts with a configurable prefix (default `mrc`). User ids enter subjects
+//! only through [`UserId::token`], gateway ids only after [`GatewayId`] validation, so no
+//! input can add a `.`, `*` or `>` to a subject.
+
+use std::sync::Arc;
+
+use crate::ident::{GatewayId, IdError, UserId};
+
+/// Names of the center's micro-service endpoints under [`Subjects::dir_group`].
+pub const DIR_REGISTER: &str = "register";
+pub const DIR_UNREGISTER: &str = "unregister";
+pub const DIR_LOOKUP: &str = "lookup";
+pub const DIR_PURGE: &str = "purge";
+
+/// The name centers answer `$SRV.PING/INFO/STATS` under.
+pub const CENTER_SERVICE: &str = "mrc-center";
+/// Queue group of the centers' endpoints.
+pub const CENTER_QUEUE: &str = "mrc-center";
+/// Queue group of the gateways' ingress subscriptions.
+pub const GATEWAY_QUEUE: &str = "mrc-gateway";
+
+/// Builds every subject for one prefix.
+#[derive(Clone, Debug)]
+pub struct Subjects {
+    prefix: Arc<str>,
+}
+
+impl Subjects {
+    /// A prefix is one or more dot-separated tokens of `[A-Za-z0-9_-]`.
+    pub fn new(prefix: &str) -> Result<Self, IdError> {
+        if prefix.is_empty() {
+            return Err(IdError::Empty);
+        }
+        for token in prefix.split('.') {
+            if token.is_empty()
+                || !token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(IdError::Charset);
+            }
+        }
+        Ok(Subjects {
+            prefix: Arc::from(prefix),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `mrc.dir`: the service group whose endpoints are `DIR_*`.
+    pub fn dir_group(&self) -> String {
+        format!("{}.dir", self.prefix)
+    }
+
+    /// `mrc.dir.<endpoint>`, for the gateways' requests.
+    pub fn dir(&self, endpoint: &str) -> String {
+        format!("{}.dir.{endpoint}", self.prefix)
+    }
+
+    /// `mrc.dir.changed.<user>`: a user's set of gateways changed; gateways drop cached routes.
+    pub fn dir_changed(&self, user: &UserId) -> String {
+        format!("{}.dir.changed.{}", self.prefix, user.token())
+    }
+
+    pub fn dir_changed_all(&self) -> String {
+        format!("{}.dir.changed.*", self.prefix)
+    }
+
+    /// The user whose route changed, from a `dir_changed` subject.
+    pub fn dir_changed_user(&self, subject: &str) -> Option<UserId> {
+        let token = subject
+            .strip_prefix(&*self.prefix)?
+            .strip_prefix(".dir.changed.")?;
+        UserId::from_token(token).ok()
+    }
+
+    /// `mrc.center.>`: everything centers broadcast to each other.
+    pub fn center_all(&self) -> String {
+        format!("{}.center.>", self.prefix)
+    }
+
+    /// `mrc.center.<event>`, event one of `hello`, `here`, `bye`, `gateway-down`.
+    pub fn center(&self, event: &str) -> String {
+        format!("{}.center.{event}", self.prefix)
+    }
+
+    /// The event name of a `center` subject.
+    pub fn center_event<'s>(&self, subject: &'s str) -> Option<&'s str> {
+        subject
+            .strip_prefix(&*self.prefix)?
+            .strip_prefix(".center.")
+    }
+
+    /// `mrc.gw.<gateway>.deliver`: one message for the listed receivers on that gateway.
+    pub fn deliver(&self, gateway: &GatewayId) -> String {
+        format!("{}.gw.{gateway}.deliver", self.prefix)
+    }
+
+    /// `mrc.gw.<gateway>.hb`: gateway liveness.
+    pub fn heartbeat(&self, gateway: &GatewayId) -> String {
+        format!("{}.gw.{gateway}.hb", self.prefix)
+    }
+
+    pub fn heartbeat_all(&self) -> String {
+        format!("{}.gw.*.hb", self.prefix)
+    }
+
+    /// The gateway that sent a heartbeat, from its subject.
+    pub fn heartbeat_gateway(&self, subject: &str) -> Option<GatewayId> {
+        let rest = subject.strip_prefix(&*self.prefix)?.strip_prefix(".gw.")?;
+        GatewayId::new(rest.strip_suffix(".hb")?).ok()
+    }
+
+    /// `mrc.send`: backend ingress, JSON send requests.
+    pub fn send(&self) -> String {
+        format!("{}.send", self.prefix)
+    }
+
+    /// `mrc.to.<user>`: backend ingress, a raw body to one user.
+    pub fn to(&self, user: &UserId) -> String {
+        format!("{}.to.{}", self.prefix, user.token())
+    }
+
+    pub fn to_all(&self) -> String {
+        format!("{}.to.*", self.prefix)
+    }
+
+    /// The receiver of a `to` subject, or why the token is bad.
+    pub fn to_user(&self, subject: &str) -> Result<UserId, IdError> {
+        let token = subject
+            .strip_prefix(&*self.prefix)
+            .and_then(|s| s.strip_prefix(".to."))
+            .ok_or(IdError::BadToken)?;
+        UserId::from_token(token)
+    }
+
+    /// `mrc.presence.<user>`: online/offline events.
+    pub fn presence(&self, user: &UserId) -> String {
+        format!("{}.presence.{}", self.prefix, user.token())
+    }
+
+    pub fn presence_all(&self) -> String {
+        format!("{}.presence.>", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn awkward_ids_never_add_subject_tokens() {
+        let s = Subjects::new("mrc").unwrap();
+        for id in ["a.b", "*", ">", "a b", "x.>", "张伟"] {
+            let user = UserId::new(id).unwrap();
+            let subject = s.to(&user);
+            assert_eq!(subject.split('.').count(), 3, "{subject}");
+            assert!(!subject.contains(['*', '>', ' ']), "{subject}");
+            assert_eq!(s.to_user(&subject).unwrap(), user);
+            assert_eq!(s.presence(&user).split('.').count(), 3);
+        }
+    }
+
+    #[test]
+    fn subjects_parse_back() {
+        let s = Subjects::new("acme.mrc").unwrap();
+        let gw = GatewayId::new("gw-1").unwrap();
+        assert_eq!(s.deliver(&gw), "acme.mrc.gw.gw-1.deliver");
+        assert_eq!(s.heartbeat_gateway(&s.heartbeat(&gw)), Some(gw));
+        assert_eq!(s.center_event(&s.center("hello")), Some("hello"));
+        let user = UserId::new("a@b.c").unwrap();
+        assert_eq!(s.dir_changed_user(&s.dir_changed(&user)), Some(user));
+        assert_eq!(s.dir(DIR_LOOKUP), "acme.mrc.dir.lookup");
+    }
+
+    #[test]
+    fn prefixes_are_validated() {
+        assert!(Subjects::new("mrc").is_ok());
+        assert!(Subjects::new("a.b-c").is_ok());
+        for bad in ["", "a..b", ".a", "a.", "a*", "a >", "a.>"] {
+            assert!(Subjects::new(bad).is_err(), "{bad:?}");
+        }
+    }
+}
