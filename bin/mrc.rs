@@ -201,6 +201,10 @@ async fn centers(client: &async_nats::Client, wait: Duration) -> anyhow::Result<
     let deadline = tokio::time::Instant::now() + wait;
     let mut found = 0;
     while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        // With no service at all, the server answers "no responders" (a status, no payload).
+        if msg.status.is_some() || msg.payload.is_empty() {
+            continue;
+        }
         let ping: serde_json::Value =
             serde_json::from_slice(&msg.payload).context("decoding a PING reply")?;
         let field = |k: &str| {

@@ -191,6 +191,10 @@ pub struct Gateway {
         default_value_t = 30_000
     )]
     pub cache_ttl_ms: u64,
+    /// Drop cached routes when centers announce a user's gateways changed. Turn off only
+    /// to test how stale routes are recovered.
+    #[arg(long = "follow-route-changes", env = "MRC_GATEWAY_FOLLOW_ROUTE_CHANGES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub follow_route_changes: bool,
     /// How many users' routes the cache holds.
     #[arg(
         long = "cache-capacity",

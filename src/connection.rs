@@ -130,3 +130,21 @@ pub async fn request<T: serde::de::DeserializeOwned>(
         ReplyError::Malformed(e) => RequestFailure::Malformed(e),
     })
 }
+
+/// [`request`] for idempotent requests (look-ups, register, unregister, purge): one more
+/// try when nobody answered, which rides over a center that died with the request in
+/// hand or is restarting.
+pub async fn request_idempotent<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    subject: String,
+    payload: bytes::Bytes,
+    timeout: Duration,
+) -> Result<T, RequestFailure> {
+    match request(client, subject.clone(), payload.clone(), timeout).await {
+        Err(RequestFailure::NoResponders | RequestFailure::TimedOut) => {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            request(client, subject, payload, timeout).await
+        }
+        other => other,
+    }
+}

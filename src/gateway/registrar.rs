@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use async_nats::Client;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::connection::{request, RequestFailure};
+use crate::connection::{request_idempotent, RequestFailure};
 use crate::ident::{GatewayId, SessionId, UserId};
 use crate::protocol::nats::{
     encode, PurgeReply, PurgeRequest, RegisterRequest, SessionsReply, UnregisterRequest,
@@ -41,13 +43,7 @@ impl Registrar {
             session: session.to_string(),
             gateway: self.gateway.to_string(),
         };
-        let reply: SessionsReply = request(
-            &self.client,
-            self.subjects.dir(DIR_REGISTER),
-            encode(&payload),
-            self.timeout,
-        )
-        .await?;
+        let reply: SessionsReply = self.call(DIR_REGISTER, &payload, self.timeout).await?;
         Ok(reply.sessions)
     }
 
@@ -61,13 +57,7 @@ impl Registrar {
             user: user.to_string(),
             session: session.to_string(),
         };
-        let reply: SessionsReply = request(
-            &self.client,
-            self.subjects.dir(DIR_UNREGISTER),
-            encode(&payload),
-            self.timeout,
-        )
-        .await?;
+        let reply: SessionsReply = self.call(DIR_UNREGISTER, &payload, self.timeout).await?;
         Ok(reply.sessions)
     }
 
@@ -77,13 +67,17 @@ impl Registrar {
             gateway: self.gateway.to_string(),
         };
         // A purge walks every user of the gateway: give it more time than one request.
-        let reply: PurgeReply = request(
-            &self.client,
-            self.subjects.dir(DIR_PURGE),
-            encode(&payload),
-            self.timeout * 5,
-        )
-        .await?;
+        let reply: PurgeReply = self.call(DIR_PURGE, &payload, self.timeout * 5).await?;
         Ok(reply.removed)
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        payload: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<T, RequestFailure> {
+        let subject = self.subjects.dir(endpoint);
+        request_idempotent(&self.client, subject, encode(payload), timeout).await
     }
 }

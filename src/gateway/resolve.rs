@@ -13,7 +13,7 @@ use futures::StreamExt;
 use moka::future::Cache;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{request, RequestFailure};
+use crate::connection::{request_idempotent, RequestFailure};
 use crate::ident::{GatewayId, UserId};
 use crate::protocol::nats::{encode, LookupReply, LookupRequest};
 use crate::subject::{Subjects, DIR_LOOKUP};
@@ -73,7 +73,7 @@ impl Resolver {
         for chunk in misses.chunks(LOOKUP_CHUNK) {
             let request_users = chunk.iter().map(|u| u.to_string()).collect();
             self.lookups.fetch_add(1, Ordering::Relaxed);
-            let reply: LookupReply = request(
+            let reply: LookupReply = request_idempotent(
                 &self.client,
                 self.lookup_subject.clone(),
                 encode(&LookupRequest {

@@ -1,1 +1,11 @@
-fn main() {}
+//! The one integration-test binary: every test runs real `mrc-center` / `mrc-gateway`
+//! processes against its own real nats-server, with clients on real sockets.
+
+mod bad_input;
+mod cli;
+mod delivery;
+mod directory;
+mod failover;
+mod ingress;
+mod shutdown;
+mod support;

@@ -1,0 +1,112 @@
+//! The `mrc` command line, as a script would use it.
+
+use std::process::{Command, Output};
+
+use crate::support::client::{expect_op, login};
+use crate::support::cluster::Cluster;
+
+fn mrc(cluster: &Cluster, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mrc"))
+        .env("MRC_NATS_URL", &cluster.nats.url)
+        .args(args)
+        .output()
+        .expect("running mrc")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn send_lookup_and_centers_print_results_and_exit_codes_scripts_can_use() {
+    let cluster = Cluster::start(2, 1);
+    let mut alice = login(cluster.ws(0), "alice").await;
+
+    let out = mrc(
+        &cluster,
+        &[
+            "send",
+            "--to",
+            "alice",
+            "--from",
+            "ops",
+            "--id",
+            "c1",
+            "hello there",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        stdout(&out).trim(),
+        r#"{"id":"c1","status":{"alice":"delivered"}}"#
+    );
+    let msg = expect_op(&mut alice, "msg").await;
+    assert_eq!(msg.frame.body.unwrap().get(), r#""hello there""#);
+    assert_eq!(msg.frame.from.as_deref(), Some("ops"));
+
+    let out = mrc(&cluster, &["send", "--to", "alice,ghost", r#"{"k":1}"#]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "not every receiver reached: {out:?}"
+    );
+    assert!(stdout(&out).contains(r#""ghost":"offline""#));
+
+    let out = mrc(&cluster, &["send", "--to", "alice", "--id", "", "x"]);
+    assert_eq!(out.status.code(), Some(65), "refused input: {out:?}");
+
+    let out = mrc(&cluster, &["lookup", "alice", "ghost"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains("alice\tonline\t1 sessions\tg0(1)"), "{text}");
+    assert!(text.contains("ghost\toffline"), "{text}");
+
+    let out = mrc(&cluster, &["centers"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.contains("center=c0") && text.contains("center=c1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_cli_says_when_nobody_answers() {
+    let cluster = Cluster::start(0, 0);
+    let out = mrc(&cluster, &["send", "--to", "alice", "hi"]);
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    let out = mrc(&cluster, &["centers", "--wait-ms", "200"]);
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+}
+
+#[tokio::test]
+async fn listen_prints_what_arrives() {
+    let cluster = Cluster::start(1, 1);
+    let ws = cluster.ws(0).to_string();
+    let url = cluster.nats.url.clone();
+    let listener = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_mrc"))
+            .env("MRC_NATS_URL", url)
+            .args(["listen", "bob", "--gateway", &ws, "--count", "1"])
+            .output()
+            .expect("running mrc listen")
+    });
+    let nats = cluster.client().await;
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "bob logged in",
+        || async {
+            (!crate::support::cluster::online(&nats, &["bob"])
+                .await
+                .is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+    let out = mrc(&cluster, &["send", "--to", "bob", "--id", "l1", "ping"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = listener.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains(r#""op":"msg","id":"l1""#), "{text}");
+}

@@ -1,0 +1,174 @@
+//! Messages between users on different gateways.
+
+use std::time::Duration;
+
+use mrc::protocol::code::Outcome::{Delivered, Offline, Rejected};
+
+use crate::support::client::{expect_op, expect_silence, login, outcomes, send};
+use crate::support::cluster::Cluster;
+
+#[tokio::test]
+async fn users_on_different_gateways_exchange_one_to_one_and_multi_receiver_messages() {
+    let cluster = Cluster::start(2, 3);
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let mut bob = login(cluster.ws(1), "bob").await;
+    let mut carol = login(cluster.ws(2), "carol").await;
+
+    let (report, _) = send(&mut alice, &["bob"], "m1", r#"{"text": "hi bob"}"#).await;
+    assert_eq!(report, outcomes(&[("bob", Delivered)]));
+    let msg = expect_op(&mut bob, "msg").await;
+    assert_eq!(msg.frame.id.as_deref(), Some("m1"));
+    assert_eq!(msg.frame.from.as_deref(), Some("alice"));
+    assert_eq!(msg.frame.to, ["bob"]);
+    assert!(msg.frame.ts.is_some());
+    // The body arrives byte for byte, spacing included.
+    assert_eq!(msg.frame.body.unwrap().get(), r#"{"text": "hi bob"}"#);
+
+    let (report, _) = send(
+        &mut bob,
+        &["alice", "carol", "dave", "alice"],
+        "m2",
+        "[1,2,3]",
+    )
+    .await;
+    assert_eq!(
+        report,
+        outcomes(&[
+            ("alice", Delivered),
+            ("carol", Delivered),
+            ("dave", Offline)
+        ])
+    );
+    for ws in [&mut alice, &mut carol] {
+        let msg = expect_op(ws, "msg").await;
+        assert_eq!(msg.frame.id.as_deref(), Some("m2"));
+        assert_eq!(msg.frame.from.as_deref(), Some("bob"));
+        assert_eq!(msg.frame.to, ["alice", "carol", "dave"]);
+        assert_eq!(msg.frame.body.unwrap().get(), "[1,2,3]");
+        // Exactly one copy, even though alice was listed twice.
+        expect_silence(ws, Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn message_to_an_offline_user_is_reported_offline_and_bad_ids_rejected() {
+    let cluster = Cluster::start(1, 2);
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let bad = "x".repeat(300);
+    let (report, _) = send(&mut alice, &["ghost", &bad, ""], "m1", r#""anyone?""#).await;
+    assert_eq!(
+        report,
+        outcomes(&[("ghost", Offline), (&bad, Rejected), ("", Rejected)])
+    );
+
+    // A user who logged out is offline again.
+    let bob = login(cluster.ws(1), "bob").await;
+    let (report, _) = send(&mut alice, &["bob"], "m2", "1").await;
+    assert_eq!(report, outcomes(&[("bob", Delivered)]));
+    bob.close().await;
+    let nats = cluster.client().await;
+    crate::support::eventually(Duration::from_secs(10), "bob offline", || async {
+        crate::support::cluster::online(&nats, &["bob"])
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let (report, _) = send(&mut alice, &["bob"], "m3", "1").await;
+    assert_eq!(report, outcomes(&[("bob", Offline)]));
+}
+
+#[tokio::test]
+async fn awkward_ids_route_to_the_right_user_and_never_to_another() {
+    let cluster = Cluster::start(2, 3);
+    let ids = [
+        "a",
+        "b",
+        "a.b",
+        "a.*",
+        "*",
+        ">",
+        "a.>",
+        "a b",
+        "alice@example.com",
+        "张伟",
+        "=a",
+        "mrc.gw.g0.deliver",
+    ];
+    let mut clients = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        clients.push(login(cluster.ws(i % 3), id).await);
+    }
+    let mut sender = login(cluster.ws(0), "sender").await;
+    for (i, id) in ids.iter().enumerate() {
+        let (report, _) = send(&mut sender, &[id], &format!("m{i}"), &format!("{i}")).await;
+        assert_eq!(report, outcomes(&[(id, Delivered)]), "to {id:?}");
+    }
+    for (i, (id, ws)) in ids.iter().zip(clients.iter_mut()).enumerate() {
+        let msg = expect_op(ws, "msg").await;
+        assert_eq!(msg.frame.to, [*id]);
+        assert_eq!(
+            msg.frame.body.unwrap().get(),
+            i.to_string(),
+            "{id:?} got another user's message"
+        );
+        expect_silence(ws, Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_with_connections_on_two_gateways_gets_the_message_on_both() {
+    let cluster = Cluster::start(2, 3);
+    let mut phone = login(cluster.ws(1), "bob").await;
+    let mut laptop = login(cluster.ws(2), "bob").await;
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let (report, _) = send(&mut alice, &["bob"], "m1", r#""both?""#).await;
+    assert_eq!(report, outcomes(&[("bob", Delivered)]));
+    for ws in [&mut phone, &mut laptop] {
+        let msg = expect_op(ws, "msg").await;
+        assert_eq!(msg.frame.id.as_deref(), Some("m1"));
+    }
+
+    // Closing one device leaves the other reachable.
+    phone.close().await;
+    let nats = cluster.client().await;
+    crate::support::eventually(
+        Duration::from_secs(10),
+        "phone session unregistered",
+        || async {
+            let reply = crate::support::cluster::lookup(&nats, &["bob"]).await;
+            (reply.users["bob"].len() == 1).then_some(())
+        },
+    )
+    .await;
+    let (report, _) = send(&mut alice, &["bob"], "m2", "2").await;
+    assert_eq!(report, outcomes(&[("bob", Delivered)]));
+    let msg = expect_op(&mut laptop, "msg").await;
+    assert_eq!(msg.frame.id.as_deref(), Some("m2"));
+}
+
+#[tokio::test]
+async fn a_stale_cached_route_still_delivers_after_re_resolving() {
+    // Route-change notices are off, so the sender's cache really goes stale.
+    let cluster = Cluster::start_with(1, 3, &["--follow-route-changes", "false"]);
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let bob = login(cluster.ws(1), "bob").await;
+    let (report, _) = send(&mut alice, &["bob"], "m1", "1").await;
+    assert_eq!(report, outcomes(&[("bob", Delivered)]));
+
+    // bob moves from g1 to g2; g0 still caches "bob is on g1".
+    bob.close().await;
+    let nats = cluster.client().await;
+    crate::support::eventually(Duration::from_secs(10), "bob gone from g1", || async {
+        crate::support::cluster::online(&nats, &["bob"])
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let mut bob = login(cluster.ws(2), "bob").await;
+    let (report, _) = send(&mut alice, &["bob"], "m2", "2").await;
+    assert_eq!(report, outcomes(&[("bob", Delivered)]));
+    let msg = expect_op(&mut bob, "msg").await;
+    assert_eq!(msg.frame.id.as_deref(), Some("m2"));
+}

@@ -1,0 +1,157 @@
+//! The directory across centers: fencing, late centers, presence.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use mrc::protocol::nats::{
+    encode, Presence, PresenceStatus, RegisterRequest, SessionsReply, UnregisterRequest,
+};
+
+use crate::support::client::login;
+use crate::support::cluster::{lookup, online, Cluster};
+use crate::support::eventually;
+
+async fn request<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: &T,
+) -> R {
+    let reply = client
+        .request(subject.to_string(), encode(payload))
+        .await
+        .expect("a reply");
+    serde_json::from_slice(&reply.payload).unwrap_or_else(|e| panic!("{e}: {:?}", reply.payload))
+}
+
+fn register(user: &str, session: &str, gateway: &str) -> RegisterRequest {
+    RegisterRequest {
+        user: user.into(),
+        session: session.into(),
+        gateway: gateway.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_late_unregister_does_not_remove_a_newer_login() {
+    let cluster = Cluster::start(2, 0);
+    let nats = cluster.client().await;
+    // The old connection registered, then the user logged in again elsewhere...
+    let r: SessionsReply =
+        request(&nats, "mrc.dir.register", &register("alice", "old", "gw-a")).await;
+    assert_eq!(r.sessions, 1);
+    let r: SessionsReply =
+        request(&nats, "mrc.dir.register", &register("alice", "new", "gw-b")).await;
+    assert_eq!(r.sessions, 2);
+    // ...and the old connection's unregister arrives late, maybe twice.
+    for _ in 0..2 {
+        let unregister = UnregisterRequest {
+            user: "alice".into(),
+            session: "old".into(),
+        };
+        let r: SessionsReply = request(&nats, "mrc.dir.unregister", &unregister).await;
+        assert_eq!(r.sessions, 1);
+    }
+    let reply = lookup(&nats, &["alice"]).await;
+    let sessions = &reply.users["alice"];
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(
+        (sessions[0].session.as_str(), sessions[0].gateway.as_str()),
+        ("new", "gw-b")
+    );
+
+    // An unregister for a session that never existed changes nothing either.
+    let unregister = UnregisterRequest {
+        user: "alice".into(),
+        session: "never".into(),
+    };
+    let r: SessionsReply = request(&nats, "mrc.dir.unregister", &unregister).await;
+    assert_eq!(r.sessions, 1);
+}
+
+#[tokio::test]
+async fn a_center_started_later_answers_with_the_full_directory() {
+    let mut cluster = Cluster::start(1, 2);
+    let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+    let mut clients = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        clients.push(login(cluster.ws(i % 2), user).await);
+    }
+    cluster.start_center("late");
+    // Only the late center is left to answer.
+    cluster.centers[0].process.kill();
+    let nats = cluster.client().await;
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    let found = online(&nats, &names).await;
+    assert_eq!(found.len(), users.len(), "late center knows only {found:?}");
+}
+
+#[tokio::test]
+async fn presence_events_mark_the_first_login_and_the_last_logout() {
+    let cluster = Cluster::start(2, 2);
+    let nats = cluster.client().await;
+    let mut events = nats.subscribe("mrc.presence.>").await.unwrap();
+    nats.flush().await.unwrap();
+    let first = login(cluster.ws(0), "张伟").await;
+    let second = login(cluster.ws(1), "张伟").await;
+    first.close().await;
+    second.close().await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("a presence event")
+            .unwrap();
+        let token = msg
+            .subject
+            .strip_prefix("mrc.presence.")
+            .unwrap()
+            .to_string();
+        let event: Presence = serde_json::from_slice(&msg.payload).unwrap();
+        assert_eq!(event.user, "张伟");
+        assert_eq!(mrc::ident::UserId::new("张伟").unwrap().token(), token);
+        seen.push(event.status);
+    }
+    assert_eq!(seen, [PresenceStatus::Online, PresenceStatus::Offline]);
+    // The second login and the first logout were not transitions.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), events.next())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn centers_announce_themselves_and_hear_each_other() {
+    let mut cluster = Cluster::start(1, 0);
+    cluster.start_center("c1");
+    let nats = cluster.client().await;
+    eventually(
+        Duration::from_secs(10),
+        "both centers list the other as a peer",
+        || async {
+            let inbox = nats.new_inbox();
+            let mut replies = nats.subscribe(inbox.clone()).await.unwrap();
+            nats.publish_with_reply("$SRV.STATS.mrc-center", inbox, "".into())
+                .await
+                .unwrap();
+            let mut peers = Vec::new();
+            while let Ok(Some(msg)) =
+                tokio::time::timeout(Duration::from_millis(300), replies.next()).await
+            {
+                let stats: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+                let data = stats["endpoints"][0]["data"].clone();
+                peers.push((
+                    data["center"].as_str().unwrap_or("?").to_string(),
+                    data["peers"].clone(),
+                ));
+            }
+            peers.sort_by(|a, b| a.0.cmp(&b.0));
+            let expected = vec![
+                ("c0".to_string(), serde_json::json!(["c1"])),
+                ("c1".to_string(), serde_json::json!(["c0"])),
+            ];
+            (peers == expected).then_some(())
+        },
+    )
+    .await;
+}

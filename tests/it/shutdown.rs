@@ -1,0 +1,48 @@
+//! Graceful stop: SIGTERM on a gateway.
+
+use std::time::Duration;
+
+use crate::support::client::{expect_op, login};
+use crate::support::cluster::{online, Cluster};
+
+#[tokio::test]
+async fn sigterm_says_bye_to_clients_unregisters_them_and_exits_zero() {
+    let mut cluster = Cluster::start(1, 2);
+    let nats = cluster.client().await;
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let mut bob = login(cluster.ws(0), "bob").await;
+    let _carol = login(cluster.ws(1), "carol").await;
+    assert_eq!(online(&nats, &["alice", "bob", "carol"]).await.len(), 3);
+
+    cluster.gateways[0].process.terminate();
+    for ws in [&mut alice, &mut bob] {
+        let bye = expect_op(ws, "bye").await;
+        assert_eq!(bye.frame.reason.as_deref(), Some("shutdown"));
+        let closed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(closed.is_none());
+    }
+    let status = cluster.gateways[0]
+        .process
+        .wait_exit(Duration::from_secs(15))
+        .expect("the gateway exits");
+    assert!(status.success(), "exit status {status:?}");
+    // Gone from the directory at once, not after a heartbeat timeout.
+    assert_eq!(online(&nats, &["alice", "bob", "carol"]).await, ["carol"]);
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_center_cleanly_and_the_other_takes_over() {
+    let mut cluster = Cluster::start(2, 1);
+    let nats = cluster.client().await;
+    let _alice = login(cluster.ws(0), "alice").await;
+    let center = &mut cluster.centers[0].process;
+    center.terminate();
+    let status = center
+        .wait_exit(Duration::from_secs(15))
+        .expect("the center exits");
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(online(&nats, &["alice"]).await, ["alice"]);
+}

@@ -1,0 +1,139 @@
+//! N centers and M gateways (the real binaries) around one nats-server, with test-speed
+//! timings: heartbeats every 200 ms, gateways declared dead after 1.5 s of silence.
+
+use std::process::Command;
+use std::time::Duration;
+
+use mrc::protocol::nats::{encode, LookupReply, LookupRequest};
+
+use super::nats::NatsServer;
+use super::process::Process;
+
+pub const HEARTBEAT_MS: u64 = 200;
+pub const HEARTBEAT_TIMEOUT_MS: u64 = 1500;
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Center {
+    pub process: Process,
+}
+
+pub struct Gateway {
+    /// `ws://127.0.0.1:PORT/ws`
+    pub ws: String,
+    pub process: Process,
+}
+
+pub struct Cluster {
+    pub nats: NatsServer,
+    pub centers: Vec<Center>,
+    pub gateways: Vec<Gateway>,
+    /// Extra flags for every gateway started from now on.
+    pub gateway_args: Vec<String>,
+}
+
+impl Cluster {
+    /// A nats-server with `centers` centers (`c0`, `c1`...) and `gateways` gateways
+    /// (`g0`, `g1`...), all ready.
+    pub fn start(centers: usize, gateways: usize) -> Self {
+        Self::start_with(centers, gateways, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra flags for every gateway.
+    pub fn start_with(centers: usize, gateways: usize, gateway_args: &[&str]) -> Self {
+        let mut cluster = Cluster {
+            nats: NatsServer::start(),
+            centers: Vec::new(),
+            gateways: Vec::new(),
+            gateway_args: gateway_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..centers {
+            cluster.start_center(&format!("c{i}"));
+        }
+        for i in 0..gateways {
+            cluster.start_gateway(&format!("g{i}"));
+        }
+        cluster
+    }
+
+    fn command(&self, binary: &str) -> Command {
+        let mut command = Command::new(binary);
+        command
+            .env("MRC_NATS_URL", &self.nats.url)
+            .env("MRC_LOG", "info,mrc=debug")
+            .env("MRC_REQUEST_TIMEOUT_MS", "1000")
+            .env("MRC_CONNECT_TIMEOUT_MS", "10000");
+        command
+    }
+
+    pub fn start_center(&mut self, id: &str) -> &Center {
+        let mut command = self.command(env!("CARGO_BIN_EXE_mrc-center"));
+        command.args([
+            "--id",
+            id,
+            "--heartbeat-timeout-ms",
+            &HEARTBEAT_TIMEOUT_MS.to_string(),
+        ]);
+        let (process, _) = Process::spawn(
+            &format!("center {id}"),
+            command,
+            "mrc-center ready",
+            READY_TIMEOUT,
+        );
+        self.centers.push(Center { process });
+        self.centers.last().unwrap()
+    }
+
+    pub fn start_gateway(&mut self, id: &str) -> &Gateway {
+        let mut command = self.command(env!("CARGO_BIN_EXE_mrc-gateway"));
+        command
+            .args(["--id", id, "--ws-listen", "127.0.0.1:0"])
+            .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
+            .args(&self.gateway_args);
+        let (process, line) = Process::spawn(
+            &format!("gateway {id}"),
+            command,
+            "mrc-gateway ready",
+            READY_TIMEOUT,
+        );
+        let ws = line
+            .split("ws=")
+            .nth(1)
+            .expect("the ready line names the WebSocket URL")
+            .trim()
+            .to_string();
+        self.gateways.push(Gateway { ws, process });
+        self.gateways.last().unwrap()
+    }
+
+    /// The WebSocket URL of gateway `i`.
+    pub fn ws(&self, i: usize) -> &str {
+        &self.gateways[i].ws
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        self.nats.client().await
+    }
+}
+
+/// Asks the centers where `users` are, as a gateway would.
+pub async fn lookup(client: &async_nats::Client, users: &[&str]) -> LookupReply {
+    let request = LookupRequest {
+        users: users.iter().map(|u| u.to_string()).collect(),
+    };
+    let reply = client
+        .request("mrc.dir.lookup", encode(&request))
+        .await
+        .expect("mrc.dir.lookup answered");
+    serde_json::from_slice(&reply.payload).expect("a lookup reply")
+}
+
+/// The users of `users` that the directory shows online.
+pub async fn online(client: &async_nats::Client, users: &[&str]) -> Vec<String> {
+    lookup(client, users)
+        .await
+        .users
+        .into_iter()
+        .filter(|(_, sessions)| !sessions.is_empty())
+        .map(|(user, _)| user)
+        .collect()
+}
