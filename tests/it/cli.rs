@@ -7,7 +7,7 @@ use crate::support::cluster::Cluster;
 
 fn mrc(cluster: &Cluster, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mrc"))
-        .env("MRC_NATS_URL", &cluster.nats.url)
+        .env("MRC_NATS_URL", cluster.nats_url())
         .args(args)
         .output()
         .expect("running mrc")
@@ -83,7 +83,7 @@ async fn the_cli_says_when_nobody_answers() {
 async fn listen_prints_what_arrives() {
     let cluster = Cluster::start(1, 1);
     let ws = cluster.ws(0).to_string();
-    let url = cluster.nats.url.clone();
+    let url = cluster.nats_url().to_string();
     let listener = std::thread::spawn(move || {
         Command::new(env!("CARGO_BIN_EXE_mrc"))
             .env("MRC_NATS_URL", url)

@@ -97,3 +97,60 @@ async fn a_gateway_restarted_under_the_same_id_drops_its_earlier_sessions() {
     cluster.start_gateway("g0");
     assert!(online(&nats, &["ghost"]).await.is_empty());
 }
+
+#[tokio::test]
+async fn losing_one_nats_node_of_three_loses_no_message_reported_delivered() {
+    let mut cluster = Cluster::start_replicated(2, 2).await;
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let mut bob = login(cluster.ws(1), "bob").await;
+    let (report, _) = send(&mut alice, &["bob"], "before", "0").await;
+    assert_eq!(report["bob"], Delivered);
+    expect_op(&mut bob, "msg").await;
+
+    let crate::support::cluster::Broker::Triple(nats) = &mut cluster.broker else {
+        unreachable!()
+    };
+    nats.kill_node(0);
+    // Keep sending through the failure: whatever is reported delivered must arrive, and
+    // delivery must come back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut delivered, mut streak) = (Vec::new(), 0);
+    let mut i = 0;
+    while streak < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "delivery did not recover; {} delivered",
+            delivered.len()
+        );
+        i += 1;
+        let id = format!("m{i}");
+        let (report, _) = send(&mut alice, &["bob"], &id, &i.to_string()).await;
+        if report["bob"] == Delivered {
+            delivered.push(id);
+            streak += 1;
+        } else {
+            streak = 0;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut received = Vec::new();
+    while received.len() < delivered.len() {
+        let msg = expect_op(&mut bob, "msg").await;
+        received.push(msg.frame.id.unwrap());
+    }
+    assert_eq!(received, delivered);
+    eprintln!(
+        "{} of {i} messages reported delivered across the node loss",
+        delivered.len()
+    );
+    // The replicated directory still knows both users, and takes new logins.
+    let client = cluster.client().await;
+    assert_eq!(online(&client, &["alice", "bob"]).await, ["alice", "bob"]);
+    let mut carol = login(cluster.ws(1), "carol").await;
+    let (report, _) = send(&mut alice, &["carol"], "after", "1").await;
+    assert_eq!(report["carol"], Delivered);
+    assert_eq!(
+        expect_op(&mut carol, "msg").await.frame.id.as_deref(),
+        Some("after")
+    );
+}

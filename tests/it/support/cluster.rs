@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mrc::protocol::nats::{encode, LookupReply, LookupRequest};
 
-use super::nats::NatsServer;
+use super::nats::{NatsCluster, NatsServer};
 use super::process::Process;
 
 pub const HEARTBEAT_MS: u64 = 200;
@@ -23,8 +23,18 @@ pub struct Gateway {
     pub process: Process,
 }
 
+/// What the MRC processes connect to.
+pub enum Broker {
+    Single(#[allow(dead_code, reason = "kept alive for the test's duration")] NatsServer),
+    /// Three nodes; centers keep the directory with 3 replicas.
+    Triple(NatsCluster),
+}
+
 pub struct Cluster {
-    pub nats: NatsServer,
+    pub broker: Broker,
+    nats_url: String,
+    /// Extra flags for every center started from now on.
+    center_args: Vec<String>,
     pub centers: Vec<Center>,
     pub gateways: Vec<Gateway>,
     /// Extra flags for every gateway started from now on.
@@ -40,11 +50,49 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra flags for every gateway.
     pub fn start_with(centers: usize, gateways: usize, gateway_args: &[&str]) -> Self {
+        let nats = NatsServer::start();
+        let url = nats.url.clone();
+        Self::start_on(
+            Broker::Single(nats),
+            url,
+            &[],
+            centers,
+            gateways,
+            gateway_args,
+        )
+    }
+
+    /// Centers and gateways on a 3-node nats-server cluster, directory replicated 3 times.
+    pub async fn start_replicated(centers: usize, gateways: usize) -> Self {
+        let nats = NatsCluster::start();
+        nats.wait_jetstream().await;
+        let urls = nats.urls();
+        Self::start_on(
+            Broker::Triple(nats),
+            urls,
+            &["--replicas", "3"],
+            centers,
+            gateways,
+            &[],
+        )
+    }
+
+    fn start_on(
+        broker: Broker,
+        nats_url: String,
+        center_args: &[&str],
+        centers: usize,
+        gateways: usize,
+        gateway_args: &[&str],
+    ) -> Self {
+        let owned = |args: &[&str]| args.iter().map(|s| s.to_string()).collect();
         let mut cluster = Cluster {
-            nats: NatsServer::start(),
+            broker,
+            nats_url,
+            center_args: owned(center_args),
             centers: Vec::new(),
             gateways: Vec::new(),
-            gateway_args: gateway_args.iter().map(|s| s.to_string()).collect(),
+            gateway_args: owned(gateway_args),
         };
         for i in 0..centers {
             cluster.start_center(&format!("c{i}"));
@@ -58,7 +106,7 @@ impl Cluster {
     fn command(&self, binary: &str) -> Command {
         let mut command = Command::new(binary);
         command
-            .env("MRC_NATS_URL", &self.nats.url)
+            .env("MRC_NATS_URL", &self.nats_url)
             .env("MRC_LOG", "info,mrc=debug")
             .env("MRC_REQUEST_TIMEOUT_MS", "1000")
             .env("MRC_CONNECT_TIMEOUT_MS", "10000");
@@ -67,12 +115,14 @@ impl Cluster {
 
     pub fn start_center(&mut self, id: &str) -> &Center {
         let mut command = self.command(env!("CARGO_BIN_EXE_mrc-center"));
-        command.args([
-            "--id",
-            id,
-            "--heartbeat-timeout-ms",
-            &HEARTBEAT_TIMEOUT_MS.to_string(),
-        ]);
+        command
+            .args([
+                "--id",
+                id,
+                "--heartbeat-timeout-ms",
+                &HEARTBEAT_TIMEOUT_MS.to_string(),
+            ])
+            .args(&self.center_args);
         let (process, _) = Process::spawn(
             &format!("center {id}"),
             command,
@@ -110,8 +160,17 @@ impl Cluster {
         &self.gateways[i].ws
     }
 
+    /// `--nats-url` of the processes (one URL, or three comma-separated).
+    pub fn nats_url(&self) -> &str {
+        &self.nats_url
+    }
+
+    /// A plain NATS client, as a backend would connect.
     pub async fn client(&self) -> async_nats::Client {
-        self.nats.client().await
+        let urls: Vec<&str> = self.nats_url.split(',').collect();
+        async_nats::connect(urls)
+            .await
+            .expect("connecting a test client to NATS")
     }
 }
 

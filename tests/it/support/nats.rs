@@ -54,10 +54,129 @@ impl NatsServer {
             _store: store,
         }
     }
+}
 
-    pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(&self.url)
+/// A free loopback port below the ephemeral range, so no client's source port takes it
+/// between now and the server binding it.
+fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Start where the process id says, so parallel test binaries rarely try the same ports.
+    let offset = (std::process::id() % 1000) as u16 * 12;
+    loop {
+        let candidate = 20_000 + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            return candidate;
+        }
+    }
+}
+
+/// One node of a [`NatsCluster`].
+pub struct Node {
+    pub url: String,
+    command: Vec<String>,
+    process: Option<Process>,
+    _store: tempfile::TempDir,
+}
+
+/// A 3-node nats-server cluster with JetStream, from `nats-config/cluster/n*.conf` with
+/// ports and stores moved to free ones.
+pub struct NatsCluster {
+    pub nodes: Vec<Node>,
+}
+
+impl NatsCluster {
+    pub fn start() -> Self {
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, _, route)| format!("nats-route://127.0.0.1:{route}"))
+            .collect();
+        let config_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("nats-config/cluster");
+        let mut nodes = Vec::new();
+        for (i, (client, http, route)) in ports.iter().enumerate() {
+            let store = tempfile::tempdir().expect("temporary JetStream store");
+            // The project's config, with this test's store (`-sd` would clash with the
+            // file's own `store_dir`).
+            let template = config_dir.join(format!("n{}.conf", i + 1));
+            let text = std::fs::read_to_string(&template).expect("reading the cluster config");
+            let text: String = text
+                .lines()
+                .map(|line| match line.trim_start().starts_with("store_dir") {
+                    true => format!("  store_dir: {:?}\n", store.path().join("js")),
+                    false => format!("{line}\n"),
+                })
+                .collect();
+            let config = store.path().join("node.conf");
+            std::fs::write(&config, text).expect("writing the node config");
+            let command = vec![
+                "-c".to_string(),
+                config.display().to_string(),
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                client.to_string(),
+                "-m".into(),
+                http.to_string(),
+                "--cluster".into(),
+                format!("nats-route://127.0.0.1:{route}"),
+                "--routes".into(),
+                routes.join(","),
+            ];
+            nodes.push(Node {
+                url: format!("nats://127.0.0.1:{client}"),
+                command,
+                process: None,
+                _store: store,
+            });
+        }
+        let mut cluster = NatsCluster { nodes };
+        for i in 0..3 {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    /// (Re)starts node `i` with its original ports and store.
+    pub fn start_node(&mut self, i: usize) {
+        let mut command = Command::new(binary());
+        command.args(&self.nodes[i].command);
+        let (process, _) = Process::spawn(
+            &format!("nats-server n{}", i + 1),
+            command,
+            "Server is ready",
+            Duration::from_secs(20),
+        );
+        self.nodes[i].process = Some(process);
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut process) = self.nodes[i].process.take() {
+            process.kill();
+        }
+    }
+
+    /// Every node's URL, comma-separated, as `--nats-url` takes them.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until JetStream has a meta leader and answers account info.
+    pub async fn wait_jetstream(&self) {
+        let client = async_nats::connect(self.nodes[0].url.as_str())
             .await
-            .expect("connecting a test client to nats-server")
+            .expect("connecting to the cluster");
+        let js = async_nats::jetstream::new(client);
+        super::eventually(Duration::from_secs(30), "JetStream meta leader", || async {
+            js.query_account().await.ok().map(|_| ())
+        })
+        .await;
     }
 }
