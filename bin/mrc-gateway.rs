@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use mrc::{config, connection, gateway, shutdown, telemetry};
+use mrc::gateway::{self, Listeners};
+use mrc::{config, connection, shutdown, telemetry};
+use tokio::net::TcpListener;
 
 /// Gateway of an MRC cluster: holds client connections and routes their messages.
 #[derive(Parser)]
@@ -36,15 +38,22 @@ async fn main() -> ExitCode {
 
 async fn run(config: config::Gateway, id: mrc::ident::GatewayId) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
-    let listener = tokio::net::TcpListener::bind(config.ws_listen)
+    let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
+    let http = TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("binding the WebSocket listener to {}", config.ws_listen))?;
+        .with_context(|| format!("binding the HTTP/WebSocket listener to {}", config.listen))?;
+    let tcp = match config.tcp_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the TCP listener to {addr}"))?,
+        ),
+        None => None,
+    };
     let connection = connection::connect(&config.nats, &format!("mrc-gateway {id}")).await?;
     let client = connection.client.clone();
-    gateway::run(config, id, connection, listener, shutdown).await?;
-    client
-        .drain()
-        .await
-        .context("draining the NATS connection")?;
+    let listeners = Listeners { http, tcp };
+    gateway::run(config, id, connection, listeners, Some(metrics), shutdown).await?;
+    client.drain().await.context("draining the NATS connection")?;
     Ok(())
 }

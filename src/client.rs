@@ -47,9 +47,19 @@ impl WsClient {
         self.send_text(&frame.encode()).await
     }
 
-    /// Logs in and waits for `welcome`; fails with the gateway's error otherwise.
+    /// Logs in as `user` (gateways in insecure dev-auth mode) and waits for `welcome`.
     pub async fn login(&mut self, user: &str) -> anyhow::Result<Incoming> {
-        self.send_frame(&Outgoing::Login { user }).await?;
+        self.send_frame(&Outgoing::Login { user: Some(user), token: None }).await?;
+        self.welcome().await
+    }
+
+    /// Logs in with a token and waits for `welcome`.
+    pub async fn login_with_token(&mut self, token: &str) -> anyhow::Result<Incoming> {
+        self.send_frame(&Outgoing::Login { user: None, token: Some(token) }).await?;
+        self.welcome().await
+    }
+
+    async fn welcome(&mut self) -> anyhow::Result<Incoming> {
         let Some(reply) = self.next().await? else {
             bail!("gateway closed the connection during login")
         };

@@ -114,7 +114,11 @@ pub async fn request<T: serde::de::DeserializeOwned>(
     let request = async_nats::Request::new()
         .payload(payload)
         .timeout(Some(timeout));
-    let reply = match tokio::time::timeout(timeout, client.send_request(subject, request)).await {
+    let kind = metric_kind(&subject);
+    let started = Instant::now();
+    let sent = tokio::time::timeout(timeout, client.send_request(subject, request)).await;
+    crate::telemetry::nats_request(kind, started.elapsed());
+    let reply = match sent {
         Err(_) => return Err(RequestFailure::TimedOut),
         Ok(Err(e)) => {
             return Err(match e.kind() {
@@ -146,5 +150,19 @@ pub async fn request_idempotent<T: serde::de::DeserializeOwned>(
             request(client, subject, payload, timeout).await
         }
         other => other,
+    }
+}
+
+/// The label of a request subject in metrics: its last token (`lookup`, `register`,
+/// `deliver`, `send`...), never a user id.
+fn metric_kind(subject: &str) -> &'static str {
+    match subject.rsplit('.').next().unwrap_or("") {
+        "lookup" => "lookup",
+        "register" => "register",
+        "unregister" => "unregister",
+        "purge" => "purge",
+        "deliver" => "deliver",
+        "send" => "send",
+        _ => "other",
     }
 }

@@ -1,12 +1,74 @@
-//! Logging: `tracing` to stderr, filtered by `MRC_LOG` (default `info`), one line per event.
+//! Logging and metrics. Logs: `tracing` to stderr, filtered by `MRC_LOG` (default `info`).
+//! Metrics: the `metrics` facade, rendered in Prometheus text by whoever serves `/metrics`;
+//! every metric name is declared here (`mrc_<process>_<what>_<unit>`).
 
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. Call once, first thing in `main`.
+/// Installs the global log subscriber. Call once, first thing in `main`.
 pub fn init() {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_env("MRC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// Installs the global metrics recorder; the handle renders the Prometheus text.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+/// Client connections open (any door), logged in or not.
+pub const GATEWAY_CONNECTIONS: &str = "mrc_gateway_connections";
+/// Logged-in sessions.
+pub const GATEWAY_SESSIONS: &str = "mrc_gateway_sessions";
+/// Messages accepted for routing, by `door` (ws, tcp, http, nats).
+pub const GATEWAY_MESSAGES_IN: &str = "mrc_gateway_messages_in_total";
+/// Frames queued to clients (messages, reports, errors...).
+pub const GATEWAY_FRAMES_OUT: &str = "mrc_gateway_frames_out_total";
+/// Per-receiver results of routed messages, by `outcome`.
+pub const GATEWAY_DELIVERIES: &str = "mrc_gateway_deliveries_total";
+/// Route cache look-ups, by `result` (hit, miss).
+pub const GATEWAY_ROUTE_CACHE: &str = "mrc_gateway_route_cache_total";
+/// `mrc.dir.lookup` requests sent.
+pub const GATEWAY_LOOKUP_REQUESTS: &str = "mrc_gateway_lookup_requests_total";
+/// Error frames and replies sent, by `code`.
+pub const GATEWAY_ERRORS: &str = "mrc_gateway_errors_total";
+/// Sessions closed because their outbound queue was full.
+pub const GATEWAY_SLOW_CONSUMERS: &str = "mrc_gateway_slow_consumers_total";
+/// Duration of NATS requests, by `kind` (lookup, register, deliver...).
+pub const NATS_REQUEST_SECONDS: &str = "mrc_gateway_nats_request_seconds";
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(GATEWAY_CONNECTIONS, "Client connections open, logged in or not");
+    describe_gauge!(GATEWAY_SESSIONS, "Logged-in client sessions");
+    describe_counter!(GATEWAY_MESSAGES_IN, "Messages accepted for routing, by door");
+    describe_counter!(GATEWAY_FRAMES_OUT, "Frames queued to clients");
+    describe_counter!(GATEWAY_DELIVERIES, "Per-receiver results of routed messages, by outcome");
+    describe_counter!(GATEWAY_ROUTE_CACHE, "Route cache look-ups, by result");
+    describe_counter!(GATEWAY_LOOKUP_REQUESTS, "Directory look-up requests sent");
+    describe_counter!(GATEWAY_ERRORS, "Error frames and replies sent, by code");
+    describe_counter!(GATEWAY_SLOW_CONSUMERS, "Sessions closed as slow consumers");
+    describe_histogram!(NATS_REQUEST_SECONDS, Unit::Seconds, "NATS request duration, by kind");
+}
+
+/// Records one NATS request's duration.
+pub fn nats_request(kind: &'static str, took: Duration) {
+    metrics::histogram!(NATS_REQUEST_SECONDS, "kind" => kind).record(took.as_secs_f64());
+}
+
+/// Counts one error sent to a client or backend.
+pub fn error(code: crate::protocol::code::ErrorCode) {
+    metrics::counter!(GATEWAY_ERRORS, "code" => code.as_str()).increment(1);
 }

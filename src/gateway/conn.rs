@@ -1,59 +1,91 @@
 //! One client connection, whatever the transport: log in, then read frames, route sends,
-//! and write queued frames until the client leaves, is too slow, or the gateway stops.
+//! and write queued frames until the client leaves, misbehaves, or the gateway stops.
 //!
 //! A transport gives a [`Reader`] of inbound text frames and a [`Writer`]; everything else
-//! (the protocol, limits, registration) lives here once.
+//! (the protocol, authentication, limits, registration) lives here once.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
+use super::auth::Identity;
 use super::route::Message;
 use super::session;
 use super::Gateway;
+use crate::config;
 use crate::ident::{MessageId, SessionId, UserId};
 use crate::protocol::client::{parse, Frame, FrameError, Request};
 use crate::protocol::code::ErrorCode;
+use crate::telemetry;
 
 /// What a transport read.
 #[derive(Debug)]
 pub enum Inbound {
     /// One text frame (a JSON object).
     Text(String),
-    /// A frame larger than the transport accepts.
+    /// A frame larger than the transport accepts (its size, as far as known).
     TooLarge(usize),
-    /// Anything else (binary, ping/pong): not a protocol frame.
+    /// Anything else (binary, ping, pong): not a protocol frame, but a sign of life.
     Other,
     /// The client closed or the transport failed.
     Closed,
 }
 
 pub trait Reader: Send {
+    /// The next inbound frame. Must be cancel-safe: it is raced against other events.
     fn next(&mut self) -> impl Future<Output = Inbound> + Send;
 }
 
 pub trait Writer: Send {
     /// Writes one frame; an error means the connection is gone.
     fn send(&mut self, frame: Bytes) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Asks the client for a sign of life (a WebSocket ping; nothing on raw TCP).
+    fn ping(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Ends the connection with a reason (a WebSocket close frame, or just EOF).
     fn close(&mut self, reason: Close) -> impl Future<Output = ()> + Send;
 }
 
-/// Why the gateway closes a connection.
+/// Which door a connection came through (a metrics label).
+#[derive(Debug, Clone, Copy)]
+pub enum Door {
+    Ws,
+    Tcp,
+}
+
+impl Door {
+    fn label(self) -> &'static str {
+        match self {
+            Door::Ws => "ws",
+            Door::Tcp => "tcp",
+        }
+    }
+}
+
+/// Why the gateway closes a connection; sent as the `bye` reason and close reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Close {
     /// The gateway is stopping (WebSocket 1001 "going away").
     Shutdown,
-    /// The client did not read its frames fast enough (1008).
+    /// The client did not read its frames fast enough.
     SlowConsumer,
-    /// No login in time, or login refused (1008).
-    Login,
-    /// The directory could not register the session (1011).
+    /// No login in time.
+    LoginTimeout,
+    /// The credentials were refused.
+    Unauthorized,
+    /// The user already has the most sessions allowed.
+    TooManySessions,
+    /// Far more sends than the rate allows.
+    Flood,
+    /// Nothing from the client for the idle timeout.
+    Idle,
+    /// The directory could not register the session.
     Unavailable,
 }
 
@@ -62,71 +94,170 @@ impl Close {
         match self {
             Close::Shutdown => "shutdown",
             Close::SlowConsumer => "slow_consumer",
-            Close::Login => "login",
+            Close::LoginTimeout => "login_timeout",
+            Close::Unauthorized => "unauthorized",
+            Close::TooManySessions => "too_many_sessions",
+            Close::Flood => "flood",
+            Close::Idle => "idle",
             Close::Unavailable => "unavailable",
+        }
+    }
+
+    /// The WebSocket close code.
+    pub fn code(self) -> u16 {
+        match self {
+            Close::Shutdown => 1001,
+            Close::Unavailable => 1011,
+            _ => 1008,
         }
     }
 }
 
-/// Serves one connection to the end.
+/// Limits every door enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_receivers: usize,
+    pub max_id_bytes: usize,
+    pub rate: Quota,
+    /// Rate-limited sends in a row after which the connection is closed as a flood.
+    pub flood_after: u32,
+    pub max_sessions_per_user: usize,
+    pub outbound_queue: usize,
+    pub login_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub sends_in_flight: usize,
+}
+
+impl Limits {
+    pub fn from_config(l: &config::Limits) -> Self {
+        let nonzero = |n: u32| NonZeroU32::new(n).expect("validated to be > 0");
+        Limits {
+            max_frame_bytes: l.max_frame_bytes,
+            max_body_bytes: l.max_body_bytes,
+            max_receivers: l.max_receivers,
+            max_id_bytes: l.max_id_bytes,
+            rate: Quota::per_second(nonzero(l.rate_per_sec)).allow_burst(nonzero(l.rate_burst)),
+            flood_after: l.rate_burst,
+            max_sessions_per_user: l.max_sessions_per_user,
+            outbound_queue: l.outbound_queue,
+            login_timeout: Duration::from_millis(l.login_timeout_ms),
+            idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+            sends_in_flight: l.sends_in_flight,
+        }
+    }
+
+    /// Checks a send from any door and turns it into a routable message.
+    pub fn message(
+        &self,
+        from: Option<String>,
+        to: Vec<String>,
+        id: Option<String>,
+        body: &serde_json::value::RawValue,
+    ) -> Result<Message, FrameError> {
+        let with_id = |code, message: String| FrameError { code, message, id: id.clone() };
+        if to.is_empty() {
+            return Err(with_id(ErrorCode::BadFrame, "`to` lists no receiver".into()));
+        }
+        if to.len() > self.max_receivers {
+            let message = format!("{} receivers, limit {}", to.len(), self.max_receivers);
+            return Err(with_id(ErrorCode::TooManyReceivers, message));
+        }
+        let size = body.get().len();
+        if size > self.max_body_bytes {
+            let message = format!("body of {size} bytes, limit {}", self.max_body_bytes);
+            return Err(with_id(ErrorCode::TooLarge, message));
+        }
+        let message_id = match &id {
+            Some(raw) => MessageId::new(raw).map_err(|e| with_id(ErrorCode::BadId, format!("id: {e}")))?,
+            None => MessageId::generate(),
+        };
+        Ok(Message { id: message_id, from, to, body: body.to_owned() })
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+struct Open;
+
+impl Open {
+    fn new() -> Self {
+        metrics::gauge!(telemetry::GATEWAY_CONNECTIONS).increment(1.0);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        metrics::gauge!(telemetry::GATEWAY_CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// Serves one connection to the end. `identity` is set when the transport already
+/// authenticated the client (an `Authorization` header on the WebSocket upgrade).
 pub async fn serve<R: Reader, W: Writer>(
     gw: Arc<Gateway>,
     mut reader: R,
     mut writer: W,
     peer: SocketAddr,
+    identity: Option<Identity>,
+    door: Door,
 ) {
-    let login = tokio::select! {
-        () = gw.shutdown.cancelled() => None,
-        login = tokio::time::timeout(gw.limits.login_timeout, login(&mut reader, &mut writer)) => match login {
-            Ok(user) => user,
-            Err(_) => {
-                send_error(&mut writer, &FrameError::new(ErrorCode::NotLoggedIn, "no login in time")).await;
-                None
+    let _open = Open::new();
+    let identity = match identity {
+        Some(identity) => identity,
+        None => {
+            let login = tokio::select! {
+                () = gw.shutdown.cancelled() => Err(Some(Close::Shutdown)),
+                login = tokio::time::timeout(gw.limits.login_timeout, login(&gw, &mut reader, &mut writer)) => match login {
+                    Ok(result) => result,
+                    Err(_) => {
+                        send_error(&mut writer, &FrameError::new(ErrorCode::NotLoggedIn, "no login in time")).await;
+                        Err(Some(Close::LoginTimeout))
+                    }
+                },
+            };
+            match login {
+                Ok(identity) => identity,
+                Err(reason) => {
+                    if let Some(reason) = reason {
+                        say_bye(&mut writer, reason).await;
+                    }
+                    return;
+                }
             }
-        },
-    };
-    let Some(user) = login else {
-        writer.close(Close::Login).await;
-        return;
+        }
     };
     let session = SessionId::generate();
-    let span = tracing::info_span!("session", user = %user, session = %session, %peer);
-    run_session(gw, user, session, reader, writer)
-        .instrument(span)
-        .await;
+    let span = tracing::info_span!("session", user = %identity.user, session = %session, %peer, door = door.label());
+    run_session(gw, identity.user, session, reader, writer, door).instrument(span).await;
 }
 
-/// Reads frames until a valid login; None if the client left.
-async fn login<R: Reader, W: Writer>(reader: &mut R, writer: &mut W) -> Option<UserId> {
+/// Reads frames until a valid login. `Err(Some(reason))`: close with that reason;
+/// `Err(None)`: the client left.
+async fn login<R: Reader, W: Writer>(gw: &Gateway, reader: &mut R, writer: &mut W) -> Result<Identity, Option<Close>> {
     loop {
         let text = match reader.next().await {
             Inbound::Text(text) => text,
             Inbound::TooLarge(n) => {
-                send_error(
-                    writer,
-                    &FrameError::new(ErrorCode::TooLarge, format!("frame of {n} bytes")),
-                )
-                .await;
+                send_error(writer, &too_large(n, gw.limits.max_frame_bytes)).await;
                 continue;
             }
             Inbound::Other => continue,
-            Inbound::Closed => return None,
+            Inbound::Closed => return Err(None),
         };
         match parse(&text) {
-            Ok(Request::Login { user }) => match UserId::new(&user) {
-                Ok(user) => return Some(user),
-                Err(e) => {
-                    send_error(
-                        writer,
-                        &FrameError::new(ErrorCode::BadId, format!("user: {e}")),
-                    )
-                    .await
+            Ok(Request::Login { user, token }) => match gw.auth.login(user.as_deref(), token.as_deref()) {
+                Ok(identity) => return Ok(identity),
+                Err(e) if e.code == ErrorCode::Unauthorized => {
+                    tracing::info!(error = %e.message, "login refused");
+                    send_error(writer, &e).await;
+                    return Err(Some(Close::Unauthorized));
                 }
+                Err(e) => send_error(writer, &e).await,
             },
             Ok(Request::Ping { id }) => {
-                let _ = writer
-                    .send(Frame::Pong { id: id.as_deref() }.encode())
-                    .await;
+                let _ = writer.send(Frame::Pong { id: id.as_deref() }.encode()).await;
             }
             Ok(Request::Send { id, .. }) => {
                 let mut e = FrameError::new(ErrorCode::NotLoggedIn, "log in first");
@@ -138,78 +269,77 @@ async fn login<R: Reader, W: Writer>(reader: &mut R, writer: &mut W) -> Option<U
     }
 }
 
+fn too_large(size: usize, limit: usize) -> FrameError {
+    FrameError::new(ErrorCode::TooLarge, format!("frame of {size} bytes, limit {limit}"))
+}
+
 async fn send_error<W: Writer>(writer: &mut W, error: &FrameError) {
+    telemetry::error(error.code);
     let _ = writer.send(Frame::from(error).encode()).await;
 }
 
+async fn say_bye<W: Writer>(writer: &mut W, reason: Close) {
+    let bye = Frame::Bye { reason: reason.reason() }.encode();
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(bye)).await;
+    writer.close(reason).await;
+}
+
+/// Registers the session, then serves it until it ends.
 async fn run_session<R: Reader, W: Writer>(
     gw: Arc<Gateway>,
     user: UserId,
     session: SessionId,
     mut reader: R,
     mut writer: W,
+    door: Door,
 ) {
     let (handle, mut outbox) = session::channel(session.clone(), gw.limits.outbound_queue);
     let reports = handle.clone();
     // Insert before registering: a message routed here right after the registration
     // must find the session.
     gw.sessions.insert(user.clone(), handle);
-    if let Err(e) = gw.registrar.register(&user, &session).await {
-        tracing::warn!(error = %e, "registration failed");
+    let refused = match gw.registrar.register(&user, &session).await {
+        Ok(n) if gw.limits.max_sessions_per_user > 0 && n > gw.limits.max_sessions_per_user => {
+            let message = format!("{n} sessions, limit {}", gw.limits.max_sessions_per_user);
+            Some((FrameError::new(ErrorCode::TooManySessions, message), Close::TooManySessions))
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "registration failed");
+            Some((FrameError::new(ErrorCode::Unavailable, format!("directory: {e}")), Close::Unavailable))
+        }
+    };
+    if let Some((error, reason)) = refused {
         gw.sessions.remove(&user, &session);
-        send_error(
-            &mut writer,
-            &FrameError::new(ErrorCode::Unavailable, format!("directory: {e}")),
-        )
-        .await;
-        writer.close(Close::Unavailable).await;
+        if reason == Close::TooManySessions {
+            let _ = gw.registrar.unregister(&user, &session).await;
+        }
+        send_error(&mut writer, &error).await;
+        say_bye(&mut writer, reason).await;
         return;
     }
     tracing::debug!("logged in");
-    let welcome = Frame::Welcome {
-        user: user.as_str(),
-        session: session.as_str(),
-        gateway: gw.id.as_str(),
+    let welcome = Frame::Welcome { user: user.as_str(), session: session.as_str(), gateway: gw.id.as_str() };
+    let mut state = SessionState {
+        gw: &gw,
+        user: &user,
+        door,
+        reports: &reports,
+        sends: Arc::new(Semaphore::new(gw.limits.sends_in_flight)),
+        rate: RateLimiter::direct(gw.limits.rate),
+        limited_in_a_row: 0,
     };
-    let mut ended = writer.send(welcome.encode()).await.err().map(|_| None);
-    let sends = Arc::new(Semaphore::new(gw.limits.sends_in_flight));
-
-    while ended.is_none() {
-        tokio::select! {
-            biased;
-            () = gw.shutdown.cancelled() => ended = Some(Some(Close::Shutdown)),
-            () = outbox.slow.cancelled() => ended = Some(Some(Close::SlowConsumer)),
-            frame = outbox.rx.recv() => match frame {
-                Some(frame) => {
-                    if writer.send(frame).await.is_err() {
-                        ended = Some(None);
-                    }
-                }
-                None => ended = Some(None),
-            },
-            inbound = reader.next() => match inbound {
-                Inbound::Text(text) => {
-                    if let Err(e) = on_frame(&gw, &user, &text, &reports, &sends).await {
-                        send_error(&mut writer, &e).await;
-                    }
-                }
-                Inbound::TooLarge(n) => {
-                    let e = FrameError::new(ErrorCode::TooLarge, format!("frame of {n} bytes, limit {}", gw.limits.max_frame_bytes));
-                    send_error(&mut writer, &e).await;
-                }
-                Inbound::Other => {}
-                Inbound::Closed => ended = Some(None),
-            },
-        }
-    }
+    let ended = match writer.send(welcome.encode()).await {
+        Ok(()) => state.serve(&mut reader, &mut writer, &mut outbox).await,
+        Err(_) => None,
+    };
     gw.sessions.remove(&user, &session);
-    if let Some(Some(reason)) = ended {
-        let bye = Frame::Bye {
-            reason: reason.reason(),
+    if let Some(reason) = ended {
+        if reason == Close::SlowConsumer {
+            metrics::counter!(telemetry::GATEWAY_SLOW_CONSUMERS).increment(1);
         }
-        .encode();
-        let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(bye)).await;
-        writer.close(reason).await;
+        tracing::info!(reason = reason.reason(), "closing session");
+        say_bye(&mut writer, reason).await;
     }
     // On shutdown the gateway purges all its sessions in one request instead.
     if !gw.shutdown.is_cancelled() {
@@ -220,107 +350,123 @@ async fn run_session<R: Reader, W: Writer>(
     tracing::debug!("session ended");
 }
 
-/// Handles one frame of a logged-in session. Sends are routed in their own task (at most
-/// `sends_in_flight` at once; more wait, which slows reading this connection only).
-async fn on_frame(
-    gw: &Arc<Gateway>,
-    user: &UserId,
-    text: &str,
-    reports: &session::Handle,
-    sends: &Arc<Semaphore>,
-) -> Result<(), FrameError> {
-    if text.len() > gw.limits.max_frame_bytes {
-        let message = format!(
-            "frame of {} bytes, limit {}",
-            text.len(),
-            gw.limits.max_frame_bytes
-        );
-        return Err(FrameError::new(ErrorCode::TooLarge, message));
-    }
-    match parse(text)? {
-        Request::Login { .. } => Err(FrameError::new(
-            ErrorCode::AlreadyLoggedIn,
-            "this connection is logged in",
-        )),
-        Request::Ping { id } => {
-            reports.push(Frame::Pong { id: id.as_deref() }.encode());
-            Ok(())
-        }
-        Request::Send { to, id, body } => {
-            let message = gw.limits.message(Some(user.to_string()), to, id, body)?;
-            let permit = sends
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the send semaphore is never closed");
-            let (gw, reports) = (gw.clone(), reports.clone());
-            gw.tracker.clone().spawn(async move {
-                let report = gw.router.route(&message).await;
-                reports.push(Frame::Report { report: &report }.encode());
-                drop(permit);
-            });
-            Ok(())
-        }
-    }
+/// A logged-in session's per-connection state.
+struct SessionState<'a> {
+    gw: &'a Arc<Gateway>,
+    user: &'a UserId,
+    door: Door,
+    /// This session's own queue, for reports, pongs and errors of routed sends.
+    reports: &'a session::Handle,
+    sends: Arc<Semaphore>,
+    rate: DefaultDirectRateLimiter,
+    limited_in_a_row: u32,
 }
 
-/// Limits every door enforces.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_receivers: usize,
-    pub max_frame_bytes: usize,
-    pub outbound_queue: usize,
-    pub login_timeout: Duration,
-    pub sends_in_flight: usize,
-}
-
-impl Limits {
-    /// Checks a send from any door and turns it into a routable message.
-    pub fn message(
-        &self,
-        from: Option<String>,
-        to: Vec<String>,
-        id: Option<String>,
-        body: &serde_json::value::RawValue,
-    ) -> Result<Message, FrameError> {
-        let with_id = |code, message: String| FrameError {
-            code,
-            message,
-            id: id.clone(),
-        };
-        if to.is_empty() {
-            return Err(with_id(
-                ErrorCode::BadFrame,
-                "`to` lists no receiver".into(),
-            ));
-        }
-        if to.len() > self.max_receivers {
-            return Err(with_id(
-                ErrorCode::TooManyReceivers,
-                format!("{} receivers, limit {}", to.len(), self.max_receivers),
-            ));
-        }
-        if body.get().len() > self.max_frame_bytes {
-            return Err(with_id(
-                ErrorCode::TooLarge,
-                format!(
-                    "body of {} bytes, limit {}",
-                    body.get().len(),
-                    self.max_frame_bytes
-                ),
-            ));
-        }
-        let message_id = match &id {
-            Some(raw) => {
-                MessageId::new(raw).map_err(|e| with_id(ErrorCode::BadId, format!("id: {e}")))?
+impl SessionState<'_> {
+    /// Runs the session until the client leaves (`None`) or must be closed (`Some`).
+    async fn serve<R: Reader, W: Writer>(
+        &mut self,
+        reader: &mut R,
+        writer: &mut W,
+        outbox: &mut session::Outbox,
+    ) -> Option<Close> {
+        let idle = self.gw.limits.idle_timeout;
+        let mut tick = tokio::time::interval((idle / 3).max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                () = self.gw.shutdown.cancelled() => return Some(Close::Shutdown),
+                () = outbox.slow.cancelled() => return Some(Close::SlowConsumer),
+                frame = outbox.rx.recv() => {
+                    let frame = frame?;
+                    writer.send(frame).await.ok()?;
+                }
+                inbound = reader.next() => {
+                    last_heard = Instant::now();
+                    match inbound {
+                        Inbound::Text(text) => match self.on_frame(&text).await {
+                            Ok(()) => {}
+                            Err(Some(reason)) => return Some(reason),
+                            Err(None) => {}
+                        },
+                        Inbound::TooLarge(n) => self.error(too_large(n, self.gw.limits.max_frame_bytes)),
+                        Inbound::Other => {}
+                        Inbound::Closed => return None,
+                    }
+                }
+                _ = tick.tick() => {
+                    let silent = last_heard.elapsed();
+                    if silent >= idle {
+                        return Some(Close::Idle);
+                    }
+                    if silent >= idle / 3 {
+                        writer.ping().await.ok()?;
+                    }
+                }
             }
-            None => MessageId::generate(),
+        }
+    }
+
+    /// Queues an error frame on this session.
+    fn error(&self, error: FrameError) {
+        telemetry::error(error.code);
+        self.reports.push(Frame::from(&error).encode());
+    }
+
+    /// Handles one frame. Sends are routed in their own task (at most `sends_in_flight`
+    /// at once; more wait, which slows reading this connection only).
+    /// `Err(Some(reason))` closes the connection; errors for the client are queued here.
+    async fn on_frame(&mut self, text: &str) -> Result<(), Option<Close>> {
+        let limits = &self.gw.limits;
+        if text.len() > limits.max_frame_bytes {
+            self.error(too_large(text.len(), limits.max_frame_bytes));
+            return Ok(());
+        }
+        let request = match parse(text) {
+            Ok(request) => request,
+            Err(e) => {
+                self.error(e);
+                return Ok(());
+            }
         };
-        Ok(Message {
-            id: message_id,
-            from,
-            to,
-            body: body.to_owned(),
-        })
+        match request {
+            Request::Login { .. } => {
+                self.error(FrameError::new(ErrorCode::AlreadyLoggedIn, "this connection is logged in"));
+            }
+            Request::Ping { id } => {
+                self.reports.push(Frame::Pong { id: id.as_deref() }.encode());
+            }
+            Request::Send { to, id, body } => {
+                if self.rate.check().is_err() {
+                    self.limited_in_a_row += 1;
+                    if self.limited_in_a_row >= limits.flood_after {
+                        return Err(Some(Close::Flood));
+                    }
+                    let mut e = FrameError::new(ErrorCode::RateLimited, "too many sends; this one was dropped");
+                    e.id = id;
+                    self.error(e);
+                    return Ok(());
+                }
+                self.limited_in_a_row = 0;
+                let message = match limits.message(Some(self.user.to_string()), to, id, body) {
+                    Ok(message) => message,
+                    Err(e) => {
+                        self.error(e);
+                        return Ok(());
+                    }
+                };
+                metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => self.door.label()).increment(1);
+                let permit = self.sends.clone().acquire_owned().await.expect("the send semaphore is never closed");
+                let (gw, reports) = (self.gw.clone(), self.reports.clone());
+                self.gw.tracker.spawn(async move {
+                    let report = gw.router.route(&message).await;
+                    reports.push(Frame::Report { report: &report }.encode());
+                    drop(permit);
+                });
+            }
+        }
+        Ok(())
     }
 }

@@ -23,7 +23,7 @@ pub fn deliver(sessions: &Sessions, request: &DeliverRequest<'_>) -> DeliverRepl
     }
     .encode();
     let mut reply = DeliverReply::default();
-    for rcpt in &request.rcpt {
+    for rcpt in request.rcpt.iter().filter_map(|&i| request.to.get(i)) {
         let delivered = UserId::new(rcpt).is_ok_and(|user| sessions.push(&user, &frame));
         if delivered {
             reply.delivered.push(rcpt.clone());

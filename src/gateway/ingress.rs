@@ -9,12 +9,14 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
+use super::route::Message;
 use super::Gateway;
 use crate::protocol::body_from_bytes;
 use crate::protocol::client::FrameError;
 use crate::protocol::code::ErrorCode;
 use crate::protocol::nats::{encode, ErrorReply, SendRequest};
 use crate::subject::GATEWAY_QUEUE;
+use crate::telemetry;
 
 /// Takes backend messages until the gateway stops; messages already taken finish under
 /// the gateway's task tracker.
@@ -61,7 +63,19 @@ pub async fn run(gw: Arc<Gateway>) -> anyhow::Result<()> {
 }
 
 fn error_reply(e: &FrameError) -> Bytes {
+    telemetry::error(e.code);
     encode(&ErrorReply::new(e.code, e.message.clone()))
+}
+
+/// Routes a checked message and encodes the report, or the reason it was refused.
+async fn route(gw: &Gateway, message: Result<Message, FrameError>) -> Bytes {
+    match message {
+        Ok(message) => {
+            metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => "nats").increment(1);
+            encode(&gw.router.route(&message).await)
+        }
+        Err(e) => error_reply(&e),
+    }
 }
 
 /// `mrc.send`: `{"to":[...],"from":"...","id":"...","body":...}`.
@@ -69,21 +83,11 @@ async fn on_send(gw: &Gateway, payload: &[u8]) -> Bytes {
     let request: SendRequest<'_> = match serde_json::from_slice(payload) {
         Ok(request) => request,
         Err(e) => {
-            let code = if e.is_data() {
-                ErrorCode::BadFrame
-            } else {
-                ErrorCode::BadJson
-            };
+            let code = if e.is_data() { ErrorCode::BadFrame } else { ErrorCode::BadJson };
             return error_reply(&FrameError::new(code, e.to_string()));
         }
     };
-    match gw
-        .limits
-        .message(request.from, request.to, request.id, request.body)
-    {
-        Ok(message) => encode(&gw.router.route(&message).await),
-        Err(e) => error_reply(&e),
-    }
+    route(gw, gw.limits.message(request.from, request.to, request.id, request.body)).await
 }
 
 /// `mrc.to.<user>`: the payload is the body. JSON passes as it is; other UTF-8 text
@@ -91,21 +95,10 @@ async fn on_send(gw: &Gateway, payload: &[u8]) -> Bytes {
 async fn on_raw(gw: &Gateway, msg: &NatsMessage) -> Bytes {
     let user = match gw.subjects.to_user(&msg.subject) {
         Ok(user) => user,
-        Err(e) => {
-            return error_reply(&FrameError::new(
-                ErrorCode::BadId,
-                format!("receiver token: {e}"),
-            ))
-        }
+        Err(e) => return error_reply(&FrameError::new(ErrorCode::BadId, format!("receiver token: {e}"))),
     };
     let Some(body) = body_from_bytes(&msg.payload) else {
-        return error_reply(&FrameError::new(
-            ErrorCode::BadBody,
-            "body is neither JSON nor UTF-8 text",
-        ));
+        return error_reply(&FrameError::new(ErrorCode::BadBody, "body is neither JSON nor UTF-8 text"));
     };
-    match gw.limits.message(None, vec![user.to_string()], None, &body) {
-        Ok(message) => encode(&gw.router.route(&message).await),
-        Err(e) => error_reply(&e),
-    }
+    route(gw, gw.limits.message(None, vec![user.to_string()], None, &body)).await
 }

@@ -9,6 +9,7 @@
 //! - [`ingress`]: backend messages from `mrc.send` and `mrc.to.*`.
 //! - [`heartbeat`]: liveness towards the centers and re-asserting sessions.
 
+pub mod auth;
 pub mod conn;
 pub mod deliver;
 pub mod heartbeat;
@@ -22,8 +23,11 @@ pub mod session;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::bail;
 use async_nats::Client;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,26 +44,48 @@ pub struct Gateway {
     pub sessions: Arc<session::Sessions>,
     pub registrar: registrar::Registrar,
     pub router: route::Router,
+    pub auth: auth::Auth,
     pub limits: conn::Limits,
+    /// One permit per open client connection (`--max-connections`).
+    pub connections: Arc<Semaphore>,
+    pub request_timeout: Duration,
     /// Backend messages routed at once.
     pub ingress_in_flight: usize,
+    /// Renders `/metrics`; `None` when no recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
     /// Cancelled when the gateway starts to stop.
     pub shutdown: CancellationToken,
     /// Every connection and in-flight send; the stop waits for them.
     pub tracker: TaskTracker,
 }
 
-/// Runs one gateway on `listener` until `shutdown`, then stops gracefully: stop accepting,
-/// tell every client `bye`, remove all its sessions from the directory.
+/// The listeners a gateway serves, bound before it connects anywhere.
+pub struct Listeners {
+    /// WebSocket + HTTP API.
+    pub http: TcpListener,
+    /// Newline-delimited JSON, when configured.
+    pub tcp: Option<TcpListener>,
+}
+
+/// Runs one gateway until `shutdown`, then stops gracefully: stop accepting, tell every
+/// client `bye`, remove all its sessions from the directory.
 pub async fn run(
     config: config::Gateway,
     id: GatewayId,
     connection: Connection,
-    listener: TcpListener,
+    listeners: Listeners,
+    metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let subjects = config.nats.subjects()?;
     let client = connection.client.clone();
+    let max_payload = client.server_info().max_payload;
+    if config.max_deliver_payload() > max_payload {
+        bail!(
+            "limits allow deliver requests of {} bytes but NATS max_payload is {max_payload}: lower --max-body-bytes, --max-receivers or --max-id-bytes",
+            config.max_deliver_payload()
+        );
+    }
     let timeout = config.nats.request_timeout();
     let sessions = Arc::new(session::Sessions::default());
     let resolver = Arc::new(resolve::Resolver::new(
@@ -76,6 +102,7 @@ pub async fn run(
         resolver.clone(),
         sessions.clone(),
         timeout,
+        config.limits.max_id_bytes,
     );
     let gw = Arc::new(Gateway {
         id: id.clone(),
@@ -84,14 +111,12 @@ pub async fn run(
         sessions,
         registrar: registrar::Registrar::new(client.clone(), subjects.clone(), id.clone(), timeout),
         router,
-        limits: conn::Limits {
-            max_receivers: config.max_receivers,
-            max_frame_bytes: config.max_frame_bytes,
-            outbound_queue: config.outbound_queue,
-            login_timeout: Duration::from_millis(config.login_timeout_ms),
-            sends_in_flight: config.sends_in_flight,
-        },
+        auth: auth::Auth::from_config(&config.auth, config.limits.max_id_bytes)?,
+        limits: conn::Limits::from_config(&config.limits),
+        connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        request_timeout: timeout,
         ingress_in_flight: config.ingress_in_flight,
+        metrics,
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
     });
@@ -99,37 +124,30 @@ pub async fn run(
     // Deliveries must reach us before the directory points anywhere at us.
     let deliveries = client.subscribe(subjects.deliver(&id)).await?;
     let background = TaskTracker::new();
-    background.spawn(log_failure(
-        "deliver",
-        deliver::run(
-            client.clone(),
-            gw.sessions.clone(),
-            deliveries,
-            shutdown.clone(),
-        ),
-    ));
-    background.spawn(log_failure(
-        "heartbeat",
-        heartbeat::run(
-            gw.clone(),
-            Duration::from_millis(config.heartbeat_ms),
-            connection.reconnects.clone(),
-        ),
-    ));
-    background.spawn(log_failure(
-        "route changes",
-        resolve::follow_changes(resolver, client.clone(), subjects.clone(), shutdown.clone()),
-    ));
+    let deliver = deliver::run(client.clone(), gw.sessions.clone(), deliveries, shutdown.clone());
+    background.spawn(log_failure("deliver", deliver));
+    let period = Duration::from_millis(config.heartbeat_ms);
+    background.spawn(log_failure("heartbeat", heartbeat::run(gw.clone(), period, connection.reconnects.clone())));
+    if config.follow_route_changes {
+        let changes = resolve::follow_changes(resolver, client.clone(), subjects.clone(), shutdown.clone());
+        background.spawn(log_failure("route changes", changes));
+    }
     // Sessions of an earlier run under this id are gone: drop them before taking new ones.
     if !purge_previous_run(&gw).await {
         return Ok(());
     }
     background.spawn(log_failure("ingress", ingress::run(gw.clone())));
 
-    let addr = listener.local_addr()?;
-    tracing::info!(gateway = %id, ws = %format!("ws://{addr}/ws"), "gateway ready");
-    println!("mrc-gateway ready: id={id} ws=ws://{addr}/ws");
-    listener::ws::serve(gw.clone(), listener).await?;
+    let http = listeners.http.local_addr()?;
+    let mut ready = format!("mrc-gateway ready: id={id} http=http://{http} ws=ws://{http}/ws");
+    if let Some(tcp) = listeners.tcp {
+        let addr = tcp.local_addr()?;
+        ready.push_str(&format!(" tcp={addr}"));
+        background.spawn(log_failure("tcp listener", listener::tcp::serve(gw.clone(), tcp)));
+    }
+    tracing::info!(gateway = %id, %http, "{ready}");
+    println!("{ready}");
+    listener::serve_http(gw.clone(), listeners.http).await?;
 
     stop(&gw, Duration::from_millis(config.shutdown_grace_ms)).await;
     background.close();

@@ -4,7 +4,6 @@
 //! of gateways changes, and [`follow_changes`] drops those entries.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use crate::connection::{request_idempotent, RequestFailure};
 use crate::ident::{GatewayId, UserId};
 use crate::protocol::nats::{encode, LookupReply, LookupRequest};
 use crate::subject::{Subjects, DIR_LOOKUP};
+use crate::telemetry;
 
 /// Users per look-up request (the centers' limit).
 const LOOKUP_CHUNK: usize = crate::center::service::MAX_LOOKUP_USERS;
@@ -29,8 +29,6 @@ pub struct Resolver {
     client: Client,
     lookup_subject: String,
     timeout: Duration,
-    /// Look-up requests sent (for metrics and the tests that prove cache hits are free).
-    lookups: AtomicU64,
 }
 
 impl Resolver {
@@ -49,7 +47,6 @@ impl Resolver {
             client,
             lookup_subject: subjects.dir(DIR_LOOKUP),
             timeout,
-            lookups: AtomicU64::new(0),
         }
     }
 
@@ -65,14 +62,18 @@ impl Resolver {
         for user in users {
             match (fresh, self.cache.get(user).await) {
                 (false, Some(route)) => {
+                    metrics::counter!(telemetry::GATEWAY_ROUTE_CACHE, "result" => "hit").increment(1);
                     routes.insert(user.clone(), route);
                 }
-                _ => misses.push(user),
+                _ => {
+                    metrics::counter!(telemetry::GATEWAY_ROUTE_CACHE, "result" => "miss").increment(1);
+                    misses.push(user);
+                }
             }
         }
         for chunk in misses.chunks(LOOKUP_CHUNK) {
             let request_users = chunk.iter().map(|u| u.to_string()).collect();
-            self.lookups.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(telemetry::GATEWAY_LOOKUP_REQUESTS).increment(1);
             let reply: LookupReply = request_idempotent(
                 &self.client,
                 self.lookup_subject.clone(),
@@ -108,11 +109,6 @@ impl Resolver {
 
     pub async fn invalidate(&self, user: &UserId) {
         self.cache.invalidate(user).await;
-    }
-
-    /// Look-up requests sent so far.
-    pub fn lookups(&self) -> u64 {
-        self.lookups.load(Ordering::Relaxed)
     }
 }
 

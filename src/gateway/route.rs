@@ -32,6 +32,15 @@ pub struct Message {
     pub body: Box<RawValue>,
 }
 
+/// A message with its deduplicated, valid receivers in the order the sender gave them.
+struct Envelope<'a> {
+    message: &'a Message,
+    to: Vec<String>,
+    /// Index of each receiver in `to`; deliver requests name receivers by index.
+    positions: HashMap<UserId, usize>,
+    ts: u64,
+}
+
 pub struct Router {
     pub gateway: GatewayId,
     client: Client,
@@ -39,6 +48,8 @@ pub struct Router {
     resolver: Arc<Resolver>,
     sessions: Arc<Sessions>,
     timeout: Duration,
+    /// Receivers with longer ids are rejected.
+    max_id_bytes: usize,
 }
 
 /// How one delivery attempt went for one receiver.
@@ -61,15 +72,9 @@ impl Router {
         resolver: Arc<Resolver>,
         sessions: Arc<Sessions>,
         timeout: Duration,
+        max_id_bytes: usize,
     ) -> Self {
-        Router {
-            gateway,
-            client,
-            subjects,
-            resolver,
-            sessions,
-            timeout,
-        }
+        Router { gateway, client, subjects, resolver, sessions, timeout, max_id_bytes }
     }
 
     pub fn resolver(&self) -> &Resolver {
@@ -84,20 +89,24 @@ impl Router {
             if status.contains_key(raw) {
                 continue;
             }
-            match UserId::new(raw) {
-                Ok(user) => {
+            match UserId::new(raw).ok().filter(|_| raw.len() <= self.max_id_bytes) {
+                Some(user) => {
                     status.insert(raw.clone(), Outcome::Offline);
                     receivers.push(user);
                 }
-                Err(_) => {
+                None => {
                     status.insert(raw.clone(), Outcome::Rejected);
                 }
             }
         }
-        let to: Vec<String> = receivers.iter().map(|u| u.to_string()).collect();
-        let ts = now_ms();
+        let envelope = Envelope {
+            message,
+            to: receivers.iter().map(|u| u.to_string()).collect(),
+            positions: receivers.iter().enumerate().map(|(i, u)| (u.clone(), i)).collect(),
+            ts: now_ms(),
+        };
 
-        let mut results = self.attempt(message, &to, ts, &receivers, false).await;
+        let mut results = self.attempt(&envelope, &receivers, false).await;
         let stale: Vec<UserId> = receivers
             .iter()
             .filter(|u| matches!(results.get(*u), Some(Attempt::Absent | Attempt::Failed)))
@@ -107,7 +116,7 @@ impl Router {
             for user in &stale {
                 self.resolver.invalidate(user).await;
             }
-            results.extend(self.attempt(message, &to, ts, &stale, true).await);
+            results.extend(self.attempt(&envelope, &stale, true).await);
         }
         for user in &receivers {
             let outcome = match results.get(user) {
@@ -115,6 +124,7 @@ impl Router {
                 Some(Attempt::Failed) => Outcome::Unavailable,
                 Some(Attempt::Absent | Attempt::NoRoute) | None => Outcome::Offline,
             };
+            metrics::counter!(crate::telemetry::GATEWAY_DELIVERIES, "outcome" => outcome.as_str()).increment(1);
             status.insert(user.to_string(), outcome);
         }
         Report {
@@ -124,14 +134,7 @@ impl Router {
     }
 
     /// One resolve + deliver round for `users`.
-    async fn attempt(
-        &self,
-        message: &Message,
-        to: &[String],
-        ts: u64,
-        users: &[UserId],
-        fresh: bool,
-    ) -> HashMap<UserId, Attempt> {
+    async fn attempt(&self, envelope: &Envelope<'_>, users: &[UserId], fresh: bool) -> HashMap<UserId, Attempt> {
         let routes = match self.resolver.resolve(users, fresh).await {
             Ok(routes) => routes,
             Err(e) => {
@@ -141,12 +144,13 @@ impl Router {
         };
         let by_gateway = group_by_gateway(users, &routes);
         let deliveries = by_gateway.into_iter().map(|(gateway, rcpt)| async move {
+            let message = envelope.message;
             let request = DeliverRequest {
                 id: message.id.as_str().to_string(),
                 from: message.from.clone(),
-                to: to.to_vec(),
-                rcpt: rcpt.iter().map(|u| u.to_string()).collect(),
-                ts,
+                to: envelope.to.clone(),
+                rcpt: rcpt.iter().filter_map(|u| envelope.positions.get(u).copied()).collect(),
+                ts: envelope.ts,
                 body: &message.body,
             };
             let result = self.deliver_to(&gateway, &request).await;

@@ -17,8 +17,9 @@ use super::code::{ErrorCode, Outcome};
 /// A decoded client frame.
 #[derive(Debug)]
 pub enum Request<'a> {
-    /// Bind this connection to a user (`{"op":"login","user":"alice"}`).
-    Login { user: String },
+    /// Bind this connection to a user: `{"op":"login","token":"<jwt>"}`, or
+    /// `{"op":"login","user":"alice"}` on a gateway in insecure dev-auth mode.
+    Login { user: Option<String>, token: Option<String> },
     /// Send `body` to `to` (`{"op":"send","to":["bob"],"body":"hi","id":"m1"}`).
     Send {
         to: Vec<String>,
@@ -53,6 +54,7 @@ struct Flat<'a> {
     #[serde(borrow)]
     op: Option<Cow<'a, str>>,
     user: Option<String>,
+    token: Option<String>,
     to: Option<Vec<String>>,
     id: Option<String>,
     #[serde(borrow)]
@@ -75,9 +77,9 @@ pub fn parse(frame: &str) -> Result<Request<'_>, FrameError> {
         id: id.clone(),
     };
     match flat.op.as_deref() {
-        Some("login") => match flat.user {
-            Some(user) => Ok(Request::Login { user }),
-            None => Err(missing("user", &flat.id)),
+        Some("login") => match (flat.user, flat.token) {
+            (None, None) => Err(missing("token", &flat.id)),
+            (user, token) => Ok(Request::Login { user, token }),
         },
         Some("send") => {
             let to = flat.to.ok_or_else(|| missing("to", &flat.id))?;
@@ -98,6 +100,17 @@ pub fn parse(frame: &str) -> Result<Request<'_>, FrameError> {
     }
 }
 
+/// The claims MRC reads from a client token (JWT). `exp` is required and, like `nbf`,
+/// `iss` and `aud`, checked by the token library.
+#[derive(Debug, Deserialize)]
+pub struct TokenClaims {
+    /// The user id.
+    pub sub: String,
+    /// Space-separated scopes; `mrc:send` allows the HTTP send API.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
 /// The per-receiver result of one send: the `report` frame and the `mrc.send` reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -105,6 +118,17 @@ pub struct Report {
     pub id: String,
     /// Receiver id → outcome; each distinct receiver appears once.
     pub status: BTreeMap<String, Outcome>,
+}
+
+/// `GET /v1/users/{id}`: is a user online, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStatus {
+    pub user: String,
+    pub online: bool,
+    /// Live sessions across the cluster.
+    pub sessions: usize,
+    /// Sessions per gateway.
+    pub gateways: BTreeMap<String, usize>,
 }
 
 /// Frames a gateway sends to a client.
@@ -198,7 +222,10 @@ pub struct Incoming {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Outgoing<'a> {
     Login {
-        user: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<&'a str>,
     },
     Send {
         to: &'a [String],
@@ -225,7 +252,11 @@ mod tests {
     #[test]
     fn parses_each_op() {
         match parse(r#"{"op":"login","user":"alice"}"#).unwrap() {
-            Request::Login { user } => assert_eq!(user, "alice"),
+            Request::Login { user, token } => assert_eq!((user.unwrap().as_str(), token), ("alice", None)),
+            other => panic!("{other:?}"),
+        }
+        match parse(r#"{"op":"login","token":"t"}"#).unwrap() {
+            Request::Login { user, token } => assert_eq!((user, token.unwrap().as_str()), (None, "t")),
             other => panic!("{other:?}"),
         }
         match parse(r#"{"op":"send","to":["a","b"],"id":"m1","body":{"x":[1, 2]}}"#).unwrap() {

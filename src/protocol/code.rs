@@ -25,6 +25,14 @@ pub enum ErrorCode {
     NotLoggedIn,
     /// `login` on a connection that is already logged in.
     AlreadyLoggedIn,
+    /// Missing, expired, not-yet-valid or forged token, or wrong API key.
+    Unauthorized,
+    /// Authenticated, but not allowed to do this (e.g. send as another user).
+    Forbidden,
+    /// More sends per second than the connection's rate allows; the message was dropped.
+    RateLimited,
+    /// The user already has the most sessions allowed.
+    TooManySessions,
     /// The directory (no center answered) or another part of the cluster is unreachable.
     Unavailable,
     /// The process is shutting down.
@@ -45,6 +53,10 @@ impl ErrorCode {
             ErrorCode::TooManyReceivers => "too_many_receivers",
             ErrorCode::NotLoggedIn => "not_logged_in",
             ErrorCode::AlreadyLoggedIn => "already_logged_in",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManySessions => "too_many_sessions",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",

@@ -71,8 +71,8 @@ pub struct DeliverRequest<'a> {
     pub from: Option<String>,
     /// Every receiver of the message, as the clients see it.
     pub to: Vec<String>,
-    /// The receivers this gateway should push to.
-    pub rcpt: Vec<String>,
+    /// The receivers this gateway should push to, as indexes into `to`.
+    pub rcpt: Vec<usize>,
     pub ts: u64,
     #[serde(borrow)]
     pub body: &'a RawValue,
@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn deliver_request_keeps_body_bytes() {
-        let text = r#"{"id":"m","to":["a"],"rcpt":["a"],"ts":1,"body":[1,  2]}"#;
+        let text = r#"{"id":"m","to":["a"],"rcpt":[0],"ts":1,"body":[1,  2]}"#;
         let req: DeliverRequest<'_> = serde_json::from_str(text).unwrap();
         assert_eq!(req.body.get(), "[1,  2]");
         let again = String::from_utf8(encode(&req).to_vec()).unwrap();

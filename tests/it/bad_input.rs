@@ -105,6 +105,8 @@ async fn a_client_that_never_logs_in_is_disconnected() {
     cluster.start_gateway("g0");
     let mut ws = connect(cluster.ws(0)).await;
     expect_error(&mut ws, ErrorCode::NotLoggedIn).await;
+    let bye = expect_op(&mut ws, "bye").await;
+    assert_eq!(bye.frame.reason.as_deref(), Some("login_timeout"));
     let next = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
         .await
         .unwrap()

@@ -1,4 +1,26 @@
-//! The gateway's front doors. Each adapts its transport to `conn::{Reader, Writer}`;
-//! the protocol itself lives in `conn` once.
+//! The gateway's front doors. Each adapts its transport to `conn::{Reader, Writer}` (the
+//! protocol itself lives in `conn`, once):
+//! - [`ws`]: WebSocket at `/ws` on the HTTP listener;
+//! - [`http`]: the HTTP API (`/v1/...`), health, readiness and metrics, same listener;
+//! - [`tcp`]: newline-delimited JSON on its own listener.
 
+pub mod http;
+pub mod tcp;
 pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use super::Gateway;
+
+/// Serves the HTTP listener (WebSocket + API) until the gateway's shutdown token fires.
+pub async fn serve_http(gw: Arc<Gateway>, listener: TcpListener) -> anyhow::Result<()> {
+    let shutdown = gw.shutdown.clone();
+    let app = ws::routes().merge(http::routes(&gw)).with_state(gw);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}

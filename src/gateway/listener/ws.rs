@@ -1,46 +1,48 @@
 //! The WebSocket door: `GET /ws` upgrades to a session speaking the JSON protocol in text
-//! messages. Message size and write buffering are bounded (tungstenite's defaults allow
-//! 64 MiB messages and an unbounded write buffer).
+//! messages. A client may authenticate on the upgrade (`Authorization: Bearer <jwt>`) or
+//! with a `login` frame. Message size and write buffering are bounded (tungstenite's
+//! defaults allow 64 MiB messages and an unbounded write buffer).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tokio::net::TcpListener;
 
-use crate::gateway::conn::{self, Close, Inbound};
+use super::http::{bearer, error_response};
+use crate::gateway::conn::{self, Close, Door, Inbound};
 use crate::gateway::Gateway;
+use crate::protocol::code::ErrorCode;
 
-/// Serves WebSocket clients on `listener` until the gateway's shutdown token fires.
-pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) -> anyhow::Result<()> {
-    let shutdown = gw.shutdown.clone();
-    let app = axum::Router::new()
-        .route("/ws", get(upgrade))
-        .with_state(gw);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await?;
-    Ok(())
+pub fn routes() -> axum::Router<Arc<Gateway>> {
+    axum::Router::new().route("/ws", get(upgrade))
 }
 
 async fn upgrade(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     if gw.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+        return error_response(ErrorCode::ShuttingDown, "the gateway is stopping");
     }
+    let identity = match bearer(&headers) {
+        Some(token) => match gw.auth.verify(token) {
+            Ok(identity) => Some(identity),
+            Err(e) => return error_response(e.code, &e.message),
+        },
+        None => None,
+    };
+    let Ok(permit) = gw.connections.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
+    };
     // The transport refuses frames far beyond the protocol limit; frames between the two
     // get a `too_large` error and the connection lives on.
     let hard_limit = gw.limits.max_frame_bytes.saturating_mul(4).max(4096);
@@ -51,8 +53,8 @@ async fn upgrade(
         .max_write_buffer_size(hard_limit.saturating_mul(2))
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
-            conn::serve(gw, WsReader(stream), WsWriter(sink), peer).await;
-            drop(task);
+            conn::serve(gw, WsReader(stream), WsWriter(sink), peer, identity, Door::Ws).await;
+            drop((task, permit));
         })
 }
 
@@ -81,16 +83,13 @@ impl conn::Writer for WsWriter {
         Ok(())
     }
 
+    async fn ping(&mut self) -> anyhow::Result<()> {
+        self.0.send(Message::Ping(Bytes::new())).await?;
+        Ok(())
+    }
+
     async fn close(&mut self, reason: Close) {
-        let code = match reason {
-            Close::Shutdown => 1001,
-            Close::SlowConsumer | Close::Login => 1008,
-            Close::Unavailable => 1011,
-        };
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason.reason()),
-        };
+        let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.reason()) };
         let _ = self.0.send(Message::Close(Some(frame))).await;
         let _ = self.0.close().await;
     }

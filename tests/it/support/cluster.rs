@@ -20,6 +20,10 @@ pub struct Center {
 pub struct Gateway {
     /// `ws://127.0.0.1:PORT/ws`
     pub ws: String,
+    /// `http://127.0.0.1:PORT`
+    pub http: String,
+    /// `127.0.0.1:PORT` of the raw TCP door, when started with `--tcp-listen`.
+    pub tcp: Option<String>,
     pub process: Process,
 }
 
@@ -39,6 +43,8 @@ pub struct Cluster {
     pub gateways: Vec<Gateway>,
     /// Extra flags for every gateway started from now on.
     pub gateway_args: Vec<String>,
+    /// Start gateways with `--insecure-dev-auth` (clients log in with a bare user id).
+    pub dev_auth: bool,
 }
 
 impl Cluster {
@@ -93,6 +99,7 @@ impl Cluster {
             centers: Vec::new(),
             gateways: Vec::new(),
             gateway_args: owned(gateway_args),
+            dev_auth: true,
         };
         for i in 0..centers {
             cluster.start_center(&format!("c{i}"));
@@ -136,22 +143,24 @@ impl Cluster {
     pub fn start_gateway(&mut self, id: &str) -> &Gateway {
         let mut command = self.command(env!("CARGO_BIN_EXE_mrc-gateway"));
         command
-            .args(["--id", id, "--ws-listen", "127.0.0.1:0"])
+            .args(["--id", id, "--listen", "127.0.0.1:0"])
             .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
             .args(&self.gateway_args);
+        if self.dev_auth {
+            command.arg("--insecure-dev-auth");
+        }
         let (process, line) = Process::spawn(
             &format!("gateway {id}"),
             command,
             "mrc-gateway ready",
             READY_TIMEOUT,
         );
-        let ws = line
-            .split("ws=")
-            .nth(1)
-            .expect("the ready line names the WebSocket URL")
-            .trim()
-            .to_string();
-        self.gateways.push(Gateway { ws, process });
+        let field = |name: &str| {
+            line.split_whitespace().find_map(|f| f.strip_prefix(name)).map(str::to_string)
+        };
+        let ws = field("ws=").expect("the ready line names the WebSocket URL");
+        let http = field("http=").expect("the ready line names the HTTP URL");
+        self.gateways.push(Gateway { ws, http, tcp: field("tcp="), process });
         self.gateways.last().unwrap()
     }
 

@@ -1,0 +1,187 @@
+//! The HTTP API, on the same listener as the WebSocket door:
+//!
+//! | route | auth | what |
+//! |---|---|---|
+//! | `POST /v1/messages` | API key, or a token with scope `mrc:send` (sends as its subject) | send; the per-receiver report |
+//! | `GET /v1/users/{id}` | API key or any valid token | online? sessions per gateway |
+//! | `GET /healthz` | none | the process is up |
+//! | `GET /readyz` | none | NATS connected and a center answers |
+//! | `GET /metrics` | none | Prometheus text |
+//!
+//! Errors are JSON `{"error":{"code","message"}}` with the HTTP status that fits the code.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use bytes::Bytes;
+
+use crate::connection::{request, RequestFailure};
+use crate::gateway::auth::Identity;
+use crate::gateway::Gateway;
+use crate::protocol::client::UserStatus;
+use crate::protocol::code::ErrorCode;
+use crate::protocol::nats::{ErrorReply, LookupReply, LookupRequest, SendRequest};
+use crate::subject::DIR_LOOKUP;
+use crate::telemetry;
+
+pub fn routes(gw: &Gateway) -> axum::Router<Arc<Gateway>> {
+    axum::Router::new()
+        .route("/v1/messages", post(send))
+        .route("/v1/users/{id}", get(user))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        // Bodies a little over the limit still get a JSON `too_large`; far over, axum's 413.
+        .layer(DefaultBodyLimit::max(gw.limits.max_frame_bytes.saturating_mul(2)))
+}
+
+/// The status that fits an error code.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Unauthorized | ErrorCode::NotLoggedIn => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::AlreadyLoggedIn | ErrorCode::TooManySessions => StatusCode::CONFLICT,
+        ErrorCode::Unavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::BadJson
+        | ErrorCode::BadFrame
+        | ErrorCode::UnknownOp
+        | ErrorCode::BadId
+        | ErrorCode::BadBody
+        | ErrorCode::TooManyReceivers => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// A JSON error response with the status that fits `code`.
+pub fn error_response(code: ErrorCode, message: &str) -> Response {
+    telemetry::error(code);
+    let mut response = (status_of(code), Json(ErrorReply::new(code, message))).into_response();
+    if code == ErrorCode::Unauthorized {
+        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+/// Who is calling the API.
+enum Caller {
+    /// Holder of the API key: a backend, may send as anyone.
+    Backend,
+    User(Identity),
+}
+
+fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Response> {
+    let Some(token) = bearer(headers) else {
+        return Err(error_response(ErrorCode::Unauthorized, "send `Authorization: Bearer <api key or token>`"));
+    };
+    if gw.auth.is_api_key(token) {
+        return Ok(Caller::Backend);
+    }
+    gw.auth.verify(token).map(Caller::User).map_err(|e| error_response(e.code, &e.message))
+}
+
+/// `POST /v1/messages` with the `mrc.send` body.
+async fn send(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+    let caller = match caller(&gw, &headers) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    if body.len() > gw.limits.max_frame_bytes {
+        let message = format!("request of {} bytes, limit {}", body.len(), gw.limits.max_frame_bytes);
+        return error_response(ErrorCode::TooLarge, &message);
+    }
+    let request: SendRequest<'_> = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            let code = if e.is_data() { ErrorCode::BadFrame } else { ErrorCode::BadJson };
+            return error_response(code, &e.to_string());
+        }
+    };
+    let from = match caller {
+        Caller::Backend => request.from,
+        Caller::User(identity) => {
+            if !identity.may_send_http {
+                return error_response(ErrorCode::Forbidden, "the token lacks the `mrc:send` scope");
+            }
+            if request.from.as_ref().is_some_and(|from| from != identity.user.as_str()) {
+                return error_response(ErrorCode::Forbidden, "a client can only send as itself");
+            }
+            Some(identity.user.to_string())
+        }
+    };
+    let message = match gw.limits.message(from, request.to, request.id, request.body) {
+        Ok(message) => message,
+        Err(e) => return error_response(e.code, &e.message),
+    };
+    metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => "http").increment(1);
+    Json(gw.router.route(&message).await).into_response()
+}
+
+/// `GET /v1/users/{id}`: asks the directory (never the cache).
+async fn user(State(gw): State<Arc<Gateway>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(response) = caller(&gw, &headers) {
+        return response;
+    }
+    let user = match gw.auth.user(&id) {
+        Ok(user) => user,
+        Err(e) => return error_response(e.code, &e.message),
+    };
+    let reply: LookupReply = match lookup(&gw, vec![user.to_string()]).await {
+        Ok(reply) => reply,
+        Err(e) => return error_response(ErrorCode::Unavailable, &format!("directory: {e}")),
+    };
+    let locations = reply.users.get(user.as_str()).cloned().unwrap_or_default();
+    let mut gateways = std::collections::BTreeMap::new();
+    for location in &locations {
+        *gateways.entry(location.gateway.clone()).or_insert(0) += 1;
+    }
+    Json(UserStatus { user: user.to_string(), online: !locations.is_empty(), sessions: locations.len(), gateways })
+        .into_response()
+}
+
+async fn lookup(gw: &Gateway, users: Vec<String>) -> Result<LookupReply, RequestFailure> {
+    let payload = crate::protocol::nats::encode(&LookupRequest { users });
+    request(&gw.client, gw.subjects.dir(DIR_LOOKUP), payload, gw.request_timeout).await
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when NATS is connected and a center answers a look-up.
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    use async_nats::connection::State as NatsState;
+    let problem = if gw.shutdown.is_cancelled() {
+        Some("shutting down".to_string())
+    } else if gw.client.connection_state() != NatsState::Connected {
+        Some("NATS is not connected".to_string())
+    } else {
+        lookup(&gw, Vec::new()).await.err().map(|e| format!("directory: {e}"))
+    };
+    match problem {
+        None => (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response(),
+        Some(reason) => {
+            let body = serde_json::json!({"ready": false, "reason": reason});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    metrics::gauge!(telemetry::GATEWAY_SESSIONS).set(gw.sessions.len() as f64);
+    let text = gw.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
