@@ -35,6 +35,24 @@ impl WsClient {
         Ok(WsClient { write, read })
     }
 
+    /// Opens a WebSocket that authenticates on the upgrade (`Authorization: Bearer`); the
+    /// gateway answers with `welcome` without a `login` frame.
+    pub async fn connect_with_token(url: &str, token: &str) -> anyhow::Result<Self> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url
+            .into_client_request()
+            .with_context(|| format!("bad URL {url}"))?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .context("token is not a valid header value")?;
+        request.headers_mut().insert("authorization", value);
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let (write, read) = ws.split();
+        Ok(WsClient { write, read })
+    }
+
     /// Sends one text frame as it is (tests use it for bad input).
     pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
         self.write
@@ -49,13 +67,21 @@ impl WsClient {
 
     /// Logs in as `user` (gateways in insecure dev-auth mode) and waits for `welcome`.
     pub async fn login(&mut self, user: &str) -> anyhow::Result<Incoming> {
-        self.send_frame(&Outgoing::Login { user: Some(user), token: None }).await?;
+        self.send_frame(&Outgoing::Login {
+            user: Some(user),
+            token: None,
+        })
+        .await?;
         self.welcome().await
     }
 
     /// Logs in with a token and waits for `welcome`.
     pub async fn login_with_token(&mut self, token: &str) -> anyhow::Result<Incoming> {
-        self.send_frame(&Outgoing::Login { user: None, token: Some(token) }).await?;
+        self.send_frame(&Outgoing::Login {
+            user: None,
+            token: Some(token),
+        })
+        .await?;
         self.welcome().await
     }
 

@@ -178,13 +178,25 @@ pub struct Gateway {
     #[arg(long = "tcp-listen", env = "MRC_GATEWAY_TCP_LISTEN")]
     pub tcp_listen: Option<SocketAddr>,
     /// Heartbeat period towards the centers (ms); keep it well below their timeout.
-    #[arg(long = "heartbeat-ms", env = "MRC_GATEWAY_HEARTBEAT_MS", default_value_t = 1000)]
+    #[arg(
+        long = "heartbeat-ms",
+        env = "MRC_GATEWAY_HEARTBEAT_MS",
+        default_value_t = 1000
+    )]
     pub heartbeat_ms: u64,
     /// How long a resolved route stays cached (ms).
-    #[arg(long = "cache-ttl-ms", env = "MRC_GATEWAY_CACHE_TTL_MS", default_value_t = 30_000)]
+    #[arg(
+        long = "cache-ttl-ms",
+        env = "MRC_GATEWAY_CACHE_TTL_MS",
+        default_value_t = 30_000
+    )]
     pub cache_ttl_ms: u64,
     /// How many users' routes the cache holds.
-    #[arg(long = "cache-capacity", env = "MRC_GATEWAY_CACHE_CAPACITY", default_value_t = 1_000_000)]
+    #[arg(
+        long = "cache-capacity",
+        env = "MRC_GATEWAY_CACHE_CAPACITY",
+        default_value_t = 1_000_000
+    )]
     pub cache_capacity: u64,
     /// Drop cached routes when centers announce a user's gateways changed. Turn off only
     /// to test how stale routes are recovered.
@@ -196,10 +208,18 @@ pub struct Gateway {
     )]
     pub follow_route_changes: bool,
     /// Backend (`mrc.send`, `mrc.to.*`) messages routed at once by this gateway.
-    #[arg(long = "ingress-in-flight", env = "MRC_GATEWAY_INGRESS_IN_FLIGHT", default_value_t = 1024)]
+    #[arg(
+        long = "ingress-in-flight",
+        env = "MRC_GATEWAY_INGRESS_IN_FLIGHT",
+        default_value_t = 1024
+    )]
     pub ingress_in_flight: usize,
     /// How long a graceful stop may take before it gives up (ms).
-    #[arg(long = "shutdown-grace-ms", env = "MRC_GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    #[arg(
+        long = "shutdown-grace-ms",
+        env = "MRC_GATEWAY_SHUTDOWN_GRACE_MS",
+        default_value_t = 10_000
+    )]
     pub shutdown_grace_ms: u64,
     #[command(flatten)]
     pub auth: Auth,
@@ -216,7 +236,11 @@ pub struct Auth {
     #[arg(long = "insecure-dev-auth", env = "MRC_GATEWAY_INSECURE_DEV_AUTH")]
     pub insecure_dev_auth: bool,
     /// Shared secret for HS256 client tokens.
-    #[arg(long = "jwt-secret", env = "MRC_GATEWAY_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "jwt-secret",
+        env = "MRC_GATEWAY_JWT_SECRET",
+        hide_env_values = true
+    )]
     pub jwt_secret: Option<String>,
     /// PEM public key (RSA or EC P-256) for RS256 / ES256 client tokens.
     #[arg(long = "jwt-public-key", env = "MRC_GATEWAY_JWT_PUBLIC_KEY")]
@@ -228,7 +252,11 @@ pub struct Auth {
     #[arg(long = "jwt-audience", env = "MRC_GATEWAY_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// Clock skew allowed on `exp` and `nbf` (seconds).
-    #[arg(long = "jwt-leeway-secs", env = "MRC_GATEWAY_JWT_LEEWAY_SECS", default_value_t = 5)]
+    #[arg(
+        long = "jwt-leeway-secs",
+        env = "MRC_GATEWAY_JWT_LEEWAY_SECS",
+        default_value_t = 5
+    )]
     pub jwt_leeway_secs: u64,
     /// API key for the HTTP API (`Authorization: Bearer <key>`), for backends.
     #[arg(long = "api-key", env = "MRC_GATEWAY_API_KEY", hide_env_values = true)]
@@ -246,35 +274,75 @@ pub struct Limits {
     #[arg(long = "max-body-bytes", env = "MRC_GATEWAY_MAX_BODY_BYTES", default_value_t = 32 * 1024)]
     pub max_body_bytes: usize,
     /// Most receivers of one message.
-    #[arg(long = "max-receivers", env = "MRC_GATEWAY_MAX_RECEIVERS", default_value_t = 1000)]
+    #[arg(
+        long = "max-receivers",
+        env = "MRC_GATEWAY_MAX_RECEIVERS",
+        default_value_t = 1000
+    )]
     pub max_receivers: usize,
     /// Longest user or message id (bytes, at most 256).
-    #[arg(long = "max-id-bytes", env = "MRC_GATEWAY_MAX_ID_BYTES", default_value_t = 256)]
+    #[arg(
+        long = "max-id-bytes",
+        env = "MRC_GATEWAY_MAX_ID_BYTES",
+        default_value_t = 256
+    )]
     pub max_id_bytes: usize,
     /// Sends per second one connection may make (token bucket refill).
-    #[arg(long = "rate-per-sec", env = "MRC_GATEWAY_RATE_PER_SEC", default_value_t = 100)]
+    #[arg(
+        long = "rate-per-sec",
+        env = "MRC_GATEWAY_RATE_PER_SEC",
+        default_value_t = 100
+    )]
     pub rate_per_sec: u32,
     /// Sends one connection may burst above the rate.
-    #[arg(long = "rate-burst", env = "MRC_GATEWAY_RATE_BURST", default_value_t = 200)]
+    #[arg(
+        long = "rate-burst",
+        env = "MRC_GATEWAY_RATE_BURST",
+        default_value_t = 200
+    )]
     pub rate_burst: u32,
     /// Live sessions one user may have across the cluster (0: no limit).
-    #[arg(long = "max-sessions-per-user", env = "MRC_GATEWAY_MAX_SESSIONS_PER_USER", default_value_t = 16)]
+    #[arg(
+        long = "max-sessions-per-user",
+        env = "MRC_GATEWAY_MAX_SESSIONS_PER_USER",
+        default_value_t = 16
+    )]
     pub max_sessions_per_user: usize,
     /// Client connections this gateway accepts at once.
-    #[arg(long = "max-connections", env = "MRC_GATEWAY_MAX_CONNECTIONS", default_value_t = 200_000)]
+    #[arg(
+        long = "max-connections",
+        env = "MRC_GATEWAY_MAX_CONNECTIONS",
+        default_value_t = 200_000
+    )]
     pub max_connections: usize,
     /// Frames queued towards one client before it is disconnected as a slow consumer.
-    #[arg(long = "outbound-queue", env = "MRC_GATEWAY_OUTBOUND_QUEUE", default_value_t = 1024)]
+    #[arg(
+        long = "outbound-queue",
+        env = "MRC_GATEWAY_OUTBOUND_QUEUE",
+        default_value_t = 1024
+    )]
     pub outbound_queue: usize,
     /// Time a new connection has to log in (ms).
-    #[arg(long = "login-timeout-ms", env = "MRC_GATEWAY_LOGIN_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long = "login-timeout-ms",
+        env = "MRC_GATEWAY_LOGIN_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub login_timeout_ms: u64,
     /// A connection silent this long (no frame, no pong) is closed (ms). WebSocket
     /// clients are pinged meanwhile; TCP clients send `ping` frames.
-    #[arg(long = "idle-timeout-ms", env = "MRC_GATEWAY_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    #[arg(
+        long = "idle-timeout-ms",
+        env = "MRC_GATEWAY_IDLE_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
     pub idle_timeout_ms: u64,
     /// Sends from one connection routed at once; more wait.
-    #[arg(long = "sends-in-flight", env = "MRC_GATEWAY_SENDS_IN_FLIGHT", default_value_t = 64)]
+    #[arg(
+        long = "sends-in-flight",
+        env = "MRC_GATEWAY_SENDS_IN_FLIGHT",
+        default_value_t = 64
+    )]
     pub sends_in_flight: usize,
 }
 
@@ -310,13 +378,20 @@ impl Gateway {
             }
         }
         if l.max_id_bytes > crate::ident::MAX_USER_ID_BYTES {
-            bail!("--max-id-bytes must be at most {}", crate::ident::MAX_USER_ID_BYTES);
+            bail!(
+                "--max-id-bytes must be at most {}",
+                crate::ident::MAX_USER_ID_BYTES
+            );
         }
         if l.max_body_bytes > l.max_frame_bytes {
             bail!("--max-body-bytes must not exceed --max-frame-bytes");
         }
         let a = &self.auth;
-        let methods = [a.insecure_dev_auth, a.jwt_secret.is_some(), a.jwt_public_key.is_some()];
+        let methods = [
+            a.insecure_dev_auth,
+            a.jwt_secret.is_some(),
+            a.jwt_public_key.is_some(),
+        ];
         if a.jwt_secret.is_some() && a.jwt_public_key.is_some() {
             bail!("choose --jwt-secret or --jwt-public-key, not both");
         }

@@ -20,7 +20,9 @@ pub fn init() {
 
 /// Installs the global metrics recorder; the handle renders the Prometheus text.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    let buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+    let buckets = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
         .install_recorder()?;
@@ -51,16 +53,29 @@ pub const NATS_REQUEST_SECONDS: &str = "mrc_gateway_nats_request_seconds";
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!(GATEWAY_CONNECTIONS, "Client connections open, logged in or not");
+    describe_gauge!(
+        GATEWAY_CONNECTIONS,
+        "Client connections open, logged in or not"
+    );
     describe_gauge!(GATEWAY_SESSIONS, "Logged-in client sessions");
-    describe_counter!(GATEWAY_MESSAGES_IN, "Messages accepted for routing, by door");
+    describe_counter!(
+        GATEWAY_MESSAGES_IN,
+        "Messages accepted for routing, by door"
+    );
     describe_counter!(GATEWAY_FRAMES_OUT, "Frames queued to clients");
-    describe_counter!(GATEWAY_DELIVERIES, "Per-receiver results of routed messages, by outcome");
+    describe_counter!(
+        GATEWAY_DELIVERIES,
+        "Per-receiver results of routed messages, by outcome"
+    );
     describe_counter!(GATEWAY_ROUTE_CACHE, "Route cache look-ups, by result");
     describe_counter!(GATEWAY_LOOKUP_REQUESTS, "Directory look-up requests sent");
     describe_counter!(GATEWAY_ERRORS, "Error frames and replies sent, by code");
     describe_counter!(GATEWAY_SLOW_CONSUMERS, "Sessions closed as slow consumers");
-    describe_histogram!(NATS_REQUEST_SECONDS, Unit::Seconds, "NATS request duration, by kind");
+    describe_histogram!(
+        NATS_REQUEST_SECONDS,
+        Unit::Seconds,
+        "NATS request duration, by kind"
+    );
 }
 
 /// Records one NATS request's duration.

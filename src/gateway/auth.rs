@@ -38,9 +38,13 @@ fn unauthorized(message: impl Into<String>) -> FrameError {
 impl Auth {
     pub fn from_config(auth: &config::Auth, max_id_bytes: usize) -> anyhow::Result<Self> {
         let jwt = match (&auth.jwt_secret, &auth.jwt_public_key) {
-            (Some(secret), None) => Some((DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)),
+            (Some(secret), None) => Some((
+                DecodingKey::from_secret(secret.as_bytes()),
+                Algorithm::HS256,
+            )),
             (None, Some(path)) => {
-                let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let pem =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
                 if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
                     Some((key, Algorithm::RS256))
                 } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
@@ -56,20 +60,30 @@ impl Auth {
             let mut validation = Validation::new(algorithm);
             validation.validate_nbf = true;
             validation.leeway = auth.jwt_leeway_secs;
-            validation.set_required_spec_claims(&["exp", "sub"]);
+            let mut required = vec!["exp", "sub"];
             if let Some(iss) = &auth.jwt_issuer {
                 validation.set_issuer(&[iss]);
+                required.push("iss");
             }
             match &auth.jwt_audience {
-                Some(aud) => validation.set_audience(&[aud]),
+                Some(aud) => {
+                    validation.set_audience(&[aud]);
+                    required.push("aud");
+                }
                 None => validation.validate_aud = false,
             }
+            validation.set_required_spec_claims(&required);
             (key, validation)
         });
         if auth.insecure_dev_auth {
             tracing::warn!("INSECURE: --insecure-dev-auth lets any client log in as any user; never use it in production");
         }
-        Ok(Auth { jwt, dev: auth.insecure_dev_auth, api_key: auth.api_key.clone(), max_id_bytes })
+        Ok(Auth {
+            jwt,
+            dev: auth.insecure_dev_auth,
+            api_key: auth.api_key.clone(),
+            max_id_bytes,
+        })
     }
 
     /// Checks a client token.
@@ -80,8 +94,17 @@ impl Auth {
         let data = decode::<TokenClaims>(token, key, validation)
             .map_err(|e| unauthorized(format!("token refused: {e}")))?;
         let user = self.user(&data.claims.sub)?;
-        let may_send_http = data.claims.scope.as_deref().unwrap_or("").split(' ').any(|s| s == SEND_SCOPE);
-        Ok(Identity { user, may_send_http })
+        let may_send_http = data
+            .claims
+            .scope
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .any(|s| s == SEND_SCOPE);
+        Ok(Identity {
+            user,
+            may_send_http,
+        })
     }
 
     /// A `login` frame: a token (checked), or a bare user id in insecure dev mode. When
@@ -95,7 +118,10 @@ impl Auth {
                 }
                 Ok(identity)
             }
-            (None, Some(user)) if self.dev => Ok(Identity { user: self.user(user)?, may_send_http: false }),
+            (None, Some(user)) if self.dev => Ok(Identity {
+                user: self.user(user)?,
+                may_send_http: false,
+            }),
             (None, Some(_)) => Err(unauthorized("this gateway requires a token")),
             (None, None) => Err(unauthorized("no credentials")),
         }
@@ -104,14 +130,19 @@ impl Auth {
     /// A user id within the configured length.
     pub fn user(&self, id: &str) -> Result<UserId, FrameError> {
         if id.len() > self.max_id_bytes {
-            return Err(FrameError::new(ErrorCode::BadId, format!("user id longer than {} bytes", self.max_id_bytes)));
+            return Err(FrameError::new(
+                ErrorCode::BadId,
+                format!("user id longer than {} bytes", self.max_id_bytes),
+            ));
         }
         UserId::new(id).map_err(|e| FrameError::new(ErrorCode::BadId, format!("user id: {e}")))
     }
 
     /// Whether `presented` is the configured API key (compared in constant time).
     pub fn is_api_key(&self, presented: &str) -> bool {
-        let Some(key) = &self.api_key else { return false };
+        let Some(key) = &self.api_key else {
+            return false;
+        };
         let (a, b) = (key.as_bytes(), presented.as_bytes());
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
@@ -137,7 +168,12 @@ mod tests {
     }
 
     fn token(claims: serde_json::Value) -> String {
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
     }
 
     fn now() -> u64 {
@@ -147,7 +183,11 @@ mod tests {
     #[test]
     fn valid_tokens_name_the_user_and_scopes() {
         let auth = Auth::from_config(&config(), 256).unwrap();
-        let id = auth.verify(&token(serde_json::json!({"sub": "张伟", "exp": now() + 60}))).unwrap();
+        let id = auth
+            .verify(&token(
+                serde_json::json!({"sub": "张伟", "exp": now() + 60}),
+            ))
+            .unwrap();
         assert_eq!(id.user.as_str(), "张伟");
         assert!(!id.may_send_http);
         let t = token(serde_json::json!({"sub": "a", "exp": now() + 60, "scope": "read mrc:send"}));
@@ -158,12 +198,20 @@ mod tests {
     fn expired_early_unsigned_and_forged_tokens_are_refused() {
         let auth = Auth::from_config(&config(), 256).unwrap();
         let refused = |t: &str| auth.verify(t).unwrap_err().code;
-        assert_eq!(refused(&token(serde_json::json!({"sub": "a", "exp": now() - 60}))), ErrorCode::Unauthorized);
         assert_eq!(
-            refused(&token(serde_json::json!({"sub": "a", "exp": now() + 600, "nbf": now() + 300}))),
+            refused(&token(serde_json::json!({"sub": "a", "exp": now() - 60}))),
             ErrorCode::Unauthorized
         );
-        assert_eq!(refused(&token(serde_json::json!({"sub": "a"}))), ErrorCode::Unauthorized);
+        assert_eq!(
+            refused(&token(
+                serde_json::json!({"sub": "a", "exp": now() + 600, "nbf": now() + 300})
+            )),
+            ErrorCode::Unauthorized
+        );
+        assert_eq!(
+            refused(&token(serde_json::json!({"sub": "a"}))),
+            ErrorCode::Unauthorized
+        );
         // alg "none": header {"alg":"none","typ":"JWT"}, no signature.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
         assert_eq!(refused(none), ErrorCode::Unauthorized);
@@ -180,13 +228,35 @@ mod tests {
     #[test]
     fn bare_user_logins_need_dev_mode() {
         let auth = Auth::from_config(&config(), 256).unwrap();
-        assert_eq!(auth.login(Some("alice"), None).unwrap_err().code, ErrorCode::Unauthorized);
-        let dev = Auth::from_config(&config::Auth { insecure_dev_auth: true, ..config() }, 8).unwrap();
-        assert_eq!(dev.login(Some("alice"), None).unwrap().user.as_str(), "alice");
-        assert_eq!(dev.login(Some("much-too-long"), None).unwrap_err().code, ErrorCode::BadId);
+        assert_eq!(
+            auth.login(Some("alice"), None).unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
+        let dev = Auth::from_config(
+            &config::Auth {
+                insecure_dev_auth: true,
+                ..config()
+            },
+            8,
+        )
+        .unwrap();
+        assert_eq!(
+            dev.login(Some("alice"), None).unwrap().user.as_str(),
+            "alice"
+        );
+        assert_eq!(
+            dev.login(Some("much-too-long"), None).unwrap_err().code,
+            ErrorCode::BadId
+        );
         let t = token(serde_json::json!({"sub": "bob", "exp": now() + 60}));
-        assert_eq!(dev.login(Some("alice"), Some(&t)).unwrap_err().code, ErrorCode::Unauthorized);
-        assert_eq!(dev.login(Some("bob"), Some(&t)).unwrap().user.as_str(), "bob");
+        assert_eq!(
+            dev.login(Some("alice"), Some(&t)).unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
+        assert_eq!(
+            dev.login(Some("bob"), Some(&t)).unwrap().user.as_str(),
+            "bob"
+        );
     }
 
     #[test]
@@ -195,7 +265,14 @@ mod tests {
         assert!(auth.is_api_key("k3y"));
         assert!(!auth.is_api_key("k3"));
         assert!(!auth.is_api_key("k3y "));
-        let keyless = Auth::from_config(&config::Auth { api_key: None, ..config() }, 256).unwrap();
+        let keyless = Auth::from_config(
+            &config::Auth {
+                api_key: None,
+                ..config()
+            },
+            256,
+        )
+        .unwrap();
         assert!(!keyless.is_api_key(""));
     }
 }

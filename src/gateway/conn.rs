@@ -156,9 +156,16 @@ impl Limits {
         id: Option<String>,
         body: &serde_json::value::RawValue,
     ) -> Result<Message, FrameError> {
-        let with_id = |code, message: String| FrameError { code, message, id: id.clone() };
+        let with_id = |code, message: String| FrameError {
+            code,
+            message,
+            id: id.clone(),
+        };
         if to.is_empty() {
-            return Err(with_id(ErrorCode::BadFrame, "`to` lists no receiver".into()));
+            return Err(with_id(
+                ErrorCode::BadFrame,
+                "`to` lists no receiver".into(),
+            ));
         }
         if to.len() > self.max_receivers {
             let message = format!("{} receivers, limit {}", to.len(), self.max_receivers);
@@ -170,10 +177,17 @@ impl Limits {
             return Err(with_id(ErrorCode::TooLarge, message));
         }
         let message_id = match &id {
-            Some(raw) => MessageId::new(raw).map_err(|e| with_id(ErrorCode::BadId, format!("id: {e}")))?,
+            Some(raw) => {
+                MessageId::new(raw).map_err(|e| with_id(ErrorCode::BadId, format!("id: {e}")))?
+            }
             None => MessageId::generate(),
         };
-        Ok(Message { id: message_id, from, to, body: body.to_owned() })
+        Ok(Message {
+            id: message_id,
+            from,
+            to,
+            body: body.to_owned(),
+        })
     }
 }
 
@@ -230,12 +244,18 @@ pub async fn serve<R: Reader, W: Writer>(
     };
     let session = SessionId::generate();
     let span = tracing::info_span!("session", user = %identity.user, session = %session, %peer, door = door.label());
-    run_session(gw, identity.user, session, reader, writer, door).instrument(span).await;
+    run_session(gw, identity.user, session, reader, writer, door)
+        .instrument(span)
+        .await;
 }
 
 /// Reads frames until a valid login. `Err(Some(reason))`: close with that reason;
 /// `Err(None)`: the client left.
-async fn login<R: Reader, W: Writer>(gw: &Gateway, reader: &mut R, writer: &mut W) -> Result<Identity, Option<Close>> {
+async fn login<R: Reader, W: Writer>(
+    gw: &Gateway,
+    reader: &mut R,
+    writer: &mut W,
+) -> Result<Identity, Option<Close>> {
     loop {
         let text = match reader.next().await {
             Inbound::Text(text) => text,
@@ -247,17 +267,21 @@ async fn login<R: Reader, W: Writer>(gw: &Gateway, reader: &mut R, writer: &mut 
             Inbound::Closed => return Err(None),
         };
         match parse(&text) {
-            Ok(Request::Login { user, token }) => match gw.auth.login(user.as_deref(), token.as_deref()) {
-                Ok(identity) => return Ok(identity),
-                Err(e) if e.code == ErrorCode::Unauthorized => {
-                    tracing::info!(error = %e.message, "login refused");
-                    send_error(writer, &e).await;
-                    return Err(Some(Close::Unauthorized));
+            Ok(Request::Login { user, token }) => {
+                match gw.auth.login(user.as_deref(), token.as_deref()) {
+                    Ok(identity) => return Ok(identity),
+                    Err(e) if e.code == ErrorCode::Unauthorized => {
+                        tracing::info!(error = %e.message, "login refused");
+                        send_error(writer, &e).await;
+                        return Err(Some(Close::Unauthorized));
+                    }
+                    Err(e) => send_error(writer, &e).await,
                 }
-                Err(e) => send_error(writer, &e).await,
-            },
+            }
             Ok(Request::Ping { id }) => {
-                let _ = writer.send(Frame::Pong { id: id.as_deref() }.encode()).await;
+                let _ = writer
+                    .send(Frame::Pong { id: id.as_deref() }.encode())
+                    .await;
             }
             Ok(Request::Send { id, .. }) => {
                 let mut e = FrameError::new(ErrorCode::NotLoggedIn, "log in first");
@@ -270,7 +294,10 @@ async fn login<R: Reader, W: Writer>(gw: &Gateway, reader: &mut R, writer: &mut 
 }
 
 fn too_large(size: usize, limit: usize) -> FrameError {
-    FrameError::new(ErrorCode::TooLarge, format!("frame of {size} bytes, limit {limit}"))
+    FrameError::new(
+        ErrorCode::TooLarge,
+        format!("frame of {size} bytes, limit {limit}"),
+    )
 }
 
 async fn send_error<W: Writer>(writer: &mut W, error: &FrameError) {
@@ -279,7 +306,10 @@ async fn send_error<W: Writer>(writer: &mut W, error: &FrameError) {
 }
 
 async fn say_bye<W: Writer>(writer: &mut W, reason: Close) {
-    let bye = Frame::Bye { reason: reason.reason() }.encode();
+    let bye = Frame::Bye {
+        reason: reason.reason(),
+    }
+    .encode();
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(bye)).await;
     writer.close(reason).await;
 }
@@ -301,12 +331,18 @@ async fn run_session<R: Reader, W: Writer>(
     let refused = match gw.registrar.register(&user, &session).await {
         Ok(n) if gw.limits.max_sessions_per_user > 0 && n > gw.limits.max_sessions_per_user => {
             let message = format!("{n} sessions, limit {}", gw.limits.max_sessions_per_user);
-            Some((FrameError::new(ErrorCode::TooManySessions, message), Close::TooManySessions))
+            Some((
+                FrameError::new(ErrorCode::TooManySessions, message),
+                Close::TooManySessions,
+            ))
         }
         Ok(_) => None,
         Err(e) => {
             tracing::warn!(error = %e, "registration failed");
-            Some((FrameError::new(ErrorCode::Unavailable, format!("directory: {e}")), Close::Unavailable))
+            Some((
+                FrameError::new(ErrorCode::Unavailable, format!("directory: {e}")),
+                Close::Unavailable,
+            ))
         }
     };
     if let Some((error, reason)) = refused {
@@ -319,7 +355,11 @@ async fn run_session<R: Reader, W: Writer>(
         return;
     }
     tracing::debug!("logged in");
-    let welcome = Frame::Welcome { user: user.as_str(), session: session.as_str(), gateway: gw.id.as_str() };
+    let welcome = Frame::Welcome {
+        user: user.as_str(),
+        session: session.as_str(),
+        gateway: gw.id.as_str(),
+    };
     let mut state = SessionState {
         gw: &gw,
         user: &user,
@@ -433,10 +473,14 @@ impl SessionState<'_> {
         };
         match request {
             Request::Login { .. } => {
-                self.error(FrameError::new(ErrorCode::AlreadyLoggedIn, "this connection is logged in"));
+                self.error(FrameError::new(
+                    ErrorCode::AlreadyLoggedIn,
+                    "this connection is logged in",
+                ));
             }
             Request::Ping { id } => {
-                self.reports.push(Frame::Pong { id: id.as_deref() }.encode());
+                self.reports
+                    .push(Frame::Pong { id: id.as_deref() }.encode());
             }
             Request::Send { to, id, body } => {
                 if self.rate.check().is_err() {
@@ -444,7 +488,10 @@ impl SessionState<'_> {
                     if self.limited_in_a_row >= limits.flood_after {
                         return Err(Some(Close::Flood));
                     }
-                    let mut e = FrameError::new(ErrorCode::RateLimited, "too many sends; this one was dropped");
+                    let mut e = FrameError::new(
+                        ErrorCode::RateLimited,
+                        "too many sends; this one was dropped",
+                    );
                     e.id = id;
                     self.error(e);
                     return Ok(());
@@ -457,8 +504,14 @@ impl SessionState<'_> {
                         return Ok(());
                     }
                 };
-                metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => self.door.label()).increment(1);
-                let permit = self.sends.clone().acquire_owned().await.expect("the send semaphore is never closed");
+                metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => self.door.label())
+                    .increment(1);
+                let permit = self
+                    .sends
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the send semaphore is never closed");
                 let (gw, reports) = (self.gw.clone(), self.reports.clone());
                 self.gw.tracker.spawn(async move {
                     let report = gw.router.route(&message).await;

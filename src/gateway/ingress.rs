@@ -83,11 +83,20 @@ async fn on_send(gw: &Gateway, payload: &[u8]) -> Bytes {
     let request: SendRequest<'_> = match serde_json::from_slice(payload) {
         Ok(request) => request,
         Err(e) => {
-            let code = if e.is_data() { ErrorCode::BadFrame } else { ErrorCode::BadJson };
+            let code = if e.is_data() {
+                ErrorCode::BadFrame
+            } else {
+                ErrorCode::BadJson
+            };
             return error_reply(&FrameError::new(code, e.to_string()));
         }
     };
-    route(gw, gw.limits.message(request.from, request.to, request.id, request.body)).await
+    route(
+        gw,
+        gw.limits
+            .message(request.from, request.to, request.id, request.body),
+    )
+    .await
 }
 
 /// `mrc.to.<user>`: the payload is the body. JSON passes as it is; other UTF-8 text
@@ -95,10 +104,22 @@ async fn on_send(gw: &Gateway, payload: &[u8]) -> Bytes {
 async fn on_raw(gw: &Gateway, msg: &NatsMessage) -> Bytes {
     let user = match gw.subjects.to_user(&msg.subject) {
         Ok(user) => user,
-        Err(e) => return error_reply(&FrameError::new(ErrorCode::BadId, format!("receiver token: {e}"))),
+        Err(e) => {
+            return error_reply(&FrameError::new(
+                ErrorCode::BadId,
+                format!("receiver token: {e}"),
+            ))
+        }
     };
     let Some(body) = body_from_bytes(&msg.payload) else {
-        return error_reply(&FrameError::new(ErrorCode::BadBody, "body is neither JSON nor UTF-8 text"));
+        return error_reply(&FrameError::new(
+            ErrorCode::BadBody,
+            "body is neither JSON nor UTF-8 text",
+        ));
     };
-    route(gw, gw.limits.message(None, vec![user.to_string()], None, &body)).await
+    route(
+        gw,
+        gw.limits.message(None, vec![user.to_string()], None, &body),
+    )
+    .await
 }

@@ -124,12 +124,21 @@ pub async fn run(
     // Deliveries must reach us before the directory points anywhere at us.
     let deliveries = client.subscribe(subjects.deliver(&id)).await?;
     let background = TaskTracker::new();
-    let deliver = deliver::run(client.clone(), gw.sessions.clone(), deliveries, shutdown.clone());
+    let deliver = deliver::run(
+        client.clone(),
+        gw.sessions.clone(),
+        deliveries,
+        shutdown.clone(),
+    );
     background.spawn(log_failure("deliver", deliver));
     let period = Duration::from_millis(config.heartbeat_ms);
-    background.spawn(log_failure("heartbeat", heartbeat::run(gw.clone(), period, connection.reconnects.clone())));
+    background.spawn(log_failure(
+        "heartbeat",
+        heartbeat::run(gw.clone(), period, connection.reconnects.clone()),
+    ));
     if config.follow_route_changes {
-        let changes = resolve::follow_changes(resolver, client.clone(), subjects.clone(), shutdown.clone());
+        let changes =
+            resolve::follow_changes(resolver, client.clone(), subjects.clone(), shutdown.clone());
         background.spawn(log_failure("route changes", changes));
     }
     // Sessions of an earlier run under this id are gone: drop them before taking new ones.
@@ -143,7 +152,10 @@ pub async fn run(
     if let Some(tcp) = listeners.tcp {
         let addr = tcp.local_addr()?;
         ready.push_str(&format!(" tcp={addr}"));
-        background.spawn(log_failure("tcp listener", listener::tcp::serve(gw.clone(), tcp)));
+        background.spawn(log_failure(
+            "tcp listener",
+            listener::tcp::serve(gw.clone(), tcp),
+        ));
     }
     tracing::info!(gateway = %id, %http, "{ready}");
     println!("{ready}");

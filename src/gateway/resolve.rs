@@ -62,11 +62,13 @@ impl Resolver {
         for user in users {
             match (fresh, self.cache.get(user).await) {
                 (false, Some(route)) => {
-                    metrics::counter!(telemetry::GATEWAY_ROUTE_CACHE, "result" => "hit").increment(1);
+                    metrics::counter!(telemetry::GATEWAY_ROUTE_CACHE, "result" => "hit")
+                        .increment(1);
                     routes.insert(user.clone(), route);
                 }
                 _ => {
-                    metrics::counter!(telemetry::GATEWAY_ROUTE_CACHE, "result" => "miss").increment(1);
+                    metrics::counter!(telemetry::GATEWAY_ROUTE_CACHE, "result" => "miss")
+                        .increment(1);
                     misses.push(user);
                 }
             }

@@ -74,7 +74,15 @@ impl Router {
         timeout: Duration,
         max_id_bytes: usize,
     ) -> Self {
-        Router { gateway, client, subjects, resolver, sessions, timeout, max_id_bytes }
+        Router {
+            gateway,
+            client,
+            subjects,
+            resolver,
+            sessions,
+            timeout,
+            max_id_bytes,
+        }
     }
 
     pub fn resolver(&self) -> &Resolver {
@@ -89,7 +97,10 @@ impl Router {
             if status.contains_key(raw) {
                 continue;
             }
-            match UserId::new(raw).ok().filter(|_| raw.len() <= self.max_id_bytes) {
+            match UserId::new(raw)
+                .ok()
+                .filter(|_| raw.len() <= self.max_id_bytes)
+            {
                 Some(user) => {
                     status.insert(raw.clone(), Outcome::Offline);
                     receivers.push(user);
@@ -102,7 +113,11 @@ impl Router {
         let envelope = Envelope {
             message,
             to: receivers.iter().map(|u| u.to_string()).collect(),
-            positions: receivers.iter().enumerate().map(|(i, u)| (u.clone(), i)).collect(),
+            positions: receivers
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.clone(), i))
+                .collect(),
             ts: now_ms(),
         };
 
@@ -124,7 +139,8 @@ impl Router {
                 Some(Attempt::Failed) => Outcome::Unavailable,
                 Some(Attempt::Absent | Attempt::NoRoute) | None => Outcome::Offline,
             };
-            metrics::counter!(crate::telemetry::GATEWAY_DELIVERIES, "outcome" => outcome.as_str()).increment(1);
+            metrics::counter!(crate::telemetry::GATEWAY_DELIVERIES, "outcome" => outcome.as_str())
+                .increment(1);
             status.insert(user.to_string(), outcome);
         }
         Report {
@@ -134,7 +150,12 @@ impl Router {
     }
 
     /// One resolve + deliver round for `users`.
-    async fn attempt(&self, envelope: &Envelope<'_>, users: &[UserId], fresh: bool) -> HashMap<UserId, Attempt> {
+    async fn attempt(
+        &self,
+        envelope: &Envelope<'_>,
+        users: &[UserId],
+        fresh: bool,
+    ) -> HashMap<UserId, Attempt> {
         let routes = match self.resolver.resolve(users, fresh).await {
             Ok(routes) => routes,
             Err(e) => {
@@ -149,7 +170,10 @@ impl Router {
                 id: message.id.as_str().to_string(),
                 from: message.from.clone(),
                 to: envelope.to.clone(),
-                rcpt: rcpt.iter().filter_map(|u| envelope.positions.get(u).copied()).collect(),
+                rcpt: rcpt
+                    .iter()
+                    .filter_map(|u| envelope.positions.get(u).copied())
+                    .collect(),
                 ts: envelope.ts,
                 body: &message.body,
             };

@@ -19,7 +19,10 @@ use super::code::{ErrorCode, Outcome};
 pub enum Request<'a> {
     /// Bind this connection to a user: `{"op":"login","token":"<jwt>"}`, or
     /// `{"op":"login","user":"alice"}` on a gateway in insecure dev-auth mode.
-    Login { user: Option<String>, token: Option<String> },
+    Login {
+        user: Option<String>,
+        token: Option<String>,
+    },
     /// Send `body` to `to` (`{"op":"send","to":["bob"],"body":"hi","id":"m1"}`).
     Send {
         to: Vec<String>,
@@ -252,11 +255,15 @@ mod tests {
     #[test]
     fn parses_each_op() {
         match parse(r#"{"op":"login","user":"alice"}"#).unwrap() {
-            Request::Login { user, token } => assert_eq!((user.unwrap().as_str(), token), ("alice", None)),
+            Request::Login { user, token } => {
+                assert_eq!((user.unwrap().as_str(), token), ("alice", None))
+            }
             other => panic!("{other:?}"),
         }
         match parse(r#"{"op":"login","token":"t"}"#).unwrap() {
-            Request::Login { user, token } => assert_eq!((user, token.unwrap().as_str()), (None, "t")),
+            Request::Login { user, token } => {
+                assert_eq!((user, token.unwrap().as_str()), (None, "t"))
+            }
             other => panic!("{other:?}"),
         }
         match parse(r#"{"op":"send","to":["a","b"],"id":"m1","body":{"x":[1, 2]}}"#).unwrap() {

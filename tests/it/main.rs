@@ -1,10 +1,12 @@
 //! The one integration-test binary: every test runs real `mrc-center` / `mrc-gateway`
 //! processes against its own real nats-server, with clients on real sockets.
 
+mod auth;
 mod bad_input;
 mod cli;
 mod delivery;
 mod directory;
+mod doors;
 mod failover;
 mod ingress;
 mod shutdown;

@@ -37,7 +37,9 @@ pub fn routes(gw: &Gateway) -> axum::Router<Arc<Gateway>> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         // Bodies a little over the limit still get a JSON `too_large`; far over, axum's 413.
-        .layer(DefaultBodyLimit::max(gw.limits.max_frame_bytes.saturating_mul(2)))
+        .layer(DefaultBodyLimit::max(
+            gw.limits.max_frame_bytes.saturating_mul(2),
+        ))
 }
 
 /// The status that fits an error code.
@@ -64,7 +66,9 @@ pub fn error_response(code: ErrorCode, message: &str) -> Response {
     telemetry::error(code);
     let mut response = (status_of(code), Json(ErrorReply::new(code, message))).into_response();
     if code == ErrorCode::Unauthorized {
-        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
 }
@@ -73,7 +77,9 @@ pub fn error_response(code: ErrorCode, message: &str) -> Response {
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Who is calling the API.
@@ -85,12 +91,18 @@ enum Caller {
 
 fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Response> {
     let Some(token) = bearer(headers) else {
-        return Err(error_response(ErrorCode::Unauthorized, "send `Authorization: Bearer <api key or token>`"));
+        return Err(error_response(
+            ErrorCode::Unauthorized,
+            "send `Authorization: Bearer <api key or token>`",
+        ));
     };
     if gw.auth.is_api_key(token) {
         return Ok(Caller::Backend);
     }
-    gw.auth.verify(token).map(Caller::User).map_err(|e| error_response(e.code, &e.message))
+    gw.auth
+        .verify(token)
+        .map(Caller::User)
+        .map_err(|e| error_response(e.code, &e.message))
 }
 
 /// `POST /v1/messages` with the `mrc.send` body.
@@ -100,13 +112,21 @@ async fn send(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
         Err(response) => return response,
     };
     if body.len() > gw.limits.max_frame_bytes {
-        let message = format!("request of {} bytes, limit {}", body.len(), gw.limits.max_frame_bytes);
+        let message = format!(
+            "request of {} bytes, limit {}",
+            body.len(),
+            gw.limits.max_frame_bytes
+        );
         return error_response(ErrorCode::TooLarge, &message);
     }
     let request: SendRequest<'_> = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
-            let code = if e.is_data() { ErrorCode::BadFrame } else { ErrorCode::BadJson };
+            let code = if e.is_data() {
+                ErrorCode::BadFrame
+            } else {
+                ErrorCode::BadJson
+            };
             return error_response(code, &e.to_string());
         }
     };
@@ -114,15 +134,25 @@ async fn send(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
         Caller::Backend => request.from,
         Caller::User(identity) => {
             if !identity.may_send_http {
-                return error_response(ErrorCode::Forbidden, "the token lacks the `mrc:send` scope");
+                return error_response(
+                    ErrorCode::Forbidden,
+                    "the token lacks the `mrc:send` scope",
+                );
             }
-            if request.from.as_ref().is_some_and(|from| from != identity.user.as_str()) {
+            if request
+                .from
+                .as_ref()
+                .is_some_and(|from| from != identity.user.as_str())
+            {
                 return error_response(ErrorCode::Forbidden, "a client can only send as itself");
             }
             Some(identity.user.to_string())
         }
     };
-    let message = match gw.limits.message(from, request.to, request.id, request.body) {
+    let message = match gw
+        .limits
+        .message(from, request.to, request.id, request.body)
+    {
         Ok(message) => message,
         Err(e) => return error_response(e.code, &e.message),
     };
@@ -131,7 +161,11 @@ async fn send(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
 }
 
 /// `GET /v1/users/{id}`: asks the directory (never the cache).
-async fn user(State(gw): State<Arc<Gateway>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn user(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     if let Err(response) = caller(&gw, &headers) {
         return response;
     }
@@ -148,13 +182,24 @@ async fn user(State(gw): State<Arc<Gateway>>, headers: HeaderMap, Path(id): Path
     for location in &locations {
         *gateways.entry(location.gateway.clone()).or_insert(0) += 1;
     }
-    Json(UserStatus { user: user.to_string(), online: !locations.is_empty(), sessions: locations.len(), gateways })
-        .into_response()
+    Json(UserStatus {
+        user: user.to_string(),
+        online: !locations.is_empty(),
+        sessions: locations.len(),
+        gateways,
+    })
+    .into_response()
 }
 
 async fn lookup(gw: &Gateway, users: Vec<String>) -> Result<LookupReply, RequestFailure> {
     let payload = crate::protocol::nats::encode(&LookupRequest { users });
-    request(&gw.client, gw.subjects.dir(DIR_LOOKUP), payload, gw.request_timeout).await
+    request(
+        &gw.client,
+        gw.subjects.dir(DIR_LOOKUP),
+        payload,
+        gw.request_timeout,
+    )
+    .await
 }
 
 async fn healthz() -> &'static str {
@@ -169,7 +214,10 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     } else if gw.client.connection_state() != NatsState::Connected {
         Some("NATS is not connected".to_string())
     } else {
-        lookup(&gw, Vec::new()).await.err().map(|e| format!("directory: {e}"))
+        lookup(&gw, Vec::new())
+            .await
+            .err()
+            .map(|e| format!("directory: {e}"))
     };
     match problem {
         None => (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response(),

@@ -19,8 +19,11 @@ use super::Gateway;
 pub async fn serve_http(gw: Arc<Gateway>, listener: TcpListener) -> anyhow::Result<()> {
     let shutdown = gw.shutdown.clone();
     let app = ws::routes().merge(http::routes(&gw)).with_state(gw);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await?;
     Ok(())
 }

@@ -6,11 +6,10 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 
 use crate::gateway::conn::{self, Close, Door, Inbound};
 use crate::gateway::Gateway;
@@ -50,7 +49,13 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) -> anyhow::Result<()
 fn connection(gw: &Gateway, stream: TcpStream) -> (TcpReader, TcpWriter) {
     let (read, write) = stream.into_split();
     let max = gw.limits.max_frame_bytes;
-    (TcpReader { lines: FramedRead::new(read, LinesCodec::new_with_max_length(max)), max }, TcpWriter(write))
+    let reader = TcpReader {
+        read,
+        buf: BytesMut::with_capacity(4096),
+        codec: LinesCodec::new_with_max_length(max),
+        max,
+    };
+    (reader, TcpWriter(write))
 }
 
 async fn refuse(mut stream: TcpStream) {
@@ -61,22 +66,41 @@ async fn refuse(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
+/// Lines from the socket. The codec is driven by hand (not through `FramedRead`, which
+/// ends the stream after any error) so an over-long line is skipped, not fatal.
 struct TcpReader {
-    lines: FramedRead<OwnedReadHalf, LinesCodec>,
+    read: OwnedReadHalf,
+    buf: BytesMut,
+    codec: LinesCodec,
     max: usize,
 }
 
 impl conn::Reader for TcpReader {
     async fn next(&mut self) -> Inbound {
-        match self.lines.next().await {
-            Some(Ok(line)) if line.trim().is_empty() => Inbound::Other,
-            Some(Ok(line)) => Inbound::Text(line),
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => Inbound::TooLarge(self.max + 1),
-            Some(Err(LinesCodecError::Io(e))) => {
-                tracing::debug!(error = %e, "tcp read failed");
-                Inbound::Closed
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(line)) if line.trim().is_empty() => return Inbound::Other,
+                Ok(Some(line)) => return Inbound::Text(line),
+                Ok(None) => {}
+                Err(LinesCodecError::MaxLineLengthExceeded) => {
+                    return Inbound::TooLarge(self.max + 1)
+                }
+                Err(LinesCodecError::Io(_)) => return Inbound::Closed,
             }
-            None => Inbound::Closed,
+            // Cancel-safe: bytes are either in `buf` or still in the socket.
+            match self.read.read_buf(&mut self.buf).await {
+                Ok(0) => {
+                    return match self.codec.decode_eof(&mut self.buf) {
+                        Ok(Some(line)) if !line.trim().is_empty() => Inbound::Text(line),
+                        _ => Inbound::Closed,
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "tcp read failed");
+                    return Inbound::Closed;
+                }
+            }
         }
     }
 }

@@ -53,7 +53,15 @@ async fn upgrade(
         .max_write_buffer_size(hard_limit.saturating_mul(2))
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
-            conn::serve(gw, WsReader(stream), WsWriter(sink), peer, identity, Door::Ws).await;
+            conn::serve(
+                gw,
+                WsReader(stream),
+                WsWriter(sink),
+                peer,
+                identity,
+                Door::Ws,
+            )
+            .await;
             drop((task, permit));
         })
 }
@@ -89,7 +97,10 @@ impl conn::Writer for WsWriter {
     }
 
     async fn close(&mut self, reason: Close) {
-        let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.reason()) };
+        let frame = CloseFrame {
+            code: reason.code(),
+            reason: Utf8Bytes::from_static(reason.reason()),
+        };
         let _ = self.0.send(Message::Close(Some(frame))).await;
         let _ = self.0.close().await;
     }

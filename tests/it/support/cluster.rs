@@ -156,11 +156,18 @@ impl Cluster {
             READY_TIMEOUT,
         );
         let field = |name: &str| {
-            line.split_whitespace().find_map(|f| f.strip_prefix(name)).map(str::to_string)
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .map(str::to_string)
         };
         let ws = field("ws=").expect("the ready line names the WebSocket URL");
         let http = field("http=").expect("the ready line names the HTTP URL");
-        self.gateways.push(Gateway { ws, http, tcp: field("tcp="), process });
+        self.gateways.push(Gateway {
+            ws,
+            http,
+            tcp: field("tcp="),
+            process,
+        });
         self.gateways.last().unwrap()
     }
 

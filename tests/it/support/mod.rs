@@ -4,6 +4,7 @@ pub mod client;
 pub mod cluster;
 pub mod nats;
 pub mod process;
+pub mod token;
 
 use std::time::{Duration, Instant};
 
