@@ -23,7 +23,7 @@ use bytes::Bytes;
 use crate::connection::{request, RequestFailure};
 use crate::gateway::auth::Identity;
 use crate::gateway::Gateway;
-use crate::protocol::client::UserStatus;
+use crate::protocol::client::{FrameError, UserStatus};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::nats::{ErrorReply, LookupReply, LookupRequest, SendRequest};
 use crate::subject::DIR_LOOKUP;
@@ -89,27 +89,22 @@ enum Caller {
     User(Identity),
 }
 
-fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Response> {
+fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, FrameError> {
     let Some(token) = bearer(headers) else {
-        return Err(error_response(
-            ErrorCode::Unauthorized,
-            "send `Authorization: Bearer <api key or token>`",
-        ));
+        let message = "send `Authorization: Bearer <api key or token>`";
+        return Err(FrameError::new(ErrorCode::Unauthorized, message));
     };
     if gw.auth.is_api_key(token) {
         return Ok(Caller::Backend);
     }
-    gw.auth
-        .verify(token)
-        .map(Caller::User)
-        .map_err(|e| error_response(e.code, &e.message))
+    gw.auth.verify(token).map(Caller::User)
 }
 
 /// `POST /v1/messages` with the `mrc.send` body.
 async fn send(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
     let caller = match caller(&gw, &headers) {
         Ok(caller) => caller,
-        Err(response) => return response,
+        Err(e) => return error_response(e.code, &e.message),
     };
     if body.len() > gw.limits.max_frame_bytes {
         let message = format!(
@@ -166,8 +161,8 @@ async fn user(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(response) = caller(&gw, &headers) {
-        return response;
+    if let Err(e) = caller(&gw, &headers) {
+        return error_response(e.code, &e.message);
     }
     let user = match gw.auth.user(&id) {
         Ok(user) => user,
