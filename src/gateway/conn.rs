@@ -310,8 +310,13 @@ async fn say_bye<W: Writer>(writer: &mut W, reason: Close) {
         reason: reason.reason(),
     }
     .encode();
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(bye)).await;
-    writer.close(reason).await;
+    // Best effort, bounded: the client may not be reading at all.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        if writer.send(bye).await.is_ok() {
+            writer.close(reason).await;
+        }
+    })
+    .await;
 }
 
 /// Registers the session, then serves it until it ends.
@@ -374,18 +379,19 @@ async fn run_session<R: Reader, W: Writer>(
         Err(_) => None,
     };
     gw.sessions.remove(&user, &session);
+    // The directory first: saying goodbye to a slow client can take a while. On shutdown
+    // the gateway purges all its sessions in one request instead.
+    if !gw.shutdown.is_cancelled() {
+        if let Err(e) = gw.registrar.unregister(&user, &session).await {
+            tracing::warn!(error = %e, "unregister failed; the center will purge on eviction");
+        }
+    }
     if let Some(reason) = ended {
         if reason == Close::SlowConsumer {
             metrics::counter!(telemetry::GATEWAY_SLOW_CONSUMERS).increment(1);
         }
         tracing::info!(reason = reason.reason(), "closing session");
         say_bye(&mut writer, reason).await;
-    }
-    // On shutdown the gateway purges all its sessions in one request instead.
-    if !gw.shutdown.is_cancelled() {
-        if let Err(e) = gw.registrar.unregister(&user, &session).await {
-            tracing::warn!(error = %e, "unregister failed; the center will purge on eviction");
-        }
     }
     tracing::debug!("session ended");
 }
@@ -420,8 +426,13 @@ impl SessionState<'_> {
                 () = self.gw.shutdown.cancelled() => return Some(Close::Shutdown),
                 () = outbox.slow.cancelled() => return Some(Close::SlowConsumer),
                 frame = outbox.rx.recv() => {
-                    let frame = frame?;
-                    writer.send(frame).await.ok()?;
+                    // A client that stops reading blocks this write; its queue then fills
+                    // and the session must still end.
+                    tokio::select! {
+                        written = writer.send(frame?) => written.ok()?,
+                        () = outbox.slow.cancelled() => return Some(Close::SlowConsumer),
+                        () = self.gw.shutdown.cancelled() => return Some(Close::Shutdown),
+                    }
                 }
                 inbound = reader.next() => {
                     last_heard = Instant::now();

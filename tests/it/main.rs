@@ -9,5 +9,6 @@ mod directory;
 mod doors;
 mod failover;
 mod ingress;
+mod limits;
 mod shutdown;
 mod support;

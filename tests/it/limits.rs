@@ -1,0 +1,214 @@
+//! Configured caps: send rate, slow consumers, sessions per user, idle connections,
+//! connections per gateway.
+
+use std::time::Duration;
+
+use mrc::client::WsClient;
+use mrc::protocol::client::Report;
+use mrc::protocol::code::{ErrorCode, Outcome};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::support::client::{
+    body, connect, expect_op, expect_silence, login, outcomes, recv, send,
+};
+use crate::support::cluster::{online, Cluster};
+use crate::support::eventually;
+
+fn cluster_with(gateway_args: &[&str]) -> Cluster {
+    let mut cluster = Cluster::start(1, 0);
+    cluster.gateway_args = gateway_args.iter().map(|s| s.to_string()).collect();
+    cluster.start_gateway("g0");
+    cluster
+}
+
+#[tokio::test]
+async fn a_flooding_client_is_rate_limited_then_disconnected() {
+    let cluster = cluster_with(&["--rate-per-sec", "5", "--rate-burst", "5"]);
+    let mut flood = login(cluster.ws(0), "flood").await;
+    let mut calm = login(cluster.ws(0), "calm").await;
+    let to = vec!["calm".to_string()];
+    for i in 0..30 {
+        if flood
+            .send(&to, Some(&format!("f{i}")), &body("1"))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (mut reports, mut limited) = (0, 0);
+    let bye = loop {
+        let frame = recv(&mut flood).await;
+        match frame.frame.op.as_str() {
+            "report" => reports += 1,
+            "error" => {
+                assert_eq!(
+                    frame.frame.code,
+                    Some(ErrorCode::RateLimited),
+                    "{}",
+                    frame.text
+                );
+                limited += 1;
+            }
+            "bye" => break frame,
+            other => panic!("unexpected {other}: {}", frame.text),
+        }
+    };
+    assert_eq!(bye.frame.reason.as_deref(), Some("flood"));
+    assert!(reports <= 6, "{reports} sends got through a burst of 5");
+    assert!(limited >= 1, "no rate_limited error before the flood close");
+    // The burst that was accepted was delivered; the calm user is unaffected.
+    for _ in 0..reports {
+        expect_op(&mut calm, "msg").await;
+    }
+    let (report, _) = send(&mut calm, &["calm"], "still-fine", "1").await;
+    assert_eq!(report, outcomes(&[("calm", Outcome::Delivered)]));
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_and_does_not_slow_others() {
+    let mut cluster = Cluster::start(1, 0);
+    cluster.gateway_args = ["--outbound-queue", "8", "--tcp-listen", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    cluster.start_gateway("g0");
+    let tcp = cluster.gateways[0].tcp.clone().unwrap();
+    let nats = cluster.client().await;
+
+    // The slow client logs in over TCP, then never reads again.
+    let mut slow = TcpStream::connect(&tcp).await.unwrap();
+    slow.write_all(b"{\"op\":\"login\",\"user\":\"slow\"}\n")
+        .await
+        .unwrap();
+    let mut fast = login(cluster.ws(0), "fast").await;
+    eventually(Duration::from_secs(10), "slow logged in", || async {
+        (!online(&nats, &["slow"]).await.is_empty()).then_some(())
+    })
+    .await;
+
+    let big = format!(r#""{}""#, "x".repeat(30 * 1024));
+    let mut kicked_after = None;
+    for i in 0..2000 {
+        let payload = format!(r#"{{"to":["slow","fast"],"id":"m{i}","body":{big}}}"#);
+        let reply = nats.request("mrc.send", payload.into()).await.unwrap();
+        let report: Report = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(
+            report.status["fast"],
+            Outcome::Delivered,
+            "message {i} to the fast client"
+        );
+        // The fast client keeps up and gets every message.
+        let msg = expect_op(&mut fast, "msg").await;
+        assert_eq!(msg.frame.id, Some(format!("m{i}")));
+        if report.status["slow"] == Outcome::Offline {
+            kicked_after = Some(i);
+            break;
+        }
+    }
+    let kicked_after = kicked_after.expect("the slow client was never disconnected");
+    eprintln!("slow consumer disconnected after {kicked_after} messages of 30 KiB");
+    eventually(Duration::from_secs(5), "slow unregistered", || async {
+        online(&nats, &["slow"]).await.is_empty().then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", cluster.gateways[0].http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mrc_gateway_slow_consumers_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sessions_per_user_are_capped_across_the_cluster() {
+    let mut cluster = Cluster::start(1, 0);
+    cluster.gateway_args = vec!["--max-sessions-per-user".into(), "2".into()];
+    cluster.start_gateway("g0");
+    cluster.start_gateway("g1");
+    let mut first = login(cluster.ws(0), "alice").await;
+    let mut second = login(cluster.ws(1), "alice").await;
+    let mut third = connect(cluster.ws(0)).await;
+    third
+        .send_text(r#"{"op":"login","user":"alice"}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_op(&mut third, "error").await.frame.code,
+        Some(ErrorCode::TooManySessions)
+    );
+    assert_eq!(
+        expect_op(&mut third, "bye").await.frame.reason.as_deref(),
+        Some("too_many_sessions")
+    );
+    // The refused session left no trace; the first two still receive.
+    let nats = cluster.client().await;
+    eventually(Duration::from_secs(5), "two sessions", || async {
+        let reply = crate::support::cluster::lookup(&nats, &["alice"]).await;
+        (reply.users["alice"].len() == 2).then_some(())
+    })
+    .await;
+    let mut bob = login(cluster.ws(0), "bob").await;
+    let (report, _) = send(&mut bob, &["alice"], "m", "1").await;
+    assert_eq!(report["alice"], Outcome::Delivered);
+    expect_op(&mut first, "msg").await;
+    expect_op(&mut second, "msg").await;
+}
+
+#[tokio::test]
+async fn idle_tcp_clients_are_closed_while_websocket_pings_keep_clients_alive() {
+    let mut cluster = Cluster::start(1, 0);
+    cluster.gateway_args = ["--idle-timeout-ms", "600", "--tcp-listen", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    cluster.start_gateway("g0");
+    let tcp = cluster.gateways[0].tcp.clone().unwrap();
+
+    let stream = TcpStream::connect(&tcp).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    write
+        .write_all(b"{\"op\":\"login\",\"user\":\"quiet\"}\n")
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(read).lines();
+    let mut frames = Vec::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await
+    {
+        frames.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+    }
+    assert_eq!(
+        frames.first().map(|f| f["op"].clone()),
+        Some("welcome".into())
+    );
+    assert_eq!(
+        frames.last().map(|f| f["reason"].clone()),
+        Some("idle".into()),
+        "{frames:?}"
+    );
+
+    // A WebSocket client that only listens answers the gateway's pings and stays.
+    let mut ws: WsClient = login(cluster.ws(0), "listener").await;
+    expect_silence(&mut ws, Duration::from_millis(1500)).await;
+    let (report, _) = send(&mut ws, &["listener"], "alive", "1").await;
+    assert_eq!(report["listener"], Outcome::Delivered);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_gateway_cap_are_refused() {
+    let cluster = cluster_with(&["--max-connections", "2"]);
+    let _a = login(cluster.ws(0), "a").await;
+    let _b = connect(cluster.ws(0)).await;
+    let refused = WsClient::connect(cluster.ws(0)).await;
+    let error = format!(
+        "{:#}",
+        refused.err().expect("a third connection is refused")
+    );
+    assert!(error.contains("503"), "{error}");
+}
