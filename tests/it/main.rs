@@ -10,5 +10,6 @@ mod doors;
 mod failover;
 mod ingress;
 mod limits;
+mod permissions;
 mod shutdown;
 mod support;

@@ -45,6 +45,8 @@ pub struct Cluster {
     pub gateway_args: Vec<String>,
     /// Start gateways with `--insecure-dev-auth` (clients log in with a bare user id).
     pub dev_auth: bool,
+    /// NATS user and password of centers and of gateways (`nats-config/auth.conf`).
+    credentials: Option<[(&'static str, &'static str); 2]>,
 }
 
 impl Cluster {
@@ -66,6 +68,31 @@ impl Cluster {
             gateways,
             gateway_args,
         )
+    }
+
+    /// Centers and gateways on a nats-server with per-role users (`nats-config/auth.conf`).
+    pub fn start_secured(centers: usize, gateways: usize) -> Self {
+        let nats = NatsServer::start_config("auth.conf");
+        let url = nats.url.clone();
+        let mut cluster = Self::start_on(Broker::Single(nats), url, &[], 0, 0, &[]);
+        cluster.credentials = Some([("center", "center-secret"), ("gateway", "gateway-secret")]);
+        for i in 0..centers {
+            cluster.start_center(&format!("c{i}"));
+        }
+        for i in 0..gateways {
+            cluster.start_gateway(&format!("g{i}"));
+        }
+        cluster
+    }
+
+    /// Sets the NATS user of `role` (0: center, 1: gateway) when the broker has users.
+    fn credentials(&self, command: &mut Command, role: usize) {
+        if let Some(credentials) = self.credentials {
+            let (user, password) = credentials[role];
+            command
+                .env("MRC_NATS_USER", user)
+                .env("MRC_NATS_PASSWORD", password);
+        }
     }
 
     /// Centers and gateways on a 3-node nats-server cluster, directory replicated 3 times.
@@ -100,6 +127,7 @@ impl Cluster {
             gateways: Vec::new(),
             gateway_args: owned(gateway_args),
             dev_auth: true,
+            credentials: None,
         };
         for i in 0..centers {
             cluster.start_center(&format!("c{i}"));
@@ -130,6 +158,7 @@ impl Cluster {
                 &HEARTBEAT_TIMEOUT_MS.to_string(),
             ])
             .args(&self.center_args);
+        self.credentials(&mut command, 0);
         let (process, _) = Process::spawn(
             &format!("center {id}"),
             command,
@@ -149,6 +178,7 @@ impl Cluster {
         if self.dev_auth {
             command.arg("--insecure-dev-auth");
         }
+        self.credentials(&mut command, 1);
         let (process, line) = Process::spawn(
             &format!("gateway {id}"),
             command,

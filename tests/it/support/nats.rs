@@ -27,13 +27,45 @@ pub fn binary() -> PathBuf {
     PathBuf::from("nats-server")
 }
 
+/// `nats-config/<name>` with its `store_dir` moved into `store` (`-sd` would clash with
+/// the file's own `store_dir`); returns the copy's path.
+fn project_config(name: &str, store: &std::path::Path) -> PathBuf {
+    let template = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("nats-config")
+        .join(name);
+    let text = std::fs::read_to_string(&template).expect("reading a nats-config file");
+    let text: String = text
+        .lines()
+        .map(|line| match line.trim_start().starts_with("store_dir") {
+            true => format!("  store_dir: {:?}\n", store.join("js")),
+            false => format!("{line}\n"),
+        })
+        .collect();
+    let config = store.join("node.conf");
+    std::fs::write(&config, text).expect("writing the node config");
+    config
+}
+
 impl NatsServer {
     pub fn start() -> Self {
+        Self::start_with(|command, store| {
+            command.args(["-js", "-sd"]).arg(store);
+        })
+    }
+
+    /// A server from a project config file (e.g. `auth.conf`), on free ports.
+    pub fn start_config(name: &str) -> Self {
+        Self::start_with(|command, store| {
+            command.arg("-c").arg(project_config(name, store));
+            command.args(["-m", &free_port().to_string()]);
+        })
+    }
+
+    fn start_with(configure: impl FnOnce(&mut Command, &std::path::Path)) -> Self {
         let store = tempfile::tempdir().expect("temporary JetStream store");
         let mut command = Command::new(binary());
-        command
-            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-            .arg(store.path());
+        configure(&mut command, store.path());
+        command.args(["-a", "127.0.0.1", "-p", "-1"]);
         let (mut process, _) = Process::spawn(
             "nats-server",
             command,
@@ -94,23 +126,10 @@ impl NatsCluster {
             .iter()
             .map(|(_, _, route)| format!("nats-route://127.0.0.1:{route}"))
             .collect();
-        let config_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("nats-config/cluster");
         let mut nodes = Vec::new();
         for (i, (client, http, route)) in ports.iter().enumerate() {
             let store = tempfile::tempdir().expect("temporary JetStream store");
-            // The project's config, with this test's store (`-sd` would clash with the
-            // file's own `store_dir`).
-            let template = config_dir.join(format!("n{}.conf", i + 1));
-            let text = std::fs::read_to_string(&template).expect("reading the cluster config");
-            let text: String = text
-                .lines()
-                .map(|line| match line.trim_start().starts_with("store_dir") {
-                    true => format!("  store_dir: {:?}\n", store.path().join("js")),
-                    false => format!("{line}\n"),
-                })
-                .collect();
-            let config = store.path().join("node.conf");
-            std::fs::write(&config, text).expect("writing the node config");
+            let config = project_config(&format!("cluster/n{}.conf", i + 1), store.path());
             let command = vec![
                 "-c".to_string(),
                 config.display().to_string(),
