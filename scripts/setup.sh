@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 NATS_SERVER_VERSION=2.15.1
+# Python clients the tests drive the cluster with (tests/python/).
+PYTHON_PACKAGES="websockets==17.4 nats-py==2.16.0"
 tools="$root/.tools"
 profile=release
 for arg in "$@"; do
@@ -39,6 +41,16 @@ fi
 nats_server=$(find_nats_server)
 [ -n "$nats_server" ] || { echo "setup: could not install nats-server" >&2; exit 1; }
 echo "setup: nats-server: $nats_server ($("$nats_server" --version))" >&2
+
+# The Python packages, reinstalled when the pinned set changes.
+if [ "$(cat "$tools/py/.installed" 2>/dev/null)" != "$PYTHON_PACKAGES" ]; then
+  echo "setup: installing Python test clients ($PYTHON_PACKAGES) into .tools/py" >&2
+  rm -rf "$tools/py"
+  # shellcheck disable=SC2086 # the list is meant to split into packages
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --target "$tools/py" $PYTHON_PACKAGES
+  echo "$PYTHON_PACKAGES" > "$tools/py/.installed"
+fi
 
 case "$profile" in
   release) cargo build --release --bins ;;

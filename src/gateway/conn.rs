@@ -50,6 +50,8 @@ pub trait Writer: Send {
     fn ping(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Ends the connection with a reason (a WebSocket close frame, or just EOF).
     fn close(&mut self, reason: Close) -> impl Future<Output = ()> + Send;
+    /// Ends a connection the client closed (completes a WebSocket closing handshake).
+    fn finish(&mut self) -> impl Future<Output = ()> + Send;
 }
 
 /// Which door a connection came through (a metrics label).
@@ -233,12 +235,8 @@ pub async fn serve<R: Reader, W: Writer>(
             };
             match login {
                 Ok(identity) => identity,
-                Err(reason) => {
-                    if let Some(reason) = reason {
-                        say_bye(&mut writer, reason).await;
-                    }
-                    return;
-                }
+                Err(Some(reason)) => return say_bye(&mut writer, reason).await,
+                Err(None) => return finish(&mut writer).await,
             }
         }
     };
@@ -303,6 +301,11 @@ fn too_large(size: usize, limit: usize) -> FrameError {
 async fn send_error<W: Writer>(writer: &mut W, error: &FrameError) {
     telemetry::error(error.code);
     let _ = writer.send(Frame::from(error).encode()).await;
+}
+
+/// Completes a close the client started, bounded in time.
+async fn finish<W: Writer>(writer: &mut W) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.finish()).await;
 }
 
 async fn say_bye<W: Writer>(writer: &mut W, reason: Close) {
@@ -392,6 +395,8 @@ async fn run_session<R: Reader, W: Writer>(
         }
         tracing::info!(reason = reason.reason(), "closing session");
         say_bye(&mut writer, reason).await;
+    } else {
+        finish(&mut writer).await;
     }
     tracing::debug!("session ended");
 }

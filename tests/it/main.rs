@@ -11,5 +11,6 @@ mod failover;
 mod ingress;
 mod limits;
 mod permissions;
+mod python;
 mod shutdown;
 mod support;

@@ -123,4 +123,8 @@ impl conn::Writer for TcpWriter {
     async fn close(&mut self, _reason: Close) {
         let _ = self.0.shutdown().await;
     }
+
+    async fn finish(&mut self) {
+        let _ = self.0.shutdown().await;
+    }
 }

@@ -104,4 +104,9 @@ impl conn::Writer for WsWriter {
         let _ = self.0.send(Message::Close(Some(frame))).await;
         let _ = self.0.close().await;
     }
+
+    async fn finish(&mut self) {
+        // Flushes the close reply tungstenite queued when the client's close arrived.
+        let _ = self.0.close().await;
+    }
 }
