@@ -58,9 +58,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Log in to a gateway as USER and print every frame that arrives, one JSON per line.
+    /// Log in to a gateway and print every frame that arrives, one JSON per line. Logs in
+    /// with --token when given (or MRC_TOKEN), else as USER (dev-auth gateways).
     Listen {
-        user: String,
+        /// The user id (needed without a token).
+        #[arg(required_unless_present = "token")]
+        user: Option<String>,
+        /// A client token (JWT); its subject is the user.
+        #[arg(long, env = "MRC_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// The gateway's WebSocket URL.
         #[arg(
             long,
@@ -105,9 +111,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Listen {
             user,
+            token,
             gateway,
             count,
-        } => listen(&user, &gateway, count).await,
+        } => listen(user.as_deref(), token.as_deref(), &gateway, count).await,
         command => {
             let mut nats = cli.nats.clone();
             nats.connect_timeout_ms = nats.connect_timeout_ms.min(3000);
@@ -233,7 +240,12 @@ async fn centers(client: &async_nats::Client, wait: Duration) -> anyhow::Result<
     Ok(0)
 }
 
-async fn listen(user: &str, gateway: &str, count: Option<usize>) -> anyhow::Result<u8> {
+async fn listen(
+    user: Option<&str>,
+    token: Option<&str>,
+    gateway: &str,
+    count: Option<usize>,
+) -> anyhow::Result<u8> {
     let mut ws = WsClient::connect(gateway).await.map_err(|e| {
         eprintln!("mrc: {e:#}");
         e
@@ -241,9 +253,14 @@ async fn listen(user: &str, gateway: &str, count: Option<usize>) -> anyhow::Resu
     let Ok(ws) = ws.as_mut() else {
         return Ok(EXIT_UNAVAILABLE);
     };
-    let welcome = ws.login(user).await?;
+    let welcome = match (token, user) {
+        (Some(token), _) => ws.login_with_token(token).await?,
+        (None, Some(user)) => ws.login(user).await?,
+        (None, None) => bail!("give a USER or --token"),
+    };
     eprintln!(
-        "logged in as {user} (session {}, gateway {})",
+        "logged in as {} (session {}, gateway {})",
+        welcome.user.clone().unwrap_or_default(),
         welcome.session.unwrap_or_default(),
         welcome.gateway.unwrap_or_default()
     );

@@ -212,3 +212,48 @@ async fn connections_beyond_the_gateway_cap_are_refused() {
     );
     assert!(error.contains("503"), "{error}");
 }
+
+#[tokio::test]
+async fn ids_longer_than_the_configured_limit_are_refused() {
+    let cluster = cluster_with(&["--max-id-bytes", "8"]);
+    let mut ws = connect(cluster.ws(0)).await;
+    ws.send_text(r#"{"op":"login","user":"much-too-long"}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_op(&mut ws, "error").await.frame.code,
+        Some(ErrorCode::BadId)
+    );
+    ws.login("short").await.unwrap();
+    let (report, _) = send(&mut ws, &["short", "much-too-long"], "m", "1").await;
+    assert_eq!(
+        report,
+        outcomes(&[
+            ("short", Outcome::Delivered),
+            ("much-too-long", Outcome::Rejected)
+        ])
+    );
+}
+
+#[tokio::test]
+async fn limits_that_cannot_fit_in_a_nats_message_stop_the_gateway_at_start() {
+    let mut cluster = Cluster::start(1, 0);
+    cluster.gateway_args = [
+        "--max-frame-bytes",
+        "4000000",
+        "--max-body-bytes",
+        "3000000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mrc-gateway"))
+        .env("MRC_NATS_URL", cluster.nats_url())
+        .args(["--listen", "127.0.0.1:0", "--insecure-dev-auth"])
+        .args(&cluster.gateway_args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("max_payload"), "{stderr}");
+}
