@@ -7,7 +7,8 @@
 //! - [`protocol`]: every wire and storage format (the only serde types).
 //! - [`config`]: flags and `MRC_*` env of each process, validated before start.
 //! - [`connection`]: connecting to NATS.
-//! - [`directory`]: the user directory: JetStream KV bucket + in-memory mirror.
+//! - [`store`]: the only code that touches JetStream KV (buckets, mirrors that follow them).
+//! - [`directory`]: the user directory: user → sessions, mirrored in memory.
 //! - [`center`]: the directory service, presence and gateway liveness.
 //! - [`gateway`]: client sessions, routing, delivery and backend ingress.
 //! - [`client`]: a WebSocket client of a gateway (the CLI and tests use it).
@@ -22,6 +23,7 @@ pub mod gateway;
 pub mod ident;
 pub mod protocol;
 pub mod shutdown;
+pub mod store;
 pub mod subject;
 pub mod telemetry;
 

@@ -16,8 +16,9 @@ use async_nats::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
-use crate::directory::{kv::Store, Directory};
+use crate::directory::Directory;
 use crate::ident::CenterId;
+use crate::store::Bucket;
 
 /// Runs one center until `shutdown`, then leaves the queue group and says goodbye.
 pub async fn run(
@@ -28,7 +29,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let subjects = config.nats.subjects()?;
     let js = async_nats::jetstream::new(client.clone());
-    let store = Store::open(js, &config.bucket, config.replicas).await?;
+    let description = "MRC user directory: user token -> live sessions";
+    let store = Bucket::open(js, &config.bucket, config.replicas, description).await?;
     let directory = Directory::new(store);
     let follower = directory.follow(shutdown.clone()).await?;
     let (users, gateways) = directory.mirror().counts();

@@ -10,9 +10,48 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::kv::{Change, ChangeKind};
 use crate::ident::{GatewayId, UserId};
 use crate::protocol::record::{SessionRecord, UserRecord};
+use crate::store::{Entry as BucketEntry, Replica};
+
+/// One directory change, decoded from a bucket entry.
+#[derive(Debug)]
+pub struct Change {
+    /// The stream sequence of the change (the key's new revision).
+    pub revision: u64,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug)]
+pub enum ChangeKind {
+    /// The user's sessions are now these.
+    Put(UserId, UserRecord),
+    /// The user has no sessions any more.
+    Delete(UserId),
+    /// An entry MRC did not write (bad key or value): skipped, but it still advances the
+    /// revision the mirror has applied.
+    Foreign(String),
+}
+
+impl Change {
+    pub fn decode(entry: BucketEntry) -> Self {
+        let kind = match (UserId::from_token(&entry.key), entry.value) {
+            (Err(e), _) => ChangeKind::Foreign(format!("key {:?}: {e}", entry.key)),
+            (Ok(user), Some(value)) => match UserRecord::decode(&value) {
+                Ok(record) => ChangeKind::Put(user, record),
+                Err(e) => ChangeKind::Foreign(format!("value of {:?}: {e}", entry.key)),
+            },
+            (Ok(user), None) => ChangeKind::Delete(user),
+        };
+        if let ChangeKind::Foreign(why) = &kind {
+            tracing::warn!(%why, "skipping a directory entry MRC did not write");
+        }
+        Change {
+            revision: entry.revision,
+            kind,
+        }
+    }
+}
 
 /// One live session of a user, as the mirror keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,15 +183,14 @@ impl Default for Mirror {
     }
 }
 
-impl Mirror {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state
-            .read()
-            .expect("mirror lock is never held across a panic")
+impl Replica for Mirror {
+    type State = State;
+
+    fn load(state: &mut State, entry: BucketEntry) {
+        state.apply(Change::decode(entry));
     }
 
-    /// Replaces everything with a freshly loaded state.
-    pub fn replace(&self, state: State, applied: u64) {
+    fn replace(&self, state: State, applied: u64) {
         *self
             .state
             .write()
@@ -160,8 +198,29 @@ impl Mirror {
         self.applied.send_replace(applied);
     }
 
-    /// Applies one live change from the watch.
-    pub fn apply(&self, change: Change) {
+    fn apply(&self, entry: BucketEntry) {
+        self.apply_change(Change::decode(entry));
+    }
+
+    fn applied(&self) -> u64 {
+        Mirror::applied(self)
+    }
+}
+
+impl Mirror {
+    /// The highest bucket revision applied.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .expect("mirror lock is never held across a panic")
+    }
+
+    /// Applies one decoded change.
+    pub fn apply_change(&self, change: Change) {
         let revision = change.revision;
         self.state
             .write()
@@ -174,10 +233,6 @@ impl Mirror {
             }
             newer
         });
-    }
-
-    pub fn applied(&self) -> u64 {
-        *self.applied.borrow()
     }
 
     /// Waits until the mirror has applied `revision`; false if `timeout` ran out first.
@@ -246,7 +301,6 @@ mod tests {
         };
         Change {
             revision: rev,
-            pending: 0,
             kind: ChangeKind::Put(UserId::new(user).unwrap(), record),
         }
     }
@@ -258,19 +312,18 @@ mod tests {
     #[test]
     fn tracks_users_per_gateway_through_moves_and_deletes() {
         let mirror = Mirror::default();
-        mirror.apply(put(1, "alice", &[("s1", "g1")]));
-        mirror.apply(put(2, "bob", &[("s2", "g1"), ("s3", "g2")]));
+        mirror.apply_change(put(1, "alice", &[("s1", "g1")]));
+        mirror.apply_change(put(2, "bob", &[("s2", "g1"), ("s3", "g2")]));
         assert_eq!(mirror.users_on(&gw("g1")).len(), 2);
-        mirror.apply(put(3, "alice", &[("s4", "g2")]));
+        mirror.apply_change(put(3, "alice", &[("s4", "g2")]));
         assert_eq!(
             mirror.users_on(&gw("g1")),
             vec![UserId::new("bob").unwrap()]
         );
         assert_eq!(mirror.users_on(&gw("g2")).len(), 2);
         let bob = UserId::new("bob").unwrap();
-        mirror.apply(Change {
+        mirror.apply_change(Change {
             revision: 4,
-            pending: 0,
             kind: ChangeKind::Delete(bob.clone()),
         });
         assert!(mirror.entry(&bob).is_none());
@@ -294,7 +347,7 @@ mod tests {
     #[test]
     fn invalid_gateway_ids_in_the_bucket_are_skipped() {
         let mirror = Mirror::default();
-        mirror.apply(put(1, "alice", &[("s1", "bad.gw"), ("s2", "g1")]));
+        mirror.apply_change(put(1, "alice", &[("s1", "bad.gw"), ("s2", "g1")]));
         let entry = mirror.entry(&UserId::new("alice").unwrap()).unwrap();
         assert_eq!(entry.sessions.len(), 1);
         assert_eq!(record_of(&entry.sessions).sessions[0].gateway, "g1");

@@ -1,6 +1,7 @@
 //! The user directory: which sessions of which user live on which gateway.
 //!
-//! The truth is a JetStream KV bucket ([`kv::Store`]); every center keeps a [`Mirror`] of
+//! The truth is a JetStream KV bucket ([`Bucket`]: user token → [`UserRecord`] of live
+//! sessions); every center keeps a [`Mirror`] of
 //! it, fed by a watch, and answers look-ups from memory. Writes are compare-and-swap
 //! loops on one user's record, so concurrent centers never lose each other's updates and
 //! every online/offline transition is observed by exactly one writer.
@@ -8,7 +9,6 @@
 //! Fencing: register and unregister name one session; an unregister or a gateway purge
 //! removes only the sessions it names, never a newer login.
 
-pub mod kv;
 pub mod mirror;
 
 use std::sync::Arc;
@@ -19,7 +19,8 @@ use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::ident::{GatewayId, SessionId, UserId};
-use kv::{Store, WriteError};
+use crate::protocol::record::UserRecord;
+use crate::store::{self, Bucket, WriteError};
 pub use mirror::{Mirror, Session};
 
 /// Compare-and-swap attempts before a write gives up (each lost race means another
@@ -27,6 +28,8 @@ pub use mirror::{Mirror, Session};
 const MAX_WRITE_ATTEMPTS: usize = 32;
 /// How long a look-up waits for the mirror to catch up with the bucket.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most users a look-up reads straight from the bucket when the mirror lags.
+const MAX_DIRECT_READS: usize = 1000;
 /// Concurrent writes while purging one gateway.
 const PURGE_CONCURRENCY: usize = 64;
 
@@ -66,15 +69,18 @@ impl Transition {
 /// The directory as a center uses it.
 #[derive(Clone)]
 pub struct Directory {
-    store: Store,
+    store: Bucket,
     mirror: Arc<Mirror>,
+    /// Asks the follower to reload the mirror (it fell behind).
+    resync: Arc<tokio::sync::Notify>,
 }
 
 impl Directory {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Bucket) -> Self {
         Directory {
             store,
             mirror: Arc::new(Mirror::default()),
+            resync: Arc::default(),
         }
     }
 
@@ -88,12 +94,8 @@ impl Directory {
         &self,
         shutdown: CancellationToken,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let (state, applied, changes) = load(&self.store).await?;
-        self.mirror.replace(state, applied);
         let (store, mirror) = (self.store.clone(), self.mirror.clone());
-        Ok(tokio::spawn(async move {
-            follow(store, mirror, changes, shutdown).await
-        }))
+        store::follow(store, mirror, self.resync.clone(), shutdown).await
     }
 
     /// Adds (or refreshes) one session of `user` on `gateway`.
@@ -149,14 +151,45 @@ impl Directory {
     pub async fn lookup(&self, users: &[UserId]) -> Vec<Vec<Session>> {
         let mut found = self.mirror.sessions(users);
         let misses: Vec<usize> = (0..users.len()).filter(|&i| found[i].is_empty()).collect();
-        if misses.is_empty() || !self.barrier().await {
+        if misses.is_empty() {
             return found;
         }
         let again: Vec<UserId> = misses.iter().map(|&i| users[i].clone()).collect();
-        for (i, sessions) in misses.into_iter().zip(self.mirror.sessions(&again)) {
+        let fresh = if self.barrier().await {
+            self.mirror.sessions(&again)
+        } else {
+            // The mirror is behind: its watch may be stalled after a NATS node failure.
+            // Ask the bucket itself, and have the mirror reloaded.
+            self.resync.notify_one();
+            self.read_many(&again).await
+        };
+        for (i, sessions) in misses.into_iter().zip(fresh) {
             found[i] = sessions;
         }
         found
+    }
+
+    /// Sessions of `users` read from the bucket, for when the mirror cannot be trusted;
+    /// at most [`MAX_DIRECT_READS`], the rest stay as the mirror says (empty).
+    async fn read_many(&self, users: &[UserId]) -> Vec<Vec<Session>> {
+        let read = users.iter().take(MAX_DIRECT_READS).cloned().map(|user| {
+            let directory = self.clone();
+            async move { directory.read_or_empty(user).await }
+        });
+        let mut sessions: Vec<Vec<Session>> =
+            futures::stream::iter(read).buffered(32).collect().await;
+        sessions.resize(users.len(), Vec::new());
+        sessions
+    }
+
+    async fn read_or_empty(&self, user: UserId) -> Vec<Session> {
+        match self.read(&user).await {
+            Ok(entry) => entry.map(|(_, sessions)| sessions).unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(?user, error = %format!("{e:#}"), "direct directory read failed");
+                Vec::new()
+            }
+        }
     }
 
     /// Waits until the mirror holds everything the bucket held when called. False when the
@@ -205,12 +238,11 @@ impl Directory {
                 continue;
             }
             let result = match (revision, after.is_empty()) {
-                (Some(rev), true) => self.store.remove(user, rev).await.map(|()| 0),
+                (Some(rev), true) => self.store.remove(&user.token(), rev).await.map(|()| 0),
                 (None, true) => unreachable!("an absent user with no sessions is unchanged"),
                 (rev, false) => {
-                    self.store
-                        .write(user, rev, &mirror::record_of(&after))
-                        .await
+                    let record = mirror::record_of(&after).encode();
+                    self.store.write(&user.token(), rev, record).await
                 }
             };
             match result {
@@ -233,80 +265,12 @@ impl Directory {
 
     /// The user's entry straight from the bucket.
     async fn read(&self, user: &UserId) -> anyhow::Result<Option<(u64, Vec<Session>)>> {
-        let Some((rev, record)) = self.store.get(user).await? else {
+        let Some((rev, value)) = self.store.get(&user.token()).await? else {
             return Ok(None);
         };
+        let record = UserRecord::decode(&value)
+            .with_context(|| format!("decoding the directory entry of {user:?}"))?;
         let sessions = mirror::State::default().sessions_of(&record);
         Ok(Some((rev, sessions)))
-    }
-}
-
-type Changes = std::pin::Pin<Box<dyn futures::Stream<Item = anyhow::Result<kv::Change>> + Send>>;
-
-/// Reads the whole bucket into a fresh state; returns it with the watch positioned after it.
-async fn load(store: &Store) -> anyhow::Result<(mirror::State, u64, Changes)> {
-    let mut changes: Changes = Box::pin(store.watch().await?);
-    let bucket = store.state().await?;
-    let mut state = mirror::State::default();
-    let mut applied = 0;
-    if bucket.entries > 0 {
-        let started = std::time::Instant::now();
-        while let Some(change) = changes.next().await {
-            let change = change.context("loading directory")?;
-            let done = change.pending == 0;
-            applied = applied.max(change.revision);
-            state.apply(change);
-            if done {
-                break;
-            }
-        }
-        tracing::info!(
-            entries = bucket.entries,
-            revision = applied,
-            took_ms = started.elapsed().as_millis() as u64,
-            "directory loaded"
-        );
-    }
-    Ok((state, applied, changes))
-}
-
-/// Applies live changes; reloads from scratch when the watch fails or the bucket's
-/// sequence goes backwards (stream recreated).
-async fn follow(
-    store: Store,
-    mirror: Arc<Mirror>,
-    mut changes: Changes,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let reason = loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return,
-                next = changes.next() => next,
-            };
-            match next {
-                Some(Ok(change)) if change.revision <= mirror.applied() && mirror.applied() > 0 => {
-                    break format!("bucket went backwards to revision {}", change.revision);
-                }
-                Some(Ok(change)) => mirror.apply(change),
-                Some(Err(e)) => break format!("{e:#}"),
-                None => break "watch ended".to_string(),
-            }
-        };
-        tracing::warn!(%reason, "reloading directory mirror");
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-            match load(&store).await {
-                Ok((state, applied, fresh)) => {
-                    mirror.replace(state, applied);
-                    changes = fresh;
-                    break;
-                }
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "directory reload failed"),
-            }
-        }
     }
 }

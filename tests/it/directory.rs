@@ -155,3 +155,19 @@ async fn centers_announce_themselves_and_hear_each_other() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn bucket_state_is_read_fresh_from_the_server() {
+    // The read barrier of look-ups depends on this: a cached state made it a no-op.
+    let cluster = Cluster::start(0, 0);
+    let js = async_nats::jetstream::new(cluster.client().await);
+    let bucket = mrc::store::Bucket::open(js, "fresh_state", 1, "test")
+        .await
+        .unwrap();
+    let before = bucket.state().await.unwrap();
+    let revision = bucket.put("k", "v".into()).await.unwrap();
+    let after = bucket.state().await.unwrap();
+    assert_eq!(after.last_revision, revision);
+    assert!(after.last_revision > before.last_revision);
+    assert_eq!(after.entries, before.entries + 1);
+}

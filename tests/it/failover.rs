@@ -146,7 +146,14 @@ async fn losing_one_nats_node_of_three_loses_no_message_reported_delivered() {
     // The replicated directory still knows both users, and takes new logins.
     let client = cluster.client().await;
     assert_eq!(online(&client, &["alice", "bob"]).await, ["alice", "bob"]);
-    let mut carol = login(cluster.ws(1), "carol").await;
+    // Directory writes may need a moment longer than routing to come back (a new stream
+    // leader); a client whose login is refused `unavailable` tries again.
+    let mut carol =
+        crate::support::eventually(Duration::from_secs(30), "carol logs in", || async {
+            let mut ws = crate::support::client::connect(cluster.ws(1)).await;
+            ws.login("carol").await.ok().map(|_| ws)
+        })
+        .await;
     let (report, _) = send(&mut alice, &["carol"], "after", "1").await;
     assert_eq!(report["carol"], Delivered);
     assert_eq!(
