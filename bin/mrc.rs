@@ -78,6 +78,8 @@ enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Load-test a running cluster (docs/PERFORMANCE.md; scripts/bench.sh runs it).
+    Bench(mrc::bench::Args),
     /// List the centers that answer `$SRV.PING.mrc-center`.
     Centers {
         /// How long to collect answers (ms).
@@ -115,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             gateway,
             count,
         } => listen(user.as_deref(), token.as_deref(), &gateway, count).await,
+        Command::Bench(args) => mrc::bench::run(args, cli.nats).await,
         command => {
             let mut nats = cli.nats.clone();
             nats.connect_timeout_ms = nats.connect_timeout_ms.min(3000);
@@ -159,7 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 Command::Centers { wait_ms } => {
                     centers(&client, Duration::from_millis(wait_ms)).await?
                 }
-                Command::Listen { .. } => unreachable!("handled above"),
+                Command::Listen { .. } | Command::Bench(_) => unreachable!("handled above"),
             };
             client.flush().await.ok();
             Ok(code)

@@ -13,7 +13,9 @@
 //! - [`gateway`]: client sessions, routing, delivery and backend ingress.
 //! - [`client`]: a WebSocket client of a gateway (the CLI and tests use it).
 //! - [`shutdown`], [`telemetry`]: signals and logging.
+//! - [`bench`]: `mrc bench`, the load generator (docs/PERFORMANCE.md).
 
+pub mod bench;
 pub mod center;
 pub mod client;
 pub mod config;

@@ -1,0 +1,332 @@
+//! The bench's own WebSocket connections to the gateways, and the frames it sends and
+//! reads. Lean on purpose: small buffers (thousands of connections), a source address per
+//! connection (to spread ephemeral ports over 127.0.0.x), and receipts classified by a
+//! cheap scan of the gateway's frames instead of a full decode.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::protocol::client::{Incoming, Outgoing};
+use crate::protocol::code::Outcome;
+
+pub type Ws = WebSocketStream<TcpStream>;
+pub type Sink = SplitSink<Ws, Message>;
+pub type Stream = SplitStream<Ws>;
+
+/// A gateway's WebSocket URL and the address it resolves to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// Parses `ws://127.0.0.1:8080/ws`. Only loopback addresses are accepted: the bench
+    /// generates load and must never aim it at another machine by mistake.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let uri: Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
+        if uri.scheme_str() != Some("ws") {
+            bail!("{url}: only ws:// URLs are supported");
+        }
+        let host = uri.host().context("the URL has no host")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip: IpAddr = if host == "localhost" {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            host.parse()
+                .with_context(|| format!("{url}: give the gateway as an IP address"))?
+        };
+        if !ip.is_loopback() {
+            bail!("{url}: the bench only targets loopback addresses");
+        }
+        Ok(Target {
+            url: url.to_string(),
+            addr: SocketAddr::new(ip, uri.port_u16().unwrap_or(80)),
+        })
+    }
+}
+
+/// Source addresses 127.0.0.2 .. 127.0.0.(n+1): each has its own ~28k ephemeral ports.
+pub fn source_ips(n: usize) -> Vec<IpAddr> {
+    (0..n.clamp(1, 250))
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8)))
+        .collect()
+}
+
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(Some(1024 * 1024))
+        .max_frame_size(Some(1024 * 1024))
+}
+
+/// Opens a WebSocket from `source` (when given) to `target`.
+pub async fn open(target: &Target, source: Option<IpAddr>) -> anyhow::Result<Ws> {
+    let socket = match target.addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(ip) = source.filter(|ip| ip.is_ipv4() == target.addr.is_ipv4()) {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("binding a source port on {ip}"))?;
+    }
+    let stream = socket
+        .connect(target.addr)
+        .await
+        .with_context(|| format!("connecting to {}", target.addr))?;
+    stream.set_nodelay(true)?;
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(target.url.as_str(), stream, Some(config()))
+            .await
+            .with_context(|| format!("WebSocket handshake with {}", target.url))?;
+    Ok(ws)
+}
+
+/// Logs in as `user` (dev-auth gateways) and waits for `welcome`, within `timeout`.
+pub async fn login(
+    target: &Target,
+    source: Option<IpAddr>,
+    user: &str,
+    timeout: Duration,
+) -> anyhow::Result<Ws> {
+    let attempt = async {
+        let mut ws = open(target, source).await?;
+        let login = Outgoing::Login {
+            user: Some(user),
+            token: None,
+        };
+        ws.send(Message::text(login.encode())).await?;
+        while let Some(message) = ws.next().await {
+            if let Message::Text(text) = message? {
+                return match classify(text.as_str()) {
+                    Frame::Welcome => Ok(ws),
+                    _ => bail!("login refused: {}", text.as_str()),
+                };
+            }
+        }
+        bail!("the gateway closed the connection during login")
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .with_context(|| format!("no welcome within {timeout:?}"))?
+}
+
+/// The body of a bench message: `{"t":<µs>,"s":<step>,"p":"xxx…"}`, padded to `size`
+/// bytes when `size` allows. `t` is the intended send time on the bench's clock.
+pub fn body(t_us: u64, step: usize, size: usize) -> Box<RawValue> {
+    let head = format!(r#"{{"t":{t_us},"s":{step},"p":""#);
+    let pad = size.saturating_sub(head.len() + 2);
+    let mut text = String::with_capacity(head.len() + pad + 2);
+    text.push_str(&head);
+    text.extend(std::iter::repeat_n('x', pad));
+    text.push_str("\"}");
+    RawValue::from_string(text).expect("the bench body is valid JSON")
+}
+
+/// A `send` frame for `to`.
+pub fn send_frame(to: &[String], body: &RawValue) -> String {
+    Outgoing::Send { to, id: None, body }.encode()
+}
+
+/// What a frame from the gateway is, as far as the bench cares.
+#[derive(Debug, PartialEq)]
+pub enum Frame<'a> {
+    /// A bench message: intended send time (µs) and step.
+    Msg {
+        t_us: u64,
+        step: usize,
+    },
+    /// A `msg` whose body is not a bench body.
+    ForeignMsg,
+    /// A report; the outcome of each receiver.
+    Report(Vec<Outcome>),
+    Welcome,
+    Error(String),
+    Bye(&'a str),
+    Other,
+}
+
+/// Classifies one frame. The gateway writes `op` first and a message's `body` last, so a
+/// scan finds the bench's fields; anything unusual falls back to a full decode.
+pub fn classify(text: &str) -> Frame<'_> {
+    if text.starts_with(r#"{"op":"msg""#) {
+        if let Some(frame) = scan_msg(text) {
+            return frame;
+        }
+    } else if text.starts_with(r#"{"op":"report""#) {
+        if let Some(outcomes) = scan_report(text) {
+            return Frame::Report(outcomes);
+        }
+    } else if text.starts_with(r#"{"op":"welcome""#) {
+        return Frame::Welcome;
+    } else if let Some(rest) = text.strip_prefix(r#"{"op":"bye","reason":""#) {
+        return Frame::Bye(rest.split('"').next().unwrap_or(""));
+    }
+    decode(text)
+}
+
+fn number_after<'a>(text: &'a str, key: &str) -> Option<(u64, &'a str)> {
+    let rest = &text[text.find(key)? + key.len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    Some((rest[..end].parse().ok()?, &rest[end..]))
+}
+
+fn scan_msg(text: &str) -> Option<Frame<'static>> {
+    let body = &text[text.rfind(r#""body":{"t":"#)? + 7..];
+    let (t_us, rest) = number_after(body, r#"{"t":"#)?;
+    let (step, _) = number_after(rest, r#","s":"#)?;
+    Some(Frame::Msg {
+        t_us,
+        step: usize::try_from(step).ok()?,
+    })
+}
+
+fn scan_report(text: &str) -> Option<Vec<Outcome>> {
+    let key = r#""status":{"#;
+    let rest = &text[text.find(key)? + key.len()..];
+    let status = &rest[..rest.find('}')?];
+    status
+        .split(',')
+        .map(|entry| {
+            let value = entry.rsplit(':').next()?.trim_matches('"');
+            serde_json::from_str(&format!("\"{value}\"")).ok()
+        })
+        .collect()
+}
+
+fn decode(text: &str) -> Frame<'_> {
+    let Ok(frame) = serde_json::from_str::<Incoming>(text) else {
+        return Frame::Other;
+    };
+    match frame.op.as_str() {
+        "msg" => {
+            let fields = frame
+                .body
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(b.get()).ok())
+                .and_then(|b| Some((b.get("t")?.as_u64()?, b.get("s")?.as_u64()?)));
+            match fields {
+                Some((t_us, step)) => Frame::Msg {
+                    t_us,
+                    step: step as usize,
+                },
+                None => Frame::ForeignMsg,
+            }
+        }
+        "report" => Frame::Report(frame.status.unwrap_or_default().into_values().collect()),
+        "welcome" => Frame::Welcome,
+        "error" => Frame::Error(frame.code.map_or("unknown".into(), |c| c.to_string())),
+        "bye" => Frame::Bye("bye"),
+        _ => Frame::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::client::{Frame as Out, Report};
+
+    #[test]
+    fn targets_are_loopback_only() {
+        let t = Target::parse("ws://127.0.0.1:8080/ws").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(Target::parse("ws://localhost:9/ws").unwrap().addr.port(), 9);
+        assert!(Target::parse("ws://[::1]:8080/ws").is_ok());
+        assert!(Target::parse("ws://10.0.0.1:8080/ws").is_err());
+        assert!(Target::parse("ws://example.com/ws").is_err());
+        assert!(Target::parse("wss://127.0.0.1/ws").is_err());
+        assert_eq!(source_ips(2)[1].to_string(), "127.0.0.3");
+    }
+
+    #[test]
+    fn bodies_have_the_requested_size() {
+        let b = body(123_456, 3, 128);
+        assert_eq!(b.get().len(), 128);
+        assert!(b.get().starts_with(r#"{"t":123456,"s":3,"p":"xxx"#));
+        assert!(
+            body(1, 0, 10).get().len() > 10,
+            "too small to pad: minimal body"
+        );
+    }
+
+    #[test]
+    fn gateway_frames_are_classified_by_scan() {
+        let to = vec!["u1".to_string()];
+        let b = body(987_654, 2, 64);
+        let msg = Out::Msg {
+            id: "01J",
+            from: Some("u0"),
+            to: &to,
+            ts: 1,
+            body: &b,
+        }
+        .encode();
+        let text = std::str::from_utf8(&msg).unwrap();
+        assert_eq!(
+            scan_msg(text),
+            Some(Frame::Msg {
+                t_us: 987_654,
+                step: 2
+            })
+        );
+        assert_eq!(classify(text), decode(text), "scan and decode agree");
+
+        let report = Report {
+            id: "m".into(),
+            status: [
+                ("u1".to_string(), Outcome::Delivered),
+                ("u2".to_string(), Outcome::Offline),
+            ]
+            .into(),
+        };
+        let text = Out::Report { report: &report }.encode();
+        let text = std::str::from_utf8(&text).unwrap();
+        assert_eq!(
+            classify(text),
+            Frame::Report(vec![Outcome::Delivered, Outcome::Offline])
+        );
+        assert_eq!(classify(text), decode(text));
+
+        assert_eq!(
+            classify(r#"{"op":"bye","reason":"slow_consumer"}"#),
+            Frame::Bye("slow_consumer")
+        );
+        assert_eq!(
+            classify(r#"{"op":"error","code":"rate_limited","message":"x"}"#),
+            Frame::Error("rate_limited".into())
+        );
+        assert_eq!(
+            classify(r#"{"op":"welcome","user":"a","session":"s","gateway":"g"}"#),
+            Frame::Welcome
+        );
+        assert_eq!(
+            classify(r#"{"op":"msg","id":"1","to":["a"],"ts":1,"body":"hi"}"#),
+            Frame::ForeignMsg
+        );
+        assert_eq!(classify("not json"), Frame::Other);
+    }
+
+    #[test]
+    fn send_frames_carry_the_body_untouched() {
+        let b = body(5, 0, 40);
+        let frame = send_frame(&["a".to_string(), "b".to_string()], &b);
+        assert_eq!(
+            frame,
+            format!(r#"{{"op":"send","to":["a","b"],"body":{}}}"#, b.get())
+        );
+    }
+}

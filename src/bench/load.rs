@@ -1,0 +1,542 @@
+//! The stepped open-loop load (`1to1`, `multi`): U users log in across the gateways,
+//! then a few sender tasks send messages from random users to random users on another
+//! gateway at each offered rate in turn, while one reader task per connection records
+//! what arrives.
+//!
+//! Each step is followed by a drain pause, so every message is counted in the step that
+//! sent it (its body names the step) and no backlog leaks into the next step's figures.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{self, Frame, Sink, Stream, Target};
+use super::fleet;
+use super::output::{progress, Output};
+use super::procs::{self, Watched};
+use super::schedule::{self, Plan};
+use super::stats::{Micros, Percentiles, Rate, Sharded};
+use crate::protocol::code::Outcome;
+
+/// What one run of the load needs.
+pub struct Config {
+    pub scenario: &'static str,
+    pub users: usize,
+    pub payload: usize,
+    pub steps: Vec<u64>,
+    pub step: Duration,
+    pub drain: Duration,
+    /// Receivers per message.
+    pub fanout: usize,
+    pub senders: usize,
+    pub keep_going: bool,
+    pub connect_concurrency: usize,
+    pub sources: Vec<IpAddr>,
+    /// Prefix of this run's user ids.
+    pub prefix: String,
+}
+
+/// The figures of one step.
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    pub offered: u64,
+    pub sent: u64,
+    pub expected: u64,
+    pub delivered: u64,
+    pub delivered_per_sec: f64,
+    pub lost: u64,
+    pub latency: Percentiles,
+    pub not_delivered: u64,
+}
+
+impl StepResult {
+    /// Far from keeping up: fewer deliveries than 90% of the offered rate, loss, or
+    /// latency beyond a second.
+    pub fn saturated(&self, fanout: usize) -> bool {
+        let offered = (self.offered * fanout as u64) as f64;
+        self.delivered_per_sec < 0.9 * offered
+            || self.lost * 1000 > self.expected
+            || self.latency.p99 > 1_000_000
+    }
+}
+
+/// Counters of one step; readers and senders update them without locks.
+#[derive(Default)]
+struct StepCounters {
+    sent: AtomicU64,
+    unsent: AtomicU64,
+    send_failed: AtomicU64,
+    delivered: AtomicU64,
+    reports_delivered: AtomicU64,
+    lag_max_us: AtomicU64,
+}
+
+/// What senders and readers share.
+struct Shared {
+    epoch: Instant,
+    steps: Vec<StepCounters>,
+    current: AtomicUsize,
+    latency: Sharded,
+    /// Rare events by name: non-delivered outcomes, error codes, bye reasons.
+    events: Mutex<BTreeMap<(usize, String), u64>>,
+    closed: AtomicU64,
+    foreign: AtomicU64,
+}
+
+impl Shared {
+    fn event(&self, step: usize, name: String) {
+        let mut events = self.events.lock().expect("never held across a panic");
+        *events.entry((step, name)).or_default() += 1;
+    }
+
+    fn events_of(&self, step: usize) -> BTreeMap<String, u64> {
+        let events = self.events.lock().expect("never held across a panic");
+        events
+            .iter()
+            .filter(|((s, _), _)| *s == step)
+            .map(|((_, name), n)| (name.clone(), *n))
+            .collect()
+    }
+
+    fn receipt(&self, shard: usize, text: &str) {
+        let current = self.current.load(Relaxed);
+        match conn::classify(text) {
+            Frame::Msg { t_us, step } => {
+                let Some(counters) = self.steps.get(step) else {
+                    self.foreign.fetch_add(1, Relaxed);
+                    return;
+                };
+                let now_us = self.epoch.elapsed().as_micros() as u64;
+                self.latency
+                    .record(shard, step, now_us.saturating_sub(t_us));
+                counters.delivered.fetch_add(1, Relaxed);
+            }
+            Frame::Report(outcomes) => {
+                for outcome in outcomes {
+                    if outcome == Outcome::Delivered {
+                        self.steps[current].reports_delivered.fetch_add(1, Relaxed);
+                    } else {
+                        self.event(current, format!("report:{}", outcome.as_str()));
+                    }
+                }
+            }
+            Frame::Error(code) => self.event(current, format!("error:{code}")),
+            Frame::Bye(reason) => self.event(current, format!("bye:{reason}")),
+            Frame::ForeignMsg | Frame::Welcome | Frame::Other => {
+                self.foreign.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// One reader per connection, until the connection ends or `cancel`.
+async fn read(mut stream: Stream, shared: Arc<Shared>, shard: usize, cancel: CancellationToken) {
+    loop {
+        let next = tokio::select! {
+            () = cancel.cancelled() => return,
+            next = stream.next() => next,
+        };
+        match next {
+            Some(Ok(Message::Text(text))) => shared.receipt(shard, text.as_str()),
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                shared.closed.fetch_add(1, Relaxed);
+                return;
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// A connection's sending half.
+struct Peer {
+    sink: Sink,
+    gateway: usize,
+    alive: bool,
+}
+
+/// One timer-driven sender task's connections and state.
+struct Sender {
+    peers: Vec<Peer>,
+    next: usize,
+    /// Receivers to pick from, per sending gateway (users on the other gateways).
+    receivers: Arc<Vec<Vec<String>>>,
+    fanout: usize,
+    payload: usize,
+    rng: u64,
+}
+
+/// How long one write may block before the connection is given up.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long past its step a sender keeps sending what is still due.
+const SEND_SLACK: Duration = Duration::from_secs(2);
+
+impl Sender {
+    fn random(&mut self) -> u64 {
+        // xorshift64*: plenty for picking receivers.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn pick_receivers(&mut self, gateway: usize) -> Vec<String> {
+        let pool = self.receivers.clone();
+        let pool = &pool[gateway];
+        let want = self.fanout.min(pool.len());
+        let mut picked: Vec<usize> = Vec::with_capacity(want);
+        for _ in 0..want * 8 {
+            if picked.len() == want {
+                break;
+            }
+            let i = (self.random() % pool.len() as u64) as usize;
+            if !picked.contains(&i) {
+                picked.push(i);
+            }
+        }
+        picked.into_iter().map(|i| pool[i].clone()).collect()
+    }
+
+    /// Sends one message from the next live connection; false when none is left.
+    async fn send_one(&mut self, t_us: u64, step: usize, counters: &StepCounters) -> bool {
+        let n = self.peers.len();
+        let Some(k) = (0..n)
+            .map(|d| (self.next + d) % n)
+            .find(|&k| self.peers[k].alive)
+        else {
+            return false;
+        };
+        self.next = (k + 1) % n;
+        let to = self.pick_receivers(self.peers[k].gateway);
+        let frame = conn::send_frame(&to, &conn::body(t_us, step, self.payload));
+        let peer = &mut self.peers[k];
+        match tokio::time::timeout(SEND_TIMEOUT, peer.sink.send(Message::text(frame))).await {
+            Ok(Ok(())) => {
+                counters.sent.fetch_add(1, Relaxed);
+            }
+            _ => {
+                peer.alive = false;
+                counters.send_failed.fetch_add(1, Relaxed);
+            }
+        }
+        true
+    }
+
+    /// Sends this task's share of a step on schedule, never waiting for replies.
+    async fn run_step(
+        mut self,
+        step: usize,
+        plan: Plan,
+        start: Instant,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let counters = &shared.steps[step];
+        let hard_end = start + plan.duration + SEND_SLACK;
+        tokio::time::sleep_until(start).await;
+        let mut j = 0;
+        let mut lag_max = Duration::ZERO;
+        'step: while j < plan.count {
+            let now = Instant::now();
+            if now >= hard_end {
+                break;
+            }
+            let due = plan.due(now - start);
+            while j < due {
+                let intended = start + plan.offset(j);
+                lag_max = lag_max.max(Instant::now().saturating_duration_since(intended));
+                let t_us = (intended - shared.epoch).as_micros() as u64;
+                if !self.send_one(t_us, step, counters).await {
+                    break 'step;
+                }
+                j += 1;
+            }
+            if j < plan.count {
+                tokio::time::sleep_until(start + plan.offset(j)).await;
+            }
+        }
+        counters.unsent.fetch_add(plan.count - j, Relaxed);
+        counters
+            .lag_max_us
+            .fetch_max(lag_max.as_micros() as u64, Relaxed);
+        self
+    }
+
+    async fn close(mut self) {
+        let closes = self.peers.iter_mut().map(|p| async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), p.sink.close()).await;
+        });
+        futures::future::join_all(closes).await;
+    }
+}
+
+/// Runs the load and returns each step's figures.
+pub async fn run(
+    cfg: &Config,
+    targets: &[Target],
+    watched: &Watched,
+    out: &mut Output,
+) -> anyhow::Result<Vec<StepResult>> {
+    let users: Vec<(String, usize)> = (0..cfg.users)
+        .map(|i| (format!("{}-{i}", cfg.prefix), i % targets.len()))
+        .collect();
+    let fleet = fleet::connect_all(
+        &users,
+        targets,
+        &cfg.sources,
+        cfg.connect_concurrency,
+        Duration::from_secs(30),
+        "logging in",
+    )
+    .await;
+    println!(
+        "{}: {} users logged in on {} gateway(s) in {:.1}s ({} failed{})",
+        cfg.scenario,
+        fleet.conns.len(),
+        targets.len(),
+        fleet.elapsed.as_secs_f64(),
+        fleet.failed,
+        fleet
+            .first_error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    );
+    if fleet.conns.len() < 2 || fleet.conns.len() * 2 < users.len() {
+        anyhow::bail!("too few users could log in");
+    }
+    let mut receivers = vec![Vec::new(); targets.len()];
+    for (i, _) in &fleet.conns {
+        let (user, gateway) = &users[*i];
+        for (g, pool) in receivers.iter_mut().enumerate() {
+            if g != *gateway || targets.len() == 1 {
+                pool.push(user.clone());
+            }
+        }
+    }
+    let receivers = Arc::new(receivers);
+    let shared = Arc::new(Shared {
+        epoch: Instant::now(),
+        steps: cfg.steps.iter().map(|_| StepCounters::default()).collect(),
+        current: AtomicUsize::new(0),
+        latency: Sharded::new(16, cfg.steps.len()),
+        events: Mutex::new(BTreeMap::new()),
+        closed: AtomicU64::new(0),
+        foreign: AtomicU64::new(0),
+    });
+    let cancel = CancellationToken::new();
+    let mut readers = Vec::with_capacity(fleet.conns.len());
+    let mut senders: Vec<Sender> = (0..cfg.senders.max(1))
+        .map(|k| Sender {
+            peers: Vec::new(),
+            next: 0,
+            receivers: receivers.clone(),
+            fanout: cfg.fanout,
+            payload: cfg.payload,
+            rng: 0x9E37_79B9_7F4A_7C15 ^ (k as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+        })
+        .collect();
+    let n_senders = senders.len();
+    for (k, (i, ws)) in fleet.conns.into_iter().enumerate() {
+        let (sink, stream) = ws.split();
+        let shard = k % shared.latency.shards();
+        readers.push(tokio::spawn(read(
+            stream,
+            shared.clone(),
+            shard,
+            cancel.clone(),
+        )));
+        senders[k % n_senders].peers.push(Peer {
+            sink,
+            gateway: users[i].1,
+            alive: true,
+        });
+    }
+
+    print_header(cfg);
+    let mut results = Vec::new();
+    for (step, &rate) in cfg.steps.iter().enumerate() {
+        shared.current.store(step, Relaxed);
+        let (result, back) = run_step(cfg, step, rate, senders, &shared, watched, out).await;
+        senders = back;
+        let saturated = result.saturated(cfg.fanout);
+        results.push(result);
+        if saturated && !cfg.keep_going && step + 1 < cfg.steps.len() {
+            println!("  saturated at {rate}/s: higher steps skipped (--keep-going runs them)");
+            break;
+        }
+    }
+    cancel.cancel();
+    futures::future::join_all(senders.into_iter().map(Sender::close)).await;
+    for reader in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+    }
+    let foreign = shared.foreign.load(Relaxed);
+    if foreign > 0 {
+        println!("  {foreign} frames were not bench messages (ignored)");
+    }
+    Ok(results)
+}
+
+fn print_header(cfg: &Config) {
+    println!(
+        "{}: {} B payload, {} receiver(s) per message, {}s per step, {} sender tasks",
+        cfg.scenario,
+        cfg.payload,
+        cfg.fanout,
+        cfg.step.as_secs_f64(),
+        cfg.senders
+    );
+    println!(
+        "  {:>9} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>8}",
+        "offered",
+        "sent",
+        "delivered",
+        "deliv/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "lost",
+        "not-deliv",
+        "lag-max"
+    );
+}
+
+/// One step: send on schedule with a progress line per second, drain, summarize.
+async fn run_step(
+    cfg: &Config,
+    step: usize,
+    rate: u64,
+    senders: Vec<Sender>,
+    shared: &Arc<Shared>,
+    watched: &Watched,
+    out: &mut Output,
+) -> (StepResult, Vec<Sender>) {
+    let total = schedule::step_total(rate, cfg.step);
+    let parts = schedule::split(total, senders.len());
+    let before = watched.sample();
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut tasks = futures::future::join_all(senders.into_iter().zip(parts).map(|(s, count)| {
+        let plan = Plan {
+            count,
+            duration: cfg.step,
+        };
+        tokio::spawn(s.run_step(step, plan, start, shared.clone()))
+    }));
+    let counters = &shared.steps[step];
+    let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let mut last = (watched.sample(), 0u64);
+    let joined = loop {
+        tokio::select! {
+            joined = &mut tasks => break joined,
+            _ = tick.tick() => {
+                let now = watched.sample();
+                let delivered = counters.delivered.load(Relaxed);
+                progress(&format!(
+                    "{rate}/s t={:.0}s sent {} delivered {} ({}) | {}",
+                    start.elapsed().as_secs_f64(),
+                    counters.sent.load(Relaxed),
+                    delivered,
+                    Rate((delivered - last.1) as f64),
+                    procs::describe(&watched.usage(&last.0, &now)),
+                ));
+                last = (now, delivered);
+            }
+        }
+    };
+    let senders: Vec<Sender> = joined
+        .into_iter()
+        .map(|j| j.expect("a sender task never panics"))
+        .collect();
+    let window = start.elapsed();
+    let in_window = counters.delivered.load(Relaxed);
+    let after = watched.sample();
+    let sent = counters.sent.load(Relaxed);
+    let expected = sent * cfg.fanout as u64;
+    let drain_end = Instant::now() + cfg.drain;
+    while counters.delivered.load(Relaxed) < expected && Instant::now() < drain_end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = counters.delivered.load(Relaxed);
+    let events = shared.events_of(step);
+    let not_delivered = events
+        .iter()
+        .filter(|(k, _)| k.starts_with("report:"))
+        .map(|(_, n)| n)
+        .sum();
+    let result = StepResult {
+        offered: rate,
+        sent,
+        expected,
+        delivered,
+        delivered_per_sec: in_window as f64 / window.as_secs_f64(),
+        lost: expected.saturating_sub(delivered),
+        latency: Percentiles::of(&shared.latency.merged(step)),
+        not_delivered,
+    };
+    let usage = watched.usage(&before, &after);
+    let lag = counters.lag_max_us.load(Relaxed);
+    let l = result.latency;
+    println!(
+        "  {:>9} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>8}",
+        format!("{}", Rate(rate as f64)),
+        sent,
+        delivered,
+        format!("{}", Rate(result.delivered_per_sec)),
+        Micros(l.p50).to_string(),
+        Micros(l.p99).to_string(),
+        Micros(l.p999).to_string(),
+        Micros(l.max).to_string(),
+        result.lost,
+        not_delivered,
+        Micros(lag).to_string(),
+    );
+    println!("  {:>9} {}", "cpu/rss", procs::describe(&usage));
+    let other: Vec<String> = events
+        .iter()
+        .filter(|(k, _)| !k.starts_with("report:"))
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    let failed = counters.send_failed.load(Relaxed);
+    let unsent = counters.unsent.load(Relaxed);
+    if !other.is_empty() || failed > 0 || unsent > 0 {
+        println!(
+            "  {:>9} send failed {failed}, unsent {unsent} {}",
+            "!",
+            other.join(" ")
+        );
+    }
+    out.record(
+        "step",
+        cfg.scenario,
+        serde_json::json!({
+            "step": step,
+            "offered": rate,
+            "users": cfg.users,
+            "payload": cfg.payload,
+            "fanout": cfg.fanout,
+            "duration_s": cfg.step.as_secs_f64(),
+            "window_s": window.as_secs_f64(),
+            "sent": sent,
+            "unsent": unsent,
+            "send_failed": failed,
+            "expected": expected,
+            "delivered": delivered,
+            "delivered_per_s": result.delivered_per_sec,
+            "lost": result.lost,
+            "not_delivered": not_delivered,
+            "reports_delivered": counters.reports_delivered.load(Relaxed),
+            "events": events,
+            "lag_max_us": lag,
+            "latency": l.to_json(),
+            "procs": procs::to_json(&usage),
+        }),
+    );
+    (result, senders)
+}

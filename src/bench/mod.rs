@@ -1,0 +1,351 @@
+//! `mrc bench`: an open-loop load generator for a running cluster, and the raw NATS
+//! baseline it is compared with. docs/PERFORMANCE.md says how to run it and what it
+//! measured; `scripts/bench.sh` starts a cluster and runs every scenario.
+//!
+//! - [`load`]: `1to1` and `multi` — stepped offered rates, latency, loss, reports.
+//! - [`baseline`]: NATS request-reply (N in flight) and publish-subscribe, same payload.
+//! - [`storm`]: `login-storm` and `idle` — logins per second, memory per connection.
+//! - [`conn`], [`fleet`]: the bench's WebSocket clients; [`schedule`], [`stats`],
+//!   [`procs`], [`output`]: rate schedule, histograms, `/proc` readings, results.
+//!
+//! The bench is a client like any other: it speaks the client protocol to gateways and
+//! `mrc.dir.lookup` to centers, and targets loopback addresses only. Every loop is bounded
+//! in count and in time, and the whole run by `--max-secs`.
+//!
+//! A `group` scenario (one message to a 1,000-member group) comes once groups exist.
+
+pub mod baseline;
+pub mod conn;
+pub mod fleet;
+pub mod load;
+pub mod output;
+pub mod procs;
+pub mod schedule;
+pub mod stats;
+pub mod storm;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::ValueEnum;
+
+use crate::config;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Each message to one random user on another gateway.
+    #[value(name = "1to1")]
+    OneToOne,
+    /// Each message to --fanout random users on other gateways.
+    Multi,
+    /// --storm-users logins as fast as possible; logins/s and time until all registered.
+    LoginStorm,
+    /// --idle-users idle logged-in users on the first gateway; RSS per connection.
+    Idle,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::OneToOne => "1to1",
+            Scenario::Multi => "multi",
+            Scenario::LoginStorm => "login-storm",
+            Scenario::Idle => "idle",
+        }
+    }
+}
+
+/// Load-test a running cluster whose gateways run with --insecure-dev-auth (and lifted
+/// rate limits): see docs/PERFORMANCE.md.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[arg(long, value_enum, default_value = "1to1")]
+    pub scenario: Scenario,
+    /// Gateway WebSocket URLs (loopback only); users are split across them.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8080/ws,ws://127.0.0.1:8081/ws"
+    )]
+    pub gateways: Vec<String>,
+    /// Connected users (1to1, multi).
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Message body size in bytes (also the baseline's payload).
+    #[arg(long, default_value_t = 128)]
+    pub payload: usize,
+    /// Offered rates in messages per second, one step each.
+    #[arg(long, default_value = "2k,5k,10k,20k,40k,80k")]
+    pub steps: String,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 10.0)]
+    pub step_secs: f64,
+    /// Seconds to wait after a step for its last messages before counting them lost.
+    #[arg(long, default_value_t = 3.0)]
+    pub drain_secs: f64,
+    /// Receivers per message (multi).
+    #[arg(long, default_value_t = 10)]
+    pub fanout: usize,
+    /// Timer tasks that send (the connections are split among them).
+    #[arg(long, default_value_t = 4)]
+    pub senders: usize,
+    /// Run every step even after the cluster saturated.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Seconds per raw NATS baseline measurement (0: skip the baseline).
+    #[arg(long, default_value_t = 5.0)]
+    pub baseline_secs: f64,
+    /// Requests in flight in the request-reply baseline.
+    #[arg(long, default_value_t = 64)]
+    pub baseline_in_flight: usize,
+    /// Logins in the login storm.
+    #[arg(long, default_value_t = 100_000)]
+    pub storm_users: usize,
+    /// Idle users to reach, one measurement at each level.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    pub idle_users: Vec<usize>,
+    /// Logins in flight at once.
+    #[arg(long, default_value_t = 500)]
+    pub connect_concurrency: usize,
+    /// Source addresses 127.0.0.2.. to spread connections over (0: let the kernel pick).
+    #[arg(long, default_value_t = 8)]
+    pub source_ips: usize,
+    /// Processes to watch, `label=pid`, comma-separated (default: every mrc-gateway,
+    /// mrc-center and nats-server on the machine, found by name). Label gateways gw-1,
+    /// gw-2... in the order of --gateways.
+    #[arg(long, value_delimiter = ',')]
+    pub procs: Vec<String>,
+    /// Append results as JSON lines to this file (for scripts/plot.py).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Free-text label stored with every JSON line (e.g. "before", "after").
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Stop the whole run after this many seconds, whatever it is doing.
+    #[arg(long, default_value_t = 900)]
+    pub max_secs: u64,
+}
+
+impl Args {
+    fn validate(&self) -> anyhow::Result<(Vec<conn::Target>, Vec<u64>)> {
+        if self.gateways.is_empty() {
+            bail!("--gateways: give at least one WebSocket URL");
+        }
+        let targets = self
+            .gateways
+            .iter()
+            .map(|g| conn::Target::parse(g))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let steps = schedule::parse_steps(&self.steps).context("--steps")?;
+        let positive = [
+            ("--users", self.users as f64),
+            ("--step-secs", self.step_secs),
+            ("--fanout", self.fanout as f64),
+            ("--senders", self.senders as f64),
+            ("--connect-concurrency", self.connect_concurrency as f64),
+            ("--max-secs", self.max_secs as f64),
+        ];
+        for (flag, value) in positive {
+            if value.is_nan() || value <= 0.0 {
+                bail!("{flag} must be > 0");
+            }
+        }
+        if !(0.0..=3600.0).contains(&self.baseline_secs)
+            || !(0.0..=3600.0).contains(&self.drain_secs)
+        {
+            bail!("--baseline-secs and --drain-secs must be within 0..=3600");
+        }
+        if self.step_secs > 3600.0 || self.payload > 1024 * 1024 {
+            bail!("--step-secs must be at most 3600 and --payload at most 1 MiB");
+        }
+        Ok((targets, steps))
+    }
+}
+
+/// Runs the chosen scenario; `nats` reaches the cluster's NATS (baseline, look-ups).
+/// Returns the process exit code.
+pub async fn run(args: Args, nats: config::Nats) -> anyhow::Result<u8> {
+    let (targets, steps) = args.validate()?;
+    let limit = Duration::from_secs(args.max_secs);
+    match tokio::time::timeout(limit, scenario(&args, nats, &targets, steps)).await {
+        Ok(result) => result.map(|()| 0),
+        Err(_) => {
+            eprintln!("bench: stopped after --max-secs {}", args.max_secs);
+            Ok(1)
+        }
+    }
+}
+
+async fn scenario(
+    args: &Args,
+    mut nats: config::Nats,
+    targets: &[conn::Target],
+    steps: Vec<u64>,
+) -> anyhow::Result<()> {
+    nats.connect_timeout_ms = nats.connect_timeout_ms.min(3000);
+    let procs = if args.procs.is_empty() {
+        procs::find_by_name(&procs::DEFAULT_NAMES)
+    } else {
+        args.procs
+            .iter()
+            .map(|p| procs::parse_proc(p))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let watched = procs::Watched::new(procs);
+    let run_id = format!("b{}", &nuid::next().to_string()[16..]);
+    let mut out = output::Output::new(args.json.as_deref(), run_id.clone(), args.label.clone())?;
+    let sources = if args.source_ips == 0 {
+        Vec::new()
+    } else {
+        conn::source_ips(args.source_ips)
+    };
+    let watched_labels: Vec<&str> = watched.procs.iter().map(|p| p.label.as_str()).collect();
+    println!(
+        "bench {run_id}: {} | watching {}",
+        args.scenario.name(),
+        watched_labels.join(", ")
+    );
+    let gateway_labels: Vec<String> = (1..=targets.len()).map(|i| format!("gw-{i}")).collect();
+    let gateway_labels: Vec<&str> = gateway_labels.iter().map(String::as_str).collect();
+    let cap = storm::connection_cap(&watched, &gateway_labels);
+    match args.scenario {
+        Scenario::OneToOne | Scenario::Multi => {
+            let base = if args.baseline_secs > 0.0 {
+                let d = Duration::from_secs_f64(args.baseline_secs);
+                Some(
+                    baseline::run(
+                        &nats,
+                        args.payload,
+                        args.baseline_in_flight,
+                        d,
+                        &watched,
+                        &mut out,
+                    )
+                    .await?,
+                )
+            } else {
+                None
+            };
+            let fanout = if args.scenario == Scenario::Multi {
+                args.fanout
+            } else {
+                1
+            };
+            let cfg = load::Config {
+                scenario: args.scenario.name(),
+                users: args.users.min(cap),
+                payload: args.payload,
+                steps,
+                step: Duration::from_secs_f64(args.step_secs),
+                drain: Duration::from_secs_f64(args.drain_secs),
+                fanout,
+                senders: args.senders,
+                keep_going: args.keep_going,
+                connect_concurrency: args.connect_concurrency,
+                sources,
+                prefix: run_id.clone(),
+            };
+            let results = load::run(&cfg, targets, &watched, &mut out).await?;
+            summarize(&cfg, &results, base, &mut out);
+        }
+        Scenario::LoginStorm => {
+            let client = connection::connect(&nats, "mrc bench")
+                .await
+                .ok()
+                .map(|c| c.client);
+            if client.is_none() {
+                println!("login-storm: NATS not reachable: the directory is not checked");
+            }
+            let subjects = nats.subjects()?;
+            let cfg = storm::StormConfig {
+                users: args.storm_users,
+                wave: cap,
+                concurrency: args.connect_concurrency,
+                sources,
+                prefix: run_id.clone(),
+            };
+            if cap < args.storm_users {
+                println!("login-storm: at most {cap} connections at once (open-files limits)");
+            }
+            let nats = client.as_ref().map(|c| (c, &subjects));
+            storm::login_storm(&cfg, targets, &watched, nats, &mut out).await?;
+        }
+        Scenario::Idle => {
+            let mut levels: Vec<usize> = args.idle_users.iter().map(|&n| n.min(cap)).collect();
+            levels.sort_unstable();
+            levels.dedup();
+            if args.idle_users.iter().any(|&n| n > cap) {
+                println!(
+                    "idle: capped at {cap} connections: the open-files limit (RLIMIT_NOFILE) of the bench or gateway is {}",
+                    cap as u64 + 512
+                );
+            }
+            storm::idle(
+                &levels,
+                &targets[0],
+                &watched,
+                args.connect_concurrency,
+                &sources,
+                &run_id,
+                &mut out,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+use crate::connection;
+
+/// The headline figures: saturation rate, its ratio to the NATS baseline, latency at the
+/// rates the targets name.
+fn summarize(
+    cfg: &load::Config,
+    results: &[load::StepResult],
+    base: Option<baseline::Baseline>,
+    out: &mut output::Output,
+) {
+    let Some(best) = results
+        .iter()
+        .max_by(|a, b| a.delivered_per_sec.total_cmp(&b.delivered_per_sec))
+    else {
+        return;
+    };
+    let saturated = results.iter().any(|r| r.saturated(cfg.fanout));
+    let messages_per_sec = best.delivered_per_sec / cfg.fanout as f64;
+    let mut line = format!(
+        "{}: {} {} deliveries ({} messages/s)",
+        cfg.scenario,
+        if saturated {
+            "saturates at"
+        } else {
+            "kept up with every step, best"
+        },
+        stats::Rate(best.delivered_per_sec),
+        stats::Rate(messages_per_sec)
+    );
+    let ratio = base.map(|b| best.delivered_per_sec / b.request_reply);
+    if let (Some(b), Some(r)) = (base, ratio) {
+        line.push_str(&format!(
+            " = {r:.2} x NATS request-reply ({}), {:.3} x NATS pub-sub ({})",
+            stats::Rate(b.request_reply),
+            best.delivered_per_sec / b.pub_sub,
+            stats::Rate(b.pub_sub)
+        ));
+    }
+    println!("{line}");
+    out.record(
+        "summary",
+        cfg.scenario,
+        serde_json::json!({
+            "saturated": saturated,
+            "best_delivered_per_s": best.delivered_per_sec,
+            "best_offered": best.offered,
+            "ratio_request_reply": ratio,
+            "ratio_pub_sub": base.map(|b| best.delivered_per_sec / b.pub_sub),
+            "request_reply_per_s": base.map(|b| b.request_reply),
+            "pub_sub_per_s": base.map(|b| b.pub_sub),
+        }),
+    );
+}

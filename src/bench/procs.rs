@@ -1,0 +1,277 @@
+//! CPU and memory of the processes under test, read from `/proc` (Linux only).
+//!
+//! CPU% is the change of `utime + stime` (`/proc/<pid>/stat`) over wall time, where
+//! 100% is one core; RSS is `VmRSS` from `/proc/<pid>/status`. Clock ticks are taken as
+//! 100 per second (`USER_HZ`, fixed at 100 by the kernel ABI on every Linux platform Rust
+//! targets).
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+/// Kernel clock ticks per second in `/proc/<pid>/stat` (`USER_HZ`).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// The process names looked for when no pids are given.
+pub const DEFAULT_NAMES: [&str; 3] = ["mrc-gateway", "mrc-center", "nats-server"];
+
+/// CPU time used so far (user + system), in clock ticks, from the text of
+/// `/proc/<pid>/stat`. The command name may hold spaces and parentheses, so fields are
+/// counted after its last `)`.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of proc(5); `rest` starts at field 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `kB` field (`VmRSS`, `VmHWM`) of `/proc/<pid>/status`.
+pub fn parse_status_kb(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The soft and hard `Max open files` of `/proc/<pid>/limits` (`None` for unlimited).
+pub fn parse_nofile(limits: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut values = line["Max open files".len()..].split_whitespace();
+    let parse = |v: Option<&str>| -> Option<Option<u64>> {
+        match v? {
+            "unlimited" => Some(None),
+            n => n.parse().ok().map(Some),
+        }
+    };
+    Some((parse(values.next())?, parse(values.next())?))
+}
+
+/// The soft open-files limit of a process (`self` for this one).
+pub fn open_files_limit(pid: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    parse_nofile(&text)?.0.or(Some(u64::MAX))
+}
+
+/// One watched process.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub label: String,
+    pub pid: u32,
+}
+
+/// Parses `label=pid`.
+pub fn parse_proc(text: &str) -> anyhow::Result<Proc> {
+    let Some((label, pid)) = text.split_once('=') else {
+        bail!("{text:?}: expected label=pid, e.g. gw-1=1234");
+    };
+    let pid = pid
+        .trim()
+        .parse()
+        .with_context(|| format!("{text:?}: the pid is not a number"))?;
+    Ok(Proc {
+        label: label.trim().to_string(),
+        pid,
+    })
+}
+
+/// Every process whose name (`/proc/<pid>/comm`) is one of `names`, labelled
+/// `<name>-<n>`. Processes of other users of the machine match too: prefer passing pids.
+pub fn find_by_name(names: &[&str]) -> Vec<Proc> {
+    let mut found: Vec<(String, u32)> = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for entry in entries.flatten().take(1_000_000) {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        let comm = comm.trim();
+        if names.contains(&comm) {
+            found.push((comm.to_string(), pid));
+        }
+    }
+    found.sort();
+    let mut procs = Vec::new();
+    for name in names {
+        for (n, (_, pid)) in found.iter().filter(|(c, _)| c == name).enumerate() {
+            procs.push(Proc {
+                label: format!("{name}-{}", n + 1),
+                pid: *pid,
+            });
+        }
+    }
+    procs
+}
+
+/// One reading of every watched process (`None` fields: the process is gone).
+#[derive(Debug, Clone)]
+pub struct Sample {
+    at: Instant,
+    ticks: Vec<Option<u64>>,
+    rss_kb: Vec<Option<u64>>,
+}
+
+/// CPU and RSS of one process over an interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Usage {
+    pub label: String,
+    /// 100 = one core busy for the whole interval.
+    pub cpu_pct: Option<f64>,
+    /// RSS at the end of the interval.
+    pub rss_kb: Option<u64>,
+}
+
+/// The processes a run watches; the bench itself is always the last one (`bench`).
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub procs: Vec<Proc>,
+}
+
+impl Watched {
+    pub fn new(mut procs: Vec<Proc>) -> Self {
+        procs.push(Proc {
+            label: "bench".into(),
+            pid: std::process::id(),
+        });
+        Watched { procs }
+    }
+
+    pub fn pid_of(&self, label: &str) -> Option<u32> {
+        self.procs.iter().find(|p| p.label == label).map(|p| p.pid)
+    }
+
+    pub fn sample(&self) -> Sample {
+        let read = |pid: u32, file: &str| fs::read_to_string(format!("/proc/{pid}/{file}")).ok();
+        Sample {
+            at: Instant::now(),
+            ticks: self
+                .procs
+                .iter()
+                .map(|p| read(p.pid, "stat").and_then(|s| parse_stat_ticks(&s)))
+                .collect(),
+            rss_kb: self
+                .procs
+                .iter()
+                .map(|p| read(p.pid, "status").and_then(|s| parse_status_kb(&s, "VmRSS")))
+                .collect(),
+        }
+    }
+
+    /// Usage of every process between two samples.
+    pub fn usage(&self, before: &Sample, after: &Sample) -> Vec<Usage> {
+        let wall = after.at.saturating_duration_since(before.at);
+        self.procs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Usage {
+                label: p.label.clone(),
+                cpu_pct: cpu_pct(before.ticks[i], after.ticks[i], wall),
+                rss_kb: after.rss_kb[i],
+            })
+            .collect()
+    }
+}
+
+/// CPU% from two tick readings `wall` apart.
+pub fn cpu_pct(before: Option<u64>, after: Option<u64>, wall: Duration) -> Option<f64> {
+    let (before, after) = (before?, after?);
+    if wall.is_zero() {
+        return None;
+    }
+    let busy = after.saturating_sub(before) as f64 / TICKS_PER_SEC;
+    Some((busy / wall.as_secs_f64() * 1000.0).round() / 10.0)
+}
+
+/// `gw-1 85% 31MB  nats 40% 20MB ...`, for progress lines and tables.
+pub fn describe(usage: &[Usage]) -> String {
+    usage
+        .iter()
+        .map(|u| {
+            let cpu = u.cpu_pct.map_or("-".into(), |c| format!("{c:.0}%"));
+            let rss = u
+                .rss_kb
+                .map_or("-".into(), |kb| format!("{:.0}MB", kb as f64 / 1024.0));
+            format!("{} {cpu} {rss}", u.label)
+        })
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+pub fn to_json(usage: &[Usage]) -> serde_json::Value {
+    usage
+        .iter()
+        .map(|u| {
+            (
+                u.label.clone(),
+                serde_json::json!({"cpu_pct": u.cpu_pct, "rss_kb": u.rss_kb}),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "4242 (mrc (gw) 1) S 1 4242 4242 0 -1 4194560 2045 0 0 0 \
+                        1500 250 0 0 20 0 9 0 123456 2000000 7000 18446744073709551615";
+
+    #[test]
+    fn stat_ticks_skip_odd_command_names() {
+        assert_eq!(parse_stat_ticks(STAT), Some(1750));
+        assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None);
+        assert_eq!(parse_stat_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn status_fields_in_kb() {
+        let status = "Name:\tmrc-gateway\nVmHWM:\t   40960 kB\nVmRSS:\t   30720 kB\nThreads:\t3\n";
+        assert_eq!(parse_status_kb(status, "VmRSS"), Some(30720));
+        assert_eq!(parse_status_kb(status, "VmHWM"), Some(40960));
+        assert_eq!(parse_status_kb(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn open_files_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            20000                20000                files     \n";
+        assert_eq!(parse_nofile(limits), Some((Some(20000), Some(20000))));
+        let open = "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_nofile(open), Some((None, None)));
+        assert_eq!(parse_nofile("nothing"), None);
+        assert!(open_files_limit("self").is_some());
+    }
+
+    #[test]
+    fn cpu_percent_is_one_core_per_hundred() {
+        let second = Duration::from_secs(1);
+        assert_eq!(cpu_pct(Some(100), Some(150), second), Some(50.0));
+        assert_eq!(cpu_pct(Some(0), Some(200), second * 2), Some(100.0));
+        assert_eq!(cpu_pct(None, Some(1), second), None);
+        assert_eq!(cpu_pct(Some(1), Some(2), Duration::ZERO), None);
+    }
+
+    #[test]
+    fn labels_and_pids() {
+        let p = parse_proc("gw-1=4242").unwrap();
+        assert_eq!((p.label.as_str(), p.pid), ("gw-1", 4242));
+        assert!(parse_proc("gw-1").is_err());
+        assert!(parse_proc("gw-1=x").is_err());
+        let watched = Watched::new(vec![p]);
+        assert_eq!(watched.pid_of("bench"), Some(std::process::id()));
+        let before = watched.sample();
+        let after = watched.sample();
+        let usage = watched.usage(&before, &after);
+        assert_eq!(usage.len(), 2);
+        assert!(usage[1].rss_kb.unwrap() > 0, "the bench reads its own RSS");
+        assert!(describe(&usage).contains("bench"));
+    }
+}

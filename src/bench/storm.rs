@@ -1,0 +1,322 @@
+//! Connection scenarios: `login-storm` (many logins as fast as the cluster takes them,
+//! until every one is in the directory) and `idle` (many logged-in users doing nothing:
+//! what each one costs in gateway memory).
+//!
+//! Both are capped by the open-files limit of the bench and of the gateway (one socket
+//! per connection on each side): a storm larger than the cap runs in waves, each wave
+//! logging out before the next one logs in.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::conn::{Target, Ws};
+use super::fleet;
+use super::output::{progress, Output};
+use super::procs::{self, Watched};
+use super::stats::{self, Micros, Percentiles, Rate};
+use crate::connection;
+use crate::protocol::nats::{encode, LookupReply, LookupRequest};
+use crate::subject::{Subjects, DIR_LOOKUP};
+
+/// Sockets kept free for everything else a process opens.
+const FD_RESERVE: u64 = 512;
+
+/// How many connections this machine lets the bench hold at once: the lower of the
+/// bench's and the gateways' open-files limits, less a reserve.
+pub fn connection_cap(watched: &Watched, gateway_labels: &[&str]) -> usize {
+    let mut limit = procs::open_files_limit("self").unwrap_or(1024);
+    for label in gateway_labels {
+        if let Some(pid) = watched.pid_of(label) {
+            if let Some(l) = procs::open_files_limit(&pid.to_string()) {
+                limit = limit.min(l);
+            }
+        }
+    }
+    limit.saturating_sub(FD_RESERVE).max(1) as usize
+}
+
+/// The directory, asked through the centers: how many of `users` are online.
+pub async fn count_online(
+    client: &Client,
+    subjects: &Subjects,
+    users: &[String],
+) -> anyhow::Result<usize> {
+    let mut online = 0;
+    for chunk in users.chunks(1000) {
+        let request = LookupRequest {
+            users: chunk.to_vec(),
+        };
+        let reply: LookupReply = connection::request(
+            client,
+            subjects.dir(DIR_LOOKUP),
+            encode(&request),
+            Duration::from_secs(5),
+        )
+        .await?;
+        online += reply.users.values().filter(|l| !l.is_empty()).count();
+    }
+    Ok(online)
+}
+
+/// Polls the directory until `want(online)` holds or `limit` passes; the time it took.
+async fn wait_directory(
+    nats: Option<(&Client, &Subjects)>,
+    users: &[String],
+    want: impl Fn(usize) -> bool,
+    limit: Duration,
+) -> Option<Duration> {
+    let (client, subjects) = nats?;
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match count_online(client, subjects, users).await {
+            Ok(n) if want(n) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e) => progress(&format!("directory look-up failed: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Closes connections politely, many at once, each bounded in time.
+async fn close_all(conns: Vec<Ws>) {
+    futures::stream::iter(conns)
+        .for_each_concurrent(1000, |mut ws| async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+        })
+        .await;
+}
+
+pub struct StormConfig {
+    pub users: usize,
+    pub wave: usize,
+    pub concurrency: usize,
+    pub sources: Vec<IpAddr>,
+    pub prefix: String,
+}
+
+/// `login-storm`: `users` logins in waves of at most `wave`.
+pub async fn login_storm(
+    cfg: &StormConfig,
+    targets: &[Target],
+    watched: &Watched,
+    nats: Option<(&Client, &Subjects)>,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    let wave = cfg.wave.max(1);
+    let waves = cfg.users.div_ceil(wave);
+    println!(
+        "login-storm: {} logins over {} gateway(s), {} at a time, in {waves} wave(s) of up to {wave}",
+        cfg.users,
+        targets.len(),
+        cfg.concurrency
+    );
+    let (mut ok, mut failed, mut busy) = (0usize, 0usize, Duration::ZERO);
+    let mut latency = stats::histogram();
+    for w in 0..waves {
+        let n = wave.min(cfg.users - w * wave);
+        let users: Vec<(String, usize)> = (0..n)
+            .map(|i| (format!("{}-w{w}-{i}", cfg.prefix), i % targets.len()))
+            .collect();
+        let before = watched.sample();
+        let start = Instant::now();
+        let fleet = fleet::connect_all(
+            &users,
+            targets,
+            &cfg.sources,
+            cfg.concurrency,
+            Duration::from_secs(60),
+            &format!("wave {}/{waves}", w + 1),
+        )
+        .await;
+        let usage = watched.usage(&before, &watched.sample());
+        let logged_in: Vec<String> = fleet
+            .conns
+            .iter()
+            .map(|(i, _)| users[*i].0.clone())
+            .collect();
+        let all = logged_in.len();
+        let registered = wait_directory(nats, &logged_in, |n| n >= all, Duration::from_secs(30))
+            .await
+            .map(|_| start.elapsed());
+        let rate = fleet.conns.len() as f64 / fleet.elapsed.as_secs_f64();
+        let p = Percentiles::of(&fleet.latency);
+        println!(
+            "  wave {}/{waves}: {} logged in, {} failed in {:.2}s = {} (login p50 {}, p99 {}); all in the directory after {}",
+            w + 1,
+            fleet.conns.len(),
+            fleet.failed,
+            fleet.elapsed.as_secs_f64(),
+            Rate(rate),
+            Micros(p.p50),
+            Micros(p.p99),
+            registered.map_or("(not checked)".into(), |d| format!("{:.2}s", d.as_secs_f64())),
+        );
+        println!("  {:>9} {}", "cpu/rss", procs::describe(&usage));
+        if let Some(e) = &fleet.first_error {
+            println!("  first failure: {e}");
+        }
+        out.record(
+            "login_wave",
+            "login-storm",
+            serde_json::json!({
+                "wave": w,
+                "users": n,
+                "ok": fleet.conns.len(),
+                "failed": fleet.failed,
+                "elapsed_s": fleet.elapsed.as_secs_f64(),
+                "logins_per_s": rate,
+                "registered_after_s": registered.map(|d| d.as_secs_f64()),
+                "latency": p.to_json(),
+                "procs": procs::to_json(&usage),
+                "first_error": fleet.first_error,
+            }),
+        );
+        ok += fleet.conns.len();
+        failed += fleet.failed;
+        busy += fleet.elapsed;
+        latency
+            .add(&fleet.latency)
+            .expect("histograms share bounds");
+        close_all(fleet.conns.into_iter().map(|(_, ws)| ws).collect()).await;
+        if w + 1 < waves {
+            let gone = wait_directory(nats, &logged_in, |n| n == 0, Duration::from_secs(60)).await;
+            progress(&format!(
+                "wave {} logged out{}",
+                w + 1,
+                gone.map_or(String::new(), |d| format!(
+                    " (directory empty after {:.1}s)",
+                    d.as_secs_f64()
+                ))
+            ));
+        }
+    }
+    let rate = ok as f64 / busy.as_secs_f64().max(1e-9);
+    let p = Percentiles::of(&latency);
+    println!(
+        "login-storm: {ok} logins ({failed} failed) at {} overall (login p50 {}, p99 {}, max {})",
+        Rate(rate),
+        Micros(p.p50),
+        Micros(p.p99),
+        Micros(p.max)
+    );
+    out.record(
+        "login_storm",
+        "login-storm",
+        serde_json::json!({
+            "users": cfg.users,
+            "waves": waves,
+            "ok": ok,
+            "failed": failed,
+            "logins_per_s": rate,
+            "latency": p.to_json(),
+        }),
+    );
+    Ok(())
+}
+
+/// Keeps an idle connection answering the gateway's pings until it closes or `cancel`.
+async fn keep_alive(ws: Ws, cancel: tokio_util::sync::CancellationToken) {
+    let (mut sink, mut stream) = ws.split();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            next = stream.next() => match next {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+}
+
+/// `idle`: logs in idle users on `target` up to each of `levels` and reports the memory
+/// every watched process gained per connection.
+pub async fn idle(
+    levels: &[usize],
+    target: &Target,
+    watched: &Watched,
+    concurrency: usize,
+    sources: &[IpAddr],
+    prefix: &str,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    println!("idle: idle logged-in users on {}", target.url);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let base = watched.usage(&watched.sample(), &watched.sample());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut have = 0usize;
+    for &level in levels {
+        let users: Vec<(String, usize)> = (have..level)
+            .map(|i| (format!("{prefix}-{i}"), 0))
+            .collect();
+        let fleet = fleet::connect_all(
+            &users,
+            std::slice::from_ref(target),
+            sources,
+            concurrency,
+            Duration::from_secs(60),
+            &format!("idle {level}"),
+        )
+        .await;
+        have += fleet.conns.len();
+        for (_, ws) in fleet.conns {
+            tasks.push(tokio::spawn(keep_alive(ws, cancel.clone())));
+        }
+        // Let allocations settle (welcome frames written, registration replies freed).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = watched.usage(&watched.sample(), &watched.sample());
+        let per_conn: Vec<(String, Option<f64>)> = base
+            .iter()
+            .zip(&now)
+            .map(|(b, n)| {
+                let kb = match (b.rss_kb, n.rss_kb) {
+                    (Some(b), Some(n)) if have > 0 => Some((n as f64 - b as f64) / have as f64),
+                    _ => None,
+                };
+                (n.label.clone(), kb)
+            })
+            .collect();
+        let shown: Vec<String> = per_conn
+            .iter()
+            .filter_map(|(label, kb)| kb.map(|kb| format!("{label} {kb:.2}KB")))
+            .collect();
+        println!(
+            "  {have} idle users ({} failed{}): RSS gained per user: {}",
+            fleet.failed,
+            fleet
+                .first_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default(),
+            shown.join("  ")
+        );
+        println!("  {:>9} {}", "rss", procs::describe(&now));
+        out.record(
+            "idle",
+            "idle",
+            serde_json::json!({
+                "requested": level,
+                "connected": have,
+                "failed": fleet.failed,
+                "per_conn_kb": per_conn.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+                "base": procs::to_json(&base),
+                "procs": procs::to_json(&now),
+            }),
+        );
+        if fleet.failed > 0 && have < level {
+            println!("  stopping: logins failed");
+            break;
+        }
+    }
+    cancel.cancel();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    Ok(())
+}
