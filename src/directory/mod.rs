@@ -27,7 +27,10 @@ pub use mirror::{Mirror, Session};
 /// center wrote the same user in between).
 const MAX_WRITE_ATTEMPTS: usize = 32;
 /// How long a look-up waits for the mirror to catch up with the bucket.
-const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+const BARRIER_TIMEOUT: Duration = Duration::from_millis(700);
+/// How long a barrier waits for the bucket's state. Stream info needs the JetStream meta
+/// leader, which a cluster may be re-electing; direct reads do not, so give up early.
+const STATE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Most users a look-up reads straight from the bucket when the mirror lags.
 const MAX_DIRECT_READS: usize = 1000;
 /// Concurrent writes while purging one gateway.
@@ -64,6 +67,15 @@ impl Transition {
     pub fn changed(&self) -> bool {
         self.before != self.after
     }
+}
+
+/// Whether the mirror holds everything the bucket holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    Current,
+    Behind,
+    /// The bucket's state could not be read.
+    Unknown,
 }
 
 /// The directory as a center uses it.
@@ -155,13 +167,18 @@ impl Directory {
             return found;
         }
         let again: Vec<UserId> = misses.iter().map(|&i| users[i].clone()).collect();
-        let fresh = if self.barrier().await {
-            self.mirror.sessions(&again)
-        } else {
-            // The mirror is behind: its watch may be stalled after a NATS node failure.
-            // Ask the bucket itself, and have the mirror reloaded.
-            self.resync.notify_one();
-            self.read_many(&again).await
+        let fresh = match self.catch_up().await {
+            Freshness::Current => self.mirror.sessions(&again),
+            Freshness::Behind => {
+                // Its watch may be stalled after a NATS node failure: have it reloaded,
+                // and ask the bucket itself meanwhile.
+                tracing::warn!("directory mirror lags the bucket: reading directly, reloading");
+                self.resync.notify_one();
+                self.read_many(&again).await
+            }
+            // The bucket's state is unreadable (e.g. the JetStream meta leader is being
+            // re-elected); direct reads still work.
+            Freshness::Unknown => self.read_many(&again).await,
         };
         for (i, sessions) in misses.into_iter().zip(fresh) {
             found[i] = sessions;
@@ -195,16 +212,30 @@ impl Directory {
     /// Waits until the mirror holds everything the bucket held when called. False when the
     /// bucket could not be read or the mirror did not catch up in time.
     pub async fn barrier(&self) -> bool {
-        match self.store.state().await {
-            Ok(state) => {
-                self.mirror
-                    .wait_applied(state.last_revision, BARRIER_TIMEOUT)
-                    .await
+        self.catch_up().await == Freshness::Current
+    }
+
+    /// Waits until the mirror holds everything the bucket held when called, and says
+    /// whether it does.
+    async fn catch_up(&self) -> Freshness {
+        let state = match tokio::time::timeout(STATE_TIMEOUT, self.store.state()).await {
+            Ok(Ok(state)) => state,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "directory state unreadable");
+                return Freshness::Unknown;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "directory barrier skipped");
-                false
+            Err(_) => {
+                tracing::warn!("directory state not read within {STATE_TIMEOUT:?}");
+                return Freshness::Unknown;
             }
+        };
+        match self
+            .mirror
+            .wait_applied(state.last_revision, BARRIER_TIMEOUT)
+            .await
+        {
+            true => Freshness::Current,
+            false => Freshness::Behind,
         }
     }
 
