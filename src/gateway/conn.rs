@@ -178,6 +178,14 @@ impl Limits {
             let message = format!("body of {size} bytes, limit {}", self.max_body_bytes);
             return Err(with_id(ErrorCode::TooLarge, message));
         }
+        if let Some(from) = &from {
+            if from.len() > self.max_id_bytes || UserId::new(from).is_err() {
+                return Err(with_id(
+                    ErrorCode::BadId,
+                    format!("from {from:?} is not a valid user id"),
+                ));
+            }
+        }
         let message_id = match &id {
             Some(raw) => {
                 MessageId::new(raw).map_err(|e| with_id(ErrorCode::BadId, format!("id: {e}")))?

@@ -60,8 +60,13 @@ struct Flat<'a> {
     token: Option<String>,
     to: Option<Vec<String>>,
     id: Option<String>,
-    #[serde(borrow)]
+    /// Present (even `null`) or absent: `null` is a body like any other.
+    #[serde(default, borrow, deserialize_with = "present")]
     body: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Decodes one inbound frame. Unknown fields are ignored so clients can be newer than us.
@@ -279,6 +284,14 @@ mod tests {
             parse(r#"{"op":"ping"}"#).unwrap(),
             Request::Ping { id: None }
         ));
+    }
+
+    #[test]
+    fn a_null_body_is_a_body() {
+        match parse(r#"{"op":"send","to":["a"],"body":null}"#).unwrap() {
+            Request::Send { body, .. } => assert_eq!(body.get(), "null"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

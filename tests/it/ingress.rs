@@ -99,6 +99,16 @@ async fn bad_ingress_requests_get_error_replies_with_stable_codes() {
         ),
         ("mrc.to.a=b".into(), "hi".into(), ErrorCode::BadId),
         (
+            "mrc.send".into(),
+            r#"{"to":["a"],"from":"","body":1}"#.into(),
+            ErrorCode::BadId,
+        ),
+        (
+            "mrc.send".into(),
+            r#"{"to":["a"],"from":"a\u0007","body":1}"#.into(),
+            ErrorCode::BadId,
+        ),
+        (
             "mrc.to.alice".into(),
             bytes::Bytes::from_static(&[0xff, 0xfe]),
             ErrorCode::BadBody,

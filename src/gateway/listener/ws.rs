@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
@@ -41,7 +41,7 @@ async fn upgrade(
         None => None,
     };
     let Ok(permit) = gw.connections.clone().try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
+        return error_response(ErrorCode::Unavailable, "connection limit reached");
     };
     // The transport refuses frames far beyond the protocol limit; frames between the two
     // get a `too_large` error and the connection lives on.
