@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Benchmarks MRC on this machine, everything on loopback. For each scenario it starts a
+# fresh cluster of its own, runs `mrc bench` against it, and stops it:
+#
+#   nats-server     free port, JetStream in a temporary store dir
+#   mrc-center x2
+#   mrc-gateway x2  --insecure-dev-auth, per-connection rate limit lifted, larger
+#                   outbound queues (the bench is a few users sending a lot)
+#
+# Results: .bench/<time>/results.jsonl (JSON lines), bench.txt (what was printed),
+# logs/, and with --plot the PNGs of scripts/plot.py. docs/PERFORMANCE.md explains them.
+#
+# usage: scripts/bench.sh [--quick] [--scenarios LIST] [--no-build] [--plot] [--perf] [--out DIR] [-- ARGS]
+#   --quick          short steps and small counts (about a minute in all)
+#   --scenarios L    comma-separated: 1to1,multi,login-storm,idle (default: all four)
+#   --no-build       use the release binaries already built
+#   --plot           render PNG plots (installs matplotlib into .tools/py-bench)
+#   --perf           also profile one saturated 1to1 step with `perf record` (cpu-clock)
+#   --out DIR        where results go (default .bench/<time>)
+#   -- ARGS          passed on to every `mrc bench` run (e.g. -- --users 2000)
+#
+# Env: MRC_NATS_SERVER (nats-server to use), CARGO_TARGET_DIR, MRC_BENCH_PERF_RATE
+# (offered rate of the profiled step, default 40k).
+set -euo pipefail
+set -m
+export MRC_LOG=${MRC_LOG:-warn}
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+usage() { sed -n '/^# usage:/,/^#$/p' "$0" | sed -e 's/^# \{0,1\}//' -e '$d'; }
+
+quick=0 build=1 plot=0 perf=0 out="" scenarios="1to1,multi,login-storm,idle"
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --scenarios) scenarios=$2; shift ;;
+    --no-build) build=0 ;;
+    --plot) plot=1 ;;
+    --perf) perf=1 ;;
+    --out) out=$2; shift ;;
+    --) shift; extra=("$@"); break ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+say() { echo "bench.sh: $*" >&2; }
+
+# One socket per connection on both sides: take the highest open-files limit allowed.
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+say "open files limit: $(ulimit -n) (hard $(ulimit -Hn))"
+
+if [ "$build" = 1 ]; then
+  scripts/setup.sh >&2
+else
+  scripts/setup.sh --no-build >&2
+fi
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+nats_server=""
+for candidate in "${MRC_NATS_SERVER:-}" "$root/.tools/nats/bin/nats-server" "$(command -v nats-server || true)"; do
+  if [ -n "$candidate" ] && [ -x "$candidate" ]; then nats_server=$candidate; break; fi
+done
+[ -n "$nats_server" ] || { say "no nats-server found"; exit 1; }
+
+out=${out:-"$root/.bench/$(date +%Y%m%d-%H%M%S)"}
+mkdir -p "$out/logs"
+tmp=$(mktemp -d /tmp/mrc-bench.XXXXXX)
+results="$out/results.jsonl"
+
+declare -A pid_of=()
+order=()
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# Stops every process we started, newest first: SIGTERM, then SIGKILL after 15 s.
+cluster_down() {
+  local name pid deadline
+  for ((i = ${#order[@]} - 1; i >= 0; i--)); do
+    name=${order[$i]}
+    pid=${pid_of[$name]:-}
+    [ -n "$pid" ] || continue
+    alive "$pid" && kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 15))
+    while alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    alive "$pid" && { say "$name did not stop, killing"; kill -KILL "$pid" 2>/dev/null || true; }
+    wait "$pid" 2>/dev/null || true
+  done
+  pid_of=()
+  order=()
+}
+
+cleanup() {
+  local status=$?
+  trap '' INT TERM HUP
+  [ -n "${perf_pid:-}" ] && kill -INT "$perf_pid" 2>/dev/null || true
+  cluster_down
+  rm -rf "$tmp"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Starts NAME running the rest, output to logs/NAME.log.
+start() {
+  local name=$1; shift
+  : >"$out/logs/$name.log"   # truncated here, before wait_for can read an old one
+  "$@" >>"$out/logs/$name.log" 2>&1 &
+  pid_of[$name]=$!
+  order+=("$name")
+}
+
+# Waits until NAME's log has a line matching PATTERN; prints that line.
+wait_for() {
+  local name=$1 pattern=$2 deadline=$((SECONDS + 60)) line
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    line=$(grep -m1 -E "$pattern" "$out/logs/$name.log" 2>/dev/null || true)
+    if [ -n "$line" ]; then echo "$line"; return; fi
+    alive "${pid_of[$name]}" || { say "$name exited:"; tail -n 20 "$out/logs/$name.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  say "$name not ready after 60s:"; tail -n 20 "$out/logs/$name.log" >&2; exit 1
+}
+
+gateway_urls="" procs="" nats_url=""
+cluster_up() {
+  local store="$tmp/js-$1" line port
+  start nats "$nats_server" -a 127.0.0.1 -p -1 -js -sd "$store"
+  line=$(wait_for nats "Listening for client connections on")
+  port=${line##*:}
+  wait_for nats "Server is ready" >/dev/null
+  nats_url="nats://127.0.0.1:$port"
+  local gw_flags=(--insecure-dev-auth --listen 127.0.0.1:0 --rate-per-sec 1000000
+    --rate-burst 1000000 --outbound-queue 65536 --sends-in-flight 1024)
+  for n in 1 2; do
+    start "center-$n" "$bin/mrc-center" --nats-url "$nats_url" --id "bench-center-$n"
+  done
+  for n in 1 2; do wait_for "center-$n" "mrc-center ready" >/dev/null; done
+  for n in 1 2; do
+    start "gw-$n" "$bin/mrc-gateway" --nats-url "$nats_url" --id "bench-gw-$n" "${gw_flags[@]}"
+  done
+  gateway_urls=""
+  for n in 1 2; do
+    line=$(wait_for "gw-$n" "mrc-gateway ready")
+    gateway_urls+="${gateway_urls:+,}${line##*ws=}"
+  done
+  procs="gw-1=${pid_of[gw-1]},gw-2=${pid_of[gw-2]},center-1=${pid_of[center-1]},center-2=${pid_of[center-2]},nats=${pid_of[nats]}"
+  say "cluster up: nats $nats_url, gateways $gateway_urls"
+}
+
+bench() {
+  "$bin/mrc" --nats-url "$nats_url" bench --gateways "$gateway_urls" --procs "$procs" \
+    --json "$results" "$@" "${extra[@]}" 2>&1 | tee -a "$out/bench.txt"
+}
+
+if [ "$quick" = 1 ]; then
+  load=(--users 200 --steps 2k,10k,20k --step-secs 3 --drain-secs 2 --baseline-secs 2)
+  multi=(--users 200 --steps 200,1k,2k --step-secs 3 --drain-secs 2 --baseline-secs 0)
+  storm=(--storm-users 5000)
+  idle=(--idle-users 2000,5000)
+else
+  load=()
+  multi=(--steps 500,1k,2k,4k,8k --baseline-secs 0)
+  storm=()
+  idle=()
+fi
+
+IFS=, read -r -a wanted <<<"$scenarios"
+for scenario in "${wanted[@]}"; do
+  cluster_up "$scenario"
+  case "$scenario" in
+    1to1) bench --scenario 1to1 "${load[@]}" ;;
+    multi) bench --scenario multi "${multi[@]}" ;;
+    login-storm) bench --scenario login-storm "${storm[@]}" ;;
+    idle) bench --scenario idle "${idle[@]}" ;;
+    *) say "unknown scenario $scenario"; exit 2 ;;
+  esac
+  cluster_down
+done
+
+if [ "$perf" = 1 ]; then
+  command -v perf >/dev/null || { say "perf is not installed"; exit 1; }
+  cluster_up perf
+  rate=${MRC_BENCH_PERF_RATE:-40k}
+  # Profile the middle of one long step: login and ramp-up stay out of the profile.
+  (
+    sleep 12
+    perf record -e cpu-clock -F 999 -g -o "$out/perf.data" \
+      -p "${pid_of[gw-1]},${pid_of[gw-2]},${pid_of[center-1]},${pid_of[nats]}" -- sleep 8 \
+      >"$out/logs/perf.log" 2>&1
+  ) &
+  perf_pid=$!
+  bench --scenario 1to1 --steps "$rate" --step-secs 25 --baseline-secs 0 --label perf
+  wait "$perf_pid" || true
+  perf_pid=""
+  perf report -i "$out/perf.data" --stdio --no-children --sort comm,dso >"$out/perf-by-process.txt" 2>/dev/null || true
+  perf report -i "$out/perf.data" --stdio --no-children --comm mrc-gateway --sort sym \
+    -g none --percent-limit 0.5 >"$out/perf-gateway.txt" 2>/dev/null || true
+  perf report -i "$out/perf.data" --stdio --no-children --comm nats-server --sort sym \
+    -g none --percent-limit 0.5 >"$out/perf-nats.txt" 2>/dev/null || true
+  say "profile: $out/perf-*.txt"
+  cluster_down
+fi
+
+if [ "$plot" = 1 ]; then
+  py="$root/.tools/py-bench"
+  if [ ! -f "$py/.installed" ]; then
+    say "installing matplotlib into .tools/py-bench"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      --target "$py" "matplotlib>=3.8,<4" && touch "$py/.installed"
+  fi
+  PYTHONPATH="$py" python3 scripts/plot.py "$results" --out "$out"
+fi
+say "results in ${out#"$root/"}"
