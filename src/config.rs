@@ -112,6 +112,13 @@ pub struct Center {
     /// JetStream KV bucket of the directory.
     #[arg(long, env = "MRC_CENTER_BUCKET", default_value = "mrc_dir")]
     pub bucket: String,
+    /// JetStream KV bucket of the groups.
+    #[arg(
+        long = "groups-bucket",
+        env = "MRC_CENTER_GROUPS_BUCKET",
+        default_value = "mrc_groups"
+    )]
+    pub groups_bucket: String,
     /// Replicas of the directory bucket (3 on a 3-node cluster).
     #[arg(long, env = "MRC_CENTER_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
@@ -136,13 +143,16 @@ impl Center {
             None => CenterId::generate(),
         };
         self.id = Some(id.to_string());
-        if self.bucket.is_empty()
-            || !self
-                .bucket
+        for (flag, bucket) in [
+            ("--bucket", &self.bucket),
+            ("--groups-bucket", &self.groups_bucket),
+        ] {
+            let valid = bucket
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            bail!("--bucket {:?}: use A-Z a-z 0-9 _ -", self.bucket);
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if bucket.is_empty() || !valid {
+                bail!("{flag} {bucket:?}: use A-Z a-z 0-9 _ -");
+            }
         }
         if !(1..=5).contains(&self.replicas) {
             bail!("--replicas must be 1..=5");

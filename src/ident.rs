@@ -16,6 +16,8 @@ use base64::Engine;
 
 /// Longest user id, in bytes.
 pub const MAX_USER_ID_BYTES: usize = 256;
+/// Longest group id, in bytes.
+pub const MAX_GROUP_ID_BYTES: usize = 128;
 /// Longest gateway, center or session id, in bytes (they go into subjects raw).
 pub const MAX_NODE_ID_BYTES: usize = 64;
 /// Longest message id, in bytes.
@@ -45,71 +47,96 @@ fn is_plain(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_plain_byte)
 }
 
-/// A validated user id: 1..=256 bytes of UTF-8 without control characters.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(Arc<str>);
+/// Declares an opaque id (any UTF-8 without control characters, up to `$max` bytes) that
+/// reaches subjects and KV keys only through its token.
+macro_rules! opaque_id {
+    ($(#[$doc:meta])* $name:ident, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
 
-impl UserId {
-    pub fn new(id: &str) -> Result<Self, IdError> {
-        if id.is_empty() {
-            return Err(IdError::Empty);
-        }
-        if id.len() > MAX_USER_ID_BYTES {
-            return Err(IdError::TooLong(MAX_USER_ID_BYTES));
-        }
-        if id.chars().any(char::is_control) {
-            return Err(IdError::ControlChar);
-        }
-        Ok(UserId(Arc::from(id)))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The subject-safe token for this id (see the module docs).
-    pub fn token(&self) -> Cow<'_, str> {
-        if is_plain(&self.0) {
-            Cow::Borrowed(&self.0)
-        } else {
-            let mut token = String::with_capacity(1 + self.0.len() * 4 / 3 + 2);
-            token.push('=');
-            URL_SAFE_NO_PAD.encode_string(self.0.as_bytes(), &mut token);
-            Cow::Owned(token)
-        }
-    }
-
-    /// Inverts [`UserId::token`]; refuses anything `token` could not have produced.
-    pub fn from_token(token: &str) -> Result<Self, IdError> {
-        match token.strip_prefix('=') {
-            None if is_plain(token) => UserId::new(token),
-            None => Err(IdError::BadToken),
-            Some(encoded) => {
-                let bytes = URL_SAFE_NO_PAD
-                    .decode(encoded)
-                    .map_err(|_| IdError::BadToken)?;
-                let id = String::from_utf8(bytes).map_err(|_| IdError::BadToken)?;
-                // A plain id has exactly one spelling: the raw one.
-                if is_plain(&id) {
-                    return Err(IdError::BadToken);
+        impl $name {
+            pub fn new(id: &str) -> Result<Self, IdError> {
+                if id.is_empty() {
+                    return Err(IdError::Empty);
                 }
-                UserId::new(&id)
+                if id.len() > $max {
+                    return Err(IdError::TooLong($max));
+                }
+                if id.chars().any(char::is_control) {
+                    return Err(IdError::ControlChar);
+                }
+                Ok($name(Arc::from(id)))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The subject-safe token for this id (see the module docs).
+            pub fn token(&self) -> Cow<'_, str> {
+                encode_token(&self.0)
+            }
+
+            /// Inverts the token; refuses anything `token` could not have produced.
+            pub fn from_token(token: &str) -> Result<Self, IdError> {
+                $name::new(&decode_token(token)?)
             }
         }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", &*self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+fn encode_token(id: &str) -> Cow<'_, str> {
+    if is_plain(id) {
+        Cow::Borrowed(id)
+    } else {
+        let mut token = String::with_capacity(1 + id.len() * 4 / 3 + 2);
+        token.push('=');
+        URL_SAFE_NO_PAD.encode_string(id.as_bytes(), &mut token);
+        Cow::Owned(token)
     }
 }
 
-impl fmt::Debug for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", &*self.0)
+fn decode_token(token: &str) -> Result<Cow<'_, str>, IdError> {
+    match token.strip_prefix('=') {
+        None if is_plain(token) => Ok(Cow::Borrowed(token)),
+        None => Err(IdError::BadToken),
+        Some(encoded) => {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(encoded)
+                .map_err(|_| IdError::BadToken)?;
+            let id = String::from_utf8(bytes).map_err(|_| IdError::BadToken)?;
+            // A plain id has exactly one spelling: the raw one.
+            if is_plain(&id) {
+                return Err(IdError::BadToken);
+            }
+            Ok(Cow::Owned(id))
+        }
     }
 }
 
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+opaque_id!(
+    /// A validated user id: 1..=256 bytes of UTF-8 without control characters.
+    UserId,
+    MAX_USER_ID_BYTES
+);
+opaque_id!(
+    /// A validated group id: 1..=128 bytes of UTF-8 without control characters.
+    GroupId,
+    MAX_GROUP_ID_BYTES
+);
 
 /// Declares an id that may stand raw in a subject: `[A-Za-z0-9_-]`, 1..=64 bytes.
 macro_rules! node_id {

@@ -9,6 +9,7 @@
 //! - [`connection`]: connecting to NATS.
 //! - [`store`]: the only code that touches JetStream KV (buckets, mirrors that follow them).
 //! - [`directory`]: the user directory: user → sessions, mirrored in memory.
+//! - [`groups`]: groups and their policies, mirrored in memory like the directory.
 //! - [`center`]: the directory service, presence and gateway liveness.
 //! - [`gateway`]: client sessions, routing, delivery and backend ingress.
 //! - [`client`]: a WebSocket client of a gateway (the CLI and tests use it).
@@ -22,6 +23,7 @@ pub mod config;
 pub mod connection;
 pub mod directory;
 pub mod gateway;
+pub mod groups;
 pub mod ident;
 pub mod protocol;
 pub mod shutdown;

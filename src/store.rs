@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// One KV bucket.
@@ -205,6 +205,82 @@ impl Bucket {
 }
 
 type Changes = std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Entry>> + Send>>;
+
+/// The highest revision a replica has applied, which readers wait on to read their own
+/// writes.
+pub struct Applied(watch::Sender<u64>);
+
+impl Default for Applied {
+    fn default() -> Self {
+        Applied(watch::channel(0).0)
+    }
+}
+
+impl Applied {
+    pub fn get(&self) -> u64 {
+        *self.0.borrow()
+    }
+
+    /// After a reload: the revision may go down (a recreated bucket).
+    pub fn reset(&self, revision: u64) {
+        self.0.send_replace(revision);
+    }
+
+    /// After applying one change.
+    pub fn advance(&self, revision: u64) {
+        self.0.send_if_modified(|applied| {
+            let newer = revision > *applied;
+            if newer {
+                *applied = revision;
+            }
+            newer
+        });
+    }
+
+    /// Waits until `revision` is applied; false if `timeout` ran out first.
+    pub async fn wait(&self, revision: u64, timeout: Duration) -> bool {
+        let mut rx = self.0.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Whether a replica holds everything its bucket holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Current,
+    /// It did not catch up in time: its watch may be stalled.
+    Behind,
+    /// The bucket's state could not be read (e.g. the JetStream meta leader is being
+    /// re-elected); direct reads may still work.
+    Unknown,
+}
+
+/// How long a barrier waits for the bucket's state. Stream info needs the JetStream meta
+/// leader, which a cluster may be re-electing; direct reads do not, so give up early.
+const STATE_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long a barrier waits for the replica to catch up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// A read barrier: waits until `applied` reaches what `bucket` holds now.
+pub async fn catch_up(bucket: &Bucket, applied: &Applied) -> Freshness {
+    let state = match tokio::time::timeout(STATE_TIMEOUT, bucket.state()).await {
+        Ok(Ok(state)) => state,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "bucket state unreadable");
+            return Freshness::Unknown;
+        }
+        Err(_) => {
+            tracing::warn!(bucket = %bucket.name, "bucket state not read within {STATE_TIMEOUT:?}");
+            return Freshness::Unknown;
+        }
+    };
+    match applied.wait(state.last_revision, CATCH_UP_TIMEOUT).await {
+        true => Freshness::Current,
+        false => Freshness::Behind,
+    }
+}
 
 /// An in-memory mirror of a bucket, kept current by [`follow`].
 pub trait Replica: Send + Sync + 'static {

@@ -14,6 +14,29 @@ pub const DIR_UNREGISTER: &str = "unregister";
 pub const DIR_LOOKUP: &str = "lookup";
 pub const DIR_PURGE: &str = "purge";
 
+/// Names of the centers' group endpoints under [`Subjects::group_group`].
+pub const GRP_CREATE: &str = "create";
+pub const GRP_DELETE: &str = "delete";
+pub const GRP_JOIN: &str = "join";
+pub const GRP_LEAVE: &str = "leave";
+pub const GRP_ADD: &str = "add";
+pub const GRP_REMOVE: &str = "remove";
+pub const GRP_MEMBERS: &str = "members";
+pub const GRP_LIST: &str = "list";
+pub const GRP_RESOLVE: &str = "resolve";
+/// Every center group endpoint.
+pub const GRP_ENDPOINTS: [&str; 9] = [
+    GRP_CREATE,
+    GRP_DELETE,
+    GRP_JOIN,
+    GRP_LEAVE,
+    GRP_ADD,
+    GRP_REMOVE,
+    GRP_MEMBERS,
+    GRP_LIST,
+    GRP_RESOLVE,
+];
+
 /// The name centers answer `$SRV.PING/INFO/STATS` under.
 pub const CENTER_SERVICE: &str = "mrc-center";
 /// Queue group of the centers' endpoints.
@@ -59,6 +82,21 @@ impl Subjects {
     /// `mrc.dir.<endpoint>`, for the gateways' requests.
     pub fn dir(&self, endpoint: &str) -> String {
         format!("{}.dir.{endpoint}", self.prefix)
+    }
+
+    /// `mrc.grp`: the service group whose endpoints are `GRP_*`.
+    pub fn group_group(&self) -> String {
+        format!("{}.grp", self.prefix)
+    }
+
+    /// `mrc.grp.<endpoint>`.
+    pub fn group(&self, endpoint: &str) -> String {
+        format!("{}.grp.{endpoint}", self.prefix)
+    }
+
+    /// `mrc.grp.send`: backend ingress of group messages (gateways, not centers).
+    pub fn group_send(&self) -> String {
+        format!("{}.grp.send", self.prefix)
     }
 
     /// `mrc.dir.changed.<user>`: a user's set of gateways changed; gateways drop cached routes.

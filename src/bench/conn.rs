@@ -271,6 +271,7 @@ mod tests {
             id: "01J",
             from: Some("u0"),
             to: &to,
+            group: None,
             ts: 1,
             body: &b,
         }
@@ -285,14 +286,14 @@ mod tests {
         );
         assert_eq!(classify(text), decode(text), "scan and decode agree");
 
-        let report = Report {
-            id: "m".into(),
-            status: [
+        let report = Report::direct(
+            "m".into(),
+            [
                 ("u1".to_string(), Outcome::Delivered),
                 ("u2".to_string(), Outcome::Offline),
             ]
             .into(),
-        };
+        );
         let text = Out::Report { report: &report }.encode();
         let text = std::str::from_utf8(&text).unwrap();
         assert_eq!(

@@ -5,6 +5,7 @@
 //! Start-up order matters: the mirror is fully loaded before the service joins the queue
 //! group, so a center started later never answers from a partial directory.
 
+pub mod groups;
 pub mod liveness;
 pub mod peers;
 pub mod presence;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config;
 use crate::directory::Directory;
+use crate::groups::Groups;
 use crate::ident::CenterId;
 use crate::store::Bucket;
 
@@ -30,17 +32,25 @@ pub async fn run(
     let subjects = config.nats.subjects()?;
     let js = async_nats::jetstream::new(client.clone());
     let description = "MRC user directory: user token -> live sessions";
-    let store = Bucket::open(js, &config.bucket, config.replicas, description).await?;
+    let store = Bucket::open(js.clone(), &config.bucket, config.replicas, description).await?;
     let directory = Directory::new(store);
-    let follower = directory.follow(shutdown.clone()).await?;
+    let description = "MRC groups: settings and memberships";
+    let store = Bucket::open(js, &config.groups_bucket, config.replicas, description).await?;
+    let groups = Groups::new(store);
+    let followers = [
+        directory.follow(shutdown.clone()).await?,
+        groups.follow(shutdown.clone()).await?,
+    ];
     let (users, gateways) = directory.mirror().counts();
-    tracing::info!(center = %id, users, gateways, "directory mirror loaded");
+    let group_count = groups.mirror().count();
+    tracing::info!(center = %id, users, gateways, groups = group_count, "directory and groups loaded");
 
     let announcer = presence::Announcer::new(client.clone(), subjects.clone());
     let liveness = Arc::new(liveness::Liveness::new(config.heartbeat_timeout()));
     let peers = Arc::new(peers::Peers::default());
     let handlers = service::Handlers {
         directory: directory.clone(),
+        groups,
         announcer: announcer.clone(),
         liveness: liveness.clone(),
     };
@@ -84,6 +94,8 @@ pub async fn run(
             Err(e) => tracing::warn!(task = name, error = %e, "task panicked"),
         }
     }
-    follower.abort();
+    for follower in followers {
+        follower.abort();
+    }
     Ok(())
 }

@@ -16,6 +16,7 @@ use super::liveness::Liveness;
 use super::peers::Peers;
 use super::presence::Announcer;
 use crate::directory::Directory;
+use crate::groups::Groups;
 use crate::ident::{CenterId, GatewayId, SessionId, UserId};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::nats::{
@@ -25,6 +26,7 @@ use crate::protocol::nats::{
 use crate::protocol::now_ms;
 use crate::subject::{
     Subjects, CENTER_QUEUE, CENTER_SERVICE, DIR_LOOKUP, DIR_PURGE, DIR_REGISTER, DIR_UNREGISTER,
+    GRP_ENDPOINTS,
 };
 
 /// Most users in one look-up.
@@ -34,6 +36,7 @@ pub const MAX_LOOKUP_USERS: usize = 10_000;
 #[derive(Clone)]
 pub struct Handlers {
     pub directory: Directory,
+    pub groups: Groups,
     pub announcer: Announcer,
     pub liveness: Arc<Liveness>,
 }
@@ -51,7 +54,7 @@ pub async fn start(
     let center = id.to_string();
     let service = client
         .service_builder()
-        .description("MRC directory: register, unregister, lookup, purge")
+        .description("MRC directory (mrc.dir.*) and groups (mrc.grp.*)")
         .queue_group(CENTER_QUEUE)
         .metadata([("center".to_string(), center.clone())].into())
         .stats_handler(move |_endpoint, _stats| {
@@ -67,8 +70,13 @@ pub async fn start(
         .start(CENTER_SERVICE, crate::VERSION)
         .await
         .map_err(|e| anyhow::anyhow!("starting the {CENTER_SERVICE} service: {e}"))?;
-    let group = service.group(subjects.dir_group());
-    for name in [DIR_REGISTER, DIR_UNREGISTER, DIR_LOOKUP, DIR_PURGE] {
+    let dir = service.group(subjects.dir_group());
+    let grp = service.group(subjects.group_group());
+    let endpoints = [DIR_REGISTER, DIR_UNREGISTER, DIR_LOOKUP, DIR_PURGE]
+        .into_iter()
+        .map(|name| (&dir, name))
+        .chain(GRP_ENDPOINTS.into_iter().map(|name| (&grp, name)));
+    for (group, name) in endpoints {
         let endpoint = group
             .endpoint(name)
             .await
@@ -87,11 +95,11 @@ pub async fn start(
     Ok(service)
 }
 
-fn error(code: ErrorCode, message: impl Into<String>) -> Bytes {
+pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> Bytes {
     encode(&ErrorReply::new(code, message))
 }
 
-fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Bytes> {
+pub(super) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Bytes> {
     serde_json::from_slice(payload).map_err(|e| {
         let code = if e.is_data() {
             ErrorCode::BadFrame
@@ -102,7 +110,7 @@ fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Bytes> {
     })
 }
 
-fn id<T>(
+pub(super) fn id<T>(
     parse: fn(&str) -> Result<T, crate::ident::IdError>,
     what: &str,
     value: &str,
@@ -117,6 +125,7 @@ impl Handlers {
             DIR_UNREGISTER => self.unregister(payload).await,
             DIR_LOOKUP => self.lookup(payload).await,
             DIR_PURGE => self.purge(payload).await,
+            name if GRP_ENDPOINTS.contains(&name) => self.group_request(name, payload).await,
             other => Err(error(ErrorCode::UnknownOp, format!("no endpoint {other}"))),
         };
         result.unwrap_or_else(|reply| reply)

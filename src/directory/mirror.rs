@@ -6,13 +6,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-
-use tokio::sync::watch;
 
 use crate::ident::{GatewayId, UserId};
 use crate::protocol::record::{SessionRecord, UserRecord};
-use crate::store::{Entry as BucketEntry, Replica};
+use crate::store::{Applied, Entry as BucketEntry, Replica};
 
 /// One directory change, decoded from a bucket entry.
 #[derive(Debug)]
@@ -170,15 +167,15 @@ pub fn record_of(sessions: &[Session]) -> UserRecord {
 /// Shared handle to the mirror.
 pub struct Mirror {
     state: RwLock<State>,
-    /// The highest bucket sequence applied; look-ups wait on it to read their own writes.
-    applied: watch::Sender<u64>,
+    /// The highest bucket revision applied; look-ups wait on it to read their own writes.
+    applied: Applied,
 }
 
 impl Default for Mirror {
     fn default() -> Self {
         Mirror {
             state: RwLock::new(State::default()),
-            applied: watch::channel(0).0,
+            applied: Applied::default(),
         }
     }
 }
@@ -195,7 +192,7 @@ impl Replica for Mirror {
             .state
             .write()
             .expect("mirror lock is never held across a panic") = state;
-        self.applied.send_replace(applied);
+        self.applied.reset(applied);
     }
 
     fn apply(&self, entry: BucketEntry) {
@@ -210,7 +207,12 @@ impl Replica for Mirror {
 impl Mirror {
     /// The highest bucket revision applied.
     pub fn applied(&self) -> u64 {
-        *self.applied.borrow()
+        self.applied.get()
+    }
+
+    /// The applied revision, to wait on.
+    pub fn applied_watch(&self) -> &Applied {
+        &self.applied
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -226,21 +228,7 @@ impl Mirror {
             .write()
             .expect("mirror lock is never held across a panic")
             .apply(change);
-        self.applied.send_if_modified(|applied| {
-            let newer = revision > *applied;
-            if newer {
-                *applied = revision;
-            }
-            newer
-        });
-    }
-
-    /// Waits until the mirror has applied `revision`; false if `timeout` ran out first.
-    pub async fn wait_applied(&self, revision: u64, timeout: Duration) -> bool {
-        let mut rx = self.applied.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= revision))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.applied.advance(revision);
     }
 
     /// A user's entry, if the user has sessions.

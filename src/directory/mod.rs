@@ -12,7 +12,6 @@
 pub mod mirror;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt};
@@ -20,17 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ident::{GatewayId, SessionId, UserId};
 use crate::protocol::record::UserRecord;
-use crate::store::{self, Bucket, WriteError};
+use crate::store::{self, Bucket, Freshness, WriteError};
 pub use mirror::{Mirror, Session};
 
 /// Compare-and-swap attempts before a write gives up (each lost race means another
 /// center wrote the same user in between).
 const MAX_WRITE_ATTEMPTS: usize = 32;
-/// How long a look-up waits for the mirror to catch up with the bucket.
-const BARRIER_TIMEOUT: Duration = Duration::from_millis(700);
-/// How long a barrier waits for the bucket's state. Stream info needs the JetStream meta
-/// leader, which a cluster may be re-electing; direct reads do not, so give up early.
-const STATE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Most users a look-up reads straight from the bucket when the mirror lags.
 const MAX_DIRECT_READS: usize = 1000;
 /// Concurrent writes while purging one gateway.
@@ -67,15 +61,6 @@ impl Transition {
     pub fn changed(&self) -> bool {
         self.before != self.after
     }
-}
-
-/// Whether the mirror holds everything the bucket holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Freshness {
-    Current,
-    Behind,
-    /// The bucket's state could not be read.
-    Unknown,
 }
 
 /// The directory as a center uses it.
@@ -218,25 +203,7 @@ impl Directory {
     /// Waits until the mirror holds everything the bucket held when called, and says
     /// whether it does.
     async fn catch_up(&self) -> Freshness {
-        let state = match tokio::time::timeout(STATE_TIMEOUT, self.store.state()).await {
-            Ok(Ok(state)) => state,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %format!("{e:#}"), "directory state unreadable");
-                return Freshness::Unknown;
-            }
-            Err(_) => {
-                tracing::warn!("directory state not read within {STATE_TIMEOUT:?}");
-                return Freshness::Unknown;
-            }
-        };
-        match self
-            .mirror
-            .wait_applied(state.last_revision, BARRIER_TIMEOUT)
-            .await
-        {
-            true => Freshness::Current,
-            false => Freshness::Behind,
-        }
+        store::catch_up(&self.store, self.mirror.applied_watch()).await
     }
 
     /// One compare-and-swap loop: read (mirror first, bucket after a lost race), edit,

@@ -16,13 +16,15 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use super::auth::Identity;
+use super::groups;
 use super::route::Message;
 use super::session;
 use super::Gateway;
 use crate::config;
-use crate::ident::{MessageId, SessionId, UserId};
+use crate::ident::{GroupId, MessageId, SessionId, UserId};
 use crate::protocol::client::{parse, Frame, FrameError, Request};
 use crate::protocol::code::ErrorCode;
+use crate::protocol::group::ListRequest;
 use crate::telemetry;
 
 /// What a transport read.
@@ -158,29 +160,42 @@ impl Limits {
         id: Option<String>,
         body: &serde_json::value::RawValue,
     ) -> Result<Message, FrameError> {
-        let with_id = |code, message: String| FrameError {
+        let error = |code, message: String| FrameError {
             code,
             message,
             id: id.clone(),
         };
         if to.is_empty() {
-            return Err(with_id(
-                ErrorCode::BadFrame,
-                "`to` lists no receiver".into(),
-            ));
+            return Err(error(ErrorCode::BadFrame, "`to` lists no receiver".into()));
         }
         if to.len() > self.max_receivers {
             let message = format!("{} receivers, limit {}", to.len(), self.max_receivers);
-            return Err(with_id(ErrorCode::TooManyReceivers, message));
+            return Err(error(ErrorCode::TooManyReceivers, message));
         }
+        self.group_message(from, id, body)
+            .map(|message| Message { to, ..message })
+    }
+
+    /// Checks a group send (or the common part of any send): body size, sender, id.
+    pub fn group_message(
+        &self,
+        from: Option<String>,
+        id: Option<String>,
+        body: &serde_json::value::RawValue,
+    ) -> Result<Message, FrameError> {
+        let error = |code, message: String| FrameError {
+            code,
+            message,
+            id: id.clone(),
+        };
         let size = body.get().len();
         if size > self.max_body_bytes {
             let message = format!("body of {size} bytes, limit {}", self.max_body_bytes);
-            return Err(with_id(ErrorCode::TooLarge, message));
+            return Err(error(ErrorCode::TooLarge, message));
         }
         if let Some(from) = &from {
             if from.len() > self.max_id_bytes || UserId::new(from).is_err() {
-                return Err(with_id(
+                return Err(error(
                     ErrorCode::BadId,
                     format!("from {from:?} is not a valid user id"),
                 ));
@@ -188,14 +203,14 @@ impl Limits {
         }
         let message_id = match &id {
             Some(raw) => {
-                MessageId::new(raw).map_err(|e| with_id(ErrorCode::BadId, format!("id: {e}")))?
+                MessageId::new(raw).map_err(|e| error(ErrorCode::BadId, format!("id: {e}")))?
             }
             None => MessageId::generate(),
         };
         Ok(Message {
             id: message_id,
             from,
-            to,
+            to: Vec::new(),
             body: body.to_owned(),
         })
     }
@@ -289,10 +304,9 @@ async fn login<R: Reader, W: Writer>(
                     .send(Frame::Pong { id: id.as_deref() }.encode())
                     .await;
             }
-            Ok(Request::Send { id, .. }) => {
-                let mut e = FrameError::new(ErrorCode::NotLoggedIn, "log in first");
-                e.id = id;
-                send_error(writer, &e).await;
+            Ok(other) => {
+                let e = FrameError::new(ErrorCode::NotLoggedIn, "log in first");
+                send_error(writer, &e.with_id(other.id().map(str::to_string))).await;
             }
             Err(e) => send_error(writer, &e).await,
         }
@@ -479,8 +493,8 @@ impl SessionState<'_> {
         self.reports.push(Frame::from(&error).encode());
     }
 
-    /// Handles one frame. Sends are routed in their own task (at most `sends_in_flight`
-    /// at once; more wait, which slows reading this connection only).
+    /// Handles one frame. Sends and group operations run in their own task (at most
+    /// `sends_in_flight` at once; more wait, which slows reading this connection only).
     /// `Err(Some(reason))` closes the connection; errors for the client are queued here.
     async fn on_frame(&mut self, text: &str) -> Result<(), Option<Close>> {
         let limits = &self.gw.limits;
@@ -495,6 +509,7 @@ impl SessionState<'_> {
                 return Ok(());
             }
         };
+        let user = self.user.to_string();
         match request {
             Request::Login { .. } => {
                 self.error(FrameError::new(
@@ -507,21 +522,8 @@ impl SessionState<'_> {
                     .push(Frame::Pong { id: id.as_deref() }.encode());
             }
             Request::Send { to, id, body } => {
-                if self.rate.check().is_err() {
-                    self.limited_in_a_row += 1;
-                    if self.limited_in_a_row >= limits.flood_after {
-                        return Err(Some(Close::Flood));
-                    }
-                    let mut e = FrameError::new(
-                        ErrorCode::RateLimited,
-                        "too many sends; this one was dropped",
-                    );
-                    e.id = id;
-                    self.error(e);
-                    return Ok(());
-                }
-                self.limited_in_a_row = 0;
-                let message = match limits.message(Some(self.user.to_string()), to, id, body) {
+                self.rate_limit(&id)?;
+                let message = match limits.message(Some(user), to, id, body) {
                     Ok(message) => message,
                     Err(e) => {
                         self.error(e);
@@ -530,20 +532,122 @@ impl SessionState<'_> {
                 };
                 metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => self.door.label())
                     .increment(1);
-                let permit = self
-                    .sends
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the send semaphore is never closed");
-                let (gw, reports) = (self.gw.clone(), self.reports.clone());
-                self.gw.tracker.spawn(async move {
-                    let report = gw.router.route(&message).await;
-                    reports.push(Frame::Report { report: &report }.encode());
-                    drop(permit);
-                });
+                self.spawn(move |gw| async move {
+                    Ok(Frame::Report {
+                        report: &gw.router.route(&message).await,
+                    }
+                    .encode())
+                })
+                .await;
+            }
+            Request::GroupSend { group, id, body } => {
+                self.rate_limit(&id)?;
+                let checked = GroupId::new(&group)
+                    .map_err(|e| FrameError {
+                        code: ErrorCode::BadId,
+                        message: format!("group: {e}"),
+                        id: id.clone(),
+                    })
+                    .and_then(|group| Ok((group, limits.group_message(Some(user), id, body)?)));
+                let (group, message) = match checked {
+                    Ok(checked) => checked,
+                    Err(e) => {
+                        self.error(e);
+                        return Ok(());
+                    }
+                };
+                metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => self.door.label())
+                    .increment(1);
+                let by = self.user.clone();
+                self.spawn(move |gw| async move {
+                    let report = gw.router.route_group(&message, &group, Some(&by)).await?;
+                    Ok(Frame::Report { report: &report }.encode())
+                })
+                .await;
+            }
+            Request::Group {
+                endpoint,
+                id,
+                mut request,
+            } => {
+                self.rate_limit(&id)?;
+                request.by = Some(user);
+                self.spawn(move |gw| async move {
+                    let result = groups::call(&gw, endpoint, &request)
+                        .await
+                        .map_err(|e| e.with_id(id.clone()))?;
+                    Ok(Frame::Result {
+                        id: id.as_deref(),
+                        result: &result,
+                    }
+                    .encode())
+                })
+                .await;
+            }
+            Request::GroupList { id } => {
+                let request = ListRequest {
+                    user: user.clone(),
+                    by: Some(user),
+                };
+                self.spawn(move |gw| async move {
+                    let result = groups::list(&gw, &request)
+                        .await
+                        .map_err(|e| e.with_id(id.clone()))?;
+                    Ok(Frame::Result {
+                        id: id.as_deref(),
+                        result: &result,
+                    }
+                    .encode())
+                })
+                .await;
             }
         }
         Ok(())
+    }
+
+    /// Takes a token from the connection's bucket; refuses (and at last closes a flood).
+    fn rate_limit(&mut self, id: &Option<String>) -> Result<(), Option<Close>> {
+        if self.rate.check().is_ok() {
+            self.limited_in_a_row = 0;
+            return Ok(());
+        }
+        self.limited_in_a_row += 1;
+        if self.limited_in_a_row >= self.gw.limits.flood_after {
+            return Err(Some(Close::Flood));
+        }
+        let mut e = FrameError::new(
+            ErrorCode::RateLimited,
+            "too many requests; this one was dropped",
+        );
+        e.id = id.clone();
+        self.error(e);
+        Err(None)
+    }
+
+    /// Runs `work` in its own task (bounded by `sends_in_flight`) and queues the frame it
+    /// makes, or its error, on this session.
+    async fn spawn<F, Fut>(&self, work: F)
+    where
+        F: FnOnce(Arc<Gateway>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Bytes, FrameError>> + Send + 'static,
+    {
+        let permit = self
+            .sends
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the send semaphore is never closed");
+        let (gw, reports) = (self.gw.clone(), self.reports.clone());
+        self.gw.tracker.spawn(async move {
+            let frame = match work(gw).await {
+                Ok(frame) => frame,
+                Err(e) => {
+                    telemetry::error(e.code);
+                    Frame::from(&e).encode()
+                }
+            };
+            reports.push(frame);
+            drop(permit);
+        });
     }
 }

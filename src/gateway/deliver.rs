@@ -18,12 +18,14 @@ pub fn deliver(sessions: &Sessions, request: &DeliverRequest<'_>) -> DeliverRepl
         id: &request.id,
         from: request.from.as_deref(),
         to: &request.to,
+        group: request.group.as_deref(),
         ts: request.ts,
         body: request.body,
     }
     .encode();
     let mut reply = DeliverReply::default();
-    for rcpt in request.rcpt.iter().filter_map(|&i| request.to.get(i)) {
+    let indexed = request.rcpt.iter().filter_map(|&i| request.to.get(i));
+    for rcpt in indexed.chain(&request.members) {
         let delivered = UserId::new(rcpt).is_ok_and(|user| sessions.push(&user, &frame));
         if delivered {
             reply.delivered.push(rcpt.clone());

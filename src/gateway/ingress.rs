@@ -1,6 +1,7 @@
-//! Backend ingress: `mrc.send` (JSON send requests, answered with the per-receiver report)
-//! and `mrc.to.<user>` (a raw body to one user). Both are queue subscriptions shared by
-//! every gateway, so plain `nats pub` / `nats req` reach exactly one of them.
+//! Backend ingress: `mrc.send` (JSON send requests, answered with the per-receiver report),
+//! `mrc.to.<user>` (a raw body to one user) and `mrc.grp.send` (a message to a group). All
+//! are queue subscriptions shared by every gateway, so plain `nats pub` / `nats req` reach
+//! exactly one of them.
 
 use std::sync::Arc;
 
@@ -11,9 +12,11 @@ use tokio::sync::Semaphore;
 
 use super::route::Message;
 use super::Gateway;
+use crate::ident::GroupId;
 use crate::protocol::body_from_bytes;
 use crate::protocol::client::FrameError;
 use crate::protocol::code::ErrorCode;
+use crate::protocol::group::GroupSendRequest;
 use crate::protocol::nats::{encode, ErrorReply, SendRequest};
 use crate::subject::GATEWAY_QUEUE;
 use crate::telemetry;
@@ -29,12 +32,17 @@ pub async fn run(gw: Arc<Gateway>) -> anyhow::Result<()> {
         .client
         .queue_subscribe(gw.subjects.to_all(), GATEWAY_QUEUE.into())
         .await?;
+    let mut groups = gw
+        .client
+        .queue_subscribe(gw.subjects.group_send(), GATEWAY_QUEUE.into())
+        .await?;
     let in_flight = Arc::new(Semaphore::new(gw.ingress_in_flight));
     loop {
-        let (msg, is_send) = tokio::select! {
+        let (msg, kind) = tokio::select! {
             () = gw.shutdown.cancelled() => break,
-            msg = sends.next() => match msg { Some(m) => (m, true), None => break },
-            msg = raw.next() => match msg { Some(m) => (m, false), None => break },
+            msg = sends.next() => match msg { Some(m) => (m, Kind::Send), None => break },
+            msg = raw.next() => match msg { Some(m) => (m, Kind::Raw), None => break },
+            msg = groups.next() => match msg { Some(m) => (m, Kind::Group), None => break },
         };
         let permit = in_flight
             .clone()
@@ -43,10 +51,10 @@ pub async fn run(gw: Arc<Gateway>) -> anyhow::Result<()> {
             .expect("the ingress semaphore is never closed");
         let gw2 = gw.clone();
         gw.tracker.spawn(async move {
-            let reply = if is_send {
-                on_send(&gw2, &msg.payload).await
-            } else {
-                on_raw(&gw2, &msg).await
+            let reply = match kind {
+                Kind::Send => on_send(&gw2, &msg.payload).await,
+                Kind::Raw => on_raw(&gw2, &msg).await,
+                Kind::Group => on_group(&gw2, &msg.payload).await,
             };
             if let Some(reply_to) = msg.reply {
                 if let Err(e) = gw2.client.publish(reply_to, reply).await {
@@ -59,7 +67,16 @@ pub async fn run(gw: Arc<Gateway>) -> anyhow::Result<()> {
     // Stop taking new messages; the other gateways' members of the queue group get them.
     let _ = sends.unsubscribe().await;
     let _ = raw.unsubscribe().await;
+    let _ = groups.unsubscribe().await;
     Ok(())
+}
+
+/// Which ingress subject a message came from.
+#[derive(Clone, Copy)]
+enum Kind {
+    Send,
+    Raw,
+    Group,
 }
 
 fn error_reply(e: &FrameError) -> Bytes {
@@ -122,4 +139,36 @@ async fn on_raw(gw: &Gateway, msg: &NatsMessage) -> Bytes {
         gw.limits.message(None, vec![user.to_string()], None, &body),
     )
     .await
+}
+
+/// `mrc.grp.send`: `{"group":"...","from":"...","id":"...","body":...}`. Backends are
+/// trusted: the group's send policy is not checked against `from`.
+async fn on_group(gw: &Gateway, payload: &[u8]) -> Bytes {
+    let request: GroupSendRequest<'_> = match serde_json::from_slice(payload) {
+        Ok(request) => request,
+        Err(e) => {
+            let code = if e.is_data() {
+                ErrorCode::BadFrame
+            } else {
+                ErrorCode::BadJson
+            };
+            return error_reply(&FrameError::new(code, e.to_string()));
+        }
+    };
+    let group = match GroupId::new(&request.group) {
+        Ok(group) => group,
+        Err(e) => return error_reply(&FrameError::new(ErrorCode::BadId, format!("group: {e}"))),
+    };
+    let message = match gw
+        .limits
+        .group_message(request.from, request.id, request.body)
+    {
+        Ok(message) => message,
+        Err(e) => return error_reply(&e),
+    };
+    metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => "nats").increment(1);
+    match gw.router.route_group(&message, &group, None).await {
+        Ok(report) => encode(&report),
+        Err(e) => error_reply(&e),
+    }
 }

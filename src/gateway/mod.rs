@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod conn;
 pub mod deliver;
+pub mod groups;
 pub mod heartbeat;
 pub mod ingress;
 pub mod listener;

@@ -1,6 +1,8 @@
 //! Routing one message: resolve every receiver in one batch, group them by gateway, send
 //! ONE deliver request per destination gateway, re-resolve the receivers that were not
 //! where the directory said (once, bypassing the cache), and report per receiver.
+//! A group message is resolved by a center (members by gateway) and then delivered the
+//! same way; its report counts outcomes, and lists them for small groups.
 //!
 //! The body travels as the sender's bytes (`RawValue`); nothing re-encodes it.
 
@@ -14,13 +16,16 @@ use serde_json::value::RawValue;
 use super::deliver::deliver;
 use super::resolve::{Resolver, Route};
 use super::session::Sessions;
+use crate::center::groups::REPORT_DETAIL_LIMIT;
 use crate::connection::{self, RequestFailure};
-use crate::ident::{GatewayId, MessageId, UserId};
-use crate::protocol::client::Report;
-use crate::protocol::code::Outcome;
+use crate::ident::{GatewayId, GroupId, MessageId, UserId};
+use crate::protocol::client::{FrameError, Report};
+use crate::protocol::code::{ErrorCode, Outcome};
+use crate::protocol::group::{Counts, GroupRequest, ResolveReply};
 use crate::protocol::nats::{encode, DeliverReply, DeliverRequest};
 use crate::protocol::now_ms;
-use crate::subject::Subjects;
+use crate::subject::{Subjects, GRP_RESOLVE};
+use crate::telemetry;
 
 /// A message ready to route (already validated for size and receiver count).
 pub struct Message {
@@ -32,14 +37,47 @@ pub struct Message {
     pub body: Box<RawValue>,
 }
 
-/// A message with its deduplicated, valid receivers in the order the sender gave them.
+/// A message and how its deliver requests name receivers.
 struct Envelope<'a> {
     message: &'a Message,
+    /// Direct messages: the deduplicated, valid receivers in the sender's order.
     to: Vec<String>,
-    /// Index of each receiver in `to`; deliver requests name receivers by index.
+    /// Index of each receiver in `to`; deliver requests name direct receivers by index.
     positions: HashMap<UserId, usize>,
+    /// Group messages: the group (then `to` is empty and members are named).
+    group: Option<&'a str>,
     ts: u64,
 }
+
+impl Envelope<'_> {
+    /// The deliver request for `rcpt` on one gateway.
+    fn request(&self, rcpt: &[UserId]) -> DeliverRequest<'_> {
+        let message = self.message;
+        let (indexes, members) = match self.group {
+            None => (
+                rcpt.iter()
+                    .filter_map(|u| self.positions.get(u).copied())
+                    .collect(),
+                Vec::new(),
+            ),
+            Some(_) => (Vec::new(), rcpt.iter().map(|u| u.to_string()).collect()),
+        };
+        DeliverRequest {
+            id: message.id.as_str().to_string(),
+            from: message.from.clone(),
+            to: self.to.clone(),
+            rcpt: indexes,
+            group: self.group.map(str::to_string),
+            members,
+            ts: self.ts,
+            body: &message.body,
+        }
+    }
+}
+
+/// Most receivers named in one deliver request: bigger groups of receivers on one gateway
+/// are split so a request always fits in NATS `max_payload` (256-byte ids).
+const DELIVER_CHUNK: usize = 2000;
 
 pub struct Router {
     pub gateway: GatewayId,
@@ -118,35 +156,113 @@ impl Router {
                 .enumerate()
                 .map(|(i, u)| (u.clone(), i))
                 .collect(),
+            group: None,
             ts: now_ms(),
         };
-
         let mut results = self.attempt(&envelope, &receivers, false).await;
-        let stale: Vec<UserId> = receivers
+        self.retry_stale(&envelope, &receivers, &mut results).await;
+        for user in &receivers {
+            status.insert(user.to_string(), outcome(results.get(user)));
+        }
+        Report::direct(message.id.as_str().to_string(), status)
+    }
+
+    /// Routes `message` to every member of `group` but the sender: a center resolves the
+    /// members by gateway, then one deliver request goes to each gateway. `by` is the
+    /// sender whose right to send is checked (`None`: a trusted backend).
+    pub async fn route_group(
+        &self,
+        message: &Message,
+        group: &GroupId,
+        by: Option<&UserId>,
+    ) -> Result<Report, FrameError> {
+        let request = GroupRequest {
+            group: group.to_string(),
+            by: by.map(|b| b.to_string()),
+            ..Default::default()
+        };
+        let subject = self.subjects.group(GRP_RESOLVE);
+        let reply: ResolveReply =
+            connection::request_idempotent(&self.client, subject, encode(&request), self.timeout)
+                .await
+                .map_err(|e| match e {
+                    RequestFailure::Remote(body) => FrameError::new(body.code, body.message),
+                    e => FrameError::new(ErrorCode::Unavailable, format!("groups: {e}")),
+                })
+                .map_err(|mut e| {
+                    e.id = Some(message.id.as_str().to_string());
+                    e
+                })?;
+        let mut routes: HashMap<UserId, Vec<GatewayId>> = HashMap::new();
+        for (gateway, members) in &reply.gateways {
+            let Ok(gateway) = GatewayId::new(gateway) else {
+                continue;
+            };
+            for member in members.iter().filter_map(|m| UserId::new(m).ok()) {
+                routes.entry(member).or_default().push(gateway.clone());
+            }
+        }
+        let users: Vec<UserId> = routes.keys().cloned().collect();
+        let routes: HashMap<UserId, Route> =
+            routes.into_iter().map(|(u, g)| (u, g.into())).collect();
+        let envelope = Envelope {
+            message,
+            to: Vec::new(),
+            positions: HashMap::new(),
+            group: Some(group.as_str()),
+            ts: now_ms(),
+        };
+        let mut results = self.deliver_round(&envelope, &users, &routes).await;
+        self.retry_stale(&envelope, &users, &mut results).await;
+
+        let mut counts = Counts {
+            offline: reply.offline,
+            ..Counts::default()
+        };
+        let mut status = BTreeMap::new();
+        for user in &users {
+            let outcome = outcome(results.get(user));
+            match outcome {
+                Outcome::Delivered => counts.delivered += 1,
+                Outcome::Unavailable => counts.unavailable += 1,
+                _ => counts.offline += 1,
+            }
+            if reply.size <= REPORT_DETAIL_LIMIT {
+                status.insert(user.to_string(), outcome);
+            }
+        }
+        for member in &reply.offline_members {
+            status.insert(member.clone(), Outcome::Offline);
+        }
+        let id = message.id.as_str().to_string();
+        Ok(Report {
+            id,
+            status,
+            group: Some(group.to_string()),
+            counts: Some(counts),
+        })
+    }
+
+    /// Re-resolves the receivers whose route was stale (not there, no responders, no
+    /// answer) without the cache, and tries them once more.
+    async fn retry_stale(
+        &self,
+        envelope: &Envelope<'_>,
+        users: &[UserId],
+        results: &mut HashMap<UserId, Attempt>,
+    ) {
+        let stale: Vec<UserId> = users
             .iter()
             .filter(|u| matches!(results.get(*u), Some(Attempt::Absent | Attempt::Failed)))
             .cloned()
             .collect();
-        if !stale.is_empty() {
-            for user in &stale {
-                self.resolver.invalidate(user).await;
-            }
-            results.extend(self.attempt(&envelope, &stale, true).await);
+        if stale.is_empty() {
+            return;
         }
-        for user in &receivers {
-            let outcome = match results.get(user) {
-                Some(Attempt::Delivered) => Outcome::Delivered,
-                Some(Attempt::Failed) => Outcome::Unavailable,
-                Some(Attempt::Absent | Attempt::NoRoute) | None => Outcome::Offline,
-            };
-            metrics::counter!(crate::telemetry::GATEWAY_DELIVERIES, "outcome" => outcome.as_str())
-                .increment(1);
-            status.insert(user.to_string(), outcome);
+        for user in &stale {
+            self.resolver.invalidate(user).await;
         }
-        Report {
-            id: message.id.as_str().to_string(),
-            status,
-        }
+        results.extend(self.attempt(envelope, &stale, true).await);
     }
 
     /// One resolve + deliver round for `users`.
@@ -163,21 +279,24 @@ impl Router {
                 return users.iter().map(|u| (u.clone(), Attempt::Failed)).collect();
             }
         };
-        let by_gateway = group_by_gateway(users, &routes);
-        let deliveries = by_gateway.into_iter().map(|(gateway, rcpt)| async move {
-            let message = envelope.message;
-            let request = DeliverRequest {
-                id: message.id.as_str().to_string(),
-                from: message.from.clone(),
-                to: envelope.to.clone(),
-                rcpt: rcpt
-                    .iter()
-                    .filter_map(|u| envelope.positions.get(u).copied())
-                    .collect(),
-                ts: envelope.ts,
-                body: &message.body,
-            };
-            let result = self.deliver_to(&gateway, &request).await;
+        self.deliver_round(envelope, users, &routes).await
+    }
+
+    /// One deliver request per destination gateway (per [`DELIVER_CHUNK`] receivers),
+    /// all at once; what happened to each of `users`.
+    async fn deliver_round(
+        &self,
+        envelope: &Envelope<'_>,
+        users: &[UserId],
+        routes: &HashMap<UserId, Route>,
+    ) -> HashMap<UserId, Attempt> {
+        let by_gateway = group_by_gateway(users, routes);
+        let chunks = by_gateway.iter().flat_map(|(gateway, rcpt)| {
+            rcpt.chunks(DELIVER_CHUNK)
+                .map(move |chunk| (gateway, chunk))
+        });
+        let deliveries = chunks.map(|(gateway, rcpt)| async move {
+            let result = self.deliver_to(gateway, &envelope.request(rcpt)).await;
             (rcpt, result)
         });
         let mut results: HashMap<UserId, Attempt> = users
@@ -206,6 +325,12 @@ impl Router {
         gateway: &GatewayId,
         request: &DeliverRequest<'_>,
     ) -> Result<DeliverReply, RequestFailure> {
+        let target = if *gateway == self.gateway {
+            "local"
+        } else {
+            "remote"
+        };
+        metrics::counter!(telemetry::GATEWAY_DELIVER_REQUESTS, "target" => target).increment(1);
         if *gateway == self.gateway {
             return Ok(deliver(&self.sessions, request));
         }
@@ -218,6 +343,17 @@ impl Router {
         )
         .await
     }
+}
+
+/// The outcome of one receiver after the last attempt (counted in the metrics).
+fn outcome(attempt: Option<&Attempt>) -> Outcome {
+    let outcome = match attempt {
+        Some(Attempt::Delivered) => Outcome::Delivered,
+        Some(Attempt::Failed) => Outcome::Unavailable,
+        Some(Attempt::Absent | Attempt::NoRoute) | None => Outcome::Offline,
+    };
+    metrics::counter!(telemetry::GATEWAY_DELIVERIES, "outcome" => outcome.as_str()).increment(1);
+    outcome
 }
 
 /// Receivers per gateway; a user on several gateways is listed under each.

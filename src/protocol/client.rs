@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::code::{ErrorCode, Outcome};
+use super::group::{Counts, GroupRequest, Policy};
+use crate::subject::{
+    GRP_ADD, GRP_CREATE, GRP_DELETE, GRP_JOIN, GRP_LEAVE, GRP_MEMBERS, GRP_REMOVE,
+};
 
 /// A decoded client frame.
 #[derive(Debug)]
@@ -31,7 +35,34 @@ pub enum Request<'a> {
     },
     /// Liveness check, answered by `pong` with the same `id`.
     Ping { id: Option<String> },
+    /// A group operation, answered by a `result` frame: `group_create`, `group_delete`,
+    /// `group_join`, `group_leave`, `group_add`, `group_remove`, `group_members`.
+    /// `endpoint` is the centers' endpoint (`create`...).
+    Group {
+        endpoint: &'static str,
+        id: Option<String>,
+        request: GroupRequest,
+    },
+    /// `group_list`: the groups of this user, answered by a `result` frame.
+    GroupList { id: Option<String> },
+    /// `group_send`: `body` to every other member of `group`, answered by a `report`.
+    GroupSend {
+        group: String,
+        id: Option<String>,
+        body: &'a RawValue,
+    },
 }
+
+/// Client ops on groups and the centers' endpoints they map to.
+const GROUP_OPS: [(&str, &str); 7] = [
+    ("group_create", GRP_CREATE),
+    ("group_delete", GRP_DELETE),
+    ("group_join", GRP_JOIN),
+    ("group_leave", GRP_LEAVE),
+    ("group_add", GRP_ADD),
+    ("group_remove", GRP_REMOVE),
+    ("group_members", GRP_MEMBERS),
+];
 
 /// Why a frame was refused; sent back as an `error` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +73,27 @@ pub struct FrameError {
     pub id: Option<String>,
 }
 
+impl Request<'_> {
+    /// The frame's `id`, if it had one.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Request::Login { .. } => None,
+            Request::Send { id, .. }
+            | Request::Ping { id }
+            | Request::Group { id, .. }
+            | Request::GroupList { id }
+            | Request::GroupSend { id, .. } => id.as_deref(),
+        }
+    }
+}
+
 impl FrameError {
+    /// The same error, for the frame with `id`.
+    pub fn with_id(mut self, id: Option<String>) -> Self {
+        self.id = id;
+        self
+    }
+
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         FrameError {
             code,
@@ -60,6 +111,9 @@ struct Flat<'a> {
     token: Option<String>,
     to: Option<Vec<String>>,
     id: Option<String>,
+    group: Option<String>,
+    members: Option<Vec<String>>,
+    policy: Option<Policy>,
     /// Present (even `null`) or absent: `null` is a body like any other.
     #[serde(default, borrow, deserialize_with = "present")]
     body: Option<&'a RawValue>,
@@ -99,6 +153,34 @@ pub fn parse(frame: &str) -> Result<Request<'_>, FrameError> {
             })
         }
         Some("ping") => Ok(Request::Ping { id: flat.id }),
+        Some("group_list") => Ok(Request::GroupList { id: flat.id }),
+        Some("group_send") => {
+            let group = flat.group.ok_or_else(|| missing("group", &flat.id))?;
+            let body = flat.body.ok_or_else(|| missing("body", &flat.id))?;
+            Ok(Request::GroupSend {
+                group,
+                id: flat.id,
+                body,
+            })
+        }
+        Some(op) if GROUP_OPS.iter().any(|(name, _)| *name == op) => {
+            let endpoint = GROUP_OPS
+                .iter()
+                .find(|(name, _)| *name == op)
+                .map(|(_, e)| *e);
+            let group = flat.group.ok_or_else(|| missing("group", &flat.id))?;
+            let request = GroupRequest {
+                group,
+                members: flat.members.unwrap_or_default(),
+                policy: flat.policy,
+                ..GroupRequest::default()
+            };
+            Ok(Request::Group {
+                endpoint: endpoint.expect("found above"),
+                id: flat.id,
+                request,
+            })
+        }
         Some(other) => Err(FrameError {
             code: ErrorCode::UnknownOp,
             message: format!("unknown op `{other}`"),
@@ -124,8 +206,28 @@ pub struct TokenClaims {
 pub struct Report {
     /// The message id (the client's, or the one the gateway generated).
     pub id: String,
-    /// Receiver id → outcome; each distinct receiver appears once.
+    /// Receiver id → outcome; each distinct receiver appears once. For a group message,
+    /// every member but the sender when the group is small, else empty (see `counts`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub status: BTreeMap<String, Outcome>,
+    /// The group of a group message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Outcomes counted, for group messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Counts>,
+}
+
+impl Report {
+    /// The report of a direct message.
+    pub fn direct(id: String, status: BTreeMap<String, Outcome>) -> Self {
+        Report {
+            id,
+            status,
+            group: None,
+            counts: None,
+        }
+    }
 }
 
 /// `GET /v1/users/{id}`: is a user online, and where.
@@ -154,9 +256,19 @@ pub enum Frame<'a> {
         id: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         from: Option<&'a str>,
+        /// The receivers of a direct message (empty, and left out, for a group message).
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
         to: &'a [String],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<&'a str>,
         ts: u64,
         body: &'a RawValue,
+    },
+    /// The answer to a group operation: the centers' reply as it is.
+    Result {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        result: &'a serde_json::Value,
     },
     /// What happened to each receiver of a message this client sent.
     Report {
@@ -211,6 +323,12 @@ pub struct Incoming {
     pub body: Option<Box<RawValue>>,
     #[serde(default)]
     pub status: Option<BTreeMap<String, Outcome>>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub counts: Option<Counts>,
+    #[serde(default)]
+    pub result: Option<serde_json::Value>,
     #[serde(default)]
     pub code: Option<ErrorCode>,
     #[serde(default)]
@@ -333,6 +451,7 @@ mod tests {
             id: "m1",
             from: Some("alice"),
             to: &to,
+            group: None,
             ts: 5,
             body: &body,
         };
@@ -341,10 +460,10 @@ mod tests {
             text,
             r#"{"op":"msg","id":"m1","from":"alice","to":["bob"],"ts":5,"body":{"k": "v"}}"#
         );
-        let report = Report {
-            id: "m1".into(),
-            status: [("bob".to_string(), Outcome::Delivered)].into(),
-        };
+        let report = Report::direct(
+            "m1".into(),
+            [("bob".to_string(), Outcome::Delivered)].into(),
+        );
         let text = Frame::Report { report: &report }.encode();
         assert_eq!(
             &text[..],

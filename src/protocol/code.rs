@@ -33,6 +33,10 @@ pub enum ErrorCode {
     RateLimited,
     /// The user already has the most sessions allowed.
     TooManySessions,
+    /// No such group.
+    NotFound,
+    /// A group with that id exists already.
+    GroupExists,
     /// The directory (no center answered) or another part of the cluster is unreachable.
     Unavailable,
     /// The process is shutting down.
@@ -57,6 +61,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManySessions => "too_many_sessions",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::GroupExists => "group_exists",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",

@@ -2,7 +2,8 @@
 //!
 //! - [`client`]: frames between a client and its gateway.
 //! - [`nats`]: payloads on NATS subjects (directory requests, deliver, ingress, events).
-//! - [`record`]: the value stored per user in the directory KV bucket.
+//! - [`group`]: group policies and the `mrc.grp.*` payloads.
+//! - [`record`]: the values stored in the directory and groups KV buckets.
 //! - [`code`]: the stable error codes and per-receiver outcomes.
 //!
 //! Message bodies are carried as `&RawValue`: validated as JSON, copied as bytes, never
@@ -10,6 +11,7 @@
 
 pub mod client;
 pub mod code;
+pub mod group;
 pub mod nats;
 pub mod record;
 

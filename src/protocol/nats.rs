@@ -69,10 +69,18 @@ pub struct DeliverRequest<'a> {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
-    /// Every receiver of the message, as the clients see it.
+    /// Every receiver of a direct message, as the clients see it.
+    #[serde(default)]
     pub to: Vec<String>,
     /// The receivers this gateway should push to, as indexes into `to`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rcpt: Vec<usize>,
+    /// The group of a group message (then `to` is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Group messages: the members this gateway should push to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
     pub ts: u64,
     #[serde(borrow)]
     pub body: &'a RawValue,

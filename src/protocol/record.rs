@@ -31,3 +31,32 @@ impl UserRecord {
         serde_json::from_slice(value)
     }
 }
+
+/// `g.<group>` in the groups bucket: a group's settings. `epoch` is new for every
+/// creation, so memberships left over from a deleted group of the same id never count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub owner: String,
+    pub policy: super::group::Policy,
+    pub epoch: String,
+    pub created: u64,
+}
+
+/// `m.<group>.<user>` in the groups bucket: one membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub epoch: String,
+    pub since: u64,
+}
+
+impl GroupRecord {
+    pub fn encode(&self) -> bytes::Bytes {
+        bytes::Bytes::from(serde_json::to_vec(self).expect("records are serializable"))
+    }
+}
+
+impl MemberRecord {
+    pub fn encode(&self) -> bytes::Bytes {
+        bytes::Bytes::from(serde_json::to_vec(self).expect("records are serializable"))
+    }
+}

@@ -8,6 +8,7 @@ mod delivery;
 mod directory;
 mod doors;
 mod failover;
+mod groups;
 mod ingress;
 mod limits;
 mod permissions;

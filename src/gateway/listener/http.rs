@@ -7,6 +7,7 @@
 //! | `GET /healthz` | none | the process is up |
 //! | `GET /readyz` | none | NATS connected and a center answers |
 //! | `GET /metrics` | none | Prometheus text |
+//! | `/v1/groups/...` | API key or token | groups: see `listener::groups` |
 //!
 //! Errors are JSON `{"error":{"code","message"}}` with the HTTP status that fits the code.
 
@@ -36,6 +37,7 @@ pub fn routes(gw: &Gateway) -> axum::Router<Arc<Gateway>> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(super::groups::routes())
         // Bodies a little over the limit still get a JSON `too_large`; far over, axum's 413.
         .layer(DefaultBodyLimit::max(
             gw.limits.max_frame_bytes.saturating_mul(2),
@@ -49,7 +51,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::AlreadyLoggedIn | ErrorCode::TooManySessions => StatusCode::CONFLICT,
+        ErrorCode::AlreadyLoggedIn | ErrorCode::TooManySessions | ErrorCode::GroupExists => {
+            StatusCode::CONFLICT
+        }
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::Unavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::BadJson
@@ -83,13 +88,13 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Who is calling the API.
-enum Caller {
+pub(super) enum Caller {
     /// Holder of the API key: a backend, may send as anyone.
     Backend,
     User(Identity),
 }
 
-fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, FrameError> {
+pub(super) fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, FrameError> {
     let Some(token) = bearer(headers) else {
         let message = "send `Authorization: Bearer <api key or token>`";
         return Err(FrameError::new(ErrorCode::Unauthorized, message));

@@ -2,8 +2,10 @@
 //! protocol itself lives in `conn`, once):
 //! - [`ws`]: WebSocket at `/ws` on the HTTP listener;
 //! - [`http`]: the HTTP API (`/v1/...`), health, readiness and metrics, same listener;
+//!   [`groups`]: its group routes;
 //! - [`tcp`]: newline-delimited JSON on its own listener.
 
+pub mod groups;
 pub mod http;
 pub mod tcp;
 pub mod ws;

@@ -83,3 +83,24 @@ pub async fn send(
 pub fn outcomes(pairs: &[(&str, Outcome)]) -> BTreeMap<String, Outcome> {
     pairs.iter().map(|(u, o)| (u.to_string(), *o)).collect()
 }
+
+/// Sends a frame that carries `"id"` and returns the `result` or `error` frame with that
+/// id (other frames that arrive meanwhile are skipped).
+pub async fn call(ws: &mut WsClient, frame: serde_json::Value) -> Received {
+    let id = frame["id"].as_str().expect("calls carry an id").to_string();
+    ws.send_text(&frame.to_string()).await.expect("sending");
+    loop {
+        let received = recv(ws).await;
+        let answer = matches!(received.frame.op.as_str(), "result" | "error" | "report");
+        if answer && received.frame.id.as_deref() == Some(id.as_str()) {
+            return received;
+        }
+    }
+}
+
+/// Like [`call`], and the answer must not be an error.
+pub async fn call_ok(ws: &mut WsClient, frame: serde_json::Value) -> Received {
+    let received = call(ws, frame).await;
+    assert_ne!(received.frame.op, "error", "{}", received.text);
+    received
+}
