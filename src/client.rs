@@ -67,9 +67,19 @@ impl WsClient {
 
     /// Logs in as `user` (gateways in insecure dev-auth mode) and waits for `welcome`.
     pub async fn login(&mut self, user: &str) -> anyhow::Result<Incoming> {
+        self.login_device(user, None).await
+    }
+
+    /// Logs in as `user` from a device class and waits for `welcome`.
+    pub async fn login_device(
+        &mut self,
+        user: &str,
+        device: Option<&str>,
+    ) -> anyhow::Result<Incoming> {
         self.send_frame(&Outgoing::Login {
             user: Some(user),
             token: None,
+            device,
         })
         .await?;
         self.welcome().await
@@ -80,6 +90,7 @@ impl WsClient {
         self.send_frame(&Outgoing::Login {
             user: None,
             token: Some(token),
+            device: None,
         })
         .await?;
         self.welcome().await

@@ -132,6 +132,15 @@ pub struct Center {
     /// Requests handled at once per endpoint.
     #[arg(long, env = "MRC_CENTER_CONCURRENCY", default_value_t = 256)]
     pub concurrency: usize,
+    /// Sessions per user: `allow` (any number), `single` (a new login replaces older
+    /// sessions), `device` (one per declared device class). Give every center the same.
+    #[arg(
+        long = "login-policy",
+        env = "MRC_CENTER_LOGIN_POLICY",
+        value_enum,
+        default_value = "allow"
+    )]
+    pub login_policy: crate::directory::LoginPolicy,
 }
 
 impl Center {

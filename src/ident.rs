@@ -202,6 +202,11 @@ node_id!(
     /// Names one client connection; the directory's fencing token.
     SessionId
 );
+node_id!(
+    /// A device class a client declares at login (`mobile`, `desktop`, `web`...), for the
+    /// `device` login policy.
+    DeviceClass
+);
 
 /// A message id: chosen by the sender (1..=128 bytes, no control characters) or generated.
 /// Every delivery of one message carries the same id so clients can drop duplicates.

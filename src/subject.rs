@@ -138,6 +138,11 @@ impl Subjects {
         format!("{}.gw.{gateway}.deliver", self.prefix)
     }
 
+    /// `mrc.gw.<gateway>.kick`: close sessions a newer login replaced.
+    pub fn kick(&self, gateway: &GatewayId) -> String {
+        format!("{}.gw.{gateway}.kick", self.prefix)
+    }
+
     /// `mrc.gw.<gateway>.hb`: gateway liveness.
     pub fn heartbeat(&self, gateway: &GatewayId) -> String {
         format!("{}.gw.{gateway}.hb", self.prefix)

@@ -6,6 +6,7 @@
 //! group, so a center started later never answers from a partial directory.
 
 pub mod groups;
+pub mod kick;
 pub mod liveness;
 pub mod peers;
 pub mod presence;
@@ -51,6 +52,12 @@ pub async fn run(
     let handlers = service::Handlers {
         directory: directory.clone(),
         groups,
+        login_policy: config.login_policy,
+        kicker: kick::Kicker {
+            client: client.clone(),
+            subjects: subjects.clone(),
+            timeout: config.nats.request_timeout(),
+        },
         announcer: announcer.clone(),
         liveness: liveness.clone(),
     };

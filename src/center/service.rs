@@ -12,12 +12,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
+use super::kick::Kicker;
 use super::liveness::Liveness;
 use super::peers::Peers;
 use super::presence::Announcer;
-use crate::directory::Directory;
+use crate::directory::{Directory, Login, LoginPolicy};
 use crate::groups::Groups;
-use crate::ident::{CenterId, GatewayId, SessionId, UserId};
+use crate::ident::{CenterId, DeviceClass, GatewayId, SessionId, UserId};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::nats::{
     encode, ErrorReply, Location, LookupReply, LookupRequest, PurgeReply, PurgeRequest,
@@ -37,6 +38,8 @@ pub const MAX_LOOKUP_USERS: usize = 10_000;
 pub struct Handlers {
     pub directory: Directory,
     pub groups: Groups,
+    pub login_policy: LoginPolicy,
+    pub kicker: Kicker,
     pub announcer: Announcer,
     pub liveness: Arc<Liveness>,
 }
@@ -136,15 +139,35 @@ impl Handlers {
         let user = id(UserId::new, "user", &req.user)?;
         let session = id(SessionId::new, "session", &req.session)?;
         let gateway = id(GatewayId::new, "gateway", &req.gateway)?;
+        let device = req
+            .device
+            .as_deref()
+            .map(|d| id(DeviceClass::new, "device", d))
+            .transpose()?;
         self.liveness.touch(&gateway);
+        let login = Login {
+            user: &user,
+            session: &session,
+            gateway: &gateway,
+            since: now_ms(),
+            device: device.as_ref().map(DeviceClass::as_str),
+            policy: self.login_policy,
+            reassert: req.reassert,
+        };
         let t = self
             .directory
-            .register(&user, &session, &gateway, now_ms())
+            .register(&login)
             .await
             .map_err(|e| error(ErrorCode::Unavailable, format!("{e:#}")))?;
         self.announcer.announce(&t, &gateway).await;
+        let replaced = t.replaced(session.as_str());
+        if !replaced.is_empty() {
+            self.kicker.kick(&user, &replaced);
+        }
+        let kicked = !t.holds(session.as_str());
         Ok(encode(&SessionsReply {
             sessions: t.after.len(),
+            kicked,
         }))
     }
 
@@ -162,6 +185,7 @@ impl Handlers {
         }
         Ok(encode(&SessionsReply {
             sessions: t.after.len(),
+            kicked: false,
         }))
     }
 

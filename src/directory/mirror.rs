@@ -56,6 +56,8 @@ pub struct Session {
     pub id: Arc<str>,
     pub gateway: GatewayId,
     pub since: u64,
+    /// The device class the client declared, if any.
+    pub device: Option<Arc<str>>,
 }
 
 /// A user's sessions and the bucket revision they come from.
@@ -133,6 +135,7 @@ impl State {
                     id: Arc::from(s.session.as_str()),
                     gateway,
                     since: s.since,
+                    device: s.device.as_deref().map(Arc::from),
                 })
             })
             .collect()
@@ -159,6 +162,7 @@ pub fn record_of(sessions: &[Session]) -> UserRecord {
                 session: s.id.to_string(),
                 gateway: s.gateway.to_string(),
                 since: s.since,
+                device: s.device.as_deref().map(str::to_string),
             })
             .collect(),
     }
@@ -284,6 +288,7 @@ mod tests {
                     session: id.to_string(),
                     gateway: gw.to_string(),
                     since: 1,
+                    device: None,
                 })
                 .collect(),
         };

@@ -30,6 +30,29 @@ const MAX_DIRECT_READS: usize = 1000;
 /// Concurrent writes while purging one gateway.
 const PURGE_CONCURRENCY: usize = 64;
 
+/// How many sessions a user may have at once (`--login-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoginPolicy {
+    /// Any number of sessions.
+    Allow,
+    /// One: a new login replaces every older session.
+    Single,
+    /// One per device class: a new login replaces the older session of its class.
+    Device,
+}
+
+/// One registration.
+pub struct Login<'a> {
+    pub user: &'a UserId,
+    pub session: &'a SessionId,
+    pub gateway: &'a GatewayId,
+    pub since: u64,
+    pub device: Option<&'a str>,
+    pub policy: LoginPolicy,
+    /// A gateway re-registering a session it holds (after a reconnect or an eviction).
+    pub reassert: bool,
+}
+
 /// What one write did to a user: the sessions before and after.
 #[derive(Debug, Clone)]
 pub struct Transition {
@@ -60,6 +83,20 @@ impl Transition {
 
     pub fn changed(&self) -> bool {
         self.before != self.after
+    }
+
+    /// Sessions that were there before and are gone, other than `except`: the sessions
+    /// a login replaced.
+    pub fn replaced(&self, except: &str) -> Vec<&Session> {
+        self.before
+            .iter()
+            .filter(|s| &*s.id != except && !self.after.iter().any(|a| a.id == s.id))
+            .collect()
+    }
+
+    /// Whether the session `id` is registered after the write.
+    pub fn holds(&self, id: &str) -> bool {
+        self.after.iter().any(|s| &*s.id == id)
     }
 }
 
@@ -96,20 +133,30 @@ impl Directory {
     }
 
     /// Adds (or refreshes) one session of `user` on `gateway`.
-    pub async fn register(
-        &self,
-        user: &UserId,
-        session: &SessionId,
-        gateway: &GatewayId,
-        since: u64,
-    ) -> anyhow::Result<Transition> {
+    ///
+    /// The login policy decides which older sessions the new one replaces, in the same
+    /// compare-and-swap, so two concurrent logins end with exactly one winner. A
+    /// `reassert` (a gateway re-registering a live session) never replaces anyone: if it
+    /// conflicts it loses, and the returned transition does not contain it.
+    pub async fn register(&self, login: &Login<'_>) -> anyhow::Result<Transition> {
         let new = Session {
-            id: Arc::from(session.as_str()),
-            gateway: gateway.clone(),
-            since,
+            id: Arc::from(login.session.as_str()),
+            gateway: login.gateway.clone(),
+            since: login.since,
+            device: login.device.map(Arc::from),
         };
-        self.update(user, |sessions| {
-            sessions.retain(|s| *s.id != *session.as_str());
+        let policy = login.policy;
+        self.update(login.user, |sessions| {
+            sessions.retain(|s| s.id != new.id);
+            let conflicts = |s: &Session| match policy {
+                LoginPolicy::Allow => false,
+                LoginPolicy::Single => true,
+                LoginPolicy::Device => s.device == new.device,
+            };
+            if login.reassert && sessions.iter().any(conflicts) {
+                return;
+            }
+            sessions.retain(|s| !conflicts(s));
             sessions.push(new.clone());
         })
         .await

@@ -9,12 +9,17 @@ use anyhow::{bail, Context as _};
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 
 use crate::config;
-use crate::ident::UserId;
+use crate::ident::{DeviceClass, UserId};
 use crate::protocol::client::{FrameError, TokenClaims};
 use crate::protocol::code::ErrorCode;
 
 /// The scope that lets a token use the HTTP send API.
 pub const SEND_SCOPE: &str = "mrc:send";
+
+/// A declared device class, checked.
+pub fn device_class(device: &str) -> Result<DeviceClass, FrameError> {
+    DeviceClass::new(device).map_err(|e| FrameError::new(ErrorCode::BadId, format!("device: {e}")))
+}
 
 /// A verified client.
 #[derive(Debug, Clone)]
@@ -22,6 +27,8 @@ pub struct Identity {
     pub user: UserId,
     /// The token carried the `mrc:send` scope.
     pub may_send_http: bool,
+    /// The device class the client declared, if any.
+    pub device: Option<DeviceClass>,
 }
 
 pub struct Auth {
@@ -104,12 +111,24 @@ impl Auth {
         Ok(Identity {
             user,
             may_send_http,
+            device: None,
         })
     }
 
     /// A `login` frame: a token (checked), or a bare user id in insecure dev mode. When
-    /// both are given they must agree.
-    pub fn login(&self, user: Option<&str>, token: Option<&str>) -> Result<Identity, FrameError> {
+    /// both are given they must agree. `device` is the declared device class.
+    pub fn login(
+        &self,
+        user: Option<&str>,
+        token: Option<&str>,
+        device: Option<&str>,
+    ) -> Result<Identity, FrameError> {
+        let mut identity = self.credentials(user, token)?;
+        identity.device = device.map(device_class).transpose()?;
+        Ok(identity)
+    }
+
+    fn credentials(&self, user: Option<&str>, token: Option<&str>) -> Result<Identity, FrameError> {
         match (token, user) {
             (Some(token), user) => {
                 let identity = self.verify(token)?;
@@ -121,6 +140,7 @@ impl Auth {
             (None, Some(user)) if self.dev => Ok(Identity {
                 user: self.user(user)?,
                 may_send_http: false,
+                device: None,
             }),
             (None, Some(_)) => Err(unauthorized("this gateway requires a token")),
             (None, None) => Err(unauthorized("no credentials")),
@@ -229,7 +249,7 @@ mod tests {
     fn bare_user_logins_need_dev_mode() {
         let auth = Auth::from_config(&config(), 256).unwrap();
         assert_eq!(
-            auth.login(Some("alice"), None).unwrap_err().code,
+            auth.login(Some("alice"), None, None).unwrap_err().code,
             ErrorCode::Unauthorized
         );
         let dev = Auth::from_config(
@@ -241,20 +261,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            dev.login(Some("alice"), None).unwrap().user.as_str(),
+            dev.login(Some("alice"), None, None).unwrap().user.as_str(),
             "alice"
         );
         assert_eq!(
-            dev.login(Some("much-too-long"), None).unwrap_err().code,
+            dev.login(Some("much-too-long"), None, None)
+                .unwrap_err()
+                .code,
             ErrorCode::BadId
         );
         let t = token(serde_json::json!({"sub": "bob", "exp": now() + 60}));
         assert_eq!(
-            dev.login(Some("alice"), Some(&t)).unwrap_err().code,
+            dev.login(Some("alice"), Some(&t), None).unwrap_err().code,
             ErrorCode::Unauthorized
         );
         assert_eq!(
-            dev.login(Some("bob"), Some(&t)).unwrap().user.as_str(),
+            dev.login(Some("bob"), Some(&t), Some("mobile"))
+                .unwrap()
+                .user
+                .as_str(),
             "bob"
         );
     }

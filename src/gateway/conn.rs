@@ -21,7 +21,7 @@ use super::route::Message;
 use super::session;
 use super::Gateway;
 use crate::config;
-use crate::ident::{GroupId, MessageId, SessionId, UserId};
+use crate::ident::{DeviceClass, GroupId, MessageId, SessionId, UserId};
 use crate::protocol::client::{parse, Frame, FrameError, Request};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::group::ListRequest;
@@ -91,6 +91,8 @@ pub enum Close {
     Idle,
     /// The directory could not register the session.
     Unavailable,
+    /// A newer login of the same user replaced this session (login policy).
+    Kicked,
 }
 
 impl Close {
@@ -104,6 +106,7 @@ impl Close {
             Close::Flood => "flood",
             Close::Idle => "idle",
             Close::Unavailable => "unavailable",
+            Close::Kicked => crate::center::kick::REPLACED,
         }
     }
 
@@ -265,7 +268,7 @@ pub async fn serve<R: Reader, W: Writer>(
     };
     let session = SessionId::generate();
     let span = tracing::info_span!("session", user = %identity.user, session = %session, %peer, door = door.label());
-    run_session(gw, identity.user, session, reader, writer, door)
+    run_session(gw, identity, session, reader, writer, door)
         .instrument(span)
         .await;
 }
@@ -288,8 +291,15 @@ async fn login<R: Reader, W: Writer>(
             Inbound::Closed => return Err(None),
         };
         match parse(&text) {
-            Ok(Request::Login { user, token }) => {
-                match gw.auth.login(user.as_deref(), token.as_deref()) {
+            Ok(Request::Login {
+                user,
+                token,
+                device,
+            }) => {
+                match gw
+                    .auth
+                    .login(user.as_deref(), token.as_deref(), device.as_deref())
+                {
                     Ok(identity) => return Ok(identity),
                     Err(e) if e.code == ErrorCode::Unauthorized => {
                         tracing::info!(error = %e.message, "login refused");
@@ -331,10 +341,16 @@ async fn finish<W: Writer>(writer: &mut W) {
 }
 
 async fn say_bye<W: Writer>(writer: &mut W, reason: Close) {
-    let bye = Frame::Bye {
-        reason: reason.reason(),
-    }
-    .encode();
+    let bye = match reason {
+        Close::Kicked => Frame::Kicked {
+            reason: reason.reason(),
+        }
+        .encode(),
+        _ => Frame::Bye {
+            reason: reason.reason(),
+        }
+        .encode(),
+    };
     // Best effort, bounded: the client may not be reading at all.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         if writer.send(bye).await.is_ok() {
@@ -347,18 +363,25 @@ async fn say_bye<W: Writer>(writer: &mut W, reason: Close) {
 /// Registers the session, then serves it until it ends.
 async fn run_session<R: Reader, W: Writer>(
     gw: Arc<Gateway>,
-    user: UserId,
+    identity: Identity,
     session: SessionId,
     mut reader: R,
     mut writer: W,
     door: Door,
 ) {
-    let (handle, mut outbox) = session::channel(session.clone(), gw.limits.outbound_queue);
+    let user = identity.user;
+    let device = identity.device.as_ref().map(DeviceClass::as_str);
+    let (handle, mut outbox) = session::channel(session.clone(), device, gw.limits.outbound_queue);
     let reports = handle.clone();
     // Insert before registering: a message routed here right after the registration
     // must find the session.
     gw.sessions.insert(user.clone(), handle);
-    let refused = match gw.registrar.register(&user, &session).await {
+    let refused = match gw
+        .registrar
+        .register(&user, &session, device, false)
+        .await
+        .map(|r| r.sessions)
+    {
         Ok(n) if gw.limits.max_sessions_per_user > 0 && n > gw.limits.max_sessions_per_user => {
             let message = format!("{n} sessions, limit {}", gw.limits.max_sessions_per_user);
             Some((
@@ -452,6 +475,7 @@ impl SessionState<'_> {
                 biased;
                 () = self.gw.shutdown.cancelled() => return Some(Close::Shutdown),
                 () = outbox.slow.cancelled() => return Some(Close::SlowConsumer),
+                () = outbox.kicked.cancelled() => return Some(Close::Kicked),
                 frame = outbox.rx.recv() => {
                     // A client that stops reading blocks this write; its queue then fills
                     // and the session must still end.

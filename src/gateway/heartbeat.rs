@@ -56,15 +56,37 @@ pub async fn run(
     }
 }
 
-/// Registers every live session again (register is idempotent per session).
+/// Registers every live session again (register is idempotent per session). A session
+/// that lost to a newer login meanwhile is closed instead.
 pub async fn reassert(gw: &Gateway) {
     let sessions = gw.sessions.snapshot();
     let total = sessions.len();
-    let failed = futures::stream::iter(sessions)
-        .map(|(user, session)| async move { gw.registrar.register(&user, &session).await.is_err() })
+    let outcomes: Vec<Reasserted> = futures::stream::iter(sessions)
+        .map(|(user, handle)| async move {
+            match gw
+                .registrar
+                .register(&user, &handle.id, handle.device.as_deref(), true)
+                .await
+            {
+                Ok(reply) if reply.kicked => {
+                    gw.sessions.kick(&user, std::slice::from_ref(&handle.id));
+                    Reasserted::Kicked
+                }
+                Ok(_) => Reasserted::Kept,
+                Err(_) => Reasserted::Failed,
+            }
+        })
         .buffer_unordered(REASSERT_CONCURRENCY)
-        .filter(|failed| futures::future::ready(*failed))
-        .count()
+        .collect()
         .await;
-    tracing::info!(total, failed, "sessions re-asserted");
+    let count = |o: Reasserted| outcomes.iter().filter(|x| **x == o).count();
+    let (kicked, failed) = (count(Reasserted::Kicked), count(Reasserted::Failed));
+    tracing::info!(total, kicked, failed, "sessions re-asserted");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reasserted {
+    Kept,
+    Kicked,
+    Failed,
 }

@@ -15,6 +15,7 @@ pub mod deliver;
 pub mod groups;
 pub mod heartbeat;
 pub mod ingress;
+pub mod kick;
 pub mod listener;
 pub mod registrar;
 pub mod resolve;
@@ -132,6 +133,9 @@ pub async fn run(
         shutdown.clone(),
     );
     background.spawn(log_failure("deliver", deliver));
+    let kicks = client.subscribe(subjects.kick(&id)).await?;
+    let kick = kick::run(client.clone(), gw.sessions.clone(), kicks, shutdown.clone());
+    background.spawn(log_failure("kick", kick));
     let period = Duration::from_millis(config.heartbeat_ms);
     background.spawn(log_failure(
         "heartbeat",

@@ -32,19 +32,23 @@ impl Registrar {
         }
     }
 
-    /// Records that `session` of `user` lives here; returns the user's session count.
+    /// Records that `session` of `user` lives here. `reassert`: re-registering a live
+    /// session, which never replaces another (the reply says when it lost instead).
     pub async fn register(
         &self,
         user: &UserId,
         session: &SessionId,
-    ) -> Result<usize, RequestFailure> {
+        device: Option<&str>,
+        reassert: bool,
+    ) -> Result<SessionsReply, RequestFailure> {
         let payload = RegisterRequest {
             user: user.to_string(),
             session: session.to_string(),
             gateway: self.gateway.to_string(),
+            device: device.map(str::to_string),
+            reassert,
         };
-        let reply: SessionsReply = self.call(DIR_REGISTER, &payload, self.timeout).await?;
-        Ok(reply.sessions)
+        self.call(DIR_REGISTER, &payload, self.timeout).await
     }
 
     /// Removes exactly `session` of `user`.

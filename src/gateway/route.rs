@@ -314,7 +314,7 @@ impl Router {
             })
             .collect();
         for (rcpt, result) in futures::future::join_all(deliveries).await {
-            merge(&mut results, &rcpt, result);
+            merge(&mut results, rcpt, result);
         }
         results
     }

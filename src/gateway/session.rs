@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -19,29 +19,35 @@ use crate::ident::{SessionId, UserId};
 #[derive(Clone, Debug)]
 pub struct Handle {
     pub id: SessionId,
+    /// The device class the client declared, re-sent when sessions are re-asserted.
+    pub device: Option<Arc<str>>,
     tx: mpsc::Sender<Bytes>,
     /// Cancelled when the session must be closed because it cannot keep up.
     slow: CancellationToken,
+    /// Cancelled when a newer login replaced the session.
+    kicked: CancellationToken,
 }
 
-/// The connection side of one session: frames to write, and the slow-consumer signal.
+/// The connection side of one session: frames to write, and why it must end.
 pub struct Outbox {
     pub rx: mpsc::Receiver<Bytes>,
     pub slow: CancellationToken,
+    pub kicked: CancellationToken,
 }
 
 /// A new session's two halves, with room for `capacity` queued frames.
-pub fn channel(id: SessionId, capacity: usize) -> (Handle, Outbox) {
+pub fn channel(id: SessionId, device: Option<&str>, capacity: usize) -> (Handle, Outbox) {
     let (tx, rx) = mpsc::channel(capacity);
-    let slow = CancellationToken::new();
-    (
-        Handle {
-            id,
-            tx,
-            slow: slow.clone(),
-        },
-        Outbox { rx, slow },
-    )
+    let (slow, kicked) = (CancellationToken::new(), CancellationToken::new());
+    let device = device.map(Arc::from);
+    let handle = Handle {
+        id,
+        device,
+        tx,
+        slow: slow.clone(),
+        kicked: kicked.clone(),
+    };
+    (handle, Outbox { rx, slow, kicked })
 }
 
 impl Handle {
@@ -121,16 +127,33 @@ impl Sessions {
         self.len() == 0
     }
 
-    /// Every (user, session), for re-asserting them to the directory.
-    pub fn snapshot(&self) -> Vec<(UserId, SessionId)> {
+    /// Every (user, session handle), for re-asserting them to the directory.
+    pub fn snapshot(&self) -> Vec<(UserId, Handle)> {
         let users = self
             .users
             .read()
             .expect("sessions lock is never held across a panic");
         users
             .iter()
-            .flat_map(|(user, handles)| handles.iter().map(move |h| (user.clone(), h.id.clone())))
+            .flat_map(|(user, handles)| handles.iter().map(move |h| (user.clone(), h.clone())))
             .collect()
+    }
+
+    /// Closes the named sessions of `user` (a newer login replaced them); how many.
+    pub fn kick(&self, user: &UserId, ids: &[SessionId]) -> usize {
+        let users = self
+            .users
+            .read()
+            .expect("sessions lock is never held across a panic");
+        let Some(handles) = users.get(user) else {
+            return 0;
+        };
+        let mut kicked = 0;
+        for handle in handles.iter().filter(|h| ids.contains(&h.id)) {
+            handle.kicked.cancel();
+            kicked += 1;
+        }
+        kicked
     }
 }
 
@@ -142,8 +165,8 @@ mod tests {
     fn push_reaches_every_session_of_a_user() {
         let sessions = Sessions::default();
         let alice = UserId::new("alice").unwrap();
-        let (h1, mut o1) = channel(SessionId::generate(), 4);
-        let (h2, mut o2) = channel(SessionId::generate(), 4);
+        let (h1, mut o1) = channel(SessionId::generate(), None, 4);
+        let (h2, mut o2) = channel(SessionId::generate(), None, 4);
         let id1 = h1.id.clone();
         sessions.insert(alice.clone(), h1);
         sessions.insert(alice.clone(), h2);
@@ -160,8 +183,8 @@ mod tests {
     fn a_full_queue_kicks_the_slow_session_only() {
         let sessions = Sessions::default();
         let alice = UserId::new("alice").unwrap();
-        let (slow, slow_out) = channel(SessionId::generate(), 1);
-        let (fast, mut fast_out) = channel(SessionId::generate(), 8);
+        let (slow, slow_out) = channel(SessionId::generate(), None, 1);
+        let (fast, mut fast_out) = channel(SessionId::generate(), None, 8);
         sessions.insert(alice.clone(), slow);
         sessions.insert(alice.clone(), fast);
         assert!(sessions.push(&alice, &Bytes::from_static(b"1")));

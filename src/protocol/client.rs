@@ -26,6 +26,8 @@ pub enum Request<'a> {
     Login {
         user: Option<String>,
         token: Option<String>,
+        /// The device class (`mobile`, `desktop`, `web`...), for the `device` login policy.
+        device: Option<String>,
     },
     /// Send `body` to `to` (`{"op":"send","to":["bob"],"body":"hi","id":"m1"}`).
     Send {
@@ -109,6 +111,7 @@ struct Flat<'a> {
     op: Option<Cow<'a, str>>,
     user: Option<String>,
     token: Option<String>,
+    device: Option<String>,
     to: Option<Vec<String>>,
     id: Option<String>,
     group: Option<String>,
@@ -141,7 +144,11 @@ pub fn parse(frame: &str) -> Result<Request<'_>, FrameError> {
     match flat.op.as_deref() {
         Some("login") => match (flat.user, flat.token) {
             (None, None) => Err(missing("token", &flat.id)),
-            (user, token) => Ok(Request::Login { user, token }),
+            (user, token) => Ok(Request::Login {
+                user,
+                token,
+                device: flat.device,
+            }),
         },
         Some("send") => {
             let to = flat.to.ok_or_else(|| missing("to", &flat.id))?;
@@ -287,6 +294,8 @@ pub enum Frame<'a> {
     },
     /// The gateway is closing this connection (shutdown, slow consumer...).
     Bye { reason: &'a str },
+    /// A newer login of the same user replaced this session (login policy).
+    Kicked { reason: &'a str },
 }
 
 impl Frame<'_> {
@@ -352,6 +361,8 @@ pub enum Outgoing<'a> {
         user: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         token: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        device: Option<&'a str>,
     },
     Send {
         to: &'a [String],
@@ -378,13 +389,13 @@ mod tests {
     #[test]
     fn parses_each_op() {
         match parse(r#"{"op":"login","user":"alice"}"#).unwrap() {
-            Request::Login { user, token } => {
+            Request::Login { user, token, .. } => {
                 assert_eq!((user.unwrap().as_str(), token), ("alice", None))
             }
             other => panic!("{other:?}"),
         }
         match parse(r#"{"op":"login","token":"t"}"#).unwrap() {
-            Request::Login { user, token } => {
+            Request::Login { user, token, .. } => {
                 assert_eq!((user, token.unwrap().as_str()), (None, "t"))
             }
             other => panic!("{other:?}"),

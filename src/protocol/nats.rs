@@ -15,6 +15,12 @@ pub struct RegisterRequest {
     pub user: String,
     pub session: String,
     pub gateway: String,
+    /// The device class the client declared, for the `device` login policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// A gateway re-registering a session it holds: it never replaces another session.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reassert: bool,
 }
 
 /// `mrc.dir.unregister`: remove exactly this session (fencing: never another one).
@@ -28,6 +34,22 @@ pub struct UnregisterRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionsReply {
     pub sessions: usize,
+    /// A reasserted session lost to a newer login: the gateway must close it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kicked: bool,
+}
+
+/// `mrc.gw.<gateway>.kick`: close these sessions of `user` (a newer login replaced them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KickRequest {
+    pub user: String,
+    pub sessions: Vec<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KickReply {
+    pub kicked: usize,
 }
 
 /// `mrc.dir.purge`: remove every session of a gateway (it restarted or is stopping).
@@ -217,6 +239,7 @@ mod tests {
     #[test]
     fn replies_decode_to_value_or_error() {
         let ok: SessionsReply = decode_reply(br#"{"sessions":2}"#).unwrap();
+        assert!(!ok.kicked);
         assert_eq!(ok.sessions, 2);
         let err = decode_reply::<SessionsReply>(&encode(&ErrorReply::new(ErrorCode::BadId, "x")));
         match err {

@@ -20,6 +20,9 @@ pub struct SessionRecord {
     /// Registration time, ms since the epoch.
     #[serde(rename = "t")]
     pub since: u64,
+    /// The device class the client declared (`mobile`, `desktop`...), if any.
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl UserRecord {

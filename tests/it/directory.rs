@@ -28,6 +28,8 @@ fn register(user: &str, session: &str, gateway: &str) -> RegisterRequest {
         user: user.into(),
         session: session.into(),
         gateway: gateway.into(),
+        device: None,
+        reassert: false,
     }
 }
 

@@ -11,6 +11,7 @@ mod failover;
 mod groups;
 mod ingress;
 mod limits;
+mod login_policy;
 mod permissions;
 mod python;
 mod shutdown;

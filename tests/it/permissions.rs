@@ -59,6 +59,8 @@ async fn a_backend_cannot_publish_to_a_gateways_deliver_subject_or_the_directory
         user: "mallory".into(),
         session: "s".into(),
         gateway: "g0".into(),
+        device: None,
+        reassert: false,
     };
     let attempt = tokio::time::timeout(
         Duration::from_secs(2),

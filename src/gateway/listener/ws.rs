@@ -20,6 +20,9 @@ use crate::gateway::conn::{self, Close, Door, Inbound};
 use crate::gateway::Gateway;
 use crate::protocol::code::ErrorCode;
 
+/// The header that declares the device class when the token comes with the upgrade.
+pub const DEVICE_HEADER: &str = "x-mrc-device";
+
 pub fn routes() -> axum::Router<Arc<Gateway>> {
     axum::Router::new().route("/ws", get(upgrade))
 }
@@ -34,10 +37,13 @@ async fn upgrade(
         return error_response(ErrorCode::ShuttingDown, "the gateway is stopping");
     }
     let identity = match bearer(&headers) {
-        Some(token) => match gw.auth.verify(token) {
-            Ok(identity) => Some(identity),
-            Err(e) => return error_response(e.code, &e.message),
-        },
+        Some(token) => {
+            let device = headers.get(DEVICE_HEADER).and_then(|d| d.to_str().ok());
+            match gw.auth.login(None, Some(token), device) {
+                Ok(identity) => Some(identity),
+                Err(e) => return error_response(e.code, &e.message),
+            }
+        }
         None => None,
     };
     let Ok(permit) = gw.connections.clone().try_acquire_owned() else {

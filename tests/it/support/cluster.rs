@@ -38,7 +38,7 @@ pub struct Cluster {
     pub broker: Broker,
     nats_url: String,
     /// Extra flags for every center started from now on.
-    center_args: Vec<String>,
+    pub center_args: Vec<String>,
     pub centers: Vec<Center>,
     pub gateways: Vec<Gateway>,
     /// Extra flags for every gateway started from now on.

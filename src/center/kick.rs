@@ -1,0 +1,61 @@
+//! Closing sessions that a newer login replaced (login policies `single` and `device`):
+//! one targeted request to each gateway that holds a replaced session, never a broadcast.
+//! The directory already dropped them in the login's compare-and-swap; this only tells
+//! their gateways to close the connections.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::Client;
+
+use crate::connection::request;
+use crate::directory::Session;
+use crate::ident::{GatewayId, UserId};
+use crate::protocol::nats::{encode, KickReply, KickRequest};
+use crate::subject::Subjects;
+
+/// The reason replaced sessions are given.
+pub const REPLACED: &str = "replaced";
+
+#[derive(Clone)]
+pub struct Kicker {
+    pub client: Client,
+    pub subjects: Subjects,
+    pub timeout: Duration,
+}
+
+impl Kicker {
+    /// Asks each gateway holding one of `sessions` to close them, in the background.
+    pub fn kick(&self, user: &UserId, sessions: &[&Session]) {
+        let mut by_gateway: BTreeMap<GatewayId, Vec<String>> = BTreeMap::new();
+        for s in sessions {
+            by_gateway
+                .entry(s.gateway.clone())
+                .or_default()
+                .push(s.id.to_string());
+        }
+        for (gateway, sessions) in by_gateway {
+            let kick = KickRequest {
+                user: user.to_string(),
+                sessions,
+                reason: REPLACED.to_string(),
+            };
+            let (client, subject, timeout) = (
+                self.client.clone(),
+                self.subjects.kick(&gateway),
+                self.timeout,
+            );
+            tokio::spawn(async move {
+                let reply: Result<KickReply, _> =
+                    request(&client, subject, encode(&kick), timeout).await;
+                match reply {
+                    Ok(reply) => {
+                        tracing::debug!(%gateway, kicked = reply.kicked, "replaced sessions closed")
+                    }
+                    // Its sessions are out of the directory already; a dead gateway holds none.
+                    Err(e) => tracing::warn!(%gateway, error = %e, "kick not answered"),
+                }
+            });
+        }
+    }
+}
