@@ -141,6 +141,22 @@ pub struct Center {
         default_value = "allow"
     )]
     pub login_policy: crate::directory::LoginPolicy,
+    /// Whose presence a user may see: `anyone`'s, or only of users sharing a group.
+    #[arg(
+        long = "presence-policy",
+        env = "MRC_CENTER_PRESENCE_POLICY",
+        value_enum,
+        default_value = "anyone"
+    )]
+    pub presence_policy: PresencePolicy,
+}
+
+/// Whose presence (online status and events) a user may see. Backends see everyone's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PresencePolicy {
+    Anyone,
+    /// Only users who share at least one group with them.
+    SharedGroup,
 }
 
 impl Center {

@@ -13,6 +13,8 @@ pub const DIR_REGISTER: &str = "register";
 pub const DIR_UNREGISTER: &str = "unregister";
 pub const DIR_LOOKUP: &str = "lookup";
 pub const DIR_PURGE: &str = "purge";
+pub const DIR_PRESENCE: &str = "presence";
+pub const DIR_GATEWAYS: &str = "gateways";
 
 /// Names of the centers' group endpoints under [`Subjects::group_group`].
 pub const GRP_CREATE: &str = "create";

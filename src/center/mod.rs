@@ -53,6 +53,7 @@ pub async fn run(
         directory: directory.clone(),
         groups,
         login_policy: config.login_policy,
+        presence_policy: config.presence_policy,
         kicker: kick::Kicker {
             client: client.clone(),
             subjects: subjects.clone(),

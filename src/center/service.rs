@@ -16,18 +16,20 @@ use super::kick::Kicker;
 use super::liveness::Liveness;
 use super::peers::Peers;
 use super::presence::Announcer;
+use crate::config::PresencePolicy;
 use crate::directory::{Directory, Login, LoginPolicy};
 use crate::groups::Groups;
 use crate::ident::{CenterId, DeviceClass, GatewayId, SessionId, UserId};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::nats::{
-    encode, ErrorReply, Location, LookupReply, LookupRequest, PurgeReply, PurgeRequest,
-    RegisterRequest, SessionsReply, UnregisterRequest,
+    encode, ErrorReply, GatewaysReply, Location, LookupReply, LookupRequest, PresenceReply,
+    PresenceRequest, PurgeReply, PurgeRequest, RegisterRequest, SessionsReply, UnregisterRequest,
+    UserPresence,
 };
 use crate::protocol::now_ms;
 use crate::subject::{
-    Subjects, CENTER_QUEUE, CENTER_SERVICE, DIR_LOOKUP, DIR_PURGE, DIR_REGISTER, DIR_UNREGISTER,
-    GRP_ENDPOINTS,
+    Subjects, CENTER_QUEUE, CENTER_SERVICE, DIR_GATEWAYS, DIR_LOOKUP, DIR_PRESENCE, DIR_PURGE,
+    DIR_REGISTER, DIR_UNREGISTER, GRP_ENDPOINTS,
 };
 
 /// Most users in one look-up.
@@ -39,6 +41,7 @@ pub struct Handlers {
     pub directory: Directory,
     pub groups: Groups,
     pub login_policy: LoginPolicy,
+    pub presence_policy: PresencePolicy,
     pub kicker: Kicker,
     pub announcer: Announcer,
     pub liveness: Arc<Liveness>,
@@ -75,10 +78,17 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("starting the {CENTER_SERVICE} service: {e}"))?;
     let dir = service.group(subjects.dir_group());
     let grp = service.group(subjects.group_group());
-    let endpoints = [DIR_REGISTER, DIR_UNREGISTER, DIR_LOOKUP, DIR_PURGE]
-        .into_iter()
-        .map(|name| (&dir, name))
-        .chain(GRP_ENDPOINTS.into_iter().map(|name| (&grp, name)));
+    let endpoints = [
+        DIR_REGISTER,
+        DIR_UNREGISTER,
+        DIR_LOOKUP,
+        DIR_PURGE,
+        DIR_PRESENCE,
+        DIR_GATEWAYS,
+    ]
+    .into_iter()
+    .map(|name| (&dir, name))
+    .chain(GRP_ENDPOINTS.into_iter().map(|name| (&grp, name)));
     for (group, name) in endpoints {
         let endpoint = group
             .endpoint(name)
@@ -128,6 +138,17 @@ impl Handlers {
             DIR_UNREGISTER => self.unregister(payload).await,
             DIR_LOOKUP => self.lookup(payload).await,
             DIR_PURGE => self.purge(payload).await,
+            DIR_PRESENCE => self.presence(payload).await,
+            DIR_GATEWAYS => {
+                let gateways = self
+                    .directory
+                    .mirror()
+                    .gateways()
+                    .iter()
+                    .map(|g| g.to_string())
+                    .collect();
+                Ok(encode(&GatewaysReply { gateways }))
+            }
             name if GRP_ENDPOINTS.contains(&name) => self.group_request(name, payload).await,
             other => Err(error(ErrorCode::UnknownOp, format!("no endpoint {other}"))),
         };
@@ -218,6 +239,47 @@ impl Handlers {
                 })
                 .collect();
             reply.users.insert(user.to_string(), locations);
+        }
+        Ok(encode(&reply))
+    }
+
+    /// Online status of many users, as far as the presence policy lets `by` see.
+    async fn presence(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+        let req: PresenceRequest = decode(payload)?;
+        if req.users.len() > MAX_LOOKUP_USERS {
+            let message = format!("at most {MAX_LOOKUP_USERS} users per request");
+            return Err(error(ErrorCode::TooManyReceivers, message));
+        }
+        let by = req
+            .by
+            .as_deref()
+            .map(|b| id(UserId::new, "by", b))
+            .transpose()?;
+        let mut reply = PresenceReply::default();
+        let mut allowed = Vec::with_capacity(req.users.len());
+        for raw in req.users {
+            let user = id(UserId::new, "user", &raw)?;
+            let visible = match (&by, self.presence_policy) {
+                (None, _) | (_, PresencePolicy::Anyone) => true,
+                (Some(by), PresencePolicy::SharedGroup) => {
+                    *by == user || self.groups.mirror().share_a_group(by, &user)
+                }
+            };
+            if visible {
+                allowed.push(user);
+            } else {
+                reply.refused.push(raw);
+            }
+        }
+        let found = self.directory.lookup(&allowed).await;
+        for (user, sessions) in allowed.iter().zip(found) {
+            let since = sessions.iter().map(|s| s.since).min();
+            let presence = UserPresence {
+                online: !sessions.is_empty(),
+                sessions: sessions.len(),
+                since,
+            };
+            reply.users.insert(user.to_string(), presence);
         }
         Ok(encode(&reply))
     }

@@ -4,6 +4,7 @@
 //! A transport gives a [`Reader`] of inbound text frames and a [`Writer`]; everything else
 //! (the protocol, authentication, limits, registration) lives here once.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -17,6 +18,7 @@ use tracing::Instrument as _;
 
 use super::auth::Identity;
 use super::groups;
+use super::presence;
 use super::route::Message;
 use super::session;
 use super::Gateway;
@@ -25,6 +27,7 @@ use crate::ident::{DeviceClass, GroupId, MessageId, SessionId, UserId};
 use crate::protocol::client::{parse, Frame, FrameError, Request};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::group::ListRequest;
+use crate::protocol::nats::PresenceRequest;
 use crate::telemetry;
 
 /// What a transport read.
@@ -421,11 +424,15 @@ async fn run_session<R: Reader, W: Writer>(
         sends: Arc::new(Semaphore::new(gw.limits.sends_in_flight)),
         rate: RateLimiter::direct(gw.limits.rate),
         limited_in_a_row: 0,
+        watching: HashSet::new(),
     };
     let ended = match writer.send(welcome.encode()).await {
         Ok(()) => state.serve(&mut reader, &mut writer, &mut outbox).await,
         Err(_) => None,
     };
+    for target in std::mem::take(&mut state.watching) {
+        gw.presence.unwatch(&target, &session);
+    }
     gw.sessions.remove(&user, &session);
     // The directory first: saying goodbye to a slow client can take a while. On shutdown
     // the gateway purges all its sessions in one request instead.
@@ -456,6 +463,8 @@ struct SessionState<'a> {
     sends: Arc<Semaphore>,
     rate: DefaultDirectRateLimiter,
     limited_in_a_row: u32,
+    /// Users whose presence events this session receives.
+    watching: HashSet<UserId>,
 }
 
 impl SessionState<'_> {
@@ -608,6 +617,35 @@ impl SessionState<'_> {
                 })
                 .await;
             }
+            Request::Presence { id, users } => {
+                let request = PresenceRequest {
+                    users,
+                    by: Some(user),
+                };
+                self.spawn(move |gw| async move {
+                    let reply =
+                        presence::query(&gw.client, &gw.subjects, gw.request_timeout, &request)
+                            .await
+                            .map_err(|e| e.with_id(id.clone()))?;
+                    let result = serde_json::to_value(&reply).expect("replies are serializable");
+                    Ok(Frame::Result {
+                        id: id.as_deref(),
+                        result: &result,
+                    }
+                    .encode())
+                })
+                .await;
+            }
+            Request::PresenceSubscribe {
+                id,
+                users,
+                subscribe,
+            } => {
+                self.rate_limit(&id)?;
+                if let Err(e) = self.presence_subscribe(users, subscribe, &id).await {
+                    self.error(e.with_id(id));
+                }
+            }
             Request::GroupList { id } => {
                 let request = ListRequest {
                     user: user.clone(),
@@ -626,6 +664,70 @@ impl SessionState<'_> {
                 .await;
             }
         }
+        Ok(())
+    }
+
+    /// Starts or stops this session's presence subscriptions; answers with a `result`:
+    /// the current presence of the users now watched, and those the policy refused.
+    async fn presence_subscribe(
+        &mut self,
+        users: Vec<String>,
+        subscribe: bool,
+        id: &Option<String>,
+    ) -> Result<(), FrameError> {
+        let mut targets = Vec::with_capacity(users.len());
+        for raw in &users {
+            targets.push(
+                UserId::new(raw)
+                    .map_err(|e| FrameError::new(ErrorCode::BadId, format!("user: {e}")))?,
+            );
+        }
+        let me = &self.reports.id;
+        if !subscribe {
+            for target in &targets {
+                self.gw.presence.unwatch(target, me);
+                self.watching.remove(target);
+            }
+            let result = serde_json::json!({ "unsubscribed": users });
+            self.reports.push(
+                Frame::Result {
+                    id: id.as_deref(),
+                    result: &result,
+                }
+                .encode(),
+            );
+            return Ok(());
+        }
+        if self.watching.len() + targets.len() > presence::MAX_WATCHED {
+            let message = format!("a session watches at most {} users", presence::MAX_WATCHED);
+            return Err(FrameError::new(ErrorCode::TooManyReceivers, message));
+        }
+        let request = PresenceRequest {
+            users,
+            by: Some(self.user.to_string()),
+        };
+        let gw = self.gw;
+        let reply = presence::query(&gw.client, &gw.subjects, gw.request_timeout, &request).await?;
+        for target in targets
+            .iter()
+            .filter(|t| reply.users.contains_key(t.as_str()))
+        {
+            gw.presence
+                .watch(target, self.reports.clone())
+                .await
+                .map_err(|e| {
+                    FrameError::new(ErrorCode::Unavailable, format!("subscribing: {e:#}"))
+                })?;
+            self.watching.insert(target.clone());
+        }
+        let result = serde_json::to_value(&reply).expect("replies are serializable");
+        self.reports.push(
+            Frame::Result {
+                id: id.as_deref(),
+                result: &result,
+            }
+            .encode(),
+        );
         Ok(())
     }
 

@@ -17,6 +17,7 @@ pub mod heartbeat;
 pub mod ingress;
 pub mod kick;
 pub mod listener;
+pub mod presence;
 pub mod registrar;
 pub mod resolve;
 pub mod route;
@@ -53,6 +54,8 @@ pub struct Gateway {
     pub request_timeout: Duration,
     /// Backend messages routed at once.
     pub ingress_in_flight: usize,
+    /// Presence subscriptions of this gateway's sessions.
+    pub presence: Arc<presence::Hub>,
     /// Renders `/metrics`; `None` when no recorder is installed.
     pub metrics: Option<PrometheusHandle>,
     /// Cancelled when the gateway starts to stop.
@@ -118,6 +121,7 @@ pub async fn run(
         connections: Arc::new(Semaphore::new(config.limits.max_connections)),
         request_timeout: timeout,
         ingress_in_flight: config.ingress_in_flight,
+        presence: Arc::new(presence::Hub::new(client.clone(), subjects.clone())),
         metrics,
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),

@@ -47,6 +47,18 @@ pub enum Request<'a> {
     },
     /// `group_list`: the groups of this user, answered by a `result` frame.
     GroupList { id: Option<String> },
+    /// `presence`: the online status of `users`, answered by a `result` frame.
+    Presence {
+        id: Option<String>,
+        users: Vec<String>,
+    },
+    /// `presence_subscribe`: presence events of `users` from now on (`result` says which
+    /// were allowed); `presence_unsubscribe` stops them.
+    PresenceSubscribe {
+        id: Option<String>,
+        users: Vec<String>,
+        subscribe: bool,
+    },
     /// `group_send`: `body` to every other member of `group`, answered by a `report`.
     GroupSend {
         group: String,
@@ -84,6 +96,8 @@ impl Request<'_> {
             | Request::Ping { id }
             | Request::Group { id, .. }
             | Request::GroupList { id }
+            | Request::Presence { id, .. }
+            | Request::PresenceSubscribe { id, .. }
             | Request::GroupSend { id, .. } => id.as_deref(),
         }
     }
@@ -116,6 +130,7 @@ struct Flat<'a> {
     id: Option<String>,
     group: Option<String>,
     members: Option<Vec<String>>,
+    users: Option<Vec<String>>,
     policy: Option<Policy>,
     /// Present (even `null`) or absent: `null` is a body like any other.
     #[serde(default, borrow, deserialize_with = "present")]
@@ -161,6 +176,17 @@ pub fn parse(frame: &str) -> Result<Request<'_>, FrameError> {
         }
         Some("ping") => Ok(Request::Ping { id: flat.id }),
         Some("group_list") => Ok(Request::GroupList { id: flat.id }),
+        Some(op @ ("presence" | "presence_subscribe" | "presence_unsubscribe")) => {
+            let users = flat.users.ok_or_else(|| missing("users", &flat.id))?;
+            Ok(match op {
+                "presence" => Request::Presence { id: flat.id, users },
+                _ => Request::PresenceSubscribe {
+                    id: flat.id,
+                    users,
+                    subscribe: op == "presence_subscribe",
+                },
+            })
+        }
         Some("group_send") => {
             let group = flat.group.ok_or_else(|| missing("group", &flat.id))?;
             let body = flat.body.ok_or_else(|| missing("body", &flat.id))?;
@@ -237,6 +263,12 @@ impl Report {
     }
 }
 
+/// `POST /v1/presence`: the users asked about.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PresenceBody {
+    pub users: Vec<String>,
+}
+
 /// `GET /v1/users/{id}`: is a user online, and where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserStatus {
@@ -296,6 +328,13 @@ pub enum Frame<'a> {
     Bye { reason: &'a str },
     /// A newer login of the same user replaced this session (login policy).
     Kicked { reason: &'a str },
+    /// A watched user came online or went offline.
+    Presence {
+        user: &'a str,
+        /// `online` or `offline` (named `state`: `status` is the report's map).
+        state: super::nats::PresenceStatus,
+        ts: u64,
+    },
 }
 
 impl Frame<'_> {
@@ -336,6 +375,8 @@ pub struct Incoming {
     pub group: Option<String>,
     #[serde(default)]
     pub counts: Option<Counts>,
+    #[serde(default)]
+    pub state: Option<super::nats::PresenceStatus>,
     #[serde(default)]
     pub result: Option<serde_json::Value>,
     #[serde(default)]

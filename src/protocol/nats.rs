@@ -39,6 +39,38 @@ pub struct SessionsReply {
     pub kicked: bool,
 }
 
+/// `mrc.dir.presence`: are these users online? `by` is the asking user, whose right to
+/// see each one is checked by the presence policy (`None`: a trusted backend).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PresenceRequest {
+    pub users: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// Every allowed user appears in `users`; the others in `refused`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceReply {
+    pub users: BTreeMap<String, UserPresence>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserPresence {
+    pub online: bool,
+    pub sessions: usize,
+    /// When the oldest live session registered, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+/// `mrc.dir.gateways`: the gateways that hold sessions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GatewaysReply {
+    pub gateways: Vec<String>,
+}
+
 /// `mrc.gw.<gateway>.kick`: close these sessions of `user` (a newer login replaced them).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KickRequest {

@@ -13,6 +13,7 @@ mod ingress;
 mod limits;
 mod login_policy;
 mod permissions;
+mod presence;
 mod python;
 mod shutdown;
 mod support;

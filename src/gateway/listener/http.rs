@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `POST /v1/messages` | API key, or a token with scope `mrc:send` (sends as its subject) | send; the per-receiver report |
 //! | `GET /v1/users/{id}` | API key or any valid token | online? sessions per gateway |
+//! | `POST /v1/presence` `{"users":[...]}` | API key, or a token (presence policy applies) | online, sessions, since, per user |
 //! | `GET /healthz` | none | the process is up |
 //! | `GET /readyz` | none | NATS connected and a center answers |
 //! | `GET /metrics` | none | Prometheus text |
@@ -24,9 +25,9 @@ use bytes::Bytes;
 use crate::connection::{request, RequestFailure};
 use crate::gateway::auth::Identity;
 use crate::gateway::Gateway;
-use crate::protocol::client::{FrameError, UserStatus};
+use crate::protocol::client::{FrameError, PresenceBody, UserStatus};
 use crate::protocol::code::ErrorCode;
-use crate::protocol::nats::{ErrorReply, LookupReply, LookupRequest, SendRequest};
+use crate::protocol::nats::{ErrorReply, LookupReply, LookupRequest, PresenceRequest, SendRequest};
 use crate::subject::DIR_LOOKUP;
 use crate::telemetry;
 
@@ -34,6 +35,7 @@ pub fn routes(gw: &Gateway) -> axum::Router<Arc<Gateway>> {
     axum::Router::new()
         .route("/v1/messages", post(send))
         .route("/v1/users/{id}", get(user))
+        .route("/v1/presence", post(presence))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -189,6 +191,33 @@ async fn user(
         gateways,
     })
     .into_response()
+}
+
+/// `POST /v1/presence`: the status of many users at once.
+async fn presence(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+    let by = match caller(&gw, &headers) {
+        Ok(Caller::Backend) => None,
+        Ok(Caller::User(identity)) => Some(identity.user.to_string()),
+        Err(e) => return error_response(e.code, &e.message),
+    };
+    let users = match serde_json::from_slice::<PresenceBody>(&body) {
+        Ok(body) => body.users,
+        Err(e) => {
+            let code = if e.is_data() {
+                ErrorCode::BadFrame
+            } else {
+                ErrorCode::BadJson
+            };
+            return error_response(code, &e.to_string());
+        }
+    };
+    let request = PresenceRequest { users, by };
+    match crate::gateway::presence::query(&gw.client, &gw.subjects, gw.request_timeout, &request)
+        .await
+    {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => error_response(e.code, &e.message),
+    }
 }
 
 async fn lookup(gw: &Gateway, users: Vec<String>) -> Result<LookupReply, RequestFailure> {

@@ -1,0 +1,136 @@
+//! Presence for clients: batch status queries, and subscriptions to other users'
+//! online/offline events (`presence_subscribe`). Both go through the centers'
+//! `mrc.dir.presence`, which applies the presence policy.
+//!
+//! The [`Hub`] holds one NATS subscription to `mrc.presence.<user>` per watched user on
+//! this gateway, however many local sessions watch that user, and fans each event out to
+//! their queues; the subscription ends with its last watcher.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_nats::Client;
+use futures::StreamExt;
+
+use super::session::Handle;
+use crate::connection::{request_idempotent, RequestFailure};
+use crate::ident::{SessionId, UserId};
+use crate::protocol::client::{Frame, FrameError};
+use crate::protocol::code::ErrorCode;
+use crate::protocol::nats::{encode, Presence, PresenceReply, PresenceRequest};
+use crate::subject::{Subjects, DIR_PRESENCE};
+
+/// Most users one session may watch.
+pub const MAX_WATCHED: usize = 1000;
+
+/// Asks the centers for the presence of `users` as `by` may see it.
+pub async fn query(
+    client: &Client,
+    subjects: &Subjects,
+    timeout: std::time::Duration,
+    request: &PresenceRequest,
+) -> Result<PresenceReply, FrameError> {
+    request_idempotent(client, subjects.dir(DIR_PRESENCE), encode(request), timeout)
+        .await
+        .map_err(|e| match e {
+            RequestFailure::Remote(body) => FrameError::new(body.code, body.message),
+            e => FrameError::new(ErrorCode::Unavailable, format!("directory: {e}")),
+        })
+}
+
+struct Watch {
+    watchers: HashMap<SessionId, Handle>,
+    task: tokio::task::AbortHandle,
+}
+
+/// This gateway's presence subscriptions.
+pub struct Hub {
+    client: Client,
+    subjects: Subjects,
+    watches: Mutex<HashMap<UserId, Watch>>,
+}
+
+impl Hub {
+    pub fn new(client: Client, subjects: Subjects) -> Self {
+        Hub {
+            client,
+            subjects,
+            watches: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Watch>> {
+        self.watches
+            .lock()
+            .expect("presence lock is never held across a panic")
+    }
+
+    /// Sends `target`'s presence events to `watcher` from now on.
+    pub async fn watch(self: &Arc<Self>, target: &UserId, watcher: Handle) -> anyhow::Result<()> {
+        if let Some(watch) = self.lock().get_mut(target) {
+            watch.watchers.insert(watcher.id.clone(), watcher);
+            return Ok(());
+        }
+        let mut events = self
+            .client
+            .subscribe(self.subjects.presence(target))
+            .await?;
+        let mut watches = self.lock();
+        if let Some(watch) = watches.get_mut(target) {
+            // Another session subscribed meanwhile; ours is dropped (unsubscribed).
+            watch.watchers.insert(watcher.id.clone(), watcher);
+            return Ok(());
+        }
+        let (hub, user) = (Arc::downgrade(self), target.clone());
+        let task = tokio::spawn(async move {
+            while let Some(msg) = events.next().await {
+                let Some(hub) = hub.upgrade() else { return };
+                let Ok(event) = serde_json::from_slice::<Presence>(&msg.payload) else {
+                    continue;
+                };
+                let frame = Frame::Presence {
+                    user: &event.user,
+                    state: event.status,
+                    ts: event.ts,
+                }
+                .encode();
+                let watchers: Vec<Handle> = hub
+                    .lock()
+                    .get(&user)
+                    .map(|w| w.watchers.values().cloned().collect())
+                    .unwrap_or_default();
+                for watcher in watchers {
+                    watcher.push(frame.clone());
+                }
+            }
+        });
+        let mut watchers = HashMap::new();
+        watchers.insert(watcher.id.clone(), watcher);
+        watches.insert(
+            target.clone(),
+            Watch {
+                watchers,
+                task: task.abort_handle(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops sending `target`'s events to the session `watcher`.
+    pub fn unwatch(&self, target: &UserId, watcher: &SessionId) {
+        let mut watches = self.lock();
+        let Some(watch) = watches.get_mut(target) else {
+            return;
+        };
+        watch.watchers.remove(watcher);
+        if watch.watchers.is_empty() {
+            watch.task.abort();
+            watches.remove(target);
+        }
+    }
+
+    /// Users watched by at least one session here.
+    pub fn watched(&self) -> usize {
+        self.lock().len()
+    }
+}
