@@ -7,7 +7,7 @@
 #   mrc-gateway x2  --insecure-dev-auth, per-connection rate limit lifted, larger
 #                   outbound queues (the bench is a few users sending a lot)
 #
-# Results: .bench/<time>/results.jsonl (JSON lines), bench.txt (what was printed),
+# Results: target/bench/<time>/results.jsonl (JSON lines), bench.txt (what was printed),
 # logs/, and with --plot the PNGs of scripts/plot.py. docs/PERFORMANCE.md explains them.
 #
 # usage: scripts/bench.sh [--quick] [--scenarios LIST] [--no-build] [--plot] [--perf] [--out DIR] [-- ARGS]
@@ -16,11 +16,13 @@
 #   --no-build       use the release binaries already built
 #   --plot           render PNG plots (installs matplotlib into .tools/py-bench)
 #   --perf           also profile one saturated 1to1 step with `perf record` (cpu-clock)
-#   --out DIR        where results go (default .bench/<time>)
+#   --out DIR        where results go (default target/bench/<time>)
 #   -- ARGS          passed on to every `mrc bench` run (e.g. -- --users 2000)
 #
 # Env: MRC_NATS_SERVER (nats-server to use), CARGO_TARGET_DIR, MRC_BENCH_PERF_RATE
-# (offered rate of the profiled step, default 40k).
+# (offered rate of the profiled step, default 40k), MRC_BENCH_SERVER_DIR (where
+# mrc-center and mrc-gateway come from, default the release dir: point it at another
+# build to compare a change before/after with the same `mrc bench`).
 set -euo pipefail
 set -m
 export MRC_LOG=${MRC_LOG:-warn}
@@ -58,13 +60,14 @@ else
   scripts/setup.sh --no-build >&2
 fi
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
+server_bin=${MRC_BENCH_SERVER_DIR:-$bin}
 nats_server=""
 for candidate in "${MRC_NATS_SERVER:-}" "$root/.tools/nats/bin/nats-server" "$(command -v nats-server || true)"; do
   if [ -n "$candidate" ] && [ -x "$candidate" ]; then nats_server=$candidate; break; fi
 done
 [ -n "$nats_server" ] || { say "no nats-server found"; exit 1; }
 
-out=${out:-"$root/.bench/$(date +%Y%m%d-%H%M%S)"}
+out=${out:-"${CARGO_TARGET_DIR:-$root/target}/bench/$(date +%Y%m%d-%H%M%S)"}
 mkdir -p "$out/logs"
 tmp=$(mktemp -d /tmp/mrc-bench.XXXXXX)
 results="$out/results.jsonl"
@@ -135,11 +138,11 @@ cluster_up() {
   local gw_flags=(--insecure-dev-auth --listen 127.0.0.1:0 --rate-per-sec 1000000
     --rate-burst 1000000 --outbound-queue 65536 --sends-in-flight 1024)
   for n in 1 2; do
-    start "center-$n" "$bin/mrc-center" --nats-url "$nats_url" --id "bench-center-$n"
+    start "center-$n" "$server_bin/mrc-center" --nats-url "$nats_url" --id "bench-center-$n"
   done
   for n in 1 2; do wait_for "center-$n" "mrc-center ready" >/dev/null; done
   for n in 1 2; do
-    start "gw-$n" "$bin/mrc-gateway" --nats-url "$nats_url" --id "bench-gw-$n" "${gw_flags[@]}"
+    start "gw-$n" "$server_bin/mrc-gateway" --nats-url "$nats_url" --id "bench-gw-$n" "${gw_flags[@]}"
   done
   gateway_urls=""
   for n in 1 2; do
@@ -162,7 +165,7 @@ if [ "$quick" = 1 ]; then
   idle=(--idle-users 2000,5000)
 else
   load=()
-  multi=(--steps 500,1k,2k,4k,8k --baseline-secs 0)
+  multi=(--steps 500,1k,2k,4k,8k)
   storm=()
   idle=()
 fi

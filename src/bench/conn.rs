@@ -125,10 +125,11 @@ pub async fn login(
         .with_context(|| format!("no welcome within {timeout:?}"))?
 }
 
-/// The body of a bench message: `{"t":<µs>,"s":<step>,"p":"xxx…"}`, padded to `size`
-/// bytes when `size` allows. `t` is the intended send time on the bench's clock.
-pub fn body(t_us: u64, step: usize, size: usize) -> Box<RawValue> {
-    let head = format!(r#"{{"t":{t_us},"s":{step},"p":""#);
+/// The body of a bench message: `{"t":<µs>,"s":<step>,"n":<seq>,"p":"xxx…"}`, padded to
+/// `size` bytes when `size` allows. `t` is the intended send time on the bench's clock;
+/// `n` numbers the messages of a step (to count losses and duplicates exactly).
+pub fn body(t_us: u64, step: usize, seq: u64, size: usize) -> Box<RawValue> {
+    let head = format!(r#"{{"t":{t_us},"s":{step},"n":{seq},"p":""#);
     let pad = size.saturating_sub(head.len() + 2);
     let mut text = String::with_capacity(head.len() + pad + 2);
     text.push_str(&head);
@@ -145,10 +146,11 @@ pub fn send_frame(to: &[String], body: &RawValue) -> String {
 /// What a frame from the gateway is, as far as the bench cares.
 #[derive(Debug, PartialEq)]
 pub enum Frame<'a> {
-    /// A bench message: intended send time (µs) and step.
+    /// A bench message: intended send time (µs), step, number within the step.
     Msg {
         t_us: u64,
         step: usize,
+        seq: u64,
     },
     /// A `msg` whose body is not a bench body.
     ForeignMsg,
@@ -190,10 +192,12 @@ fn number_after<'a>(text: &'a str, key: &str) -> Option<(u64, &'a str)> {
 fn scan_msg(text: &str) -> Option<Frame<'static>> {
     let body = &text[text.rfind(r#""body":{"t":"#)? + 7..];
     let (t_us, rest) = number_after(body, r#"{"t":"#)?;
-    let (step, _) = number_after(rest, r#","s":"#)?;
+    let (step, rest) = number_after(rest, r#","s":"#)?;
+    let (seq, _) = number_after(rest, r#","n":"#)?;
     Some(Frame::Msg {
         t_us,
         step: usize::try_from(step).ok()?,
+        seq,
     })
 }
 
@@ -219,11 +223,15 @@ fn decode(text: &str) -> Frame<'_> {
             let fields = frame
                 .body
                 .and_then(|b| serde_json::from_str::<serde_json::Value>(b.get()).ok())
-                .and_then(|b| Some((b.get("t")?.as_u64()?, b.get("s")?.as_u64()?)));
+                .and_then(|b| {
+                    let field = |k: &str| b.get(k).and_then(|v| v.as_u64());
+                    Some((field("t")?, field("s")?, field("n")?))
+                });
             match fields {
-                Some((t_us, step)) => Frame::Msg {
+                Some((t_us, step, seq)) => Frame::Msg {
                     t_us,
                     step: step as usize,
+                    seq,
                 },
                 None => Frame::ForeignMsg,
             }
@@ -255,11 +263,11 @@ mod tests {
 
     #[test]
     fn bodies_have_the_requested_size() {
-        let b = body(123_456, 3, 128);
+        let b = body(123_456, 3, 42, 128);
         assert_eq!(b.get().len(), 128);
-        assert!(b.get().starts_with(r#"{"t":123456,"s":3,"p":"xxx"#));
+        assert!(b.get().starts_with(r#"{"t":123456,"s":3,"n":42,"p":"xxx"#));
         assert!(
-            body(1, 0, 10).get().len() > 10,
+            body(1, 0, 0, 10).get().len() > 10,
             "too small to pad: minimal body"
         );
     }
@@ -267,12 +275,13 @@ mod tests {
     #[test]
     fn gateway_frames_are_classified_by_scan() {
         let to = vec!["u1".to_string()];
-        let b = body(987_654, 2, 64);
+        let b = body(987_654, 2, 7, 64);
         let msg = Out::Msg {
             id: "01J",
             from: Some("u0"),
             to: &to,
             group: None,
+            broadcast: false,
             ts: 1,
             body: &b,
         }
@@ -282,7 +291,8 @@ mod tests {
             scan_msg(text),
             Some(Frame::Msg {
                 t_us: 987_654,
-                step: 2
+                step: 2,
+                seq: 7
             })
         );
         assert_eq!(classify(text), decode(text), "scan and decode agree");
@@ -324,7 +334,7 @@ mod tests {
 
     #[test]
     fn send_frames_carry_the_body_untouched() {
-        let b = body(5, 0, 40);
+        let b = body(5, 0, 1, 40);
         let frame = send_frame(&["a".to_string(), "b".to_string()], &b);
         assert_eq!(
             frame,

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub struct StepResult {
     pub delivered: u64,
     pub delivered_per_sec: f64,
     pub lost: u64,
+    /// Deliveries beyond one per receiver (a deliver retried after a timeout).
+    pub duplicates: u64,
     pub latency: Percentiles,
     pub not_delivered: u64,
 }
@@ -67,9 +69,16 @@ impl StepResult {
     }
 }
 
+/// Marks a message number that was never sent (skipped when counting losses).
+const NOT_SENT: u8 = 0xF0;
+/// Steps with more messages than this count losses from totals only.
+const MAX_TRACKED: u64 = 50_000_000;
+
 /// Counters of one step; readers and senders update them without locks.
 #[derive(Default)]
 struct StepCounters {
+    /// Receipts per message number (`n` in the body).
+    receipts: Box<[AtomicU8]>,
     sent: AtomicU64,
     unsent: AtomicU64,
     send_failed: AtomicU64,
@@ -108,11 +117,14 @@ impl Shared {
     fn receipt(&self, shard: usize, text: &str) {
         let current = self.current.load(Relaxed);
         match conn::classify(text) {
-            Frame::Msg { t_us, step } => {
+            Frame::Msg { t_us, step, seq } => {
                 let Some(counters) = self.steps.get(step) else {
                     self.foreign.fetch_add(1, Relaxed);
                     return;
                 };
+                if let Some(r) = counters.receipts.get(seq as usize) {
+                    r.fetch_add(1, Relaxed);
+                }
                 let now_us = self.epoch.elapsed().as_micros() as u64;
                 self.latency
                     .record(shard, step, now_us.saturating_sub(t_us));
@@ -204,7 +216,13 @@ impl Sender {
     }
 
     /// Sends one message from the next live connection; false when none is left.
-    async fn send_one(&mut self, t_us: u64, step: usize, counters: &StepCounters) -> bool {
+    async fn send_one(
+        &mut self,
+        t_us: u64,
+        step: usize,
+        seq: u64,
+        counters: &StepCounters,
+    ) -> bool {
         let n = self.peers.len();
         let Some(k) = (0..n)
             .map(|d| (self.next + d) % n)
@@ -214,7 +232,7 @@ impl Sender {
         };
         self.next = (k + 1) % n;
         let to = self.pick_receivers(self.peers[k].gateway);
-        let frame = conn::send_frame(&to, &conn::body(t_us, step, self.payload));
+        let frame = conn::send_frame(&to, &conn::body(t_us, step, seq, self.payload));
         let peer = &mut self.peers[k];
         match tokio::time::timeout(SEND_TIMEOUT, peer.sink.send(Message::text(frame))).await {
             Ok(Ok(())) => {
@@ -223,16 +241,21 @@ impl Sender {
             _ => {
                 peer.alive = false;
                 counters.send_failed.fetch_add(1, Relaxed);
+                if let Some(r) = counters.receipts.get(seq as usize) {
+                    r.store(NOT_SENT, Relaxed);
+                }
             }
         }
         true
     }
 
-    /// Sends this task's share of a step on schedule, never waiting for replies.
+    /// Sends this task's share of a step on schedule, never waiting for replies. Its
+    /// messages are numbered from `first`.
     async fn run_step(
         mut self,
         step: usize,
         plan: Plan,
+        first: u64,
         start: Instant,
         shared: Arc<Shared>,
     ) -> Self {
@@ -251,7 +274,7 @@ impl Sender {
                 let intended = start + plan.offset(j);
                 lag_max = lag_max.max(Instant::now().saturating_duration_since(intended));
                 let t_us = (intended - shared.epoch).as_micros() as u64;
-                if !self.send_one(t_us, step, counters).await {
+                if !self.send_one(t_us, step, first + j, counters).await {
                     break 'step;
                 }
                 j += 1;
@@ -261,6 +284,11 @@ impl Sender {
             }
         }
         counters.unsent.fetch_add(plan.count - j, Relaxed);
+        for seq in first + j..first + plan.count {
+            if let Some(r) = counters.receipts.get(seq as usize) {
+                r.store(NOT_SENT, Relaxed);
+            }
+        }
         counters
             .lag_max_us
             .fetch_max(lag_max.as_micros() as u64, Relaxed);
@@ -322,7 +350,18 @@ pub async fn run(
     let receivers = Arc::new(receivers);
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
-        steps: cfg.steps.iter().map(|_| StepCounters::default()).collect(),
+        steps: cfg
+            .steps
+            .iter()
+            .map(|&rate| {
+                let total = schedule::step_total(rate, cfg.step);
+                let tracked = if total <= MAX_TRACKED { total } else { 0 };
+                StepCounters {
+                    receipts: (0..tracked).map(|_| AtomicU8::new(0)).collect(),
+                    ..StepCounters::default()
+                }
+            })
+            .collect(),
         current: AtomicUsize::new(0),
         latency: Sharded::new(16, cfg.steps.len()),
         events: Mutex::new(BTreeMap::new()),
@@ -383,6 +422,28 @@ pub async fn run(
     Ok(results)
 }
 
+/// Lost and duplicated deliveries: exact from the receipts per message number, or from
+/// the totals when the step was too large to track.
+fn losses(receipts: &[AtomicU8], fanout: usize, expected: u64, delivered: u64) -> (u64, u64) {
+    if receipts.is_empty() {
+        return (
+            expected.saturating_sub(delivered),
+            delivered.saturating_sub(expected),
+        );
+    }
+    let fanout = fanout.min(usize::from(NOT_SENT - 1)) as u64;
+    let (mut lost, mut duplicates) = (0, 0);
+    for r in receipts {
+        let got = u64::from(r.load(Relaxed));
+        if got >= u64::from(NOT_SENT) {
+            continue;
+        }
+        lost += fanout.saturating_sub(got);
+        duplicates += got.saturating_sub(fanout);
+    }
+    (lost, duplicates)
+}
+
 fn print_header(cfg: &Config) {
     println!(
         "{}: {} B payload, {} receiver(s) per message, {}s per step, {} sender tasks",
@@ -393,7 +454,7 @@ fn print_header(cfg: &Config) {
         cfg.senders
     );
     println!(
-        "  {:>9} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>8}",
+        "  {:>9} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8}",
         "offered",
         "sent",
         "delivered",
@@ -403,6 +464,7 @@ fn print_header(cfg: &Config) {
         "p99.9",
         "max",
         "lost",
+        "dup",
         "not-deliv",
         "lag-max"
     );
@@ -422,13 +484,23 @@ async fn run_step(
     let parts = schedule::split(total, senders.len());
     let before = watched.sample();
     let start = Instant::now() + Duration::from_millis(20);
-    let mut tasks = futures::future::join_all(senders.into_iter().zip(parts).map(|(s, count)| {
-        let plan = Plan {
-            count,
-            duration: cfg.step,
-        };
-        tokio::spawn(s.run_step(step, plan, start, shared.clone()))
-    }));
+    let firsts: Vec<u64> = parts
+        .iter()
+        .scan(0, |next, &count| {
+            let first = *next;
+            *next += count;
+            Some(first)
+        })
+        .collect();
+    let plans = parts.into_iter().zip(firsts);
+    let mut tasks =
+        futures::future::join_all(senders.into_iter().zip(plans).map(|(s, (count, first))| {
+            let plan = Plan {
+                count,
+                duration: cfg.step,
+            };
+            tokio::spawn(s.run_step(step, plan, first, start, shared.clone()))
+        }));
     let counters = &shared.steps[step];
     let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     let mut last = (watched.sample(), 0u64);
@@ -464,6 +536,7 @@ async fn run_step(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delivered = counters.delivered.load(Relaxed);
+    let (lost, duplicates) = losses(&counters.receipts, cfg.fanout, expected, delivered);
     let events = shared.events_of(step);
     let not_delivered = events
         .iter()
@@ -476,7 +549,8 @@ async fn run_step(
         expected,
         delivered,
         delivered_per_sec: in_window as f64 / window.as_secs_f64(),
-        lost: expected.saturating_sub(delivered),
+        lost,
+        duplicates,
         latency: Percentiles::of(&shared.latency.merged(step)),
         not_delivered,
     };
@@ -484,7 +558,7 @@ async fn run_step(
     let lag = counters.lag_max_us.load(Relaxed);
     let l = result.latency;
     println!(
-        "  {:>9} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>8}",
+        "  {:>9} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8}",
         format!("{}", Rate(rate as f64)),
         sent,
         delivered,
@@ -494,6 +568,7 @@ async fn run_step(
         Micros(l.p999).to_string(),
         Micros(l.max).to_string(),
         result.lost,
+        duplicates,
         not_delivered,
         Micros(lag).to_string(),
     );
@@ -530,6 +605,7 @@ async fn run_step(
             "delivered": delivered,
             "delivered_per_s": result.delivered_per_sec,
             "lost": result.lost,
+            "duplicates": duplicates,
             "not_delivered": not_delivered,
             "reports_delivered": counters.reports_delivered.load(Relaxed),
             "events": events,
@@ -539,4 +615,19 @@ async fn run_step(
         }),
     );
     (result, senders)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_and_duplicates_count_per_message() {
+        let receipts: Vec<AtomicU8> = [1, 0, 2, NOT_SENT, 1].map(AtomicU8::new).into();
+        assert_eq!(losses(&receipts, 1, 5, 4), (1, 1));
+        let multi: Vec<AtomicU8> = [10, 9, 12].map(AtomicU8::new).into();
+        assert_eq!(losses(&multi, 10, 30, 31), (1, 2));
+        assert_eq!(losses(&[], 1, 10, 7), (3, 0));
+        assert_eq!(losses(&[], 1, 10, 12), (0, 2));
+    }
 }

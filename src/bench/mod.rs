@@ -57,8 +57,10 @@ impl Scenario {
 }
 
 /// Load-test a running cluster whose gateways run with --insecure-dev-auth (and lifted
-/// rate limits): see docs/PERFORMANCE.md.
+/// rate limits): see docs/PERFORMANCE.md. A flag given twice takes the last value, so
+/// scripts can put their defaults first and the caller's flags after them.
 #[derive(clap::Args, Debug, Clone)]
+#[command(args_override_self = true)]
 pub struct Args {
     #[arg(long, value_enum, default_value = "1to1")]
     pub scenario: Scenario,
