@@ -281,7 +281,6 @@ mod tests {
             from: Some("u0"),
             to: &to,
             group: None,
-            broadcast: false,
             ts: 1,
             body: &b,
         }
