@@ -249,6 +249,14 @@ pub struct Gateway {
         default_value_t = 1024
     )]
     pub ingress_in_flight: usize,
+    /// Sessions per second a broadcast is pushed to on this gateway, so broadcasts never
+    /// starve direct messages.
+    #[arg(
+        long = "broadcast-rate",
+        env = "MRC_GATEWAY_BROADCAST_RATE",
+        default_value_t = 50_000
+    )]
+    pub broadcast_rate: u32,
     /// How long a graceful stop may take before it gives up (ms).
     #[arg(
         long = "shutdown-grace-ms",

@@ -140,6 +140,16 @@ impl Subjects {
         format!("{}.gw.{gateway}.deliver", self.prefix)
     }
 
+    /// `mrc.broadcast`: backend ingress of broadcasts.
+    pub fn broadcast(&self) -> String {
+        format!("{}.broadcast", self.prefix)
+    }
+
+    /// `mrc.gw.<gateway>.broadcast`: push a message to every session of that gateway.
+    pub fn gateway_broadcast(&self, gateway: &GatewayId) -> String {
+        format!("{}.gw.{gateway}.broadcast", self.prefix)
+    }
+
     /// `mrc.gw.<gateway>.kick`: close sessions a newer login replaced.
     pub fn kick(&self, gateway: &GatewayId) -> String {
         format!("{}.gw.{gateway}.kick", self.prefix)

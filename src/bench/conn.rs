@@ -281,6 +281,7 @@ mod tests {
             from: Some("u0"),
             to: &to,
             group: None,
+            broadcast: false,
             ts: 1,
             body: &b,
         }

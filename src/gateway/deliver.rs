@@ -19,6 +19,7 @@ pub fn deliver(sessions: &Sessions, request: &DeliverRequest<'_>) -> DeliverRepl
         from: request.from.as_deref(),
         to: &request.to,
         group: request.group.as_deref(),
+        broadcast: false,
         ts: request.ts,
         body: request.body,
     }

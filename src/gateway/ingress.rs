@@ -1,5 +1,6 @@
 //! Backend ingress: `mrc.send` (JSON send requests, answered with the per-receiver report),
-//! `mrc.to.<user>` (a raw body to one user) and `mrc.grp.send` (a message to a group). All
+//! `mrc.to.<user>` (a raw body to one user), `mrc.grp.send` (a message to a group) and
+//! `mrc.broadcast` (a message to everyone online). All
 //! are queue subscriptions shared by every gateway, so plain `nats pub` / `nats req` reach
 //! exactly one of them.
 
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
+use super::broadcast;
 use super::route::Message;
 use super::Gateway;
 use crate::ident::GroupId;
@@ -17,7 +19,7 @@ use crate::protocol::body_from_bytes;
 use crate::protocol::client::FrameError;
 use crate::protocol::code::ErrorCode;
 use crate::protocol::group::GroupSendRequest;
-use crate::protocol::nats::{encode, ErrorReply, SendRequest};
+use crate::protocol::nats::{encode, BroadcastRequest, ErrorReply, SendRequest};
 use crate::subject::GATEWAY_QUEUE;
 use crate::telemetry;
 
@@ -36,6 +38,10 @@ pub async fn run(gw: Arc<Gateway>) -> anyhow::Result<()> {
         .client
         .queue_subscribe(gw.subjects.group_send(), GATEWAY_QUEUE.into())
         .await?;
+    let mut broadcasts = gw
+        .client
+        .queue_subscribe(gw.subjects.broadcast(), GATEWAY_QUEUE.into())
+        .await?;
     let in_flight = Arc::new(Semaphore::new(gw.ingress_in_flight));
     loop {
         let (msg, kind) = tokio::select! {
@@ -43,6 +49,7 @@ pub async fn run(gw: Arc<Gateway>) -> anyhow::Result<()> {
             msg = sends.next() => match msg { Some(m) => (m, Kind::Send), None => break },
             msg = raw.next() => match msg { Some(m) => (m, Kind::Raw), None => break },
             msg = groups.next() => match msg { Some(m) => (m, Kind::Group), None => break },
+            msg = broadcasts.next() => match msg { Some(m) => (m, Kind::Broadcast), None => break },
         };
         let permit = in_flight
             .clone()
@@ -55,6 +62,7 @@ pub async fn run(gw: Arc<Gateway>) -> anyhow::Result<()> {
                 Kind::Send => on_send(&gw2, &msg.payload).await,
                 Kind::Raw => on_raw(&gw2, &msg).await,
                 Kind::Group => on_group(&gw2, &msg.payload).await,
+                Kind::Broadcast => on_broadcast(&gw2, &msg.payload).await,
             };
             if let Some(reply_to) = msg.reply {
                 if let Err(e) = gw2.client.publish(reply_to, reply).await {
@@ -68,6 +76,7 @@ pub async fn run(gw: Arc<Gateway>) -> anyhow::Result<()> {
     let _ = sends.unsubscribe().await;
     let _ = raw.unsubscribe().await;
     let _ = groups.unsubscribe().await;
+    let _ = broadcasts.unsubscribe().await;
     Ok(())
 }
 
@@ -77,6 +86,7 @@ enum Kind {
     Send,
     Raw,
     Group,
+    Broadcast,
 }
 
 fn error_reply(e: &FrameError) -> Bytes {
@@ -168,6 +178,33 @@ async fn on_group(gw: &Gateway, payload: &[u8]) -> Bytes {
     };
     metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => "nats").increment(1);
     match gw.router.route_group(&message, &group, None).await {
+        Ok(report) => encode(&report),
+        Err(e) => error_reply(&e),
+    }
+}
+
+/// `mrc.broadcast`: `{"body":...,"from"?,"id"?,"gateways"?:[...]}`.
+async fn on_broadcast(gw: &Gateway, payload: &[u8]) -> Bytes {
+    let request: BroadcastRequest<'_> = match serde_json::from_slice(payload) {
+        Ok(request) => request,
+        Err(e) => {
+            let code = if e.is_data() {
+                ErrorCode::BadFrame
+            } else {
+                ErrorCode::BadJson
+            };
+            return error_reply(&FrameError::new(code, e.to_string()));
+        }
+    };
+    let message = match gw
+        .limits
+        .group_message(request.from, request.id, request.body)
+    {
+        Ok(message) => message,
+        Err(e) => return error_reply(&e),
+    };
+    metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => "nats").increment(1);
+    match broadcast::fan_out(gw, &message, request.gateways.as_deref()).await {
         Ok(report) => encode(&report),
         Err(e) => error_reply(&e),
     }

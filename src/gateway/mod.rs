@@ -10,6 +10,7 @@
 //! - [`heartbeat`]: liveness towards the centers and re-asserting sessions.
 
 pub mod auth;
+pub mod broadcast;
 pub mod conn;
 pub mod deliver;
 pub mod groups;
@@ -54,6 +55,8 @@ pub struct Gateway {
     pub request_timeout: Duration,
     /// Backend messages routed at once.
     pub ingress_in_flight: usize,
+    /// Broadcasts waiting to be pushed to this gateway's sessions.
+    pub broadcasts: broadcast::Queue,
     /// Presence subscriptions of this gateway's sessions.
     pub presence: Arc<presence::Hub>,
     /// Renders `/metrics`; `None` when no recorder is installed.
@@ -113,7 +116,7 @@ pub async fn run(
         id: id.clone(),
         client: client.clone(),
         subjects: subjects.clone(),
-        sessions,
+        sessions: sessions.clone(),
         registrar: registrar::Registrar::new(client.clone(), subjects.clone(), id.clone(), timeout),
         router,
         auth: auth::Auth::from_config(&config.auth, config.limits.max_id_bytes)?,
@@ -122,6 +125,11 @@ pub async fn run(
         request_timeout: timeout,
         ingress_in_flight: config.ingress_in_flight,
         presence: Arc::new(presence::Hub::new(client.clone(), subjects.clone())),
+        broadcasts: broadcast::Queue::start(
+            sessions.clone(),
+            config.broadcast_rate,
+            shutdown.clone(),
+        ),
         metrics,
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
@@ -137,6 +145,11 @@ pub async fn run(
         shutdown.clone(),
     );
     background.spawn(log_failure("deliver", deliver));
+    let broadcasts = client.subscribe(subjects.gateway_broadcast(&id)).await?;
+    background.spawn(log_failure(
+        "broadcast",
+        broadcast::serve(gw.clone(), broadcasts),
+    ));
     let kicks = client.subscribe(subjects.kick(&id)).await?;
     let kick = kick::run(client.clone(), gw.sessions.clone(), kicks, shutdown.clone());
     background.spawn(log_failure("kick", kick));

@@ -127,6 +127,18 @@ impl Sessions {
         self.len() == 0
     }
 
+    /// Every session's handle (for broadcasts).
+    pub fn handles(&self) -> Vec<Handle> {
+        let users = self
+            .users
+            .read()
+            .expect("sessions lock is never held across a panic");
+        users
+            .values()
+            .flat_map(|handles| handles.iter().cloned())
+            .collect()
+    }
+
     /// Every (user, session handle), for re-asserting them to the directory.
     pub fn snapshot(&self) -> Vec<(UserId, Handle)> {
         let users = self

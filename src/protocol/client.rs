@@ -300,6 +300,9 @@ pub enum Frame<'a> {
         to: &'a [String],
         #[serde(skip_serializing_if = "Option::is_none")]
         group: Option<&'a str>,
+        /// A broadcast to every online user.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        broadcast: bool,
         ts: u64,
         body: &'a RawValue,
     },
@@ -377,6 +380,8 @@ pub struct Incoming {
     pub counts: Option<Counts>,
     #[serde(default)]
     pub state: Option<super::nats::PresenceStatus>,
+    #[serde(default)]
+    pub broadcast: bool,
     #[serde(default)]
     pub result: Option<serde_json::Value>,
     #[serde(default)]
@@ -504,6 +509,7 @@ mod tests {
             from: Some("alice"),
             to: &to,
             group: None,
+            broadcast: false,
             ts: 5,
             body: &body,
         };

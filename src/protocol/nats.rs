@@ -65,6 +65,50 @@ pub struct UserPresence {
     pub since: Option<u64>,
 }
 
+/// `mrc.broadcast`: a message to every online user, or to those on some gateways.
+#[derive(Debug, Deserialize)]
+pub struct BroadcastRequest<'a> {
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Only the sessions on these gateways (default: all).
+    #[serde(default)]
+    pub gateways: Option<Vec<String>>,
+    #[serde(borrow)]
+    pub body: &'a RawValue,
+}
+
+/// `mrc.gw.<gateway>.broadcast`: push this message to every session of that gateway.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GatewayBroadcast<'a> {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub ts: u64,
+    #[serde(borrow)]
+    pub body: &'a RawValue,
+}
+
+/// A gateway queued a broadcast for this many sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BroadcastAccepted {
+    pub sessions: usize,
+}
+
+/// The reply to `mrc.broadcast` (and `POST /v1/broadcast`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastReport {
+    pub id: String,
+    /// Gateways that queued the message.
+    pub gateways: usize,
+    /// Sessions it is queued for.
+    pub sessions: usize,
+    /// Gateways that did not answer or refused (e.g. too many broadcasts queued).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
+}
+
 /// `mrc.dir.gateways`: the gateways that hold sessions.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GatewaysReply {

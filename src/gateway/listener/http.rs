@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `POST /v1/messages` | API key, or a token with scope `mrc:send` (sends as its subject) | send; the per-receiver report |
 //! | `GET /v1/users/{id}` | API key or any valid token | online? sessions per gateway |
+//! | `POST /v1/broadcast` `{"body","id"?,"from"?,"gateways"?}` | API key | to everyone online |
 //! | `POST /v1/presence` `{"users":[...]}` | API key, or a token (presence policy applies) | online, sessions, since, per user |
 //! | `GET /healthz` | none | the process is up |
 //! | `GET /readyz` | none | NATS connected and a center answers |
@@ -27,7 +28,9 @@ use crate::gateway::auth::Identity;
 use crate::gateway::Gateway;
 use crate::protocol::client::{FrameError, PresenceBody, UserStatus};
 use crate::protocol::code::ErrorCode;
-use crate::protocol::nats::{ErrorReply, LookupReply, LookupRequest, PresenceRequest, SendRequest};
+use crate::protocol::nats::{
+    BroadcastRequest, ErrorReply, LookupReply, LookupRequest, PresenceRequest, SendRequest,
+};
 use crate::subject::DIR_LOOKUP;
 use crate::telemetry;
 
@@ -36,6 +39,7 @@ pub fn routes(gw: &Gateway) -> axum::Router<Arc<Gateway>> {
         .route("/v1/messages", post(send))
         .route("/v1/users/{id}", get(user))
         .route("/v1/presence", post(presence))
+        .route("/v1/broadcast", post(broadcast))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -191,6 +195,40 @@ async fn user(
         gateways,
     })
     .into_response()
+}
+
+/// `POST /v1/broadcast`: backends only (the API key).
+async fn broadcast(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+    match caller(&gw, &headers) {
+        Ok(Caller::Backend) => {}
+        Ok(Caller::User(_)) => {
+            return error_response(ErrorCode::Forbidden, "broadcasts need the API key")
+        }
+        Err(e) => return error_response(e.code, &e.message),
+    }
+    let request: BroadcastRequest<'_> = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            let code = if e.is_data() {
+                ErrorCode::BadFrame
+            } else {
+                ErrorCode::BadJson
+            };
+            return error_response(code, &e.to_string());
+        }
+    };
+    let message = match gw
+        .limits
+        .group_message(request.from, request.id, request.body)
+    {
+        Ok(message) => message,
+        Err(e) => return error_response(e.code, &e.message),
+    };
+    metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => "http").increment(1);
+    match crate::gateway::broadcast::fan_out(&gw, &message, request.gateways.as_deref()).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => error_response(e.code, &e.message),
+    }
 }
 
 /// `POST /v1/presence`: the status of many users at once.

@@ -1,0 +1,179 @@
+//! Broadcasts: one message to every online user. A backend's `mrc.broadcast` reaches one
+//! gateway (queue group), which asks the centers which gateways hold sessions and sends
+//! ONE `mrc.gw.<id>.broadcast` request to each (or to those named). Each gateway queues
+//! the message and a single worker pushes it to its sessions at `--broadcast-rate`
+//! sessions per second, so a broadcast never starves direct messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Subscriber;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::route::Message;
+use super::session::Sessions;
+use super::Gateway;
+use crate::connection::{request, request_idempotent};
+use crate::ident::GatewayId;
+use crate::protocol::client::{Frame, FrameError};
+use crate::protocol::code::ErrorCode;
+use crate::protocol::nats::{
+    encode, BroadcastAccepted, BroadcastReport, ErrorReply, GatewayBroadcast, GatewaysReply,
+};
+use crate::protocol::now_ms;
+use crate::subject::DIR_GATEWAYS;
+
+/// Broadcasts a gateway holds before it refuses more.
+const QUEUED_BROADCASTS: usize = 64;
+/// Most sessions pushed between two pauses.
+const CHUNK: usize = 500;
+
+/// The queue of broadcasts waiting for this gateway's worker.
+pub struct Queue {
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Queue {
+    /// A queue and its worker, pushing to `sessions` at `rate` sessions per second.
+    pub fn start(sessions: Arc<Sessions>, rate: u32, shutdown: CancellationToken) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUED_BROADCASTS);
+        tokio::spawn(push(sessions, rate.max(1), rx, shutdown));
+        Queue { tx }
+    }
+
+    /// Queues one message for every session here; how many sessions it will reach.
+    pub fn accept(
+        &self,
+        sessions: &Sessions,
+        message: &GatewayBroadcast<'_>,
+    ) -> Result<usize, FrameError> {
+        let frame = Frame::Msg {
+            id: &message.id,
+            from: message.from.as_deref(),
+            to: &[],
+            group: None,
+            broadcast: true,
+            ts: message.ts,
+            body: message.body,
+        }
+        .encode();
+        self.tx.try_send(frame).map_err(|_| {
+            FrameError::new(
+                ErrorCode::RateLimited,
+                "too many broadcasts queued on this gateway",
+            )
+        })?;
+        Ok(sessions.len())
+    }
+}
+
+/// The worker: one broadcast at a time, a chunk of sessions at a time (about 20 chunks a
+/// second), paced to `rate` sessions per second.
+async fn push(
+    sessions: Arc<Sessions>,
+    rate: u32,
+    mut rx: mpsc::Receiver<Bytes>,
+    shutdown: CancellationToken,
+) {
+    let chunk = (rate as usize / 20).clamp(1, CHUNK);
+    let pause = Duration::from_secs_f64(chunk as f64 / f64::from(rate));
+    while let Some(frame) = tokio::select! {
+        () = shutdown.cancelled() => None,
+        frame = rx.recv() => frame,
+    } {
+        let handles = sessions.handles();
+        for (i, part) in handles.chunks(chunk).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            for handle in part {
+                handle.push(frame.clone());
+            }
+        }
+    }
+}
+
+/// Answers `mrc.gw.<me>.broadcast` until `shutdown`.
+pub async fn serve(gw: Arc<Gateway>, mut requests: Subscriber) -> anyhow::Result<()> {
+    loop {
+        let msg = tokio::select! {
+            () = gw.shutdown.cancelled() => return Ok(()),
+            msg = requests.next() => match msg { Some(msg) => msg, None => return Ok(()) },
+        };
+        let reply = match serde_json::from_slice::<GatewayBroadcast<'_>>(&msg.payload) {
+            Ok(message) => match gw.broadcasts.accept(&gw.sessions, &message) {
+                Ok(sessions) => encode(&BroadcastAccepted { sessions }),
+                Err(e) => encode(&ErrorReply::new(e.code, e.message)),
+            },
+            Err(e) => encode(&ErrorReply::new(ErrorCode::BadFrame, e.to_string())),
+        };
+        if let Some(reply_to) = msg.reply {
+            let _ = gw.client.publish(reply_to, reply).await;
+        }
+    }
+}
+
+/// Sends `message` to every gateway holding sessions (or to `only` of them) and sums
+/// what they queued.
+pub async fn fan_out(
+    gw: &Gateway,
+    message: &Message,
+    only: Option<&[String]>,
+) -> Result<BroadcastReport, FrameError> {
+    let subject = gw.subjects.dir(DIR_GATEWAYS);
+    let known: GatewaysReply = request_idempotent(
+        &gw.client,
+        subject,
+        bytes::Bytes::from_static(b"{}"),
+        gw.request_timeout,
+    )
+    .await
+    .map_err(|e| FrameError::new(ErrorCode::Unavailable, format!("directory: {e}")))?;
+    let targets: Vec<GatewayId> = known
+        .gateways
+        .iter()
+        .filter(|g| only.is_none_or(|only| only.contains(g)))
+        .filter_map(|g| GatewayId::new(g).ok())
+        .collect();
+    let broadcast = GatewayBroadcast {
+        id: message.id.as_str().to_string(),
+        from: message.from.clone(),
+        ts: now_ms(),
+        body: &message.body,
+    };
+    let payload = encode(&broadcast);
+    let sends = targets.iter().map(|target| {
+        let payload = payload.clone();
+        let broadcast = &broadcast;
+        async move {
+            let queued = if *target == gw.id {
+                gw.broadcasts.accept(&gw.sessions, broadcast).ok()
+            } else {
+                let subject = gw.subjects.gateway_broadcast(target);
+                let reply: Option<BroadcastAccepted> =
+                    request(&gw.client, subject, payload, gw.request_timeout)
+                        .await
+                        .ok();
+                reply.map(|r| r.sessions)
+            };
+            (target, queued)
+        }
+    });
+    let mut report = BroadcastReport {
+        id: message.id.as_str().to_string(),
+        ..Default::default()
+    };
+    for (target, queued) in futures::future::join_all(sends).await {
+        match queued {
+            Some(sessions) => {
+                report.gateways += 1;
+                report.sessions += sessions;
+            }
+            None => report.unavailable.push(target.to_string()),
+        }
+    }
+    Ok(report)
+}
