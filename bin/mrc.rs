@@ -3,7 +3,7 @@
 //! (`listen`).
 //!
 //! Exit codes: 0 success; 1 unexpected failure; 2 usage; 3 `send` reached not every
-//! receiver; 64 bad configuration; 65 the cluster refused the input (bad id, too large...);
+//! receiver (or a `broadcast` not every gateway); 64 bad configuration; 65 the cluster refused the input (bad id, too large...);
 //! 69 nobody answered (no gateway or center running).
 
 use std::collections::BTreeMap;
@@ -18,8 +18,11 @@ use mrc::config;
 use mrc::connection::{self, RequestFailure};
 use mrc::protocol::client::Report;
 use mrc::protocol::code::Outcome;
-use mrc::protocol::nats::{encode, LookupReply, LookupRequest, SendRequestOut};
-use mrc::subject::{CENTER_SERVICE, DIR_LOOKUP};
+use mrc::protocol::nats::{
+    encode, BroadcastReport, LookupReply, LookupRequest, PresenceReply, PresenceRequest,
+    SendRequestOut,
+};
+use mrc::subject::{CENTER_SERVICE, DIR_LOOKUP, DIR_PRESENCE};
 
 const EXIT_NOT_ALL_DELIVERED: u8 = 3;
 const EXIT_REFUSED: u8 = 65;
@@ -80,6 +83,24 @@ enum Command {
     },
     /// Load-test a running cluster (docs/PERFORMANCE.md; scripts/bench.sh runs it).
     Bench(mrc::bench::Args),
+    /// Send a message to every online user (or to the users of some gateways) through
+    /// `mrc.broadcast`; prints how many gateways and sessions it was queued for.
+    Broadcast {
+        /// Only the users on these gateways, comma-separated.
+        #[arg(long = "gateway", value_delimiter = ',')]
+        gateways: Vec<String>,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+        /// The body: JSON is sent as it is, any other text as a JSON string.
+        body: String,
+    },
+    /// Show whether users are online, with session counts and since when (JSON).
+    Presence {
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
     /// List the centers that answer `$SRV.PING.mrc-center`.
     Centers {
         /// How long to collect answers (ms).
@@ -157,6 +178,48 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     )
                     .await?;
                     print_lookup(&reply, json)?;
+                    0
+                }
+                Command::Broadcast {
+                    gateways,
+                    from,
+                    id,
+                    body,
+                } => {
+                    let Some(body) = mrc::protocol::body_from_bytes(body.as_bytes()) else {
+                        bail!("the body is not UTF-8");
+                    };
+                    let mut request = serde_json::json!({ "body": serde_json::from_str::<serde_json::Value>(body.get())? });
+                    if !gateways.is_empty() {
+                        request["gateways"] = serde_json::json!(gateways);
+                    }
+                    if let Some(from) = from {
+                        request["from"] = from.into();
+                    }
+                    if let Some(id) = id {
+                        request["id"] = id.into();
+                    }
+                    let payload = bytes::Bytes::from(request.to_string());
+                    let report: BroadcastReport =
+                        connection::request(&client, subjects.broadcast(), payload, timeout)
+                            .await?;
+                    println!("{}", serde_json::to_string(&report)?);
+                    if report.unavailable.is_empty() {
+                        0
+                    } else {
+                        EXIT_NOT_ALL_DELIVERED
+                    }
+                }
+                Command::Presence { users } => {
+                    let request = PresenceRequest { users, by: None };
+                    let reply: PresenceReply = connection::request(
+                        &client,
+                        subjects.dir(DIR_PRESENCE),
+                        encode(&request),
+                        timeout,
+                    )
+                    .await?;
+                    println!("{}", serde_json::to_string(&reply)?);
                     0
                 }
                 Command::Centers { wait_ms } => {

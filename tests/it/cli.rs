@@ -51,6 +51,10 @@ async fn send_lookup_and_centers_print_results_and_exit_codes_scripts_can_use() 
         "not every receiver reached: {out:?}"
     );
     assert!(stdout(&out).contains(r#""ghost":"offline""#));
+    assert_eq!(
+        expect_op(&mut alice, "msg").await.frame.body.unwrap().get(),
+        r#"{"k":1}"#
+    );
 
     let out = mrc(&cluster, &["send", "--to", "alice", "--id", "", "x"]);
     assert_eq!(out.status.code(), Some(65), "refused input: {out:?}");
@@ -60,6 +64,37 @@ async fn send_lookup_and_centers_print_results_and_exit_codes_scripts_can_use() 
     let text = stdout(&out);
     assert!(text.contains("alice\tonline\t1 sessions\tg0(1)"), "{text}");
     assert!(text.contains("ghost\toffline"), "{text}");
+
+    let out = mrc(&cluster, &["presence", "alice", "ghost"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            reply["users"]["alice"]["online"].as_bool(),
+            reply["users"]["ghost"]["online"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+
+    let out = mrc(
+        &cluster,
+        &[
+            "broadcast",
+            "--id",
+            "all",
+            "--from",
+            "ops",
+            "hello everyone",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        stdout(&out).trim(),
+        r#"{"id":"all","gateways":1,"sessions":1}"#
+    );
+    let msg = expect_op(&mut alice, "msg").await;
+    assert!(msg.frame.broadcast);
+    assert_eq!(msg.frame.body.unwrap().get(), r#""hello everyone""#);
 
     let out = mrc(&cluster, &["centers"]);
     assert_eq!(out.status.code(), Some(0));
