@@ -166,3 +166,26 @@ fn metric_kind(subject: &str) -> &'static str {
         _ => "other",
     }
 }
+
+/// Answers every request on `requests` with `answer(payload)` until `shutdown` or the
+/// end of the subscription. A message without a reply subject is handled, not answered.
+pub async fn answer(
+    client: &Client,
+    mut requests: async_nats::Subscriber,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut answer: impl FnMut(&[u8]) -> bytes::Bytes,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    loop {
+        let msg = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            msg = requests.next() => match msg { Some(msg) => msg, None => return Ok(()) },
+        };
+        let reply = answer(&msg.payload);
+        if let Some(reply_to) = msg.reply {
+            if let Err(e) = client.publish(reply_to, reply).await {
+                tracing::debug!(error = %e, "reply not sent");
+            }
+        }
+    }
+}

@@ -113,14 +113,7 @@ pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> Bytes {
 }
 
 pub(super) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Bytes> {
-    serde_json::from_slice(payload).map_err(|e| {
-        let code = if e.is_data() {
-            ErrorCode::BadFrame
-        } else {
-            ErrorCode::BadJson
-        };
-        error(code, e.to_string())
-    })
+    crate::protocol::decode(payload).map_err(|e| error(e.code, e.message))
 }
 
 pub(super) fn id<T>(

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_nats::Subscriber;
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -97,23 +96,16 @@ async fn push(
 }
 
 /// Answers `mrc.gw.<me>.broadcast` until `shutdown`.
-pub async fn serve(gw: Arc<Gateway>, mut requests: Subscriber) -> anyhow::Result<()> {
-    loop {
-        let msg = tokio::select! {
-            () = gw.shutdown.cancelled() => return Ok(()),
-            msg = requests.next() => match msg { Some(msg) => msg, None => return Ok(()) },
-        };
-        let reply = match serde_json::from_slice::<GatewayBroadcast<'_>>(&msg.payload) {
-            Ok(message) => match gw.broadcasts.accept(&gw.sessions, &message) {
-                Ok(sessions) => encode(&BroadcastAccepted { sessions }),
-                Err(e) => encode(&ErrorReply::new(e.code, e.message)),
-            },
-            Err(e) => encode(&ErrorReply::new(ErrorCode::BadFrame, e.to_string())),
-        };
-        if let Some(reply_to) = msg.reply {
-            let _ = gw.client.publish(reply_to, reply).await;
+pub async fn serve(gw: Arc<Gateway>, requests: Subscriber) -> anyhow::Result<()> {
+    crate::connection::answer(&gw.client, requests, &gw.shutdown, |payload| {
+        let accepted = crate::protocol::decode::<GatewayBroadcast<'_>>(payload)
+            .and_then(|message| gw.broadcasts.accept(&gw.sessions, &message));
+        match accepted {
+            Ok(sessions) => encode(&BroadcastAccepted { sessions }),
+            Err(e) => encode(&ErrorReply::new(e.code, e.message)),
         }
-    }
+    })
+    .await
 }
 
 /// Sends `message` to every gateway holding sessions (or to `only` of them) and sums

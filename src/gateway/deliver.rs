@@ -3,13 +3,11 @@
 //! says which receivers got it and which this gateway does not hold (a stale route).
 
 use async_nats::{Client, Subscriber};
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::session::Sessions;
 use crate::ident::UserId;
 use crate::protocol::client::Frame;
-use crate::protocol::code::ErrorCode;
 use crate::protocol::nats::{encode, DeliverReply, DeliverRequest, ErrorReply};
 
 /// Pushes one message to the local sessions of its receivers.
@@ -41,22 +39,17 @@ pub fn deliver(sessions: &Sessions, request: &DeliverRequest<'_>) -> DeliverRepl
 pub async fn run(
     client: Client,
     sessions: std::sync::Arc<Sessions>,
-    mut requests: Subscriber,
+    requests: Subscriber,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    loop {
-        let msg = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            msg = requests.next() => match msg { Some(msg) => msg, None => return Ok(()) },
-        };
-        let reply = match serde_json::from_slice::<DeliverRequest<'_>>(&msg.payload) {
+    crate::connection::answer(
+        &client,
+        requests,
+        &shutdown,
+        |payload| match crate::protocol::decode::<DeliverRequest<'_>>(payload) {
             Ok(request) => encode(&deliver(&sessions, &request)),
-            Err(e) => encode(&ErrorReply::new(ErrorCode::BadFrame, e.to_string())),
-        };
-        if let Some(reply_to) = msg.reply {
-            if let Err(e) = client.publish(reply_to, reply).await {
-                tracing::debug!(error = %e, "deliver reply not sent");
-            }
-        }
-    }
+            Err(e) => encode(&ErrorReply::new(e.code, e.message)),
+        },
+    )
+    .await
 }

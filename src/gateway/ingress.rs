@@ -107,16 +107,9 @@ async fn route(gw: &Gateway, message: Result<Message, FrameError>) -> Bytes {
 
 /// `mrc.send`: `{"to":[...],"from":"...","id":"...","body":...}`.
 async fn on_send(gw: &Gateway, payload: &[u8]) -> Bytes {
-    let request: SendRequest<'_> = match serde_json::from_slice(payload) {
+    let request: SendRequest<'_> = match crate::protocol::decode(payload) {
         Ok(request) => request,
-        Err(e) => {
-            let code = if e.is_data() {
-                ErrorCode::BadFrame
-            } else {
-                ErrorCode::BadJson
-            };
-            return error_reply(&FrameError::new(code, e.to_string()));
-        }
+        Err(e) => return error_reply(&e),
     };
     route(
         gw,
@@ -154,16 +147,9 @@ async fn on_raw(gw: &Gateway, msg: &NatsMessage) -> Bytes {
 /// `mrc.grp.send`: `{"group":"...","from":"...","id":"...","body":...}`. Backends are
 /// trusted: the group's send policy is not checked against `from`.
 async fn on_group(gw: &Gateway, payload: &[u8]) -> Bytes {
-    let request: GroupSendRequest<'_> = match serde_json::from_slice(payload) {
+    let request: GroupSendRequest<'_> = match crate::protocol::decode(payload) {
         Ok(request) => request,
-        Err(e) => {
-            let code = if e.is_data() {
-                ErrorCode::BadFrame
-            } else {
-                ErrorCode::BadJson
-            };
-            return error_reply(&FrameError::new(code, e.to_string()));
-        }
+        Err(e) => return error_reply(&e),
     };
     let group = match GroupId::new(&request.group) {
         Ok(group) => group,
@@ -185,16 +171,9 @@ async fn on_group(gw: &Gateway, payload: &[u8]) -> Bytes {
 
 /// `mrc.broadcast`: `{"body":...,"from"?,"id"?,"gateways"?:[...]}`.
 async fn on_broadcast(gw: &Gateway, payload: &[u8]) -> Bytes {
-    let request: BroadcastRequest<'_> = match serde_json::from_slice(payload) {
+    let request: BroadcastRequest<'_> = match crate::protocol::decode(payload) {
         Ok(request) => request,
-        Err(e) => {
-            let code = if e.is_data() {
-                ErrorCode::BadFrame
-            } else {
-                ErrorCode::BadJson
-            };
-            return error_reply(&FrameError::new(code, e.to_string()));
-        }
+        Err(e) => return error_reply(&e),
     };
     let message = match gw
         .limits

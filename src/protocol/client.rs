@@ -103,6 +103,17 @@ impl Request<'_> {
     }
 }
 
+impl From<serde_json::Error> for FrameError {
+    fn from(e: serde_json::Error) -> Self {
+        let code = if e.is_data() {
+            ErrorCode::BadFrame
+        } else {
+            ErrorCode::BadJson
+        };
+        FrameError::new(code, e.to_string())
+    }
+}
+
 impl FrameError {
     /// The same error, for the frame with `id`.
     pub fn with_id(mut self, id: Option<String>) -> Self {
@@ -143,14 +154,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 
 /// Decodes one inbound frame. Unknown fields are ignored so clients can be newer than us.
 pub fn parse(frame: &str) -> Result<Request<'_>, FrameError> {
-    let flat: Flat<'_> = serde_json::from_str(frame).map_err(|e| {
-        let code = if e.is_data() {
-            ErrorCode::BadFrame
-        } else {
-            ErrorCode::BadJson
-        };
-        FrameError::new(code, e.to_string())
-    })?;
+    let flat: Flat<'_> = serde_json::from_str(frame).map_err(FrameError::from)?;
     let missing = |field: &str, id: &Option<String>| FrameError {
         code: ErrorCode::BadFrame,
         message: format!("missing field `{field}`"),

@@ -25,6 +25,12 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Decodes any JSON payload of this module, with the stable code of what is wrong:
+/// `bad_json` (not JSON) or `bad_frame` (JSON of the wrong shape).
+pub fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, client::FrameError> {
+    serde_json::from_slice(bytes).map_err(client::FrameError::from)
+}
+
 /// A message body from arbitrary bytes (`mrc.to.*` payloads, CLI arguments): JSON passes
 /// as it is, other UTF-8 text becomes a JSON string, anything else is refused (`None`).
 pub fn body_from_bytes(payload: &[u8]) -> Option<Box<serde_json::value::RawValue>> {

@@ -60,14 +60,7 @@ fn body(bytes: &Bytes) -> Result<GroupRequest, FrameError> {
     if bytes.is_empty() {
         return Ok(GroupRequest::default());
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let code = if e.is_data() {
-            ErrorCode::BadFrame
-        } else {
-            ErrorCode::BadJson
-        };
-        FrameError::new(code, e.to_string())
-    })
+    crate::protocol::decode(bytes)
 }
 
 async fn forward(gw: &Gateway, endpoint: &str, request: GroupRequest) -> Response {
@@ -203,16 +196,9 @@ async fn send(
         Ok(caller) => caller,
         Err(e) => return refused(e),
     };
-    let request: GroupSendRequest<'_> = match serde_json::from_slice(&bytes) {
+    let request: GroupSendRequest<'_> = match crate::protocol::decode(&bytes) {
         Ok(request) => request,
-        Err(e) => {
-            let code = if e.is_data() {
-                ErrorCode::BadFrame
-            } else {
-                ErrorCode::BadJson
-            };
-            return error_response(code, &e.to_string());
-        }
+        Err(e) => return error_response(e.code, &e.message),
     };
     let group = match GroupId::new(&group) {
         Ok(group) => group,

@@ -125,16 +125,9 @@ async fn send(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
         );
         return error_response(ErrorCode::TooLarge, &message);
     }
-    let request: SendRequest<'_> = match serde_json::from_slice(&body) {
+    let request: SendRequest<'_> = match crate::protocol::decode(&body) {
         Ok(request) => request,
-        Err(e) => {
-            let code = if e.is_data() {
-                ErrorCode::BadFrame
-            } else {
-                ErrorCode::BadJson
-            };
-            return error_response(code, &e.to_string());
-        }
+        Err(e) => return error_response(e.code, &e.message),
     };
     let from = match caller {
         Caller::Backend => request.from,
@@ -206,16 +199,9 @@ async fn broadcast(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Byt
         }
         Err(e) => return error_response(e.code, &e.message),
     }
-    let request: BroadcastRequest<'_> = match serde_json::from_slice(&body) {
+    let request: BroadcastRequest<'_> = match crate::protocol::decode(&body) {
         Ok(request) => request,
-        Err(e) => {
-            let code = if e.is_data() {
-                ErrorCode::BadFrame
-            } else {
-                ErrorCode::BadJson
-            };
-            return error_response(code, &e.to_string());
-        }
+        Err(e) => return error_response(e.code, &e.message),
     };
     let message = match gw
         .limits
@@ -238,16 +224,9 @@ async fn presence(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Byte
         Ok(Caller::User(identity)) => Some(identity.user.to_string()),
         Err(e) => return error_response(e.code, &e.message),
     };
-    let users = match serde_json::from_slice::<PresenceBody>(&body) {
+    let users = match crate::protocol::decode::<PresenceBody>(&body) {
         Ok(body) => body.users,
-        Err(e) => {
-            let code = if e.is_data() {
-                ErrorCode::BadFrame
-            } else {
-                ErrorCode::BadJson
-            };
-            return error_response(code, &e.to_string());
-        }
+        Err(e) => return error_response(e.code, &e.message),
     };
     let request = PresenceRequest { users, by };
     match crate::gateway::presence::query(&gw.client, &gw.subjects, gw.request_timeout, &request)
