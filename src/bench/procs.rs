@@ -36,6 +36,19 @@ pub fn parse_status_kb(status: &str, field: &str) -> Option<u64> {
     })
 }
 
+/// Busy clock ticks of the whole machine (all cores) from the text of `/proc/stat`: every
+/// column of the `cpu` line except idle and iowait.
+pub fn parse_host_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = values.iter().take(8).sum();
+    Some(total - values.get(3)? - values.get(4).unwrap_or(&0))
+}
+
 /// The soft and hard `Max open files` of `/proc/<pid>/limits` (`None` for unlimited).
 pub fn parse_nofile(limits: &str) -> Option<(Option<u64>, Option<u64>)> {
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
@@ -115,6 +128,7 @@ pub struct Sample {
     at: Instant,
     ticks: Vec<Option<u64>>,
     rss_kb: Vec<Option<u64>>,
+    host: Option<u64>,
 }
 
 /// CPU and RSS of one process over an interval.
@@ -160,13 +174,18 @@ impl Watched {
                 .iter()
                 .map(|p| read(p.pid, "status").and_then(|s| parse_status_kb(&s, "VmRSS")))
                 .collect(),
+            host: fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|s| parse_host_busy(&s)),
         }
     }
 
-    /// Usage of every process between two samples.
+    /// Usage of every process between two samples, then `other`: the CPU the rest of the
+    /// machine used meanwhile (other people's builds and tests skew a run: check it).
     pub fn usage(&self, before: &Sample, after: &Sample) -> Vec<Usage> {
         let wall = after.at.saturating_duration_since(before.at);
-        self.procs
+        let mut usage: Vec<Usage> = self
+            .procs
             .iter()
             .enumerate()
             .map(|(i, p)| Usage {
@@ -174,7 +193,15 @@ impl Watched {
                 cpu_pct: cpu_pct(before.ticks[i], after.ticks[i], wall),
                 rss_kb: after.rss_kb[i],
             })
-            .collect()
+            .collect();
+        let ours: f64 = usage.iter().filter_map(|u| u.cpu_pct).sum();
+        let host = cpu_pct(before.host, after.host, wall);
+        usage.push(Usage {
+            label: "other".into(),
+            cpu_pct: host.map(|h| ((h - ours).max(0.0) * 10.0).round() / 10.0),
+            rss_kb: None,
+        });
+        usage
     }
 }
 
@@ -196,8 +223,8 @@ pub fn describe(usage: &[Usage]) -> String {
             let cpu = u.cpu_pct.map_or("-".into(), |c| format!("{c:.0}%"));
             let rss = u
                 .rss_kb
-                .map_or("-".into(), |kb| format!("{:.0}MB", kb as f64 / 1024.0));
-            format!("{} {cpu} {rss}", u.label)
+                .map_or(String::new(), |kb| format!(" {:.0}MB", kb as f64 / 1024.0));
+            format!("{} {cpu}{rss}", u.label)
         })
         .collect::<Vec<_>>()
         .join("  ")
@@ -251,6 +278,13 @@ mod tests {
     }
 
     #[test]
+    fn host_busy_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 5 50 1000 20 1 2 3 0 0\ncpu0 50 2 25 500 10 0 1 1 0 0\n";
+        assert_eq!(parse_host_busy(stat), Some(161));
+        assert_eq!(parse_host_busy("intr 1 2"), None);
+    }
+
+    #[test]
     fn cpu_percent_is_one_core_per_hundred() {
         let second = Duration::from_secs(1);
         assert_eq!(cpu_pct(Some(100), Some(150), second), Some(50.0));
@@ -270,7 +304,8 @@ mod tests {
         let before = watched.sample();
         let after = watched.sample();
         let usage = watched.usage(&before, &after);
-        assert_eq!(usage.len(), 2);
+        assert_eq!(usage.len(), 3);
+        assert_eq!(usage[2].label, "other");
         assert!(usage[1].rss_kb.unwrap() > 0, "the bench reads its own RSS");
         assert!(describe(&usage).contains("bench"));
     }
