@@ -27,6 +27,45 @@ async fn every_role_works_with_its_own_nats_user() {
     expect_op(&mut bob, "msg").await;
 
     let backend = connect_as(&cluster, "backend", "backend-secret").await;
+    // Groups, group messages, presence and broadcasts work with the per-role users too.
+    let create = r#"{"group":"team","user":"alice","members":["bob"]}"#;
+    let reply = backend
+        .request("mrc.grp.create", create.into())
+        .await
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&reply.payload).contains("error"),
+        "{:?}",
+        reply.payload
+    );
+    let reply = backend
+        .request(
+            "mrc.grp.send",
+            r#"{"group":"team","id":"t","body":1}"#.into(),
+        )
+        .await
+        .unwrap();
+    let report: Report = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(report.counts.unwrap().delivered, 2);
+    expect_op(&mut alice, "msg").await;
+    expect_op(&mut bob, "msg").await;
+    let reply = backend
+        .request("mrc.dir.presence", r#"{"users":["alice"]}"#.into())
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&reply.payload).contains(r#""online":true"#));
+    let reply = backend
+        .request("mrc.broadcast", r#"{"id":"b","body":2}"#.into())
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&reply.payload).contains(r#""sessions":2"#),
+        "{:?}",
+        reply.payload
+    );
+    expect_op(&mut alice, "msg").await;
+    expect_op(&mut bob, "msg").await;
+
     let reply = backend
         .request(
             "mrc.send",
