@@ -39,9 +39,6 @@ async fn run(config: config::Center, id: mrc::ident::CenterId) -> anyhow::Result
     let connection = connection::connect(&config.nats, &format!("mrc-center {id}")).await?;
     let client = connection.client.clone();
     center::run(config, id, client.clone(), shutdown).await?;
-    client
-        .drain()
-        .await
-        .context("draining the NATS connection")?;
+    connection::drain(&client).await;
     Ok(())
 }

@@ -54,9 +54,6 @@ async fn run(config: config::Gateway, id: mrc::ident::GatewayId) -> anyhow::Resu
     let client = connection.client.clone();
     let listeners = Listeners { http, tcp };
     gateway::run(config, id, connection, listeners, Some(metrics), shutdown).await?;
-    client
-        .drain()
-        .await
-        .context("draining the NATS connection")?;
+    connection::drain(&client).await;
     Ok(())
 }

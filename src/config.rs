@@ -414,6 +414,7 @@ impl Gateway {
             ("--login-timeout-ms", l.login_timeout_ms),
             ("--idle-timeout-ms", l.idle_timeout_ms),
             ("--sends-in-flight", l.sends_in_flight as u64),
+            ("--broadcast-rate", self.broadcast_rate as u64),
         ];
         for (flag, value) in positive {
             if value == 0 {

@@ -189,3 +189,13 @@ pub async fn answer(
         }
     }
 }
+
+/// Drains `client` (flushes what is buffered, ends subscriptions), bounded in time: with
+/// NATS unreachable a drain would wait for a reconnect forever.
+pub async fn drain(client: &Client) {
+    match tokio::time::timeout(Duration::from_secs(5), client.drain()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "draining the NATS connection failed"),
+        Err(_) => tracing::warn!("NATS connection not drained within 5 s"),
+    }
+}

@@ -698,7 +698,11 @@ impl SessionState<'_> {
             );
             return Ok(());
         }
-        if self.watching.len() + targets.len() > presence::MAX_WATCHED {
+        let new: HashSet<&UserId> = targets
+            .iter()
+            .filter(|t| !self.watching.contains(*t))
+            .collect();
+        if self.watching.len() + new.len() > presence::MAX_WATCHED {
             let message = format!("a session watches at most {} users", presence::MAX_WATCHED);
             return Err(FrameError::new(ErrorCode::TooManyReceivers, message));
         }

@@ -232,7 +232,11 @@ async fn stop(gw: &Gateway, grace: Duration) {
             "grace period over: connections still open"
         );
     }
-    match gw.registrar.purge().await {
+    // NATS may be gone too: the purge gets the same grace, then centers evict instead.
+    let purge = tokio::time::timeout(grace, gw.registrar.purge())
+        .await
+        .unwrap_or(Err(RequestFailure::TimedOut));
+    match purge {
         Ok(removed) => tracing::info!(removed, "sessions removed from the directory"),
         Err(e) => {
             tracing::warn!(error = %e, "purge at stop failed; centers will evict this gateway")

@@ -76,8 +76,9 @@ impl Envelope<'_> {
 }
 
 /// Most receivers named in one deliver request: bigger groups of receivers on one gateway
-/// are split so a request always fits in NATS `max_payload` (256-byte ids).
-const DELIVER_CHUNK: usize = 2000;
+/// are split so a request always fits in NATS `max_payload` (1000 ids of 256 bytes, each
+/// escaped to at most twice its size, plus a 32 KiB body stay under 1 MiB).
+const DELIVER_CHUNK: usize = 1000;
 
 pub struct Router {
     pub gateway: GatewayId,

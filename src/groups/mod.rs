@@ -113,11 +113,13 @@ impl Groups {
         policy: Policy,
         members: &[UserId],
     ) -> Result<GroupInfo, GroupError> {
-        if members.len() > MAX_GROUP_MEMBERS {
-            return Err(GroupError::new(
-                ErrorCode::TooManyReceivers,
-                format!("at most {MAX_GROUP_MEMBERS} members"),
-            ));
+        let mut all: Vec<UserId> = members.to_vec();
+        if !all.contains(owner) {
+            all.push(owner.clone());
+        }
+        if all.len() > MAX_GROUP_MEMBERS {
+            let message = format!("at most {MAX_GROUP_MEMBERS} members, owner included");
+            return Err(GroupError::new(ErrorCode::TooManyReceivers, message));
         }
         let epoch = nuid::next().to_string();
         let record = GroupRecord {
@@ -139,10 +141,6 @@ impl Groups {
                 ));
             }
             Err(WriteError::Other(e)) => return Err(GroupError::unavailable(e)),
-        }
-        let mut all: Vec<UserId> = members.to_vec();
-        if !all.contains(owner) {
-            all.push(owner.clone());
         }
         self.put_members(id, &epoch, &all).await?;
         Ok(info(id, owner, policy, all.len()))

@@ -76,6 +76,8 @@ impl Default for Policy {
 /// absent for trusted backends (NATS permissions decide who those are).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GroupRequest {
+    /// Over HTTP the group is in the path, so the body may leave it out.
+    #[serde(default)]
     pub group: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,

@@ -177,10 +177,13 @@ async fn clients_manage_groups_within_their_policies() {
 #[tokio::test]
 async fn backends_use_groups_over_nats_and_http() {
     let mut cluster = Cluster::start(1, 0);
-    cluster.gateway_args = ["--api-key", crate::support::token::API_KEY]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args = [
+        "--api-key",
+        crate::support::token::API_KEY,
+        "--jwt-secret",
+        crate::support::token::SECRET,
+    ];
+    cluster.gateway_args = args.iter().map(|s| s.to_string()).collect();
     cluster.start_gateway("g0");
     cluster.start_gateway("g1");
     let nats = cluster.client().await;
@@ -249,6 +252,42 @@ async fn backends_use_groups_over_nats_and_http() {
         response.json::<serde_json::Value>().await.unwrap()["groups"],
         json!(["news"])
     );
+    // Adding through the path without repeating the group in the body.
+    let response = http
+        .post(format!("{base}/v1/groups/news/members"))
+        .bearer_auth(crate::support::token::API_KEY)
+        .body(r#"{"members":["zed"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["size"],
+        4
+    );
+    // A user token needs the `mrc:send` scope to send over HTTP, to groups too.
+    let plain = crate::support::token::hs256(&crate::support::token::claims("dora", json!({})));
+    let url = format!("{base}/v1/groups/news/messages");
+    let response = http
+        .post(&url)
+        .bearer_auth(plain)
+        .body(r#"{"body":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // The member limit counts the owner.
+    let members: Vec<String> = (0..mrc::groups::MAX_GROUP_MEMBERS)
+        .map(|i| format!("m{i}"))
+        .collect();
+    let create = json!({"group":"too-big","user":"owner","members":members});
+    let reply = nats
+        .request("mrc.grp.create", create.to_string().into())
+        .await
+        .unwrap();
+    let error: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(error["error"]["code"], "too_many_receivers");
+
     let response = http
         .get(format!("{base}/v1/groups/nope"))
         .bearer_auth(crate::support::token::API_KEY)

@@ -257,3 +257,18 @@ async fn limits_that_cannot_fit_in_a_nats_message_stop_the_gateway_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("max_payload"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_zero_broadcast_rate_is_a_configuration_error() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mrc-gateway"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-dev-auth",
+            "--broadcast-rate",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+}

@@ -46,3 +46,26 @@ async fn sigterm_stops_a_center_cleanly_and_the_other_takes_over() {
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(online(&nats, &["alice"]).await, ["alice"]);
 }
+
+#[tokio::test]
+async fn a_gateway_stops_within_its_grace_period_even_when_nats_is_gone() {
+    let mut cluster = Cluster::start(1, 0);
+    cluster.gateway_args = vec!["--shutdown-grace-ms".into(), "1000".into()];
+    cluster.start_gateway("g0");
+    let mut alice = login(cluster.ws(0), "alice").await;
+    // Take NATS away, then stop the gateway.
+    let crate::support::cluster::Broker::Single(nats) =
+        std::mem::replace(&mut cluster.broker, crate::support::cluster::Broker::Gone)
+    else {
+        unreachable!()
+    };
+    drop(nats);
+    cluster.gateways[0].process.terminate();
+    let bye = expect_op(&mut alice, "bye").await;
+    assert_eq!(bye.frame.reason.as_deref(), Some("shutdown"));
+    let status = cluster.gateways[0]
+        .process
+        .wait_exit(Duration::from_secs(15))
+        .expect("the gateway exits in time");
+    assert!(status.success(), "exit status {status:?}");
+}

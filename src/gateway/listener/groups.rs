@@ -207,6 +207,12 @@ async fn send(
     let (from, by) = match caller {
         Caller::Backend => (request.from, None),
         Caller::User(identity) => {
+            if !identity.may_send_http {
+                return error_response(
+                    ErrorCode::Forbidden,
+                    "the token lacks the `mrc:send` scope",
+                );
+            }
             if request
                 .from
                 .as_ref()

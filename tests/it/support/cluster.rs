@@ -32,6 +32,8 @@ pub enum Broker {
     Single(#[allow(dead_code, reason = "kept alive for the test's duration")] NatsServer),
     /// Three nodes; centers keep the directory with 3 replicas.
     Triple(NatsCluster),
+    /// Taken away by the test.
+    Gone,
 }
 
 pub struct Cluster {
