@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use mrc::{center, config, connection, shutdown, telemetry};
+use mrc::{center, config, connection, exit, shutdown, telemetry};
 
 /// Directory center of an MRC cluster (run several; they share the work).
 #[derive(Parser)]
@@ -18,19 +18,9 @@ struct Cli {
 async fn main() -> ExitCode {
     telemetry::init();
     let mut config = Cli::parse().config;
-    let id = match config.validate() {
-        Ok(id) => id,
-        Err(e) => {
-            eprintln!("mrc-center: bad configuration: {e:#}");
-            return ExitCode::from(config::EXIT_CONFIG as u8);
-        }
-    };
-    match run(config, id).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "mrc-center failed");
-            ExitCode::FAILURE
-        }
+    match config.validate() {
+        Ok(id) => exit::finished("mrc-center", run(config, id).await),
+        Err(e) => exit::bad_config("mrc-center", &e),
     }
 }
 

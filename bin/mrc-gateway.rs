@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use mrc::gateway::{self, Listeners};
-use mrc::{config, connection, shutdown, telemetry};
+use mrc::{config, connection, exit, shutdown, telemetry};
 use tokio::net::TcpListener;
 
 /// Gateway of an MRC cluster: holds client connections and routes their messages.
@@ -20,19 +20,9 @@ struct Cli {
 async fn main() -> ExitCode {
     telemetry::init();
     let mut config = Cli::parse().config;
-    let id = match config.validate() {
-        Ok(id) => id,
-        Err(e) => {
-            eprintln!("mrc-gateway: bad configuration: {e:#}");
-            return ExitCode::from(config::EXIT_CONFIG as u8);
-        }
-    };
-    match run(config, id).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "mrc-gateway failed");
-            ExitCode::FAILURE
-        }
+    match config.validate() {
+        Ok(id) => exit::finished("mrc-gateway", run(config, id).await),
+        Err(e) => exit::bad_config("mrc-gateway", &e),
     }
 }
 

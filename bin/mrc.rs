@@ -113,8 +113,7 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = cli.nats.validate() {
-        eprintln!("mrc: bad configuration: {e:#}");
-        return ExitCode::from(config::EXIT_CONFIG as u8);
+        return mrc::exit::bad_config("mrc", &e);
     }
     match run(cli).await {
         Ok(code) => ExitCode::from(code),

@@ -1,6 +1,6 @@
 //! Typed configuration of every process, from flags and the matching `MRC_*` env vars
 //! (flags win). Each config has a `validate` that runs before anything binds or connects;
-//! a bad config exits with code 64 (EX_USAGE).
+//! a bad config exits with code 64 (EX_USAGE, see `exit`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,9 +11,6 @@ use clap::Args;
 
 use crate::ident::{CenterId, GatewayId};
 use crate::subject::Subjects;
-
-/// Exit code for a configuration error (sysexits EX_USAGE).
-pub const EXIT_CONFIG: i32 = 64;
 
 /// How to reach NATS, shared by every process.
 #[derive(Args, Debug, Clone)]

@@ -13,7 +13,7 @@
 //! - [`center`]: the directory service, presence and gateway liveness.
 //! - [`gateway`]: client sessions, routing, delivery and backend ingress.
 //! - [`client`]: a WebSocket client of a gateway (the CLI and tests use it).
-//! - [`shutdown`], [`telemetry`]: signals and logging.
+//! - [`shutdown`], [`telemetry`], [`exit`]: signals, logging and metrics, exit codes.
 //! - [`bench`]: `mrc bench`, the load generator (docs/PERFORMANCE.md).
 
 pub mod bench;
@@ -22,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod directory;
+pub mod exit;
 pub mod gateway;
 pub mod groups;
 pub mod ident;

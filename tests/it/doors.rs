@@ -278,22 +278,6 @@ async fn http_user_status_health_readiness_and_metrics() {
     assert_eq!(body["ready"], false);
 }
 
-/// Reads one counter (summed over its labels) from a gateway's `/metrics`.
-async fn counter(base: &str, name: &str) -> f64 {
-    let text = http()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_send_to_a_cached_receiver_makes_no_directory_request() {
     let cluster = Cluster::start(1, 2);
@@ -302,15 +286,18 @@ async fn a_send_to_a_cached_receiver_makes_no_directory_request() {
     let _bob = login(cluster.ws(1), "bob").await;
     let (report, _) = send(&mut alice, &["bob"], "first", "1").await;
     assert_eq!(report["bob"], Outcome::Delivered);
-    let lookups = counter(&base, "mrc_gateway_lookup_requests_total").await;
+    let lookups = crate::support::counter(&base, "mrc_gateway_lookup_requests_total").await;
     assert!(lookups >= 1.0);
     for i in 0..5 {
         let (report, _) = send(&mut alice, &["bob"], &format!("again{i}"), "1").await;
         assert_eq!(report["bob"], Outcome::Delivered);
     }
     assert_eq!(
-        counter(&base, "mrc_gateway_lookup_requests_total").await,
+        crate::support::counter(&base, "mrc_gateway_lookup_requests_total").await,
         lookups
     );
-    assert!(counter(&base, "mrc_gateway_route_cache_total{result=\"hit\"}").await >= 5.0);
+    assert!(
+        crate::support::counter(&base, "mrc_gateway_route_cache_total{result=\"hit\"}").await
+            >= 5.0
+    );
 }

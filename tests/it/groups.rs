@@ -308,20 +308,6 @@ async fn backends_use_groups_over_nats_and_http() {
     assert_eq!(error["error"]["code"], "forbidden");
 }
 
-/// Reads one counter (summed over its labels) from a gateway's `/metrics`.
-async fn counter(base: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_10000_member_group_reaches_every_online_member_with_one_request_per_gateway() {
     let cluster = Cluster::start(2, 3);
@@ -345,7 +331,7 @@ async fn a_10000_member_group_reaches_every_online_member_with_one_request_per_g
     }
     let mut sender = login(cluster.ws(0), "announcer").await;
     let base = cluster.gateways[0].http.clone();
-    let before = counter(&base, "mrc_gateway_deliver_requests_total").await;
+    let before = crate::support::counter(&base, "mrc_gateway_deliver_requests_total").await;
     let report = call_ok(
         &mut sender,
         json!({"op":"group_send","id":"big","group":"everyone","body":"hello all"}),
@@ -365,6 +351,7 @@ async fn a_10000_member_group_reaches_every_online_member_with_one_request_per_g
         assert_eq!(msg.frame.id.as_deref(), Some("big"));
     }
     // One deliver request per destination gateway, not one per member.
-    let requests = counter(&base, "mrc_gateway_deliver_requests_total").await - before;
+    let requests =
+        crate::support::counter(&base, "mrc_gateway_deliver_requests_total").await - before;
     assert_eq!(requests, 3.0);
 }

@@ -21,7 +21,7 @@ use axum::routing::{delete, get, post};
 use axum::Json;
 use bytes::Bytes;
 
-use super::http::{caller, error_response, Caller};
+use super::http::{caller, error_response, sender, Caller};
 use crate::gateway::{groups, Gateway};
 use crate::ident::GroupId;
 use crate::protocol::client::FrameError;
@@ -204,24 +204,9 @@ async fn send(
         Ok(group) => group,
         Err(e) => return error_response(ErrorCode::BadId, &format!("group: {e}")),
     };
-    let (from, by) = match caller {
-        Caller::Backend => (request.from, None),
-        Caller::User(identity) => {
-            if !identity.may_send_http {
-                return error_response(
-                    ErrorCode::Forbidden,
-                    "the token lacks the `mrc:send` scope",
-                );
-            }
-            if request
-                .from
-                .as_ref()
-                .is_some_and(|from| from != identity.user.as_str())
-            {
-                return error_response(ErrorCode::Forbidden, "a client can only send as itself");
-            }
-            (Some(identity.user.to_string()), Some(identity.user))
-        }
+    let (from, by) = match sender(caller, request.from) {
+        Ok(sender) => sender,
+        Err(e) => return refused(e),
     };
     let message = match gw.limits.group_message(from, request.id, request.body) {
         Ok(message) => message,

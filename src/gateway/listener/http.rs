@@ -26,6 +26,7 @@ use bytes::Bytes;
 use crate::connection::{request, RequestFailure};
 use crate::gateway::auth::Identity;
 use crate::gateway::Gateway;
+use crate::ident::UserId;
 use crate::protocol::client::{FrameError, PresenceBody, UserStatus};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::nats::{
@@ -111,6 +112,33 @@ pub(super) fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, FrameE
     gw.auth.verify(token).map(Caller::User)
 }
 
+/// Who a message from `caller` is from, and the user whose rights apply (`None`: the
+/// API key, which sends as any `from`). A token needs the `mrc:send` scope and sends only
+/// as its subject.
+pub(super) fn sender(
+    caller: Caller,
+    from: Option<String>,
+) -> Result<(Option<String>, Option<UserId>), FrameError> {
+    match caller {
+        Caller::Backend => Ok((from, None)),
+        Caller::User(identity) => {
+            if !identity.may_send_http {
+                return Err(FrameError::new(
+                    ErrorCode::Forbidden,
+                    "the token lacks the `mrc:send` scope",
+                ));
+            }
+            if from.is_some_and(|from| from != identity.user.as_str()) {
+                return Err(FrameError::new(
+                    ErrorCode::Forbidden,
+                    "a client can only send as itself",
+                ));
+            }
+            Ok((Some(identity.user.to_string()), Some(identity.user)))
+        }
+    }
+}
+
 /// `POST /v1/messages` with the `mrc.send` body.
 async fn send(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
     let caller = match caller(&gw, &headers) {
@@ -129,24 +157,9 @@ async fn send(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
         Ok(request) => request,
         Err(e) => return error_response(e.code, &e.message),
     };
-    let from = match caller {
-        Caller::Backend => request.from,
-        Caller::User(identity) => {
-            if !identity.may_send_http {
-                return error_response(
-                    ErrorCode::Forbidden,
-                    "the token lacks the `mrc:send` scope",
-                );
-            }
-            if request
-                .from
-                .as_ref()
-                .is_some_and(|from| from != identity.user.as_str())
-            {
-                return error_response(ErrorCode::Forbidden, "a client can only send as itself");
-            }
-            Some(identity.user.to_string())
-        }
+    let from = match sender(caller, request.from) {
+        Ok((from, _)) => from,
+        Err(e) => return error_response(e.code, &e.message),
     };
     let message = match gw
         .limits
