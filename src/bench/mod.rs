@@ -12,7 +12,8 @@
 //! `mrc.dir.lookup` to centers, and targets loopback addresses only. Every loop is bounded
 //! in count and in time, and the whole run by `--max-secs`.
 //!
-//! A `group` scenario (one message to a 1,000-member group) comes once groups exist.
+//! Not yet here: a `group` scenario (one message to a 1,000-member group). Groups landed
+//! after this bench was written; that scenario is its next step (docs/PERFORMANCE.md).
 
 pub mod baseline;
 pub mod conn;
