@@ -384,6 +384,14 @@ pub struct Limits {
         default_value_t = 64
     )]
     pub sends_in_flight: usize,
+    /// Client sends and group operations routed at once by this gateway, all connections
+    /// together; beyond it the gateway stops reading its clients until routes finish.
+    #[arg(
+        long = "routing-in-flight",
+        env = "MRC_GATEWAY_ROUTING_IN_FLIGHT",
+        default_value_t = 4096
+    )]
+    pub routing_in_flight: usize,
 }
 
 impl Gateway {
@@ -411,6 +419,7 @@ impl Gateway {
             ("--login-timeout-ms", l.login_timeout_ms),
             ("--idle-timeout-ms", l.idle_timeout_ms),
             ("--sends-in-flight", l.sends_in_flight as u64),
+            ("--routing-in-flight", l.routing_in_flight as u64),
             ("--broadcast-rate", self.broadcast_rate as u64),
         ];
         for (flag, value) in positive {

@@ -761,12 +761,22 @@ impl SessionState<'_> {
         F: FnOnce(Arc<Gateway>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Bytes, FrameError>> + Send + 'static,
     {
+        // This connection's share, then the gateway's: when the gateway is saturated it
+        // stops reading its clients (TCP pushes back) instead of piling up routes that
+        // would time out and be retried (docs/PERFORMANCE.md, overload).
         let permit = self
             .sends
             .clone()
             .acquire_owned()
             .await
             .expect("the send semaphore is never closed");
+        let routing = self
+            .gw
+            .routing
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the routing semaphore is never closed");
         let (gw, reports) = (self.gw.clone(), self.reports.clone());
         self.gw.tracker.spawn(async move {
             let frame = match work(gw).await {
@@ -777,7 +787,7 @@ impl SessionState<'_> {
                 }
             };
             reports.push(frame);
-            drop(permit);
+            drop((permit, routing));
         });
     }
 }

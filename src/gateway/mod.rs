@@ -50,6 +50,8 @@ pub struct Gateway {
     pub router: route::Router,
     pub auth: auth::Auth,
     pub limits: conn::Limits,
+    /// One permit per client send being routed, all connections together.
+    pub routing: Arc<Semaphore>,
     /// One permit per open client connection (`--max-connections`).
     pub connections: Arc<Semaphore>,
     pub request_timeout: Duration,
@@ -122,6 +124,7 @@ pub async fn run(
         auth: auth::Auth::from_config(&config.auth, config.limits.max_id_bytes)?,
         limits: conn::Limits::from_config(&config.limits),
         connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        routing: Arc::new(Semaphore::new(config.limits.routing_in_flight)),
         request_timeout: timeout,
         ingress_in_flight: config.ingress_in_flight,
         presence: Arc::new(presence::Hub::new(client.clone(), subjects.clone())),

@@ -13,6 +13,7 @@ pub mod ws;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use super::Gateway;
@@ -21,6 +22,11 @@ use super::Gateway;
 pub async fn serve_http(gw: Arc<Gateway>, listener: TcpListener) -> anyhow::Result<()> {
     let shutdown = gw.shutdown.clone();
     let app = ws::routes().merge(http::routes(&gw)).with_state(gw);
+    // Without TCP_NODELAY every frame written while an earlier one is unacknowledged
+    // waits for the client's delayed ACK (40 ms): docs/PERFORMANCE.md, "what limits".
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

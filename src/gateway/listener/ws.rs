@@ -20,6 +20,9 @@ use crate::gateway::conn::{self, Close, Door, Inbound};
 use crate::gateway::Gateway;
 use crate::protocol::code::ErrorCode;
 
+/// Bytes read from a WebSocket at once; frames larger than this simply take more reads.
+const READ_BUFFER: usize = 4 * 1024;
+
 /// The header that declares the device class when the token comes with the upgrade.
 pub const DEVICE_HEADER: &str = "x-mrc-device";
 
@@ -53,8 +56,11 @@ async fn upgrade(
     // get a `too_large` error and the connection lives on.
     let hard_limit = gw.limits.max_frame_bytes.saturating_mul(4).max(4096);
     let task = gw.tracker.token();
+    // A small read buffer: tungstenite zero-fills the whole buffer (128 KiB by default)
+    // before every read, and keeps it per connection (docs/PERFORMANCE.md).
     ws.max_message_size(hard_limit)
         .max_frame_size(hard_limit)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(hard_limit.saturating_mul(2))
         .on_upgrade(move |socket| async move {
