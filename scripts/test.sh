@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --no-build
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked
+cargo test --locked --all-targets
