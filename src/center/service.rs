@@ -251,7 +251,12 @@ impl Handlers {
         let mut reply = PresenceReply::default();
         let mut allowed = Vec::with_capacity(req.users.len());
         for raw in req.users {
-            let user = id(UserId::new, "user", &raw)?;
+            // An invalid id is nobody anyone may see: refused, like `lookup` answers it
+            // offline, without failing the rest of the request.
+            let Ok(user) = UserId::new(&raw) else {
+                reply.refused.push(raw);
+                continue;
+            };
             let visible = match (&by, self.presence_policy) {
                 (None, _) | (_, PresencePolicy::Anyone) => true,
                 (Some(by), PresencePolicy::SharedGroup) => {

@@ -48,7 +48,7 @@ pub struct PresenceRequest {
     pub by: Option<String>,
 }
 
-/// Every allowed user appears in `users`; the others in `refused`.
+/// Every allowed user appears in `users`; the others (and invalid ids) in `refused`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceReply {
     pub users: BTreeMap<String, UserPresence>,

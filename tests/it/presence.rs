@@ -22,12 +22,20 @@ async fn batch_presence_answers_online_sessions_and_since_on_every_door() {
 
     let nats = cluster.client().await;
     let reply = nats
-        .request("mrc.dir.presence", r#"{"users":["alice","ghost"]}"#.into())
+        .request(
+            "mrc.dir.presence",
+            r#"{"users":["alice","ghost",""]}"#.into(),
+        )
         .await
         .unwrap();
     let reply: PresenceReply = serde_json::from_slice(&reply.payload).unwrap();
     let alice = &reply.users["alice"];
     assert_eq!((alice.online, alice.sessions), (true, 2));
+    assert_eq!(
+        reply.refused,
+        [""],
+        "an invalid id is refused, the rest answered"
+    );
     assert!(alice.since.is_some());
     assert_eq!(
         (reply.users["ghost"].online, reply.users["ghost"].since),
