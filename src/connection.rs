@@ -101,6 +101,18 @@ pub enum RequestFailure {
     Other(String),
 }
 
+impl RequestFailure {
+    /// The same failure, for each request of a batch that failed as a whole.
+    pub fn same(&self) -> Self {
+        match self {
+            RequestFailure::NoResponders => RequestFailure::NoResponders,
+            RequestFailure::TimedOut => RequestFailure::TimedOut,
+            RequestFailure::Remote(body) => RequestFailure::Remote(body.clone()),
+            other => RequestFailure::Other(other.to_string()),
+        }
+    }
+}
+
 /// Sends one JSON request and decodes the JSON reply (or error reply). The whole exchange,
 /// including enqueueing during a reconnect, is bounded by `timeout`.
 pub async fn request<T: serde::de::DeserializeOwned>(

@@ -42,14 +42,23 @@ pub async fn run(
     requests: Subscriber,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    crate::connection::answer(
-        &client,
-        requests,
-        &shutdown,
-        |payload| match crate::protocol::decode::<DeliverRequest<'_>>(payload) {
-            Ok(request) => encode(&deliver(&sessions, &request)),
-            Err(e) => encode(&ErrorReply::new(e.code, e.message)),
-        },
-    )
+    crate::connection::answer(&client, requests, &shutdown, |payload| {
+        // A batch (from a gateway's batcher) is a JSON array; the reply is one too.
+        let batch = payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+        let reply = if batch {
+            crate::protocol::decode::<Vec<DeliverRequest<'_>>>(payload).map(|requests| {
+                encode(
+                    &requests
+                        .iter()
+                        .map(|r| deliver(&sessions, r))
+                        .collect::<Vec<_>>(),
+                )
+            })
+        } else {
+            crate::protocol::decode::<DeliverRequest<'_>>(payload)
+                .map(|r| encode(&deliver(&sessions, &r)))
+        };
+        reply.unwrap_or_else(|e| encode(&ErrorReply::new(e.code, e.message)))
+    })
     .await
 }

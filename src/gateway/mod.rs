@@ -10,6 +10,7 @@
 //! - [`heartbeat`]: liveness towards the centers and re-asserting sessions.
 
 pub mod auth;
+pub mod batch;
 pub mod broadcast;
 pub mod conn;
 pub mod deliver;

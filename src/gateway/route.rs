@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_nats::Client;
 use serde_json::value::RawValue;
 
+use super::batch::Batches;
 use super::deliver::deliver;
 use super::resolve::{Resolver, Route};
 use super::session::Sessions;
@@ -89,6 +90,8 @@ pub struct Router {
     timeout: Duration,
     /// Receivers with longer ids are rejected.
     max_id_bytes: usize,
+    /// Deliver requests to other gateways, batched when they pile up.
+    batches: Batches,
 }
 
 /// How one delivery attempt went for one receiver.
@@ -113,6 +116,7 @@ impl Router {
         timeout: Duration,
         max_id_bytes: usize,
     ) -> Self {
+        let batches = Batches::new(client.clone(), subjects.clone(), timeout);
         Router {
             gateway,
             client,
@@ -121,6 +125,7 @@ impl Router {
             sessions,
             timeout,
             max_id_bytes,
+            batches,
         }
     }
 
@@ -335,14 +340,7 @@ impl Router {
         if *gateway == self.gateway {
             return Ok(deliver(&self.sessions, request));
         }
-        let payload = encode(request);
-        connection::request(
-            &self.client,
-            self.subjects.deliver(gateway),
-            payload,
-            self.timeout,
-        )
-        .await
+        self.batches.deliver(gateway, encode(request)).await
     }
 }
 

@@ -172,3 +172,60 @@ async fn a_stale_cached_route_still_delivers_after_re_resolving() {
     let msg = expect_op(&mut bob, "msg").await;
     assert_eq!(msg.frame.id.as_deref(), Some("m2"));
 }
+
+#[tokio::test]
+async fn a_burst_to_another_gateway_is_batched_and_every_message_arrives_once() {
+    let mut cluster = Cluster::start(1, 0);
+    cluster.gateway_args = vec![
+        "--rate-per-sec".into(),
+        "100000".into(),
+        "--rate-burst".into(),
+        "100000".into(),
+    ];
+    cluster.start_gateway("g0");
+    cluster.start_gateway("g1");
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let mut bob = login(cluster.ws(1), "bob").await;
+    let to = vec!["bob".to_string()];
+    let count = 500;
+    for i in 0..count {
+        alice
+            .send(
+                &to,
+                Some(&format!("b{i}")),
+                &crate::support::client::body("1"),
+            )
+            .await
+            .unwrap();
+    }
+    let mut delivered = 0;
+    while delivered < count {
+        let frame = crate::support::client::recv(&mut alice).await;
+        if frame.frame.op == "report" {
+            assert_eq!(
+                frame.frame.status.unwrap()["bob"],
+                Delivered,
+                "{}",
+                frame.text
+            );
+            delivered += 1;
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < count {
+        let msg = expect_op(&mut bob, "msg").await;
+        assert!(
+            seen.insert(msg.frame.id.unwrap()),
+            "a message arrived twice"
+        );
+    }
+    expect_silence(&mut bob, Duration::from_millis(200)).await;
+    let batches = crate::support::counter(
+        &cluster.gateways[0].http,
+        "mrc_gateway_deliver_batches_total",
+    )
+    .await;
+    eprintln!(
+        "{count} messages to another gateway went out in {batches} batches plus single requests"
+    );
+}
