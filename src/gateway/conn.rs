@@ -333,6 +333,19 @@ fn too_large(size: usize, limit: usize) -> FrameError {
     )
 }
 
+/// The `result` frame answering the frame `id`, or the error for it.
+fn answer(
+    id: Option<String>,
+    result: Result<serde_json::Value, FrameError>,
+) -> Result<Bytes, FrameError> {
+    let result = result.map_err(|e| e.with_id(id.clone()))?;
+    Ok(Frame::Result {
+        id: id.as_deref(),
+        result: &result,
+    }
+    .encode())
+}
+
 async fn send_error<W: Writer>(writer: &mut W, error: &FrameError) {
     telemetry::error(error.code);
     let _ = writer.send(Frame::from(error).encode()).await;
@@ -606,14 +619,7 @@ impl SessionState<'_> {
                 self.rate_limit(&id)?;
                 request.by = Some(user);
                 self.spawn(move |gw| async move {
-                    let result = groups::call(&gw, endpoint, &request)
-                        .await
-                        .map_err(|e| e.with_id(id.clone()))?;
-                    Ok(Frame::Result {
-                        id: id.as_deref(),
-                        result: &result,
-                    }
-                    .encode())
+                    answer(id, groups::call(&gw, endpoint, &request).await)
                 })
                 .await;
             }
@@ -625,14 +631,11 @@ impl SessionState<'_> {
                 self.spawn(move |gw| async move {
                     let reply =
                         presence::query(&gw.client, &gw.subjects, gw.request_timeout, &request)
-                            .await
-                            .map_err(|e| e.with_id(id.clone()))?;
-                    let result = serde_json::to_value(&reply).expect("replies are serializable");
-                    Ok(Frame::Result {
-                        id: id.as_deref(),
-                        result: &result,
-                    }
-                    .encode())
+                            .await;
+                    answer(
+                        id,
+                        reply.map(|r| serde_json::to_value(&r).expect("replies are serializable")),
+                    )
                 })
                 .await;
             }
@@ -651,17 +654,8 @@ impl SessionState<'_> {
                     user: user.clone(),
                     by: Some(user),
                 };
-                self.spawn(move |gw| async move {
-                    let result = groups::list(&gw, &request)
-                        .await
-                        .map_err(|e| e.with_id(id.clone()))?;
-                    Ok(Frame::Result {
-                        id: id.as_deref(),
-                        result: &result,
-                    }
-                    .encode())
-                })
-                .await;
+                self.spawn(move |gw| async move { answer(id, groups::list(&gw, &request).await) })
+                    .await;
             }
         }
         Ok(())

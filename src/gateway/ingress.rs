@@ -26,22 +26,11 @@ use crate::telemetry;
 /// Takes backend messages until the gateway stops; messages already taken finish under
 /// the gateway's task tracker.
 pub async fn run(gw: Arc<Gateway>) -> anyhow::Result<()> {
-    let mut sends = gw
-        .client
-        .queue_subscribe(gw.subjects.send(), GATEWAY_QUEUE.into())
-        .await?;
-    let mut raw = gw
-        .client
-        .queue_subscribe(gw.subjects.to_all(), GATEWAY_QUEUE.into())
-        .await?;
-    let mut groups = gw
-        .client
-        .queue_subscribe(gw.subjects.group_send(), GATEWAY_QUEUE.into())
-        .await?;
-    let mut broadcasts = gw
-        .client
-        .queue_subscribe(gw.subjects.broadcast(), GATEWAY_QUEUE.into())
-        .await?;
+    let subscribe = |subject: String| gw.client.queue_subscribe(subject, GATEWAY_QUEUE.into());
+    let mut sends = subscribe(gw.subjects.send()).await?;
+    let mut raw = subscribe(gw.subjects.to_all()).await?;
+    let mut groups = subscribe(gw.subjects.group_send()).await?;
+    let mut broadcasts = subscribe(gw.subjects.broadcast()).await?;
     let in_flight = Arc::new(Semaphore::new(gw.ingress_in_flight));
     loop {
         let (msg, kind) = tokio::select! {
