@@ -61,10 +61,9 @@ else
 fi
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 server_bin=${MRC_BENCH_SERVER_DIR:-$bin}
-nats_server=""
-for candidate in "${MRC_NATS_SERVER:-}" "$root/.tools/nats/bin/nats-server" "$(command -v nats-server || true)"; do
-  if [ -n "$candidate" ] && [ -x "$candidate" ]; then nats_server=$candidate; break; fi
-done
+# shellcheck source=scripts/nats-server.sh
+. scripts/nats-server.sh
+nats_server=$(find_nats_server)
 [ -n "$nats_server" ] || { say "no nats-server found"; exit 1; }
 
 out=${out:-"${CARGO_TARGET_DIR:-$root/target}/bench/$(date +%Y%m%d-%H%M%S)"}

@@ -179,18 +179,8 @@ wait_healthz() {
 # True when something accepts TCP connections on 127.0.0.1:port.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Prints the path of a nats-server >= 2.10, or nothing (the same search as setup.sh).
-find_nats_server() {
-  local candidate version major rest minor
-  for candidate in "${MRC_NATS_SERVER:-}" "$root/.tools/nats/bin/nats-server" "$(command -v nats-server || true)"; do
-    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
-    version=$("$candidate" --version 2>/dev/null | sed -n 's/.*v\([0-9][0-9.]*\).*/\1/p')
-    major=${version%%.*}; rest=${version#*.}; minor=${rest%%.*}
-    if [ "${major:-0}" -gt 2 ] || { [ "${major:-0}" -eq 2 ] && [ "${minor:-0}" -ge 10 ]; }; then
-      echo "$candidate"; return
-    fi
-  done
-}
+# shellcheck source=scripts/nats-server.sh
+. scripts/nats-server.sh
 
 # --- preflight -----------------------------------------------------------------------
 

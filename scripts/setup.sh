@@ -21,17 +21,8 @@ for arg in "$@"; do
   esac
 done
 
-# Prints the path of a nats-server >= 2.10, or nothing.
-find_nats_server() {
-  for candidate in "${MRC_NATS_SERVER:-}" "$tools/nats/bin/nats-server" "$(command -v nats-server || true)"; do
-    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
-    version=$("$candidate" --version 2>/dev/null | sed -n 's/.*v\([0-9][0-9.]*\).*/\1/p')
-    major=${version%%.*}; rest=${version#*.}; minor=${rest%%.*}
-    if [ "${major:-0}" -gt 2 ] || { [ "${major:-0}" -eq 2 ] && [ "${minor:-0}" -ge 10 ]; }; then
-      echo "$candidate"; return
-    fi
-  done
-}
+# shellcheck source=scripts/nats-server.sh
+. scripts/nats-server.sh
 
 if [ -z "$(find_nats_server)" ]; then
   echo "setup: installing nats-server $NATS_SERVER_VERSION into .tools/nats" >&2
