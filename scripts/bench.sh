@@ -12,7 +12,7 @@
 #
 # usage: scripts/bench.sh [--quick] [--scenarios LIST] [--no-build] [--plot] [--perf] [--out DIR] [-- ARGS]
 #   --quick          short steps and small counts (about a minute in all)
-#   --scenarios L    comma-separated: 1to1,multi,login-storm,idle (default: all four)
+#   --scenarios L    comma-separated: 1to1,multi,group,login-storm,idle (default: all five)
 #   --no-build       use the release binaries already built
 #   --plot           render PNG plots (installs matplotlib into .tools/py-bench)
 #   --perf           also profile one saturated 1to1 step with `perf record` (cpu-clock)
@@ -31,7 +31,7 @@ root=$(pwd)
 
 usage() { sed -n '/^# usage:/,/^#$/p' "$0" | sed -e 's/^# \{0,1\}//' -e '$d'; }
 
-quick=0 build=1 plot=0 perf=0 out="" scenarios="1to1,multi,login-storm,idle"
+quick=0 build=1 plot=0 perf=0 out="" scenarios="1to1,multi,group,login-storm,idle"
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -162,11 +162,13 @@ bench() {
 if [ "$quick" = 1 ]; then
   load=(--users 200 --steps 2k,10k,20k --step-secs 3 --drain-secs 2 --baseline-secs 2)
   multi=(--users 200 --steps 200,1k,2k --step-secs 3 --drain-secs 2 --baseline-secs 0)
+  group=(--group-size 1000 --steps 10,50,100 --step-secs 3 --drain-secs 2 --baseline-secs 2)
   storm=(--storm-users 5000)
   idle=(--idle-users 2000,5000)
 else
   load=()
   multi=(--steps 500,1k,2k,4k,8k)
+  group=(--group-size 1000 --steps 10,20,50,100,200)
   storm=()
   idle=()
 fi
@@ -177,6 +179,7 @@ for scenario in "${wanted[@]}"; do
   case "$scenario" in
     1to1) bench --scenario 1to1 "${load[@]}" ;;
     multi) bench --scenario multi "${multi[@]}" ;;
+    group) bench --scenario group "${group[@]}" ;;
     login-storm) bench --scenario login-storm "${storm[@]}" ;;
     idle) bench --scenario idle "${idle[@]}" ;;
     *) say "unknown scenario $scenario"; exit 2 ;;

@@ -18,6 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::protocol::client::{Incoming, Outgoing};
 use crate::protocol::code::Outcome;
+use crate::protocol::group::Counts;
 
 pub type Ws = WebSocketStream<TcpStream>;
 pub type Sink = SplitSink<Ws, Message>;
@@ -143,6 +144,14 @@ pub fn send_frame(to: &[String], body: &RawValue) -> String {
     Outgoing::Send { to, id: None, body }.encode()
 }
 
+/// A `group_send` frame to `group` (`group` already encoded as a JSON string).
+pub fn group_send_frame(group_json: &str, body: &RawValue) -> String {
+    format!(
+        r#"{{"op":"group_send","group":{group_json},"body":{}}}"#,
+        body.get()
+    )
+}
+
 /// What a frame from the gateway is, as far as the bench cares.
 #[derive(Debug, PartialEq)]
 pub enum Frame<'a> {
@@ -154,8 +163,9 @@ pub enum Frame<'a> {
     },
     /// A `msg` whose body is not a bench body.
     ForeignMsg,
-    /// A report; the outcome of each receiver.
-    Report(Vec<Outcome>),
+    /// A report: how many receivers had each outcome (one entry per receiver for a
+    /// direct message, the `counts` of a group message).
+    Report(Vec<(Outcome, u64)>),
     Welcome,
     Error(String),
     Bye(&'a str),
@@ -170,7 +180,7 @@ pub fn classify(text: &str) -> Frame<'_> {
             return frame;
         }
     } else if text.starts_with(r#"{"op":"report""#) {
-        if let Some(outcomes) = scan_report(text) {
+        if let Some(outcomes) = scan_counts(text).or_else(|| scan_report(text)) {
             return Frame::Report(outcomes);
         }
     } else if text.starts_with(r#"{"op":"welcome""#) {
@@ -201,7 +211,7 @@ fn scan_msg(text: &str) -> Option<Frame<'static>> {
     })
 }
 
-fn scan_report(text: &str) -> Option<Vec<Outcome>> {
+fn scan_report(text: &str) -> Option<Vec<(Outcome, u64)>> {
     let key = r#""status":{"#;
     let rest = &text[text.find(key)? + key.len()..];
     let status = &rest[..rest.find('}')?];
@@ -209,9 +219,30 @@ fn scan_report(text: &str) -> Option<Vec<Outcome>> {
         .split(',')
         .map(|entry| {
             let value = entry.rsplit(':').next()?.trim_matches('"');
-            serde_json::from_str(&format!("\"{value}\"")).ok()
+            Some((serde_json::from_str(&format!("\"{value}\"")).ok()?, 1))
         })
         .collect()
+}
+
+/// The `counts` of a group report, which come last (after `status` for a small group:
+/// they count the same receivers, so they are taken instead of it).
+fn scan_counts(text: &str) -> Option<Vec<(Outcome, u64)>> {
+    let key = r#""counts":{"#;
+    let rest = &text[text.rfind(key)? + key.len() - 1..];
+    let counts: Counts = serde_json::from_str(&rest[..=rest.find('}')?]).ok()?;
+    Some(outcome_counts(counts))
+}
+
+fn outcome_counts(c: Counts) -> Vec<(Outcome, u64)> {
+    [
+        (Outcome::Delivered, c.delivered),
+        (Outcome::Offline, c.offline),
+        (Outcome::Unavailable, c.unavailable),
+    ]
+    .into_iter()
+    .filter(|&(_, n)| n > 0)
+    .map(|(o, n)| (o, n as u64))
+    .collect()
 }
 
 fn decode(text: &str) -> Frame<'_> {
@@ -236,7 +267,15 @@ fn decode(text: &str) -> Frame<'_> {
                 None => Frame::ForeignMsg,
             }
         }
-        "report" => Frame::Report(frame.status.unwrap_or_default().into_values().collect()),
+        "report" => Frame::Report(match frame.counts {
+            Some(counts) => outcome_counts(counts),
+            None => frame
+                .status
+                .unwrap_or_default()
+                .into_values()
+                .map(|o| (o, 1))
+                .collect(),
+        }),
         "welcome" => Frame::Welcome,
         "error" => Frame::Error(frame.code.map_or("unknown".into(), |c| c.to_string())),
         "bye" => Frame::Bye("bye"),
@@ -248,6 +287,7 @@ fn decode(text: &str) -> Frame<'_> {
 mod tests {
     use super::*;
     use crate::protocol::client::{Frame as Out, Report};
+    use std::collections::BTreeMap;
 
     #[test]
     fn targets_are_loopback_only() {
@@ -309,9 +349,61 @@ mod tests {
         let text = std::str::from_utf8(&text).unwrap();
         assert_eq!(
             classify(text),
-            Frame::Report(vec![Outcome::Delivered, Outcome::Offline])
+            Frame::Report(vec![(Outcome::Delivered, 1), (Outcome::Offline, 1)])
         );
         assert_eq!(classify(text), decode(text));
+
+        // A group report: `counts`, and `status` too when the group is small.
+        let mut small = Report::direct("g".into(), [("u1".to_string(), Outcome::Delivered)].into());
+        small.group = Some("team".into());
+        small.counts = Some(Counts {
+            delivered: 1,
+            offline: 0,
+            unavailable: 0,
+        });
+        let mut big = Report::direct("g".into(), BTreeMap::new());
+        big.group = Some("big".into());
+        big.counts = Some(Counts {
+            delivered: 999,
+            offline: 2,
+            unavailable: 1,
+        });
+        for (report, want) in [
+            (&small, vec![(Outcome::Delivered, 1)]),
+            (
+                &big,
+                vec![
+                    (Outcome::Delivered, 999),
+                    (Outcome::Offline, 2),
+                    (Outcome::Unavailable, 1),
+                ],
+            ),
+        ] {
+            let text = Out::Report { report }.encode();
+            let text = std::str::from_utf8(&text).unwrap();
+            assert_eq!(classify(text), Frame::Report(want), "{text}");
+            assert_eq!(classify(text), decode(text));
+        }
+
+        let group_msg = Out::Msg {
+            id: "01K",
+            from: Some("u0"),
+            to: &[],
+            group: Some("big"),
+            broadcast: false,
+            ts: 1,
+            body: &b,
+        }
+        .encode();
+        let text = std::str::from_utf8(&group_msg).unwrap();
+        assert_eq!(
+            classify(text),
+            Frame::Msg {
+                t_us: 987_654,
+                step: 2,
+                seq: 7
+            }
+        );
 
         assert_eq!(
             classify(r#"{"op":"bye","reason":"slow_consumer"}"#),
@@ -340,5 +432,16 @@ mod tests {
             frame,
             format!(r#"{{"op":"send","to":["a","b"],"body":{}}}"#, b.get())
         );
+        let frame = group_send_frame(r#""big""#, &b);
+        assert_eq!(
+            frame,
+            format!(r#"{{"op":"group_send","group":"big","body":{}}}"#, b.get())
+        );
+        match crate::protocol::client::parse(&frame).unwrap() {
+            crate::protocol::client::Request::GroupSend { group, id, body } => {
+                assert_eq!((group.as_str(), id, body.get()), ("big", None, b.get()));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

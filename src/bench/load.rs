@@ -1,14 +1,15 @@
-//! The stepped open-loop load (`1to1`, `multi`): U users log in across the gateways,
-//! then a few sender tasks send messages from random users to random users on another
-//! gateway at each offered rate in turn, while one reader task per connection records
-//! what arrives.
+//! The stepped open-loop load (`1to1`, `multi`, `group`): U users log in across the
+//! gateways, then a few sender tasks send messages from random users at each offered rate
+//! in turn, while one reader task per connection records what arrives. A message goes to
+//! random users on another gateway (`send`), or to a group whose members are the users
+//! (`group_send`, set up by [`super::group`]).
 //!
 //! Each step is followed by a drain pause, so every message is counted in the step that
 //! sent it (its body names the step) and no backlog leaks into the next step's figures.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{self, Frame, Sink, Stream, Target};
+use super::conn::{self, Frame, Sink, Stream, Target, Ws};
 use super::fleet;
 use super::output::{progress, Output};
 use super::procs::{self, Watched};
@@ -26,6 +27,7 @@ use super::stats::{Micros, Percentiles, Rate, Sharded};
 use crate::protocol::code::Outcome;
 
 /// What one run of the load needs.
+#[derive(Debug, Clone)]
 pub struct Config {
     pub scenario: &'static str,
     pub users: usize,
@@ -33,14 +35,31 @@ pub struct Config {
     pub steps: Vec<u64>,
     pub step: Duration,
     pub drain: Duration,
-    /// Receivers per message.
+    /// Deliveries each message should make (receivers, or a group's other online members).
     pub fanout: usize,
+    pub traffic: Traffic,
     pub senders: usize,
     pub keep_going: bool,
     pub connect_concurrency: usize,
     pub sources: Vec<IpAddr>,
     /// Prefix of this run's user ids.
     pub prefix: String,
+}
+
+/// What each message is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Traffic {
+    /// A `send` to `fanout` random users on other gateways.
+    Direct,
+    /// A `group_send` to `group`, from a random member: every other online member
+    /// receives it. `offline` members never log in; every report counts them `offline`,
+    /// which is expected and not counted as not delivered.
+    Group { group: String, offline: u64 },
+}
+
+/// The id of user `i` of a run (`<prefix>-<i>`).
+pub fn user_id(prefix: &str, i: usize) -> String {
+    format!("{prefix}-{i}")
 }
 
 /// The figures of one step.
@@ -69,20 +88,23 @@ impl StepResult {
     }
 }
 
-/// Marks a message number that was never sent (skipped when counting losses).
-const NOT_SENT: u8 = 0xF0;
-/// Steps with more messages than this count losses from totals only.
-const MAX_TRACKED: u64 = 50_000_000;
+/// Marks a message number that was never sent (skipped when counting losses); far above
+/// any count of deliveries (a group has at most 20,000 members).
+const NOT_SENT: u32 = 0xF000_0000;
+/// Steps with more messages than this count losses from totals only (4 bytes each).
+const MAX_TRACKED: u64 = 20_000_000;
 
 /// Counters of one step; readers and senders update them without locks.
 #[derive(Default)]
 struct StepCounters {
     /// Receipts per message number (`n` in the body).
-    receipts: Box<[AtomicU8]>,
+    receipts: Box<[AtomicU32]>,
     sent: AtomicU64,
     unsent: AtomicU64,
     send_failed: AtomicU64,
     delivered: AtomicU64,
+    /// Reports received, and the receivers they said were delivered.
+    reports: AtomicU64,
     reports_delivered: AtomicU64,
     lag_max_us: AtomicU64,
 }
@@ -100,9 +122,9 @@ struct Shared {
 }
 
 impl Shared {
-    fn event(&self, step: usize, name: String) {
+    fn event(&self, step: usize, name: String, n: u64) {
         let mut events = self.events.lock().expect("never held across a panic");
-        *events.entry((step, name)).or_default() += 1;
+        *events.entry((step, name)).or_default() += n;
     }
 
     fn events_of(&self, step: usize) -> BTreeMap<String, u64> {
@@ -131,16 +153,18 @@ impl Shared {
                 counters.delivered.fetch_add(1, Relaxed);
             }
             Frame::Report(outcomes) => {
-                for outcome in outcomes {
+                let counters = &self.steps[current];
+                counters.reports.fetch_add(1, Relaxed);
+                for (outcome, n) in outcomes {
                     if outcome == Outcome::Delivered {
-                        self.steps[current].reports_delivered.fetch_add(1, Relaxed);
+                        counters.reports_delivered.fetch_add(n, Relaxed);
                     } else {
-                        self.event(current, format!("report:{}", outcome.as_str()));
+                        self.event(current, format!("report:{}", outcome.as_str()), n);
                     }
                 }
             }
-            Frame::Error(code) => self.event(current, format!("error:{code}")),
-            Frame::Bye(reason) => self.event(current, format!("bye:{reason}")),
+            Frame::Error(code) => self.event(current, format!("error:{code}"), 1),
+            Frame::Bye(reason) => self.event(current, format!("bye:{reason}"), 1),
             Frame::ForeignMsg | Frame::Welcome | Frame::Other => {
                 self.foreign.fetch_add(1, Relaxed);
             }
@@ -173,13 +197,23 @@ struct Peer {
     alive: bool,
 }
 
+/// Whom a sender's messages go to.
+#[derive(Clone)]
+enum Aim {
+    /// `fanout` receivers picked from the users on other gateways than the sender's
+    /// (indexed by the sender's gateway).
+    Users {
+        receivers: Arc<Vec<Vec<String>>>,
+        fanout: usize,
+    },
+    /// A group, its id encoded as a JSON string.
+    Group(String),
+}
+
 /// One timer-driven sender task's connections and state.
 struct Sender {
     peers: Vec<Peer>,
-    next: usize,
-    /// Receivers to pick from, per sending gateway (users on the other gateways).
-    receivers: Arc<Vec<Vec<String>>>,
-    fanout: usize,
+    aim: Aim,
     payload: usize,
     rng: u64,
 }
@@ -198,10 +232,14 @@ impl Sender {
         self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn pick_receivers(&mut self, gateway: usize) -> Vec<String> {
-        let pool = self.receivers.clone();
-        let pool = &pool[gateway];
-        let want = self.fanout.min(pool.len());
+    fn pick_receivers(
+        &mut self,
+        receivers: &[Vec<String>],
+        fanout: usize,
+        gateway: usize,
+    ) -> Vec<String> {
+        let pool = &receivers[gateway];
+        let want = fanout.min(pool.len());
         let mut picked: Vec<usize> = Vec::with_capacity(want);
         for _ in 0..want * 8 {
             if picked.len() == want {
@@ -215,7 +253,7 @@ impl Sender {
         picked.into_iter().map(|i| pool[i].clone()).collect()
     }
 
-    /// Sends one message from the next live connection; false when none is left.
+    /// Sends one message from a random live connection; false when none is left.
     async fn send_one(
         &mut self,
         t_us: u64,
@@ -224,15 +262,26 @@ impl Sender {
         counters: &StepCounters,
     ) -> bool {
         let n = self.peers.len();
+        let first = if n == 0 {
+            0
+        } else {
+            (self.random() % n as u64) as usize
+        };
         let Some(k) = (0..n)
-            .map(|d| (self.next + d) % n)
+            .map(|d| (first + d) % n)
             .find(|&k| self.peers[k].alive)
         else {
             return false;
         };
-        self.next = (k + 1) % n;
-        let to = self.pick_receivers(self.peers[k].gateway);
-        let frame = conn::send_frame(&to, &conn::body(t_us, step, seq, self.payload));
+        let body = conn::body(t_us, step, seq, self.payload);
+        let frame = match &self.aim {
+            Aim::Users { receivers, fanout } => {
+                let (receivers, fanout) = (receivers.clone(), *fanout);
+                let to = self.pick_receivers(&receivers, fanout, self.peers[k].gateway);
+                conn::send_frame(&to, &body)
+            }
+            Aim::Group(group) => conn::group_send_frame(group, &body),
+        };
         let peer = &mut self.peers[k];
         match tokio::time::timeout(SEND_TIMEOUT, peer.sink.send(Message::text(frame))).await {
             Ok(Ok(())) => {
@@ -303,15 +352,18 @@ impl Sender {
     }
 }
 
-/// Runs the load and returns each step's figures.
-pub async fn run(
-    cfg: &Config,
-    targets: &[Target],
-    watched: &Watched,
-    out: &mut Output,
-) -> anyhow::Result<Vec<StepResult>> {
+/// The users of a run (id, index of its gateway) and the connections of those that
+/// logged in (index into `users`, connection).
+pub struct LoggedIn {
+    pub users: Vec<(String, usize)>,
+    pub conns: Vec<(usize, Ws)>,
+}
+
+/// Logs in `cfg.users` users (`user_id(prefix, i)`), split round-robin across the
+/// gateways; fails when fewer than half (or fewer than two) could.
+pub async fn log_in(cfg: &Config, targets: &[Target]) -> anyhow::Result<LoggedIn> {
     let users: Vec<(String, usize)> = (0..cfg.users)
-        .map(|i| (format!("{}-{i}", cfg.prefix), i % targets.len()))
+        .map(|i| (user_id(&cfg.prefix, i), i % targets.len()))
         .collect();
     let fleet = fleet::connect_all(
         &users,
@@ -338,16 +390,41 @@ pub async fn run(
     if fleet.conns.len() < 2 || fleet.conns.len() * 2 < users.len() {
         anyhow::bail!("too few users could log in");
     }
-    let mut receivers = vec![Vec::new(); targets.len()];
-    for (i, _) in &fleet.conns {
-        let (user, gateway) = &users[*i];
-        for (g, pool) in receivers.iter_mut().enumerate() {
-            if g != *gateway || targets.len() == 1 {
-                pool.push(user.clone());
+    Ok(LoggedIn {
+        users,
+        conns: fleet.conns,
+    })
+}
+
+/// Runs the load over logged-in users and returns each step's figures.
+pub async fn run(
+    cfg: &Config,
+    targets: &[Target],
+    logged_in: LoggedIn,
+    watched: &Watched,
+    out: &mut Output,
+) -> anyhow::Result<Vec<StepResult>> {
+    let LoggedIn { users, conns } = logged_in;
+    let aim = match &cfg.traffic {
+        Traffic::Direct => {
+            let mut receivers = vec![Vec::new(); targets.len()];
+            for (i, _) in &conns {
+                let (user, gateway) = &users[*i];
+                for (g, pool) in receivers.iter_mut().enumerate() {
+                    if g != *gateway || targets.len() == 1 {
+                        pool.push(user.clone());
+                    }
+                }
+            }
+            Aim::Users {
+                receivers: Arc::new(receivers),
+                fanout: cfg.fanout,
             }
         }
-    }
-    let receivers = Arc::new(receivers);
+        Traffic::Group { group, .. } => {
+            Aim::Group(serde_json::to_string(group).expect("a string always encodes"))
+        }
+    };
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
         steps: cfg
@@ -357,7 +434,7 @@ pub async fn run(
                 let total = schedule::step_total(rate, cfg.step);
                 let tracked = if total <= MAX_TRACKED { total } else { 0 };
                 StepCounters {
-                    receipts: (0..tracked).map(|_| AtomicU8::new(0)).collect(),
+                    receipts: (0..tracked).map(|_| AtomicU32::new(0)).collect(),
                     ..StepCounters::default()
                 }
             })
@@ -369,19 +446,17 @@ pub async fn run(
         foreign: AtomicU64::new(0),
     });
     let cancel = CancellationToken::new();
-    let mut readers = Vec::with_capacity(fleet.conns.len());
+    let mut readers = Vec::with_capacity(conns.len());
     let mut senders: Vec<Sender> = (0..cfg.senders.max(1))
         .map(|k| Sender {
             peers: Vec::new(),
-            next: 0,
-            receivers: receivers.clone(),
-            fanout: cfg.fanout,
+            aim: aim.clone(),
             payload: cfg.payload,
             rng: 0x9E37_79B9_7F4A_7C15 ^ (k as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
         })
         .collect();
     let n_senders = senders.len();
-    for (k, (i, ws)) in fleet.conns.into_iter().enumerate() {
+    for (k, (i, ws)) in conns.into_iter().enumerate() {
         let (sink, stream) = ws.split();
         let shard = k % shared.latency.shards();
         readers.push(tokio::spawn(read(
@@ -422,16 +497,29 @@ pub async fn run(
     Ok(results)
 }
 
+/// Receivers reported anything but `delivered`, less the `offline` ones that were expected
+/// (a group's members that never logged in: `offline_expected` in all).
+fn not_delivered(events: &BTreeMap<String, u64>, offline_expected: u64) -> u64 {
+    events
+        .iter()
+        .filter(|(k, _)| k.starts_with("report:"))
+        .map(|(k, &n)| match k.as_str() {
+            "report:offline" => n.saturating_sub(offline_expected),
+            _ => n,
+        })
+        .sum()
+}
+
 /// Lost and duplicated deliveries: exact from the receipts per message number, or from
 /// the totals when the step was too large to track.
-fn losses(receipts: &[AtomicU8], fanout: usize, expected: u64, delivered: u64) -> (u64, u64) {
+fn losses(receipts: &[AtomicU32], fanout: usize, expected: u64, delivered: u64) -> (u64, u64) {
     if receipts.is_empty() {
         return (
             expected.saturating_sub(delivered),
             delivered.saturating_sub(expected),
         );
     }
-    let fanout = fanout.min(usize::from(NOT_SENT - 1)) as u64;
+    let fanout = (fanout as u64).min(u64::from(NOT_SENT - 1));
     let (mut lost, mut duplicates) = (0, 0);
     for r in receipts {
         let got = u64::from(r.load(Relaxed));
@@ -446,7 +534,7 @@ fn losses(receipts: &[AtomicU8], fanout: usize, expected: u64, delivered: u64) -
 
 fn print_header(cfg: &Config) {
     println!(
-        "{}: {} B payload, {} receiver(s) per message, {}s per step, {} sender tasks",
+        "{}: {} B payload, {} deliveries per message, {}s per step, {} sender tasks",
         cfg.scenario,
         cfg.payload,
         cfg.fanout,
@@ -454,9 +542,10 @@ fn print_header(cfg: &Config) {
         cfg.senders
     );
     println!(
-        "  {:>9} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8}",
+        "  {:>9} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8}",
         "offered",
         "sent",
+        "expected",
         "delivered",
         "deliv/s",
         "p50",
@@ -538,11 +627,12 @@ async fn run_step(
     let delivered = counters.delivered.load(Relaxed);
     let (lost, duplicates) = losses(&counters.receipts, cfg.fanout, expected, delivered);
     let events = shared.events_of(step);
-    let not_delivered = events
-        .iter()
-        .filter(|(k, _)| k.starts_with("report:"))
-        .map(|(_, n)| n)
-        .sum();
+    let reports = counters.reports.load(Relaxed);
+    let offline_expected = match cfg.traffic {
+        Traffic::Group { offline, .. } => reports * offline,
+        Traffic::Direct => 0,
+    };
+    let not_delivered = not_delivered(&events, offline_expected);
     let result = StepResult {
         offered: rate,
         sent,
@@ -558,9 +648,10 @@ async fn run_step(
     let lag = counters.lag_max_us.load(Relaxed);
     let l = result.latency;
     println!(
-        "  {:>9} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8}",
+        "  {:>9} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8}",
         format!("{}", Rate(rate as f64)),
         sent,
+        expected,
         delivered,
         format!("{}", Rate(result.delivered_per_sec)),
         Micros(l.p50).to_string(),
@@ -596,6 +687,10 @@ async fn run_step(
             "users": cfg.users,
             "payload": cfg.payload,
             "fanout": cfg.fanout,
+            "group_offline": match cfg.traffic {
+                Traffic::Group { offline, .. } => Some(offline),
+                Traffic::Direct => None,
+            },
             "duration_s": cfg.step.as_secs_f64(),
             "window_s": window.as_secs_f64(),
             "sent": sent,
@@ -607,6 +702,7 @@ async fn run_step(
             "lost": result.lost,
             "duplicates": duplicates,
             "not_delivered": not_delivered,
+            "reports": reports,
             "reports_delivered": counters.reports_delivered.load(Relaxed),
             "events": events,
             "lag_max_us": lag,
@@ -623,11 +719,29 @@ mod tests {
 
     #[test]
     fn losses_and_duplicates_count_per_message() {
-        let receipts: Vec<AtomicU8> = [1, 0, 2, NOT_SENT, 1].map(AtomicU8::new).into();
+        let receipts: Vec<AtomicU32> = [1, 0, 2, NOT_SENT, 1].map(AtomicU32::new).into();
         assert_eq!(losses(&receipts, 1, 5, 4), (1, 1));
-        let multi: Vec<AtomicU8> = [10, 9, 12].map(AtomicU8::new).into();
+        let multi: Vec<AtomicU32> = [10, 9, 12].map(AtomicU32::new).into();
         assert_eq!(losses(&multi, 10, 30, 31), (1, 2));
+        // A group of 1000 online members: 999 deliveries per message.
+        let group: Vec<AtomicU32> = [999, 998, 1000, NOT_SENT, 0].map(AtomicU32::new).into();
+        assert_eq!(losses(&group, 999, 3 * 999, 2997), (1000, 1));
         assert_eq!(losses(&[], 1, 10, 7), (3, 0));
         assert_eq!(losses(&[], 1, 10, 12), (0, 2));
+    }
+
+    #[test]
+    fn expected_offline_members_are_not_failures() {
+        let events: BTreeMap<String, u64> = [
+            ("report:offline".to_string(), 250),
+            ("report:unavailable".to_string(), 3),
+            ("error:forbidden".to_string(), 1),
+        ]
+        .into();
+        assert_eq!(not_delivered(&events, 0), 253);
+        // 5 reports of a group with 50 members offline: 250 expected.
+        assert_eq!(not_delivered(&events, 5 * 50), 3);
+        assert_eq!(not_delivered(&events, 1000), 3);
+        assert_eq!(not_delivered(&BTreeMap::new(), 10), 0);
     }
 }

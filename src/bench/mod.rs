@@ -2,7 +2,8 @@
 //! baseline it is compared with. docs/PERFORMANCE.md says how to run it and what it
 //! measured; `scripts/bench.sh` starts a cluster and runs every scenario.
 //!
-//! - [`load`]: `1to1` and `multi` — stepped offered rates, latency, loss, reports.
+//! - [`load`]: `1to1`, `multi` and `group` — stepped offered rates, latency, loss,
+//!   reports; [`group`] logs the members in and creates the group first.
 //! - [`baseline`]: NATS request-reply (N in flight) and publish-subscribe, same payload.
 //! - [`storm`]: `login-storm` and `idle` — logins per second, memory per connection.
 //! - [`conn`], [`fleet`]: the bench's WebSocket clients; [`schedule`], [`stats`],
@@ -11,13 +12,11 @@
 //! The bench is a client like any other: it speaks the client protocol to gateways and
 //! `mrc.dir.lookup` to centers, and targets loopback addresses only. Every loop is bounded
 //! in count and in time, and the whole run by `--max-secs`.
-//!
-//! Not yet here: a `group` scenario (one message to a 1,000-member group). Groups landed
-//! after this bench was written; that scenario is its next step (docs/PERFORMANCE.md).
 
 pub mod baseline;
 pub mod conn;
 pub mod fleet;
+pub mod group;
 pub mod load;
 pub mod output;
 pub mod procs;
@@ -32,6 +31,7 @@ use anyhow::{bail, Context as _};
 use clap::ValueEnum;
 
 use crate::config;
+use crate::groups::MAX_GROUP_MEMBERS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -40,6 +40,9 @@ pub enum Scenario {
     OneToOne,
     /// Each message to --fanout random users on other gateways.
     Multi,
+    /// One group of --group-size members created through the client protocol, all of
+    /// them online (or --group-online); each message from a random member to the group.
+    Group,
     /// --storm-users logins as fast as possible; logins/s and time until all registered.
     LoginStorm,
     /// --idle-users idle logged-in users on the first gateway; RSS per connection.
@@ -51,6 +54,7 @@ impl Scenario {
         match self {
             Scenario::OneToOne => "1to1",
             Scenario::Multi => "multi",
+            Scenario::Group => "group",
             Scenario::LoginStorm => "login-storm",
             Scenario::Idle => "idle",
         }
@@ -72,15 +76,16 @@ pub struct Args {
         default_value = "ws://127.0.0.1:8080/ws,ws://127.0.0.1:8081/ws"
     )]
     pub gateways: Vec<String>,
-    /// Connected users (1to1, multi).
+    /// Connected users (1to1, multi; group: the default of --group-online).
     #[arg(long, default_value_t = 1000)]
     pub users: usize,
     /// Message body size in bytes (also the baseline's payload).
     #[arg(long, default_value_t = 128)]
     pub payload: usize,
-    /// Offered rates in messages per second, one step each.
-    #[arg(long, default_value = "2k,5k,10k,20k,40k,80k")]
-    pub steps: String,
+    /// Offered rates in messages per second, one step each [default: 2k,5k,10k,20k,40k,80k;
+    /// group: 10,20,50,100,200, i.e. 10k..200k deliveries/s to 1,000 members].
+    #[arg(long)]
+    pub steps: Option<String>,
     /// Seconds per step.
     #[arg(long, default_value_t = 10.0)]
     pub step_secs: f64,
@@ -90,6 +95,13 @@ pub struct Args {
     /// Receivers per message (multi).
     #[arg(long, default_value_t = 10)]
     pub fanout: usize,
+    /// Members of the group, the sender included (group; at most 20,000).
+    #[arg(long, default_value_t = 1000)]
+    pub group_size: usize,
+    /// Members logged in (group; default: all of them, at most --users); the others are
+    /// offline: every report counts them, and they are not counted as failures.
+    #[arg(long)]
+    pub group_online: Option<usize>,
     /// Timer tasks that send (the connections are split among them).
     #[arg(long, default_value_t = 4)]
     pub senders: usize,
@@ -140,7 +152,8 @@ impl Args {
             .iter()
             .map(|g| conn::Target::parse(g))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let steps = schedule::parse_steps(&self.steps).context("--steps")?;
+        let steps = schedule::parse_steps(self.steps.as_deref().unwrap_or(self.default_steps()))
+            .context("--steps")?;
         let positive = [
             ("--users", self.users as f64),
             ("--step-secs", self.step_secs),
@@ -162,7 +175,26 @@ impl Args {
         if self.step_secs > 3600.0 || self.payload > 1024 * 1024 {
             bail!("--step-secs must be at most 3600 and --payload at most 1 MiB");
         }
+        if !(2..=MAX_GROUP_MEMBERS).contains(&self.group_size)
+            || self.group_online.is_some_and(|n| n < 2)
+        {
+            bail!(
+                "--group-size must be within 2..={MAX_GROUP_MEMBERS} and --group-online at least 2"
+            );
+        }
         Ok((targets, steps))
+    }
+
+    fn default_steps(&self) -> &'static str {
+        match self.scenario {
+            Scenario::Group => "10,20,50,100,200",
+            _ => "2k,5k,10k,20k,40k,80k",
+        }
+    }
+
+    /// Group members to log in: --group-online, else every member up to --users.
+    fn group_online(&self) -> usize {
+        self.group_online.unwrap_or(self.users).min(self.group_size)
     }
 }
 
@@ -213,7 +245,7 @@ async fn scenario(
     let gateway_labels: Vec<&str> = gateway_labels.iter().map(String::as_str).collect();
     let cap = storm::connection_cap(&watched, &gateway_labels);
     match args.scenario {
-        Scenario::OneToOne | Scenario::Multi => {
+        Scenario::OneToOne | Scenario::Multi | Scenario::Group => {
             let base = if args.baseline_secs > 0.0 {
                 let d = Duration::from_secs_f64(args.baseline_secs);
                 Some(
@@ -230,11 +262,6 @@ async fn scenario(
             } else {
                 None
             };
-            let fanout = if args.scenario == Scenario::Multi {
-                args.fanout
-            } else {
-                1
-            };
             let cfg = load::Config {
                 scenario: args.scenario.name(),
                 users: args.users.min(cap),
@@ -242,14 +269,39 @@ async fn scenario(
                 steps,
                 step: Duration::from_secs_f64(args.step_secs),
                 drain: Duration::from_secs_f64(args.drain_secs),
-                fanout,
+                fanout: if args.scenario == Scenario::Multi {
+                    args.fanout
+                } else {
+                    1
+                },
+                traffic: load::Traffic::Direct,
                 senders: args.senders,
                 keep_going: args.keep_going,
                 connect_concurrency: args.connect_concurrency,
                 sources,
                 prefix: run_id.clone(),
             };
-            let results = load::run(&cfg, targets, &watched, &mut out).await?;
+            let (cfg, results) = if args.scenario == Scenario::Group {
+                let online = args.group_online();
+                if online > cap {
+                    println!("group: at most {cap} members online (open-files limits)");
+                }
+                let cfg = load::Config {
+                    users: online.min(cap),
+                    ..cfg
+                };
+                let client = connection::connect(&nats, "mrc bench")
+                    .await
+                    .ok()
+                    .map(|c| c.client);
+                let subjects = nats.subjects()?;
+                let nats = client.as_ref().map(|c| (c, &subjects));
+                group::run(&cfg, args.group_size, nats, targets, &watched, &mut out).await?
+            } else {
+                let logged_in = load::log_in(&cfg, targets).await?;
+                let results = load::run(&cfg, targets, logged_in, &watched, &mut out).await?;
+                (cfg, results)
+            };
             summarize(&cfg, &results, base, &mut out);
         }
         Scenario::LoginStorm => {
@@ -318,7 +370,7 @@ fn summarize(
     let saturated = results.iter().any(|r| r.saturated(cfg.fanout));
     let messages_per_sec = best.delivered_per_sec / cfg.fanout as f64;
     let mut line = format!(
-        "{}: {} {} deliveries ({} messages/s)",
+        "{}: {} {} deliveries ({} messages)",
         cfg.scenario,
         if saturated {
             "saturates at"
