@@ -15,12 +15,13 @@
 #   --scenarios L    comma-separated: 1to1,multi,group,login-storm,idle (default: all five)
 #   --no-build       use the release binaries already built
 #   --plot           render PNG plots (installs matplotlib into .tools/py-bench)
-#   --perf           also profile one saturated 1to1 step with `perf record` (cpu-clock)
+#   --perf           also profile one saturated 1to1 (or group) step with `perf record` (cpu-clock)
 #   --out DIR        where results go (default target/bench/<time>)
 #   -- ARGS          passed on to every `mrc bench` run (e.g. -- --users 2000)
 #
-# Env: MRC_NATS_SERVER (nats-server to use), CARGO_TARGET_DIR, MRC_BENCH_PERF_RATE
-# (offered rate of the profiled step, default 40k), MRC_BENCH_SERVER_DIR (where
+# Env: MRC_NATS_SERVER (nats-server to use), CARGO_TARGET_DIR, MRC_BENCH_PERF_SCENARIO
+# (the profiled scenario: 1to1, multi or group; default 1to1), MRC_BENCH_PERF_RATE
+# (offered rate of the profiled step, default 40k; group 150), MRC_BENCH_SERVER_DIR (where
 # mrc-center and mrc-gateway come from, default the release dir: point it at another
 # build to compare a change before/after with the same `mrc bench`).
 set -euo pipefail
@@ -49,6 +50,13 @@ while [ $# -gt 0 ]; do
 done
 
 say() { echo "bench.sh: $*" >&2; }
+
+perf_scenario=${MRC_BENCH_PERF_SCENARIO:-1to1}
+case "$perf_scenario" in
+  1to1|multi) perf_rate=${MRC_BENCH_PERF_RATE:-40k} ;;
+  group) perf_rate=${MRC_BENCH_PERF_RATE:-150} ;;
+  *) say "MRC_BENCH_PERF_SCENARIO must be 1to1, multi or group"; exit 2 ;;
+esac
 
 # One socket per connection on both sides: take the highest open-files limit allowed.
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -190,7 +198,6 @@ done
 if [ "$perf" = 1 ]; then
   command -v perf >/dev/null || { say "perf is not installed"; exit 1; }
   cluster_up perf
-  rate=${MRC_BENCH_PERF_RATE:-40k}
   # Profile the middle of one long step: login and ramp-up stay out of the profile.
   (
     sleep 12
@@ -200,7 +207,7 @@ if [ "$perf" = 1 ]; then
   ) &
   perf_pid=$!
   # Its own JSON file, so the long profiled step stays out of results.jsonl's plots.
-  bench --scenario 1to1 --steps "$rate" --step-secs 25 --baseline-secs 0 --json "$out/perf.jsonl"
+  bench --scenario "$perf_scenario" --steps "$perf_rate" --step-secs 25 --baseline-secs 0 --json "$out/perf.jsonl"
   wait "$perf_pid" || true
   perf_pid=""
   # MRC's threads are all named tokio-rt-worker: the dso column tells gateway code
