@@ -6,6 +6,11 @@ use anyhow::Context as _;
 use clap::Parser;
 use mrc::{center, config, connection, exit, shutdown, telemetry};
 
+/// Many threads allocating small, short-lived objects: glibc malloc was ~23% of the
+/// gateway's CPU under load (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Directory center of an MRC cluster (run several; they share the work).
 #[derive(Parser)]
 #[command(name = "mrc-center", version, about)]

@@ -113,6 +113,16 @@ impl RequestFailure {
     }
 }
 
+impl From<crate::protocol::nats::ReplyError> for RequestFailure {
+    fn from(e: crate::protocol::nats::ReplyError) -> Self {
+        use crate::protocol::nats::ReplyError;
+        match e {
+            ReplyError::Remote(body) => RequestFailure::Remote(body),
+            ReplyError::Malformed(e) => RequestFailure::Malformed(e),
+        }
+    }
+}
+
 /// Sends one JSON request and decodes the JSON reply (or error reply). The whole exchange,
 /// including enqueueing during a reconnect, is bounded by `timeout`.
 pub async fn request<T: serde::de::DeserializeOwned>(
@@ -121,7 +131,17 @@ pub async fn request<T: serde::de::DeserializeOwned>(
     payload: bytes::Bytes,
     timeout: Duration,
 ) -> Result<T, RequestFailure> {
-    use crate::protocol::nats::{decode_reply, ReplyError};
+    let reply = request_raw(client, subject, payload, timeout).await?;
+    Ok(crate::protocol::nats::decode_reply(&reply)?)
+}
+
+/// [`request`] without decoding: the reply's payload as it came.
+pub async fn request_raw(
+    client: &Client,
+    subject: String,
+    payload: bytes::Bytes,
+    timeout: Duration,
+) -> Result<bytes::Bytes, RequestFailure> {
     use async_nats::RequestErrorKind;
     let request = async_nats::Request::new()
         .payload(payload)
@@ -141,10 +161,7 @@ pub async fn request<T: serde::de::DeserializeOwned>(
         }
         Ok(Ok(reply)) => reply,
     };
-    decode_reply(&reply.payload).map_err(|e| match e {
-        ReplyError::Remote(body) => RequestFailure::Remote(body),
-        ReplyError::Malformed(e) => RequestFailure::Malformed(e),
-    })
+    Ok(reply.payload)
 }
 
 /// [`request`] for idempotent requests (look-ups, register, unregister, purge): one more
@@ -156,10 +173,19 @@ pub async fn request_idempotent<T: serde::de::DeserializeOwned>(
     payload: bytes::Bytes,
     timeout: Duration,
 ) -> Result<T, RequestFailure> {
-    match request(client, subject.clone(), payload.clone(), timeout).await {
+    retry_once(|| request(client, subject.clone(), payload.clone(), timeout)).await
+}
+
+/// Runs `attempt` once more, after a short pause, when nobody answered the first one.
+pub async fn retry_once<T, F, Fut>(attempt: F) -> Result<T, RequestFailure>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RequestFailure>>,
+{
+    match attempt().await {
         Err(RequestFailure::NoResponders | RequestFailure::TimedOut) => {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            request(client, subject, payload, timeout).await
+            attempt().await
         }
         other => other,
     }
@@ -167,7 +193,7 @@ pub async fn request_idempotent<T: serde::de::DeserializeOwned>(
 
 /// The label of a request subject in metrics: its last token (`lookup`, `register`,
 /// `deliver`, `send`...), never a user id.
-fn metric_kind(subject: &str) -> &'static str {
+pub(crate) fn metric_kind(subject: &str) -> &'static str {
     match subject.rsplit('.').next().unwrap_or("") {
         "lookup" => "lookup",
         "register" => "register",

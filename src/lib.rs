@@ -7,6 +7,7 @@
 //! - [`protocol`]: every wire and storage format (the only serde types).
 //! - [`config`]: flags and `MRC_*` env of each process, validated before start.
 //! - [`connection`]: connecting to NATS.
+//! - [`batch`]: requests to one subject batched when they pile up, and answered element by element.
 //! - [`store`]: the only code that touches JetStream KV (buckets, mirrors that follow them).
 //! - [`directory`]: the user directory: user → sessions, mirrored in memory.
 //! - [`groups`]: groups and their policies, mirrored in memory like the directory.
@@ -16,6 +17,7 @@
 //! - [`shutdown`], [`telemetry`], [`exit`]: signals, logging and metrics, exit codes.
 //! - [`bench`]: `mrc bench`, the load generator (docs/PERFORMANCE.md).
 
+pub mod batch;
 pub mod bench;
 pub mod center;
 pub mod client;

@@ -21,6 +21,17 @@ use tokio_util::sync::CancellationToken;
 pub struct Bucket {
     kv: kv::Store,
     name: String,
+    /// Callers waiting for the bucket's state (see [`Bucket::state`]).
+    state_reads: Arc<std::sync::Mutex<StateReads>>,
+}
+
+type StateAnswer = tokio::sync::oneshot::Sender<Result<BucketState, String>>;
+
+/// Callers of [`Bucket::state`] that wait for the next read, and whether a task reads.
+#[derive(Default)]
+struct StateReads {
+    waiting: Vec<StateAnswer>,
+    reading: bool,
 }
 
 /// One entry seen by a watch, in stream order.
@@ -76,6 +87,7 @@ impl Bucket {
         Ok(Bucket {
             kv,
             name: name.to_string(),
+            state_reads: Arc::default(),
         })
     }
 
@@ -168,7 +180,45 @@ impl Bucket {
 
     /// How many entries the bucket holds and its last stream sequence: a mirror that has
     /// applied `last_revision` is current.
+    ///
+    /// Concurrent callers share reads (one stream-info request each, a JetStream API call):
+    /// a caller waits for the next read that *starts* after it asked, so the answer
+    /// includes every write acknowledged before the call, as a read barrier needs.
     pub async fn state(&self) -> anyhow::Result<BucketState> {
+        let (answer, reply) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut reads = self.state_reads.lock().expect("never held across a panic");
+            reads.waiting.push(answer);
+            !std::mem::replace(&mut reads.reading, true)
+        };
+        if lead {
+            tokio::spawn(self.clone().read_states());
+        }
+        match reply.await {
+            Ok(result) => result.map_err(anyhow::Error::msg),
+            Err(_) => anyhow::bail!("reading the state of bucket {} stopped", self.name),
+        }
+    }
+
+    /// Reads the state for everyone waiting, again while more callers queued meanwhile.
+    async fn read_states(self) {
+        loop {
+            let waiting = {
+                let mut reads = self.state_reads.lock().expect("never held across a panic");
+                if reads.waiting.is_empty() {
+                    reads.reading = false;
+                    return;
+                }
+                std::mem::take(&mut reads.waiting)
+            };
+            let result = self.read_state().await.map_err(|e| format!("{e:#}"));
+            for answer in waiting {
+                let _ = answer.send(result.clone());
+            }
+        }
+    }
+
+    async fn read_state(&self) -> anyhow::Result<BucketState> {
         // Fresh from the server: `kv::Store::status` only returns the info cached at open.
         let info = tokio::time::timeout(Duration::from_secs(5), self.kv.stream.get_info())
             .await

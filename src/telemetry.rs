@@ -46,8 +46,9 @@ pub const GATEWAY_ROUTE_CACHE: &str = "mrc_gateway_route_cache_total";
 pub const GATEWAY_LOOKUP_REQUESTS: &str = "mrc_gateway_lookup_requests_total";
 /// Deliver requests made, by `target` (local: this gateway, remote: over NATS).
 pub const GATEWAY_DELIVER_REQUESTS: &str = "mrc_gateway_deliver_requests_total";
-/// NATS requests that carried several deliver requests to one gateway (batches).
-pub const GATEWAY_DELIVER_BATCHES: &str = "mrc_gateway_deliver_batches_total";
+/// NATS requests that carried several requests at once (batches), by `kind` (deliver,
+/// register, unregister).
+pub const BATCHES: &str = "mrc_gateway_batches_total";
 /// Error frames and replies sent, by `code`.
 pub const GATEWAY_ERRORS: &str = "mrc_gateway_errors_total";
 /// Sessions closed because their outbound queue was full.
@@ -78,8 +79,8 @@ fn describe() {
         "Deliver requests made, by target (local, remote)"
     );
     describe_counter!(
-        GATEWAY_DELIVER_BATCHES,
-        "NATS requests carrying several deliver requests"
+        BATCHES,
+        "NATS requests carrying several requests at once, by kind"
     );
     describe_counter!(GATEWAY_ERRORS, "Error frames and replies sent, by code");
     describe_counter!(GATEWAY_SLOW_CONSUMERS, "Sessions closed as slow consumers");

@@ -325,6 +325,17 @@ async fn scenario(
             }
             let nats = client.as_ref().map(|c| (c, &subjects));
             storm::login_storm(&cfg, targets, &watched, nats, &mut out).await?;
+            if let Some((client, subjects)) = nats {
+                storm::directory_storm(
+                    args.storm_users,
+                    client,
+                    subjects,
+                    &watched,
+                    &run_id,
+                    &mut out,
+                )
+                .await?;
+            }
         }
         Scenario::Idle => {
             let mut levels: Vec<usize> = args.idle_users.iter().map(|&n| n.min(cap)).collect();

@@ -2,6 +2,11 @@
 //! until every one is in the directory) and `idle` (many logged-in users doing nothing:
 //! what each one costs in gateway memory).
 //!
+//! `login-storm` also measures the directory on its own: the same number of registrations
+//! sent through the centers exactly as a gateway sends them (its `Registrar`, batching
+//! included) but without WebSocket handshakes, which on a small machine cost the bench
+//! and the gateways more than the directory does.
+//!
 //! Both are capped by the open-files limit of the bench and of the gateway (one socket
 //! per connection on each side): a storm larger than the cap runs in waves, each wave
 //! logging out before the next one logs in.
@@ -19,6 +24,8 @@ use super::output::{progress, Output};
 use super::procs::{self, Watched};
 use super::stats::{self, Micros, Percentiles, Rate};
 use crate::connection;
+use crate::gateway::registrar::Registrar;
+use crate::ident::{GatewayId, SessionId, UserId};
 use crate::protocol::nats::{encode, LookupReply, LookupRequest};
 use crate::subject::{Subjects, DIR_LOOKUP};
 
@@ -216,6 +223,101 @@ pub async fn login_storm(
             "latency": p.to_json(),
         }),
     );
+    Ok(())
+}
+
+/// Registrations in flight at once in the directory phase: a gateway's logins in a storm.
+const REGISTER_CONCURRENCY: usize = 2000;
+
+/// The directory phase of `login-storm`: `users` registrations of users of a made-up
+/// gateway through the centers, as fast as they are answered, then as many
+/// unregistrations; rates and the time until the directory shows them all.
+pub async fn directory_storm(
+    users: usize,
+    client: &Client,
+    subjects: &Subjects,
+    watched: &Watched,
+    prefix: &str,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    let gateway = GatewayId::new(&format!("bench-{prefix}"))?;
+    let registrar = Registrar::new(
+        client.clone(),
+        subjects.clone(),
+        gateway.clone(),
+        Duration::from_secs(10),
+    );
+    let ids: Vec<(UserId, SessionId)> = (0..users)
+        .map(|i| {
+            let user = UserId::new(&format!("{prefix}-d{i}"))?;
+            Ok((user, SessionId::new(&format!("s{i}"))?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let names: Vec<String> = ids.iter().map(|(u, _)| u.to_string()).collect();
+    println!(
+        "directory: {users} registrations through the centers as gateway {gateway} sends them"
+    );
+    for phase in ["register", "unregister"] {
+        let before = watched.sample();
+        let start = Instant::now();
+        let failed = futures::stream::iter(&ids)
+            .map(|(user, session)| {
+                let registrar = &registrar;
+                async move {
+                    let result = if phase == "register" {
+                        registrar
+                            .register(user, session, None, false)
+                            .await
+                            .map(|_| ())
+                    } else {
+                        registrar.unregister(user, session).await.map(|_| ())
+                    };
+                    result.is_err()
+                }
+            })
+            .buffer_unordered(REGISTER_CONCURRENCY)
+            .filter(|failed| futures::future::ready(*failed))
+            .count()
+            .await;
+        let elapsed = start.elapsed();
+        let usage = watched.usage(&before, &watched.sample());
+        let want = if phase == "register" { users } else { 0 };
+        let visible = wait_directory(
+            Some((client, subjects)),
+            &names,
+            |n| n == want,
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| start.elapsed());
+        let rate = (users - failed) as f64 / elapsed.as_secs_f64().max(1e-9);
+        println!(
+            "  {phase}: {} ok, {failed} failed in {:.2}s = {}; directory {} after {}",
+            users - failed,
+            elapsed.as_secs_f64(),
+            Rate(rate),
+            if phase == "register" {
+                "complete"
+            } else {
+                "empty"
+            },
+            visible.map_or("(never)".into(), |d| format!("{:.2}s", d.as_secs_f64())),
+        );
+        println!("  {:>9} {}", "cpu/rss", procs::describe(&usage));
+        out.record(
+            "directory_storm",
+            "login-storm",
+            serde_json::json!({
+                "phase": phase,
+                "users": users,
+                "failed": failed,
+                "elapsed_s": elapsed.as_secs_f64(),
+                "per_s": rate,
+                "visible_after_s": visible.map(|d| d.as_secs_f64()),
+                "procs": procs::to_json(&usage),
+            }),
+        );
+    }
     Ok(())
 }
 

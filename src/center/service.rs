@@ -16,6 +16,7 @@ use super::kick::Kicker;
 use super::liveness::Liveness;
 use super::peers::Peers;
 use super::presence::Announcer;
+use crate::batch;
 use crate::config::PresencePolicy;
 use crate::directory::{Directory, Login, LoginPolicy};
 use crate::groups::Groups;
@@ -127,8 +128,15 @@ pub(super) fn id<T>(
 impl Handlers {
     async fn handle(&self, endpoint: &str, payload: &[u8]) -> Bytes {
         let result = match endpoint {
-            DIR_REGISTER => self.register(payload).await,
-            DIR_UNREGISTER => self.unregister(payload).await,
+            // Gateways batch these in login storms (crate::batch).
+            DIR_REGISTER => Ok(batch::answer_each(payload, |one| async move {
+                self.register(one).await.unwrap_or_else(|reply| reply)
+            })
+            .await),
+            DIR_UNREGISTER => Ok(batch::answer_each(payload, |one| async move {
+                self.unregister(one).await.unwrap_or_else(|reply| reply)
+            })
+            .await),
             DIR_LOOKUP => self.lookup(payload).await,
             DIR_PURGE => self.purge(payload).await,
             DIR_PRESENCE => self.presence(payload).await,

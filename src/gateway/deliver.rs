@@ -44,8 +44,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     crate::connection::answer(&client, requests, &shutdown, |payload| {
         // A batch (from a gateway's batcher) is a JSON array; the reply is one too.
-        let batch = payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-        let reply = if batch {
+        let reply = if crate::batch::is_batch(payload) {
             crate::protocol::decode::<Vec<DeliverRequest<'_>>>(payload).map(|requests| {
                 encode(
                     &requests

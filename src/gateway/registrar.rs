@@ -1,30 +1,49 @@
 //! Talks to the centers on behalf of this gateway's sessions: register, unregister, and
 //! purge (every session of this gateway id, at start and at a graceful stop).
 //! A gateway never writes the directory itself.
+//!
+//! Registrations and unregistrations go through a [`Batcher`] each: one at a time they
+//! leave at once, in a login storm they leave as arrays that a center applies
+//! concurrently (docs/PERFORMANCE.md, login storm).
 
 use std::time::Duration;
 
 use async_nats::Client;
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
-use crate::connection::{request_idempotent, RequestFailure};
+use crate::batch::{Batcher, Limits};
+use crate::connection::{request_idempotent, retry_once, RequestFailure};
 use crate::ident::{GatewayId, SessionId, UserId};
 use crate::protocol::nats::{
     encode, PurgeReply, PurgeRequest, RegisterRequest, SessionsReply, UnregisterRequest,
 };
 use crate::subject::{Subjects, DIR_PURGE, DIR_REGISTER, DIR_UNREGISTER};
 
+/// How (un)registrations batch: every center can work on a few batches at once.
+const LIMITS: Limits = Limits {
+    in_flight: 8,
+    max_calls: 256,
+    max_bytes: 256 * 1024,
+    queue: 8192,
+};
+
 pub struct Registrar {
     client: Client,
     subjects: Subjects,
     gateway: GatewayId,
     timeout: Duration,
+    registers: Batcher,
+    unregisters: Batcher,
 }
 
 impl Registrar {
     pub fn new(client: Client, subjects: Subjects, gateway: GatewayId, timeout: Duration) -> Self {
+        let batcher =
+            |endpoint| Batcher::start(client.clone(), subjects.dir(endpoint), timeout, LIMITS);
         Registrar {
+            registers: batcher(DIR_REGISTER),
+            unregisters: batcher(DIR_UNREGISTER),
             client,
             subjects,
             gateway,
@@ -48,7 +67,7 @@ impl Registrar {
             device: device.map(str::to_string),
             reassert,
         };
-        self.call(DIR_REGISTER, &payload, self.timeout).await
+        batched(&self.registers, encode(&payload)).await
     }
 
     /// Removes exactly `session` of `user`.
@@ -61,7 +80,7 @@ impl Registrar {
             user: user.to_string(),
             session: session.to_string(),
         };
-        let reply: SessionsReply = self.call(DIR_UNREGISTER, &payload, self.timeout).await?;
+        let reply: SessionsReply = batched(&self.unregisters, encode(&payload)).await?;
         Ok(reply.sessions)
     }
 
@@ -71,17 +90,17 @@ impl Registrar {
             gateway: self.gateway.to_string(),
         };
         // A purge walks every user of the gateway: give it more time than one request.
-        let reply: PurgeReply = self.call(DIR_PURGE, &payload, self.timeout * 5).await?;
+        let subject = self.subjects.dir(DIR_PURGE);
+        let reply: PurgeReply =
+            request_idempotent(&self.client, subject, encode(&payload), self.timeout * 5).await?;
         Ok(reply.removed)
     }
+}
 
-    async fn call<T: DeserializeOwned>(
-        &self,
-        endpoint: &str,
-        payload: &impl Serialize,
-        timeout: Duration,
-    ) -> Result<T, RequestFailure> {
-        let subject = self.subjects.dir(endpoint);
-        request_idempotent(&self.client, subject, encode(payload), timeout).await
-    }
+/// An idempotent request through `batcher`, tried once more when nobody answered.
+async fn batched<T: DeserializeOwned>(
+    batcher: &Batcher,
+    payload: Bytes,
+) -> Result<T, RequestFailure> {
+    retry_once(|| batcher.request(payload.clone())).await
 }

@@ -91,12 +91,12 @@ impl Groups {
         .await
     }
 
-    /// The group, as fresh as the bucket: a group the mirror does not know is looked for
-    /// again after a read barrier (it may have just been created through another center).
+    /// The group, as fresh as the bucket: read from the mirror after a read barrier (it
+    /// may have just been created or changed through another center).
     pub async fn get(&self, id: &GroupId) -> Result<Group, GroupError> {
-        if let Some(group) = self.mirror.group(id) {
-            return Ok(group);
-        }
+        // Always behind a read barrier, even when the mirror has the group: it may have
+        // the group's settings but not yet the memberships written after them (a send
+        // right after `create` or `add` must see them all).
         if store::catch_up(&self.bucket, self.mirror.applied_watch()).await == Freshness::Behind {
             self.resync.notify_one();
         }

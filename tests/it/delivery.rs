@@ -222,7 +222,7 @@ async fn a_burst_to_another_gateway_is_batched_and_every_message_arrives_once() 
     expect_silence(&mut bob, Duration::from_millis(200)).await;
     let batches = crate::support::counter(
         &cluster.gateways[0].http,
-        "mrc_gateway_deliver_batches_total",
+        "mrc_gateway_batches_total{kind=\"deliver\"}",
     )
     .await;
     eprintln!(

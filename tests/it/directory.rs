@@ -173,3 +173,125 @@ async fn bucket_state_is_read_fresh_from_the_server() {
     assert!(after.last_revision > before.last_revision);
     assert_eq!(after.entries, before.entries + 1);
 }
+
+#[tokio::test]
+async fn concurrent_state_reads_share_requests_yet_see_every_earlier_write() {
+    // Barriers share stream-info requests; a caller must never get a read that started
+    // before it asked (it would miss a write acknowledged just before).
+    let cluster = Cluster::start(0, 0);
+    let js = async_nats::jetstream::new(cluster.client().await);
+    let bucket = mrc::store::Bucket::open(js, "shared_state", 1, "test")
+        .await
+        .unwrap();
+    let writers = (0..20).map(|w| {
+        let bucket = bucket.clone();
+        async move {
+            for i in 0..10 {
+                let revision = bucket
+                    .put(&format!("k{w}"), i.to_string().into())
+                    .await
+                    .unwrap();
+                let state = bucket.state().await.unwrap();
+                assert!(
+                    state.last_revision >= revision,
+                    "a state read missed write {revision}: {state:?}"
+                );
+            }
+        }
+    });
+    futures::future::join_all(writers).await;
+    assert_eq!(bucket.state().await.unwrap().entries, 20);
+}
+
+#[tokio::test]
+async fn centers_answer_a_batch_of_registrations_element_by_element_in_order() {
+    // What a gateway sends in a login storm (crate::batch): an array of requests.
+    let cluster = Cluster::start(2, 0);
+    let nats = cluster.client().await;
+    let mut batch: Vec<serde_json::Value> = (0..50)
+        .map(|i| serde_json::to_value(register(&format!("u{i}"), "s", "gw-a")).unwrap())
+        .collect();
+    batch.insert(
+        7,
+        serde_json::json!({"user":"x","session":"s","gateway":"gw.bad"}),
+    );
+    batch.insert(9, serde_json::json!({"nonsense":true}));
+    let replies: Vec<serde_json::Value> = request(&nats, "mrc.dir.register", &batch).await;
+    assert_eq!(replies.len(), 52);
+    assert_eq!(replies[7]["error"]["code"], "bad_id", "{replies:?}");
+    assert_eq!(replies[9]["error"]["code"], "bad_frame", "{replies:?}");
+    for (i, reply) in replies
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![7, 9].contains(i))
+    {
+        assert_eq!(reply["sessions"], 1, "element {i}: {reply}");
+    }
+    let users: Vec<String> = (0..50).map(|i| format!("u{i}")).collect();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    assert_eq!(online(&nats, &names).await.len(), 50);
+
+    let unregister: Vec<UnregisterRequest> = users
+        .iter()
+        .map(|u| UnregisterRequest {
+            user: u.clone(),
+            session: "s".into(),
+        })
+        .collect();
+    let replies: Vec<SessionsReply> = request(&nats, "mrc.dir.unregister", &unregister).await;
+    assert!(replies.iter().all(|r| r.sessions == 0));
+    assert!(online(&nats, &names).await.is_empty());
+
+    // A broken array is one error reply, and nothing else happens.
+    let reply = nats
+        .request("mrc.dir.register", "[{\"user\":".into())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&reply.payload);
+    assert!(text.contains("bad_json"), "{text}");
+}
+
+#[tokio::test]
+async fn a_batcher_sends_calls_that_pile_up_as_one_array_and_each_gets_its_own_reply() {
+    use mrc::batch::{answer_each, Batcher, Limits};
+    let cluster = Cluster::start(0, 0);
+    let nats = cluster.client().await;
+    let mut requests = nats.subscribe("echo").await.unwrap();
+    let server = nats.clone();
+    let arrays = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = arrays.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = requests.next().await {
+            if msg.payload.first() == Some(&b'[') {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let reply = answer_each(&msg.payload, |one| async move {
+                let n: usize = serde_json::from_slice(one).unwrap();
+                encode(&SessionsReply {
+                    sessions: n * 2,
+                    kicked: false,
+                })
+            })
+            .await;
+            server.publish(msg.reply.unwrap(), reply).await.unwrap();
+        }
+    });
+    let limits = Limits {
+        in_flight: 1,
+        max_calls: 64,
+        max_bytes: 1 << 20,
+        queue: 1024,
+    };
+    let batcher = Batcher::start(nats.clone(), "echo".into(), Duration::from_secs(5), limits);
+    let calls = (0..200usize).map(|n| {
+        let batcher = batcher.clone();
+        async move {
+            let reply: SessionsReply = batcher.request(encode(&n)).await.unwrap();
+            assert_eq!(reply.sessions, n * 2);
+        }
+    });
+    futures::future::join_all(calls).await;
+    let arrays = arrays.load(std::sync::atomic::Ordering::Relaxed);
+    // One slot: the first call goes alone, the other 199 pile up behind it.
+    assert!((3..200).contains(&arrays), "{arrays} arrays");
+}

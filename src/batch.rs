@@ -1,0 +1,255 @@
+//! Requests to one subject travel in batches when they pile up, and a service answers a
+//! batch element by element.
+//!
+//! A [`Batcher`] owns one subject (a destination gateway's deliver subject, the centers'
+//! register subject...) and a small task with at most `in_flight` NATS requests out at
+//! once. A request that finds a free slot goes out alone, at once (no added latency at low
+//! load); those that arrive while every slot is busy wait and leave together, as one JSON
+//! array, in the next free slot, and the reply is an array of the same length and order.
+//! Under load the writes, wake-ups and request overheads per call shrink with the batch
+//! size (docs/PERFORMANCE.md). [`answer_each`] is the serving side.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::connection::{request_raw, RequestFailure};
+use crate::protocol::nats::{decode_reply, encode, ErrorReply};
+
+/// How a [`Batcher`] may batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// NATS requests out at once.
+    pub in_flight: usize,
+    /// Most calls in one batch.
+    pub max_calls: usize,
+    /// Most bytes in one batch (well below NATS `max_payload`; one call may exceed it alone).
+    pub max_bytes: usize,
+    /// Calls waiting before callers wait too.
+    pub queue: usize,
+}
+
+type Answer = oneshot::Sender<Result<Bytes, RequestFailure>>;
+
+/// One encoded request and who waits for its reply.
+struct Call {
+    payload: Bytes,
+    answer: Answer,
+}
+
+/// The batching sender of one subject. Cheap to clone; the task ends with the last clone.
+#[derive(Clone)]
+pub struct Batcher {
+    calls: mpsc::Sender<Call>,
+}
+
+impl Batcher {
+    /// Starts the task that sends to `subject`, each NATS request bounded by `timeout`.
+    pub fn start(client: Client, subject: String, timeout: Duration, limits: Limits) -> Self {
+        let (calls, rx) = mpsc::channel(limits.queue);
+        tokio::spawn(run(client, subject, timeout, limits, rx));
+        Batcher { calls }
+    }
+
+    /// Sends one encoded request (maybe batched with others) and decodes its own reply.
+    pub async fn request<T: DeserializeOwned>(&self, payload: Bytes) -> Result<T, RequestFailure> {
+        let (answer, reply) = oneshot::channel();
+        if self.calls.send(Call { payload, answer }).await.is_err() {
+            return Err(RequestFailure::Other("batcher stopped".into()));
+        }
+        let reply = reply
+            .await
+            .unwrap_or_else(|_| Err(RequestFailure::Other("batch dropped".into())))?;
+        decode(&reply)
+    }
+}
+
+/// The task of one subject: takes a free slot, then everything queued meanwhile.
+async fn run(
+    client: Client,
+    subject: String,
+    timeout: Duration,
+    limits: Limits,
+    mut rx: mpsc::Receiver<Call>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.in_flight));
+    while let Some(first) = rx.recv().await {
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the slots semaphore is never closed");
+        let mut calls = vec![first];
+        let mut bytes = calls[0].payload.len();
+        while calls.len() < limits.max_calls && bytes < limits.max_bytes {
+            match rx.try_recv() {
+                Ok(call) => {
+                    bytes += call.payload.len() + 1;
+                    calls.push(call);
+                }
+                Err(_) => break,
+            }
+        }
+        let (client, subject) = (client.clone(), subject.clone());
+        tokio::spawn(async move {
+            send(&client, subject, timeout, calls).await;
+            drop(slot);
+        });
+    }
+}
+
+/// One NATS request for `calls`: a single request as it is, several as an array.
+async fn send(client: &Client, subject: String, timeout: Duration, calls: Vec<Call>) {
+    if calls.len() == 1 {
+        let call = calls.into_iter().next().expect("one call");
+        let _ = call
+            .answer
+            .send(request_raw(client, subject, call.payload, timeout).await);
+        return;
+    }
+    let kind = crate::connection::metric_kind(&subject);
+    metrics::counter!(crate::telemetry::BATCHES, "kind" => kind).increment(1);
+    let payload = json_array(calls.iter().map(|c| &c.payload[..]));
+    let replies = request_raw(client, subject, payload, timeout)
+        .await
+        .and_then(|reply| split(&reply, calls.len()));
+    match replies {
+        Ok(replies) => {
+            for (call, reply) in calls.into_iter().zip(replies) {
+                let _ = call.answer.send(Ok(reply));
+            }
+        }
+        Err(e) => {
+            for call in calls {
+                let _ = call.answer.send(Err(e.same()));
+            }
+        }
+    }
+}
+
+/// The elements of a batch reply, as slices of it. A reply that is not an array of
+/// `expected` elements (an error reply to the whole batch, say) fails every call.
+fn split(reply: &Bytes, expected: usize) -> Result<Vec<Bytes>, RequestFailure> {
+    let elements: Vec<&RawValue> = match serde_json::from_slice(reply) {
+        Ok(elements) => elements,
+        Err(_) => {
+            return Err(decode::<serde::de::IgnoredAny>(reply)
+                .err()
+                .unwrap_or_else(|| {
+                    RequestFailure::Other("a batch reply that is not an array".into())
+                }))
+        }
+    };
+    if elements.len() != expected {
+        let why = format!("{} replies to a batch of {expected}", elements.len());
+        return Err(RequestFailure::Other(why));
+    }
+    Ok(elements
+        .into_iter()
+        .map(|raw| reply.slice_ref(raw.get().as_bytes()))
+        .collect())
+}
+
+fn decode<T: DeserializeOwned>(reply: &[u8]) -> Result<T, RequestFailure> {
+    decode_reply(reply).map_err(RequestFailure::from)
+}
+
+/// `[a,b,c]` from already encoded JSON values.
+pub fn json_array<'a>(values: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
+    let len: usize = values.clone().map(|v| v.len() + 1).sum();
+    let mut out = BytesMut::with_capacity(len + 2);
+    out.put_u8(b'[');
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.put_slice(value);
+    }
+    out.put_u8(b']');
+    out.freeze()
+}
+
+/// Whether a request payload is a batch (a JSON array) rather than one request.
+pub fn is_batch(payload: &[u8]) -> bool {
+    payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+}
+
+/// Answers a request that may be a batch: one request is answered by `answer`; an array
+/// is answered element by element, concurrently, as an array in the same order (an array
+/// that does not parse gets one error reply).
+pub async fn answer_each<'a, F, Fut>(payload: &'a [u8], answer: F) -> Bytes
+where
+    F: Fn(&'a [u8]) -> Fut,
+    Fut: Future<Output = Bytes>,
+{
+    if !is_batch(payload) {
+        return answer(payload).await;
+    }
+    let elements: Vec<&RawValue> = match crate::protocol::decode(payload) {
+        Ok(elements) => elements,
+        Err(e) => return encode(&ErrorReply::new(e.code, e.message)),
+    };
+    let replies =
+        futures::future::join_all(elements.iter().map(|raw| answer(raw.get().as_bytes()))).await;
+    json_array(replies.iter().map(|r| &r[..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::code::ErrorCode;
+    use crate::protocol::nats::SessionsReply;
+
+    #[test]
+    fn arrays_are_joined_and_split_without_copies() {
+        let joined = json_array([&b"{\"a\":1}"[..], b"2", b"\"x\""].into_iter());
+        assert_eq!(&joined[..], b"[{\"a\":1},2,\"x\"]");
+        let parts = split(&joined, 3).unwrap();
+        assert_eq!(parts[0], &b"{\"a\":1}"[..]);
+        assert_eq!(parts[2], &b"\"x\""[..]);
+        assert!(matches!(split(&joined, 2), Err(RequestFailure::Other(_))));
+        assert_eq!(&json_array(std::iter::empty())[..], b"[]");
+    }
+
+    #[test]
+    fn an_error_reply_to_a_whole_batch_fails_every_call() {
+        let reply = encode(&ErrorReply::new(ErrorCode::BadJson, "no"));
+        match split(&reply, 2) {
+            Err(RequestFailure::Remote(body)) => assert_eq!(body.code, ErrorCode::BadJson),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_answered_in_order_and_one_request_as_itself() {
+        let echo = |p: &[u8]| {
+            let n: u64 = serde_json::from_slice(p).unwrap_or(0);
+            async move {
+                encode(&SessionsReply {
+                    sessions: n as usize,
+                    kicked: false,
+                })
+            }
+        };
+        let one = answer_each(b"7", echo).await;
+        assert_eq!(decode::<SessionsReply>(&one).unwrap().sessions, 7);
+        let many = answer_each(b" [3, 1,2]", echo).await;
+        let parts = split(&many, 3).unwrap();
+        let sessions: Vec<usize> = parts
+            .iter()
+            .map(|p| decode::<SessionsReply>(p).unwrap().sessions)
+            .collect();
+        assert_eq!(sessions, [3, 1, 2]);
+        let bad = answer_each(b"[1,", echo).await;
+        match decode::<SessionsReply>(&bad) {
+            Err(RequestFailure::Remote(body)) => assert_eq!(body.code, ErrorCode::BadJson),
+            other => panic!("{other:?}"),
+        }
+    }
+}
