@@ -16,12 +16,13 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 
 use super::http::{bearer, error_response};
-use crate::gateway::conn::{self, Close, Door, Inbound};
+use crate::gateway::conn::{self, Close, Conn, Door, Inbound};
 use crate::gateway::Gateway;
 use crate::protocol::code::ErrorCode;
 
 /// Bytes read from a WebSocket at once; frames larger than this simply take more reads.
-const READ_BUFFER: usize = 4 * 1024;
+/// tungstenite keeps (and zero-fills) this much per connection, idle or not.
+const READ_BUFFER: usize = 1024;
 
 /// The header that declares the device class when the token comes with the upgrade.
 pub const DEVICE_HEADER: &str = "x-mrc-device";
@@ -63,18 +64,21 @@ async fn upgrade(
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(hard_limit.saturating_mul(2))
-        .on_upgrade(move |socket| async move {
+        .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
-            conn::serve(
-                gw,
-                WsReader(stream),
-                WsWriter(sink),
+            let conn = Conn {
+                reader: WsReader(stream),
+                writer: WsWriter(sink),
                 peer,
-                identity,
-                Door::Ws,
-            )
-            .await;
-            drop((task, permit));
+                door: Door::Ws,
+                permit,
+            };
+            // The connection gets a task of its own, the size of `conn::serve`'s future:
+            // axum's task would also keep the upgrade's state and this closure's
+            // captures for the connection's whole life (docs/PERFORMANCE.md).
+            gw.tracker.clone().spawn(conn::serve(gw, conn, identity));
+            drop(task);
+            std::future::ready(())
         })
 }
 
@@ -120,5 +124,57 @@ impl conn::Writer for WsWriter {
     async fn finish(&mut self) {
         // Flushes the close reply tungstenite queued when the client's close arrived.
         let _ = self.0.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::DuplexStream;
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+    use tokio_tungstenite::tungstenite::Message as Raw;
+    use tokio_tungstenite::WebSocketStream;
+
+    use super::*;
+
+    /// The size of the future a function returns.
+    fn future_size<A, B, C, Fut>(_: fn(A, B, C) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Each WebSocket connection's task is allocated with the size of this future for the
+    /// connection's whole life (3.6 KB inside axum's upgrade task before logging in,
+    /// registering, handling a frame and ending were boxed; 864 bytes after):
+    /// docs/PERFORMANCE.md, idle memory.
+    #[test]
+    fn a_connection_task_stays_small() {
+        let size = future_size(conn::serve::<WsReader, WsWriter>);
+        assert!(size <= 1024, "conn::serve future of {size} bytes");
+    }
+
+    /// The buffers `upgrade` sets, on a server and a client joined by an in-memory pipe.
+    async fn pair() -> (WebSocketStream<DuplexStream>, WebSocketStream<DuplexStream>) {
+        let (server, client) = tokio::io::duplex(256 * 1024);
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(512 * 1024)
+            .max_message_size(Some(256 * 1024))
+            .max_frame_size(Some(256 * 1024));
+        let server = WebSocketStream::from_raw_socket(server, Role::Server, Some(config)).await;
+        let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        (server, client)
+    }
+
+    #[tokio::test]
+    async fn frames_far_larger_than_the_read_buffer_arrive_whole() {
+        let (mut server, mut client) = pair().await;
+        for size in [READ_BUFFER - 10, READ_BUFFER + 1, 64 * 1024, 200 * 1024] {
+            let text = "x".repeat(size);
+            client.send(Raw::text(text.clone())).await.unwrap();
+            match server.next().await {
+                Some(Ok(Raw::Text(got))) => assert_eq!(got.as_str(), text),
+                other => panic!("{size} bytes: {other:?}"),
+            }
+        }
     }
 }
