@@ -48,8 +48,18 @@ pub trait Reader: Send {
 }
 
 pub trait Writer: Send {
-    /// Writes one frame; an error means the connection is gone.
-    fn send(&mut self, frame: Bytes) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Writes one frame, or buffers it until [`Writer::flush`]; an error means the
+    /// connection is gone.
+    fn feed(&mut self, frame: Bytes) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Writes out whatever `feed` buffered.
+    fn flush(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Writes one frame and flushes.
+    fn send(&mut self, frame: Bytes) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async move {
+            self.feed(frame).await?;
+            self.flush().await
+        }
+    }
     /// Asks the client for a sign of life (a WebSocket ping; nothing on raw TCP).
     fn ping(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Ends the connection with a reason (a WebSocket close frame, or just EOF).
@@ -237,6 +247,10 @@ impl Drop for Open {
     }
 }
 
+/// Frames written before one flush: what queued while earlier frames were being written
+/// leaves together (one write for a burst), bounded so the client is read meanwhile.
+const WRITE_BATCH: usize = 64;
+
 /// A client connection, as a door hands it over.
 pub struct Conn<R, W> {
     pub reader: R,
@@ -410,12 +424,16 @@ async fn say_bye<W: Writer>(writer: &mut W, reason: Close) {
     .await;
 }
 
-/// Writes the next queued frame.
-async fn write_next<W: Writer>(writer: &mut W, outbox: &session::Outbox) -> anyhow::Result<()> {
-    match outbox.try_next() {
-        Some(frame) => writer.send(frame).await,
-        None => Ok(()),
+/// Writes the frames queued (at most [`WRITE_BATCH`]), then flushes once: a burst of
+/// frames to one client is one write, not one per frame.
+async fn write_queued<W: Writer>(writer: &mut W, outbox: &session::Outbox) -> anyhow::Result<()> {
+    for _ in 0..WRITE_BATCH {
+        let Some(frame) = outbox.try_next() else {
+            break;
+        };
+        writer.feed(frame).await?;
     }
+    writer.flush().await
 }
 
 /// A logged-in session: what its connection keeps while it is served.
@@ -556,7 +574,7 @@ impl Session {
                     // A client that stops reading blocks this write; its queue then fills
                     // and the session must still end.
                     tokio::select! {
-                        written = write_next(writer, &self.outbox) => written.ok()?,
+                        written = write_queued(writer, &self.outbox) => written.ok()?,
                         () = self.outbox.slow() => return Some(Close::SlowConsumer),
                         () = self.gw.shutdown.cancelled() => return Some(Close::Shutdown),
                     }
@@ -846,5 +864,56 @@ impl Session {
             reports.push(frame);
             drop((permit, routing));
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what the session loop asks of a transport.
+    #[derive(Default)]
+    struct Recorder {
+        fed: Vec<Bytes>,
+        flushes: usize,
+    }
+
+    impl Writer for Recorder {
+        async fn feed(&mut self, frame: Bytes) -> anyhow::Result<()> {
+            self.fed.push(frame);
+            Ok(())
+        }
+        async fn flush(&mut self) -> anyhow::Result<()> {
+            self.flushes += 1;
+            Ok(())
+        }
+        async fn ping(&mut self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn close(&mut self, _reason: Close) {}
+        async fn finish(&mut self) {}
+    }
+
+    #[tokio::test]
+    async fn queued_frames_leave_together_with_one_flush_per_batch() {
+        let (handle, outbox) = session::channel(SessionId::generate(), None, 1024);
+        for i in 0..3 {
+            assert!(handle.push(Bytes::from(format!("f{i}"))));
+        }
+        let mut writer = Recorder::default();
+        write_queued(&mut writer, &outbox).await.unwrap();
+        assert_eq!(writer.fed, ["f0", "f1", "f2"]);
+        assert_eq!(writer.flushes, 1);
+
+        // A long burst is cut into batches, so reading the client goes on meanwhile.
+        for i in 0..WRITE_BATCH + 1 {
+            assert!(handle.push(Bytes::from(format!("g{i}"))));
+        }
+        let mut writer = Recorder::default();
+        write_queued(&mut writer, &outbox).await.unwrap();
+        assert_eq!((writer.fed.len(), writer.flushes), (WRITE_BATCH, 1));
+        write_queued(&mut writer, &outbox).await.unwrap();
+        assert_eq!((writer.fed.len(), writer.flushes), (WRITE_BATCH + 1, 2));
+        assert_eq!(writer.fed.last().unwrap(), &format!("g{WRITE_BATCH}"));
     }
 }

@@ -57,7 +57,10 @@ fn connection(
         codec: LinesCodec::new_with_max_length(max),
         max,
     };
-    let writer = TcpWriter(write);
+    let writer = TcpWriter {
+        write,
+        pending: BytesMut::new(),
+    };
     Conn {
         reader,
         writer,
@@ -77,6 +80,10 @@ async fn refuse(mut stream: TcpStream) {
 
 /// Bytes read from the socket at once.
 const READ_CHUNK: usize = 4096;
+
+/// Bytes of fed lines collected before they are written without waiting for `flush`;
+/// a larger buffer is given back once written.
+const WRITE_BUFFER: usize = 4096;
 
 /// Lines from the socket. The codec is driven by hand (not through `FramedRead`, which
 /// ends the stream after any error) so an over-long line is skipped, not fatal. An idle
@@ -126,14 +133,29 @@ impl conn::Reader for TcpReader {
     }
 }
 
-struct TcpWriter(OwnedWriteHalf);
+/// Lines to the socket: fed lines are collected and written by one `flush`.
+struct TcpWriter {
+    write: OwnedWriteHalf,
+    pending: BytesMut,
+}
 
 impl conn::Writer for TcpWriter {
-    async fn send(&mut self, frame: Bytes) -> anyhow::Result<()> {
-        let mut line = BytesMut::with_capacity(frame.len() + 1);
-        line.put(frame);
-        line.put_u8(b'\n');
-        self.0.write_all(&line).await?;
+    async fn feed(&mut self, frame: Bytes) -> anyhow::Result<()> {
+        self.pending.reserve(frame.len() + 1);
+        self.pending.put(frame);
+        self.pending.put_u8(b'\n');
+        if self.pending.len() >= WRITE_BUFFER {
+            self.write.write_all_buf(&mut self.pending).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        // Cancel-safe: what was written is gone from `pending`, the rest stays.
+        self.write.write_all_buf(&mut self.pending).await?;
+        if self.pending.capacity() > WRITE_BUFFER {
+            self.pending = BytesMut::new();
+        }
         Ok(())
     }
 
@@ -142,11 +164,11 @@ impl conn::Writer for TcpWriter {
     }
 
     async fn close(&mut self, _reason: Close) {
-        let _ = self.0.shutdown().await;
+        let _ = self.write.shutdown().await;
     }
 
     async fn finish(&mut self) {
-        let _ = self.0.shutdown().await;
+        let _ = self.write.shutdown().await;
     }
 }
 
@@ -154,8 +176,10 @@ impl conn::Writer for TcpWriter {
 mod tests {
     use std::time::Duration;
 
+    use tokio::io::AsyncReadExt;
+
     use super::*;
-    use crate::gateway::conn::Reader as _;
+    use crate::gateway::conn::{Reader as _, Writer as _};
 
     async fn pair(max: usize) -> (TcpReader, TcpWriter, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -169,7 +193,11 @@ mod tests {
             codec: LinesCodec::new_with_max_length(max),
             max,
         };
-        (reader, TcpWriter(write), client)
+        let writer = TcpWriter {
+            write,
+            pending: BytesMut::new(),
+        };
+        (reader, writer, client)
     }
 
     #[tokio::test]
@@ -198,5 +226,28 @@ mod tests {
         assert!(matches!(reader.next().await, Inbound::Text(t) if t == "ok"));
         drop(client);
         assert!(matches!(reader.next().await, Inbound::Closed));
+    }
+
+    #[tokio::test]
+    async fn fed_lines_leave_at_the_flush_and_a_large_buffer_is_given_back() {
+        let (_reader, mut writer, mut client) = pair(64).await;
+        for frame in ["a", "b", "c"] {
+            writer
+                .feed(Bytes::from_static(frame.as_bytes()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(writer.pending.as_ref(), b"a\nb\nc\n");
+        writer.flush().await.unwrap();
+        assert!(writer.pending.is_empty());
+        let big = Bytes::from(vec![b'z'; 3 * WRITE_BUFFER]);
+        writer.feed(big).await.unwrap();
+        writer.flush().await.unwrap();
+        assert_eq!(writer.pending.capacity(), 0);
+        let mut got = vec![0; 6 + 3 * WRITE_BUFFER + 1];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..6], b"a\nb\nc\n");
+        assert!(got[6..got.len() - 1].iter().all(|&b| b == b'z'));
+        assert_eq!(got.last(), Some(&b'\n'));
     }
 }
