@@ -13,14 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::Semaphore;
-use tracing::Instrument as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::auth::Identity;
 use super::groups;
 use super::presence;
 use super::route::Message;
-use super::session;
+use super::session::{self, End};
 use super::Gateway;
 use crate::config;
 use crate::ident::{DeviceClass, GroupId, MessageId, SessionId, UserId};
@@ -49,8 +48,18 @@ pub trait Reader: Send {
 }
 
 pub trait Writer: Send {
-    /// Writes one frame; an error means the connection is gone.
-    fn send(&mut self, frame: Bytes) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Writes one frame, or buffers it until [`Writer::flush`]; an error means the
+    /// connection is gone.
+    fn feed(&mut self, frame: Bytes) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Writes out whatever `feed` buffered.
+    fn flush(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Writes one frame and flushes.
+    fn send(&mut self, frame: Bytes) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async move {
+            self.feed(frame).await?;
+            self.flush().await
+        }
+    }
     /// Asks the client for a sign of life (a WebSocket ping; nothing on raw TCP).
     fn ping(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Ends the connection with a reason (a WebSocket close frame, or just EOF).
@@ -238,42 +247,81 @@ impl Drop for Open {
     }
 }
 
+/// Frames written before one flush: what queued while earlier frames were being written
+/// leaves together (one write for a burst), bounded so the client is read meanwhile.
+const WRITE_BATCH: usize = 64;
+
+/// A client connection, as a door hands it over.
+pub struct Conn<R, W> {
+    pub reader: R,
+    pub writer: W,
+    pub peer: SocketAddr,
+    pub door: Door,
+    /// The connection's place under `--max-connections`, held until it ends.
+    pub permit: OwnedSemaphorePermit,
+}
+
 /// Serves one connection to the end. `identity` is set when the transport already
 /// authenticated the client (an `Authorization` header on the WebSocket upgrade).
-pub async fn serve<R: Reader, W: Writer>(
+///
+/// Doors spawn this future as the connection's task, and a task keeps the size of its
+/// future's largest state for its whole life: idle connections are most of a gateway's
+/// memory. So what only logging in, registering, handling a frame or ending needs is
+/// boxed (allocated while it runs) and an idle session keeps just [`Conn`], [`Session`]
+/// and its wait (docs/PERFORMANCE.md, idle memory; the size is tested in `listener::ws`).
+// Not an `async fn`: its arguments would be kept twice, as arguments and as locals.
+#[allow(clippy::manual_async_fn)]
+pub fn serve<R: Reader, W: Writer>(
     gw: Arc<Gateway>,
-    mut reader: R,
-    mut writer: W,
-    peer: SocketAddr,
+    mut conn: Conn<R, W>,
     identity: Option<Identity>,
-    door: Door,
-) {
-    let _open = Open::new();
-    let identity = match identity {
-        Some(identity) => identity,
-        None => {
-            let login = tokio::select! {
-                () = gw.shutdown.cancelled() => Err(Some(Close::Shutdown)),
-                login = tokio::time::timeout(gw.limits.login_timeout, login(&gw, &mut reader, &mut writer)) => match login {
-                    Ok(result) => result,
-                    Err(_) => {
-                        send_error(&mut writer, &FrameError::new(ErrorCode::NotLoggedIn, "no login in time")).await;
-                        Err(Some(Close::LoginTimeout))
-                    }
-                },
-            };
-            match login {
-                Ok(identity) => identity,
-                Err(Some(reason)) => return say_bye(&mut writer, reason).await,
-                Err(None) => return finish(&mut writer).await,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _open = Open::new();
+        let identity = match identity {
+            Some(identity) => identity,
+            None => match Box::pin(log_in(&gw, &mut conn)).await {
+                Some(identity) => identity,
+                None => return,
+            },
+        };
+        let start = Session::start(gw, identity, &mut conn);
+        let Some(mut session) = Box::pin(start).await else {
+            return;
+        };
+        let ended = match conn.writer.send(session.welcome()).await {
+            Ok(()) => session.serve(&mut conn).await,
+            Err(_) => None,
+        };
+        Box::pin(session.end(ended, &mut conn)).await;
+    }
+}
+
+/// Waits for a valid login within the login timeout; when there is none, tells the client
+/// why (or completes its close) and gives `None`.
+async fn log_in<R: Reader, W: Writer>(gw: &Gateway, conn: &mut Conn<R, W>) -> Option<Identity> {
+    let (reader, writer) = (&mut conn.reader, &mut conn.writer);
+    let login = tokio::select! {
+        () = gw.shutdown.cancelled() => Err(Some(Close::Shutdown)),
+        login = tokio::time::timeout(gw.limits.login_timeout, login(gw, reader, writer)) => match login {
+            Ok(result) => result,
+            Err(_) => {
+                send_error(writer, &FrameError::new(ErrorCode::NotLoggedIn, "no login in time")).await;
+                Err(Some(Close::LoginTimeout))
             }
-        }
+        },
     };
-    let session = SessionId::generate();
-    let span = tracing::info_span!("session", user = %identity.user, session = %session, %peer, door = door.label());
-    run_session(gw, identity, session, reader, writer, door)
-        .instrument(span)
-        .await;
+    match login {
+        Ok(identity) => Some(identity),
+        Err(Some(reason)) => {
+            say_bye(writer, reason).await;
+            None
+        }
+        Err(None) => {
+            finish(writer).await;
+            None
+        }
+    }
 }
 
 /// Reads frames until a valid login. `Err(Some(reason))`: close with that reason;
@@ -376,141 +424,166 @@ async fn say_bye<W: Writer>(writer: &mut W, reason: Close) {
     .await;
 }
 
-/// Registers the session, then serves it until it ends.
-async fn run_session<R: Reader, W: Writer>(
-    gw: Arc<Gateway>,
-    identity: Identity,
-    session: SessionId,
-    mut reader: R,
-    mut writer: W,
-    door: Door,
-) {
-    let user = identity.user;
-    let device = identity.device.as_ref().map(DeviceClass::as_str);
-    let (handle, mut outbox) = session::channel(session.clone(), device, gw.limits.outbound_queue);
-    let reports = handle.clone();
-    // Insert before registering: a message routed here right after the registration
-    // must find the session.
-    gw.sessions.insert(user.clone(), handle);
-    let refused = match gw
-        .registrar
-        .register(&user, &session, device, false)
-        .await
-        .map(|r| r.sessions)
-    {
-        Ok(n) if gw.limits.max_sessions_per_user > 0 && n > gw.limits.max_sessions_per_user => {
-            let message = format!("{n} sessions, limit {}", gw.limits.max_sessions_per_user);
-            Some((
-                FrameError::new(ErrorCode::TooManySessions, message),
-                Close::TooManySessions,
-            ))
-        }
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "registration failed");
-            Some((
-                FrameError::new(ErrorCode::Unavailable, format!("directory: {e}")),
-                Close::Unavailable,
-            ))
-        }
-    };
-    if let Some((error, reason)) = refused {
-        gw.sessions.remove(&user, &session);
-        if reason == Close::TooManySessions {
-            let _ = gw.registrar.unregister(&user, &session).await;
-        }
-        send_error(&mut writer, &error).await;
-        say_bye(&mut writer, reason).await;
-        return;
+/// Writes the frames queued (at most [`WRITE_BATCH`]), then flushes once: a burst of
+/// frames to one client is one write, not one per frame.
+async fn write_queued<W: Writer>(writer: &mut W, outbox: &session::Outbox) -> anyhow::Result<()> {
+    for _ in 0..WRITE_BATCH {
+        let Some(frame) = outbox.try_next() else {
+            break;
+        };
+        writer.feed(frame).await?;
     }
-    tracing::debug!("logged in");
-    let welcome = Frame::Welcome {
-        user: user.as_str(),
-        session: session.as_str(),
-        gateway: gw.id.as_str(),
-    };
-    let mut state = SessionState {
-        gw: &gw,
-        user: &user,
-        door,
-        reports: &reports,
-        sends: Arc::new(Semaphore::new(gw.limits.sends_in_flight)),
-        rate: RateLimiter::direct(gw.limits.rate),
-        limited_in_a_row: 0,
-        watching: HashSet::new(),
-    };
-    let ended = match writer.send(welcome.encode()).await {
-        Ok(()) => state.serve(&mut reader, &mut writer, &mut outbox).await,
-        Err(_) => None,
-    };
-    for target in std::mem::take(&mut state.watching) {
-        gw.presence.unwatch(&target, &session);
-    }
-    gw.sessions.remove(&user, &session);
-    // The directory first: saying goodbye to a slow client can take a while. On shutdown
-    // the gateway purges all its sessions in one request instead.
-    if !gw.shutdown.is_cancelled() {
-        if let Err(e) = gw.registrar.unregister(&user, &session).await {
-            tracing::warn!(error = %e, "unregister failed; the center will purge on eviction");
-        }
-    }
-    if let Some(reason) = ended {
-        if reason == Close::SlowConsumer {
-            metrics::counter!(telemetry::GATEWAY_SLOW_CONSUMERS).increment(1);
-        }
-        tracing::info!(reason = reason.reason(), "closing session");
-        say_bye(&mut writer, reason).await;
-    } else {
-        finish(&mut writer).await;
-    }
-    tracing::debug!("session ended");
+    writer.flush().await
 }
 
-/// A logged-in session's per-connection state.
-struct SessionState<'a> {
-    gw: &'a Arc<Gateway>,
-    user: &'a UserId,
+/// A logged-in session: what its connection keeps while it is served.
+struct Session {
+    gw: Arc<Gateway>,
+    user: UserId,
     door: Door,
     /// This session's own queue, for reports, pongs and errors of routed sends.
-    reports: &'a session::Handle,
-    sends: Arc<Semaphore>,
+    reports: session::Handle,
+    outbox: session::Outbox,
+    /// Bounds this connection's sends being routed; made at its first send.
+    sends: Option<Arc<Semaphore>>,
     rate: DefaultDirectRateLimiter,
     limited_in_a_row: u32,
     /// Users whose presence events this session receives.
     watching: HashSet<UserId>,
 }
 
-impl SessionState<'_> {
+impl Session {
+    /// Registers a new session of `identity`. `None` when the directory refused it (the
+    /// client was told why and the connection closed).
+    async fn start<R: Reader, W: Writer>(
+        gw: Arc<Gateway>,
+        identity: Identity,
+        conn: &mut Conn<R, W>,
+    ) -> Option<Self> {
+        let (peer, door) = (conn.peer, conn.door);
+        let user = identity.user;
+        let id = SessionId::generate();
+        let device = identity.device.as_ref().map(DeviceClass::as_str);
+        let (handle, outbox) = session::channel(id.clone(), device, gw.limits.outbound_queue);
+        // Insert before registering: a message routed here right after the registration
+        // must find the session.
+        gw.sessions.insert(user.clone(), handle.clone());
+        let refused = match gw
+            .registrar
+            .register(&user, &id, device, false)
+            .await
+            .map(|r| r.sessions)
+        {
+            Ok(n) if gw.limits.max_sessions_per_user > 0 && n > gw.limits.max_sessions_per_user => {
+                let message = format!("{n} sessions, limit {}", gw.limits.max_sessions_per_user);
+                Some((
+                    FrameError::new(ErrorCode::TooManySessions, message),
+                    Close::TooManySessions,
+                ))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(%user, session = %id, %peer, error = %e, "registration failed");
+                Some((
+                    FrameError::new(ErrorCode::Unavailable, format!("directory: {e}")),
+                    Close::Unavailable,
+                ))
+            }
+        };
+        if let Some((error, reason)) = refused {
+            gw.sessions.remove(&user, &id);
+            if reason == Close::TooManySessions {
+                let _ = gw.registrar.unregister(&user, &id).await;
+            }
+            send_error(&mut conn.writer, &error).await;
+            say_bye(&mut conn.writer, reason).await;
+            return None;
+        }
+        tracing::debug!(%user, session = %id, %peer, door = door.label(), "logged in");
+        let rate = RateLimiter::direct(gw.limits.rate);
+        Some(Session {
+            gw,
+            user,
+            door,
+            reports: handle,
+            outbox,
+            sends: None,
+            rate,
+            limited_in_a_row: 0,
+            watching: HashSet::new(),
+        })
+    }
+
+    fn welcome(&self) -> Bytes {
+        Frame::Welcome {
+            user: self.user.as_str(),
+            session: self.reports.id.as_str(),
+            gateway: self.gw.id.as_str(),
+        }
+        .encode()
+    }
+
+    /// Ends the session: out of presence and the directory, then a goodbye to the client
+    /// (the reason, or the end of the close the client started when `ended` is `None`).
+    async fn end<R: Reader, W: Writer>(mut self, ended: Option<Close>, conn: &mut Conn<R, W>) {
+        let gw = &self.gw;
+        let id = &self.reports.id;
+        for target in std::mem::take(&mut self.watching) {
+            gw.presence.unwatch(&target, id);
+        }
+        gw.sessions.remove(&self.user, id);
+        // The directory first: saying goodbye to a slow client can take a while. On
+        // shutdown the gateway purges all its sessions in one request instead.
+        if !gw.shutdown.is_cancelled() {
+            if let Err(e) = gw.registrar.unregister(&self.user, id).await {
+                tracing::warn!(user = %self.user, session = %id, error = %e,
+                    "unregister failed; the center will purge on eviction");
+            }
+        }
+        if let Some(reason) = ended {
+            if reason == Close::SlowConsumer {
+                metrics::counter!(telemetry::GATEWAY_SLOW_CONSUMERS).increment(1);
+            }
+            tracing::info!(user = %self.user, session = %id, peer = %conn.peer,
+                door = self.door.label(), reason = reason.reason(), "closing session");
+            say_bye(&mut conn.writer, reason).await;
+        } else {
+            finish(&mut conn.writer).await;
+        }
+        tracing::debug!(user = %self.user, session = %id, "session ended");
+    }
+
     /// Runs the session until the client leaves (`None`) or must be closed (`Some`).
-    async fn serve<R: Reader, W: Writer>(
-        &mut self,
-        reader: &mut R,
-        writer: &mut W,
-        outbox: &mut session::Outbox,
-    ) -> Option<Close> {
-        let idle = self.gw.limits.idle_timeout;
-        let mut tick = tokio::time::interval((idle / 3).max(Duration::from_millis(10)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    async fn serve<R: Reader, W: Writer>(&mut self, conn: &mut Conn<R, W>) -> Option<Close> {
+        let (reader, writer) = (&mut conn.reader, &mut conn.writer);
+        let tick_every = |idle: Duration| (idle / 3).max(Duration::from_millis(10));
+        // A bare `Sleep` in this future, not an `Interval` (which boxes one).
+        let tick = tokio::time::sleep(tick_every(self.gw.limits.idle_timeout));
+        tokio::pin!(tick);
         let mut last_heard = Instant::now();
         loop {
             tokio::select! {
                 biased;
                 () = self.gw.shutdown.cancelled() => return Some(Close::Shutdown),
-                () = outbox.slow.cancelled() => return Some(Close::SlowConsumer),
-                () = outbox.kicked.cancelled() => return Some(Close::Kicked),
-                frame = outbox.rx.recv() => {
+                ready = self.outbox.ready() => {
+                    match ready {
+                        Ok(()) => {}
+                        Err(End::SlowConsumer) => return Some(Close::SlowConsumer),
+                        Err(End::Kicked) => return Some(Close::Kicked),
+                    }
                     // A client that stops reading blocks this write; its queue then fills
                     // and the session must still end.
                     tokio::select! {
-                        written = writer.send(frame?) => written.ok()?,
-                        () = outbox.slow.cancelled() => return Some(Close::SlowConsumer),
+                        written = write_queued(writer, &self.outbox) => written.ok()?,
+                        () = self.outbox.slow() => return Some(Close::SlowConsumer),
                         () = self.gw.shutdown.cancelled() => return Some(Close::Shutdown),
                     }
                 }
                 inbound = reader.next() => {
                     last_heard = Instant::now();
                     match inbound {
-                        Inbound::Text(text) => match self.on_frame(&text).await {
+                        // Boxed: handling a frame needs far more room than waiting.
+                        Inbound::Text(text) => match Box::pin(self.on_frame(&text)).await {
                             Ok(()) => {}
                             Err(Some(reason)) => return Some(reason),
                             Err(None) => {}
@@ -520,7 +593,9 @@ impl SessionState<'_> {
                         Inbound::Closed => return None,
                     }
                 }
-                _ = tick.tick() => {
+                () = &mut tick => {
+                    let idle = self.gw.limits.idle_timeout;
+                    tick.as_mut().reset(tokio::time::Instant::now() + tick_every(idle));
                     let silent = last_heard.elapsed();
                     if silent >= idle {
                         return Some(Close::Idle);
@@ -543,7 +618,8 @@ impl SessionState<'_> {
     /// `sends_in_flight` at once; more wait, which slows reading this connection only).
     /// `Err(Some(reason))` closes the connection; errors for the client are queued here.
     async fn on_frame(&mut self, text: &str) -> Result<(), Option<Close>> {
-        let limits = &self.gw.limits;
+        let gw = Arc::clone(&self.gw);
+        let limits = &gw.limits;
         if text.len() > limits.max_frame_bytes {
             self.error(too_large(text.len(), limits.max_frame_bytes));
             return Ok(());
@@ -645,7 +721,10 @@ impl SessionState<'_> {
                 subscribe,
             } => {
                 self.rate_limit(&id)?;
-                if let Err(e) = self.presence_subscribe(users, subscribe, &id).await {
+                // Boxed: rare, and four times the room of the rest of this future, which
+                // is allocated for every frame.
+                let subscribing = Box::pin(self.presence_subscribe(users, subscribe, &id));
+                if let Err(e) = subscribing.await {
                     self.error(e.with_id(id));
                 }
             }
@@ -704,7 +783,7 @@ impl SessionState<'_> {
             users,
             by: Some(self.user.to_string()),
         };
-        let gw = self.gw;
+        let gw = &self.gw;
         let reply = presence::query(&gw.client, &gw.subjects, gw.request_timeout, &request).await?;
         for target in targets
             .iter()
@@ -750,7 +829,7 @@ impl SessionState<'_> {
 
     /// Runs `work` in its own task (bounded by `sends_in_flight`) and queues the frame it
     /// makes, or its error, on this session.
-    async fn spawn<F, Fut>(&self, work: F)
+    async fn spawn<F, Fut>(&mut self, work: F)
     where
         F: FnOnce(Arc<Gateway>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Bytes, FrameError>> + Send + 'static,
@@ -758,8 +837,10 @@ impl SessionState<'_> {
         // This connection's share, then the gateway's: when the gateway is saturated it
         // stops reading its clients (TCP pushes back) instead of piling up routes that
         // would time out and be retried (docs/PERFORMANCE.md, overload).
+        let in_flight = self.gw.limits.sends_in_flight;
         let permit = self
             .sends
+            .get_or_insert_with(|| Arc::new(Semaphore::new(in_flight)))
             .clone()
             .acquire_owned()
             .await
@@ -783,5 +864,56 @@ impl SessionState<'_> {
             reports.push(frame);
             drop((permit, routing));
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what the session loop asks of a transport.
+    #[derive(Default)]
+    struct Recorder {
+        fed: Vec<Bytes>,
+        flushes: usize,
+    }
+
+    impl Writer for Recorder {
+        async fn feed(&mut self, frame: Bytes) -> anyhow::Result<()> {
+            self.fed.push(frame);
+            Ok(())
+        }
+        async fn flush(&mut self) -> anyhow::Result<()> {
+            self.flushes += 1;
+            Ok(())
+        }
+        async fn ping(&mut self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn close(&mut self, _reason: Close) {}
+        async fn finish(&mut self) {}
+    }
+
+    #[tokio::test]
+    async fn queued_frames_leave_together_with_one_flush_per_batch() {
+        let (handle, outbox) = session::channel(SessionId::generate(), None, 1024);
+        for i in 0..3 {
+            assert!(handle.push(Bytes::from(format!("f{i}"))));
+        }
+        let mut writer = Recorder::default();
+        write_queued(&mut writer, &outbox).await.unwrap();
+        assert_eq!(writer.fed, ["f0", "f1", "f2"]);
+        assert_eq!(writer.flushes, 1);
+
+        // A long burst is cut into batches, so reading the client goes on meanwhile.
+        for i in 0..WRITE_BATCH + 1 {
+            assert!(handle.push(Bytes::from(format!("g{i}"))));
+        }
+        let mut writer = Recorder::default();
+        write_queued(&mut writer, &outbox).await.unwrap();
+        assert_eq!((writer.fed.len(), writer.flushes), (WRITE_BATCH, 1));
+        write_queued(&mut writer, &outbox).await.unwrap();
+        assert_eq!((writer.fed.len(), writer.flushes), (WRITE_BATCH + 1, 2));
+        assert_eq!(writer.fed.last().unwrap(), &format!("g{WRITE_BATCH}"));
     }
 }

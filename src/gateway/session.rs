@@ -5,13 +5,13 @@
 //! (its connection closes with a reason), so one client that stops reading can neither
 //! slow other users down nor grow memory without bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::ident::{SessionId, UserId};
 
@@ -21,46 +21,174 @@ pub struct Handle {
     pub id: SessionId,
     /// The device class the client declared, re-sent when sessions are re-asserted.
     pub device: Option<Arc<str>>,
-    tx: mpsc::Sender<Bytes>,
-    /// Cancelled when the session must be closed because it cannot keep up.
-    slow: CancellationToken,
-    /// Cancelled when a newer login replaced the session.
-    kicked: CancellationToken,
+    queue: Arc<Queue>,
 }
 
 /// The connection side of one session: frames to write, and why it must end.
+#[derive(Debug)]
 pub struct Outbox {
-    pub rx: mpsc::Receiver<Bytes>,
-    pub slow: CancellationToken,
-    pub kicked: CancellationToken,
+    queue: Arc<Queue>,
+}
+
+/// Why a session must end, as its outbox tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// A push found the queue full: the client does not read fast enough.
+    SlowConsumer,
+    /// A newer login replaced the session.
+    Kicked,
+}
+
+/// One session's bounded queue of outbound frames, and the reasons it must end, in one
+/// allocation. A tokio mpsc channel would allocate a block of 32 slots and its padded
+/// shared state up front (~1.6 KB per idle connection, two cancellation tokens ~0.2 KB
+/// more); this holds no frame buffer until a frame is queued and gives a drained buffer
+/// back when it grew large (docs/PERFORMANCE.md, idle memory).
+#[derive(Debug)]
+struct Queue {
+    capacity: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Bytes>,
+    slow: bool,
+    kicked: bool,
+    /// The connection side is gone: nothing is queued any more.
+    closed: bool,
+    /// The connection's task, waiting for a frame or an end.
+    waker: Option<Waker>,
+    /// Whether a queued frame wakes that task (not while it only waits for `slow`).
+    wake_on_frame: bool,
+}
+
+/// A drained queue keeps its buffer up to this many frames and gives a larger one back.
+const KEEP_FRAMES: usize = 4;
+
+impl Queue {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; a poisoned state is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// A new session's two halves, with room for `capacity` queued frames.
 pub fn channel(id: SessionId, device: Option<&str>, capacity: usize) -> (Handle, Outbox) {
-    let (tx, rx) = mpsc::channel(capacity);
-    let (slow, kicked) = (CancellationToken::new(), CancellationToken::new());
-    let device = device.map(Arc::from);
+    let queue = Arc::new(Queue {
+        capacity,
+        state: Mutex::new(State::default()),
+    });
     let handle = Handle {
         id,
-        device,
-        tx,
-        slow: slow.clone(),
-        kicked: kicked.clone(),
+        device: device.map(Arc::from),
+        queue: queue.clone(),
     };
-    (handle, Outbox { rx, slow, kicked })
+    (handle, Outbox { queue })
 }
 
 impl Handle {
     /// Queues one frame; false (and the session is kicked) when the queue is full.
     pub fn push(&self, frame: Bytes) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.slow.cancel();
-                false
+        let (queued, waker) = {
+            let mut state = self.queue.state();
+            if state.closed {
+                return false;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            if state.frames.len() >= self.queue.capacity {
+                state.slow = true;
+                (false, state.waker.take())
+            } else {
+                state.frames.push_back(frame);
+                let waker = state.wake_on_frame.then(|| state.waker.take());
+                (true, waker.flatten())
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
         }
+        queued
+    }
+
+    /// Ends the session: a newer login replaced it.
+    fn kick(&self) {
+        let waker = {
+            let mut state = self.queue.state();
+            state.kicked = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Outbox {
+    /// Ready when a frame is queued (`Ok`) or the session must end (`Err`: a slow
+    /// consumer before a kick, both before frames). Frames are taken by `try_next`.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
+        let mut state = self.queue.state();
+        if state.slow {
+            return Poll::Ready(Err(End::SlowConsumer));
+        }
+        if state.kicked {
+            return Poll::Ready(Err(End::Kicked));
+        }
+        if !state.frames.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        state.wake_on_frame = true;
+        register(&mut state.waker, cx);
+        Poll::Pending
+    }
+
+    /// Waits for [`Self::poll_ready`].
+    pub fn ready(&self) -> impl Future<Output = Result<(), End>> + '_ {
+        std::future::poll_fn(|cx| self.poll_ready(cx))
+    }
+
+    /// A frame already queued, if any, without waiting (and whatever the session's end).
+    pub fn try_next(&self) -> Option<Bytes> {
+        let mut state = self.queue.state();
+        let frame = state.frames.pop_front();
+        if state.frames.is_empty() && state.frames.capacity() > KEEP_FRAMES {
+            state.frames = VecDeque::new();
+        }
+        frame
+    }
+
+    /// Resolves once the session is a slow consumer (for racing a blocked write).
+    pub fn slow(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            let mut state = self.queue.state();
+            if state.slow {
+                return Poll::Ready(());
+            }
+            state.wake_on_frame = false;
+            register(&mut state.waker, cx);
+            Poll::Pending
+        })
+    }
+}
+
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let frames = {
+            let mut state = self.queue.state();
+            state.closed = true;
+            state.waker = None;
+            std::mem::take(&mut state.frames)
+        };
+        drop(frames);
     }
 }
 
@@ -77,7 +205,11 @@ impl Sessions {
             .users
             .write()
             .expect("sessions lock is never held across a panic");
-        users.entry(user).or_default().push(handle);
+        // Most users have one session: room for one, not the four a first push makes.
+        users
+            .entry(user)
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(handle);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -162,7 +294,7 @@ impl Sessions {
         };
         let mut kicked = 0;
         for handle in handles.iter().filter(|h| ids.contains(&h.id)) {
-            handle.kicked.cancel();
+            handle.kick();
             kicked += 1;
         }
         kicked
@@ -171,20 +303,22 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt as _;
+
     use super::*;
 
     #[test]
     fn push_reaches_every_session_of_a_user() {
         let sessions = Sessions::default();
         let alice = UserId::new("alice").unwrap();
-        let (h1, mut o1) = channel(SessionId::generate(), None, 4);
-        let (h2, mut o2) = channel(SessionId::generate(), None, 4);
+        let (h1, o1) = channel(SessionId::generate(), None, 4);
+        let (h2, o2) = channel(SessionId::generate(), None, 4);
         let id1 = h1.id.clone();
         sessions.insert(alice.clone(), h1);
         sessions.insert(alice.clone(), h2);
         assert!(sessions.push(&alice, &Bytes::from_static(b"x")));
-        assert_eq!(o1.rx.try_recv().unwrap(), "x");
-        assert_eq!(o2.rx.try_recv().unwrap(), "x");
+        assert_eq!(o1.try_next().unwrap(), "x");
+        assert_eq!(o2.try_next().unwrap(), "x");
         assert!(sessions.remove(&alice, &id1));
         assert!(!sessions.remove(&alice, &id1));
         assert_eq!(sessions.len(), 1);
@@ -196,13 +330,82 @@ mod tests {
         let sessions = Sessions::default();
         let alice = UserId::new("alice").unwrap();
         let (slow, slow_out) = channel(SessionId::generate(), None, 1);
-        let (fast, mut fast_out) = channel(SessionId::generate(), None, 8);
+        let (fast, fast_out) = channel(SessionId::generate(), None, 8);
         sessions.insert(alice.clone(), slow);
         sessions.insert(alice.clone(), fast);
         assert!(sessions.push(&alice, &Bytes::from_static(b"1")));
         assert!(sessions.push(&alice, &Bytes::from_static(b"2")));
-        assert!(slow_out.slow.is_cancelled());
-        assert_eq!(fast_out.rx.try_recv().unwrap(), "1");
-        assert_eq!(fast_out.rx.try_recv().unwrap(), "2");
+        assert_eq!(
+            slow_out.ready().now_or_never(),
+            Some(Err(End::SlowConsumer))
+        );
+        assert!(slow_out.slow().now_or_never().is_some());
+        assert_eq!(fast_out.try_next().unwrap(), "1");
+        assert_eq!(fast_out.try_next().unwrap(), "2");
+        assert!(fast_out.ready().now_or_never().is_none());
+        assert!(fast_out.slow().now_or_never().is_none());
+    }
+
+    #[test]
+    fn a_kick_ends_the_session_and_a_slow_consumer_comes_first() {
+        let sessions = Sessions::default();
+        let alice = UserId::new("alice").unwrap();
+        let (handle, outbox) = channel(SessionId::generate(), None, 1);
+        let id = handle.id.clone();
+        sessions.insert(alice.clone(), handle.clone());
+        assert!(handle.push(Bytes::from_static(b"1")));
+        assert_eq!(sessions.kick(&alice, &[id]), 1);
+        assert_eq!(outbox.ready().now_or_never(), Some(Err(End::Kicked)));
+        // Frames still queued can be written on the way out.
+        assert_eq!(outbox.try_next().unwrap(), "1");
+        assert!(handle.push(Bytes::from_static(b"2")));
+        assert!(!handle.push(Bytes::from_static(b"3")));
+        assert_eq!(outbox.ready().now_or_never(), Some(Err(End::SlowConsumer)));
+    }
+
+    #[test]
+    fn nothing_is_queued_once_the_connection_is_gone() {
+        let (handle, outbox) = channel(SessionId::generate(), None, 4);
+        assert!(handle.push(Bytes::from_static(b"1")));
+        drop(outbox);
+        assert!(!handle.push(Bytes::from_static(b"2")));
+        assert!(handle.queue.state().frames.is_empty());
+    }
+
+    #[test]
+    fn a_drained_queue_gives_a_large_buffer_back() {
+        let (handle, outbox) = channel(SessionId::generate(), None, 1024);
+        for _ in 0..100 {
+            assert!(handle.push(Bytes::from_static(b"x")));
+        }
+        while outbox.try_next().is_some() {}
+        assert_eq!(handle.queue.state().frames.capacity(), 0);
+        assert!(handle.push(Bytes::from_static(b"x")));
+        assert_eq!(outbox.try_next().unwrap(), "x");
+        assert!(handle.queue.state().frames.capacity() <= KEEP_FRAMES);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_connection_wakes_for_a_frame_and_for_its_end() {
+        let (handle, outbox) = channel(SessionId::generate(), None, 1);
+        let pusher = handle.clone();
+        let push = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(pusher.push(Bytes::from_static(b"1")));
+        });
+        assert_eq!(outbox.ready().await, Ok(()));
+        assert_eq!(outbox.try_next().unwrap(), "1");
+        push.await.unwrap();
+        // While a write blocks, only a slow consumer matters; a full queue wakes it.
+        let pusher = handle.clone();
+        let fill = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(pusher.push(Bytes::from_static(b"2")));
+            assert!(!pusher.push(Bytes::from_static(b"3")));
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), outbox.slow())
+            .await
+            .expect("woken when the queue overflowed");
+        fill.await.unwrap();
     }
 }

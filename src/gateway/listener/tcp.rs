@@ -3,15 +3,17 @@
 //! and are skipped; the connection lives on. TCP has no ping frames of its own: clients
 //! send `{"op":"ping"}` to stay within the idle timeout.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 
-use crate::gateway::conn::{self, Close, Door, Inbound};
+use crate::gateway::conn::{self, Close, Conn, Door, Inbound};
 use crate::gateway::Gateway;
 use crate::protocol::client::{Frame, FrameError};
 use crate::protocol::code::ErrorCode;
@@ -36,26 +38,36 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) -> anyhow::Result<()
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let task = gw.tracker.token();
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            let (reader, writer) = connection(&gw, stream);
-            conn::serve(gw, reader, writer, peer, None, Door::Tcp).await;
-            drop((task, permit));
-        });
+        let conn = connection(&gw, stream, peer, permit);
+        gw.tracker.spawn(conn::serve(gw.clone(), conn, None));
     }
 }
 
-fn connection(gw: &Gateway, stream: TcpStream) -> (TcpReader, TcpWriter) {
+fn connection(
+    gw: &Gateway,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) -> Conn<TcpReader, TcpWriter> {
     let (read, write) = stream.into_split();
     let max = gw.limits.max_frame_bytes;
     let reader = TcpReader {
         read,
-        buf: BytesMut::with_capacity(4096),
+        buf: BytesMut::new(),
         codec: LinesCodec::new_with_max_length(max),
         max,
     };
-    (reader, TcpWriter(write))
+    let writer = TcpWriter {
+        write,
+        pending: BytesMut::new(),
+    };
+    Conn {
+        reader,
+        writer,
+        peer,
+        door: Door::Tcp,
+        permit,
+    }
 }
 
 async fn refuse(mut stream: TcpStream) {
@@ -66,8 +78,17 @@ async fn refuse(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
+/// Bytes read from the socket at once.
+const READ_CHUNK: usize = 4096;
+
+/// Bytes of fed lines collected before they are written without waiting for `flush`;
+/// a larger buffer is given back once written.
+const WRITE_BUFFER: usize = 4096;
+
 /// Lines from the socket. The codec is driven by hand (not through `FramedRead`, which
-/// ends the stream after any error) so an over-long line is skipped, not fatal.
+/// ends the stream after any error) so an over-long line is skipped, not fatal. An idle
+/// connection holds no read buffer: it waits until the socket is readable, and a buffer
+/// emptied of whole lines is given back.
 struct TcpReader {
     read: OwnedReadHalf,
     buf: BytesMut,
@@ -81,6 +102,7 @@ impl conn::Reader for TcpReader {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(line)) if line.trim().is_empty() => return Inbound::Other,
                 Ok(Some(line)) => return Inbound::Text(line),
+                Ok(None) if self.buf.is_empty() => self.buf = BytesMut::new(),
                 Ok(None) => {}
                 Err(LinesCodecError::MaxLineLengthExceeded) => {
                     return Inbound::TooLarge(self.max + 1)
@@ -88,7 +110,12 @@ impl conn::Reader for TcpReader {
                 Err(LinesCodecError::Io(_)) => return Inbound::Closed,
             }
             // Cancel-safe: bytes are either in `buf` or still in the socket.
-            match self.read.read_buf(&mut self.buf).await {
+            if let Err(e) = self.read.readable().await {
+                tracing::debug!(error = %e, "tcp read failed");
+                return Inbound::Closed;
+            }
+            self.buf.reserve(READ_CHUNK);
+            match self.read.try_read_buf(&mut self.buf) {
                 Ok(0) => {
                     return match self.codec.decode_eof(&mut self.buf) {
                         Ok(Some(line)) if !line.trim().is_empty() => Inbound::Text(line),
@@ -96,6 +123,7 @@ impl conn::Reader for TcpReader {
                     }
                 }
                 Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "tcp read failed");
                     return Inbound::Closed;
@@ -105,14 +133,29 @@ impl conn::Reader for TcpReader {
     }
 }
 
-struct TcpWriter(OwnedWriteHalf);
+/// Lines to the socket: fed lines are collected and written by one `flush`.
+struct TcpWriter {
+    write: OwnedWriteHalf,
+    pending: BytesMut,
+}
 
 impl conn::Writer for TcpWriter {
-    async fn send(&mut self, frame: Bytes) -> anyhow::Result<()> {
-        let mut line = BytesMut::with_capacity(frame.len() + 1);
-        line.put(frame);
-        line.put_u8(b'\n');
-        self.0.write_all(&line).await?;
+    async fn feed(&mut self, frame: Bytes) -> anyhow::Result<()> {
+        self.pending.reserve(frame.len() + 1);
+        self.pending.put(frame);
+        self.pending.put_u8(b'\n');
+        if self.pending.len() >= WRITE_BUFFER {
+            self.write.write_all_buf(&mut self.pending).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        // Cancel-safe: what was written is gone from `pending`, the rest stays.
+        self.write.write_all_buf(&mut self.pending).await?;
+        if self.pending.capacity() > WRITE_BUFFER {
+            self.pending = BytesMut::new();
+        }
         Ok(())
     }
 
@@ -121,10 +164,90 @@ impl conn::Writer for TcpWriter {
     }
 
     async fn close(&mut self, _reason: Close) {
-        let _ = self.0.shutdown().await;
+        let _ = self.write.shutdown().await;
     }
 
     async fn finish(&mut self) {
-        let _ = self.0.shutdown().await;
+        let _ = self.write.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::gateway::conn::{Reader as _, Writer as _};
+
+    async fn pair(max: usize) -> (TcpReader, TcpWriter, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (read, write) = listener.accept().await.unwrap().0.into_split();
+        let reader = TcpReader {
+            read,
+            buf: BytesMut::new(),
+            codec: LinesCodec::new_with_max_length(max),
+            max,
+        };
+        let writer = TcpWriter {
+            write,
+            pending: BytesMut::new(),
+        };
+        (reader, writer, client)
+    }
+
+    #[tokio::test]
+    async fn lines_are_read_and_a_waiting_reader_holds_no_buffer() {
+        let (mut reader, _writer, mut client) = pair(64).await;
+        client
+            .write_all(b"{\"op\":\"ping\"}\r\n\n{\"op\":")
+            .await
+            .unwrap();
+        assert!(matches!(reader.next().await, Inbound::Text(t) if t == r#"{"op":"ping"}"#));
+        assert!(matches!(reader.next().await, Inbound::Other));
+        // Half a line stays buffered until the rest comes.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), reader.next()).await;
+        assert!(waiting.is_err());
+        assert!(!reader.buf.is_empty());
+        client.write_all(b"\"ping\"}\n").await.unwrap();
+        assert!(matches!(reader.next().await, Inbound::Text(t) if t == r#"{"op":"ping"}"#));
+        // Nothing pending: an idle connection gives its read buffer back.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), reader.next()).await;
+        assert!(waiting.is_err());
+        assert_eq!(reader.buf.capacity(), 0);
+        // An over-long line is skipped; the connection lives on.
+        client.write_all(&[b'x'; 100]).await.unwrap();
+        client.write_all(b"\nok\n").await.unwrap();
+        assert!(matches!(reader.next().await, Inbound::TooLarge(65)));
+        assert!(matches!(reader.next().await, Inbound::Text(t) if t == "ok"));
+        drop(client);
+        assert!(matches!(reader.next().await, Inbound::Closed));
+    }
+
+    #[tokio::test]
+    async fn fed_lines_leave_at_the_flush_and_a_large_buffer_is_given_back() {
+        let (_reader, mut writer, mut client) = pair(64).await;
+        for frame in ["a", "b", "c"] {
+            writer
+                .feed(Bytes::from_static(frame.as_bytes()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(writer.pending.as_ref(), b"a\nb\nc\n");
+        writer.flush().await.unwrap();
+        assert!(writer.pending.is_empty());
+        let big = Bytes::from(vec![b'z'; 3 * WRITE_BUFFER]);
+        writer.feed(big).await.unwrap();
+        writer.flush().await.unwrap();
+        assert_eq!(writer.pending.capacity(), 0);
+        let mut got = vec![0; 6 + 3 * WRITE_BUFFER + 1];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..6], b"a\nb\nc\n");
+        assert!(got[6..got.len() - 1].iter().all(|&b| b == b'z'));
+        assert_eq!(got.last(), Some(&b'\n'));
     }
 }
