@@ -19,13 +19,16 @@ struct Cli {
     config: config::Center,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     telemetry::init();
     let mut config = Cli::parse().config;
-    match config.validate() {
-        Ok(id) => exit::finished("mrc-center", run(config, id).await),
-        Err(e) => exit::bad_config("mrc-center", &e),
+    let id = match config.validate() {
+        Ok(id) => id,
+        Err(e) => return exit::bad_config("mrc-center", &e),
+    };
+    match config.runtime.build() {
+        Ok(runtime) => exit::finished("mrc-center", runtime.block_on(run(config, id))),
+        Err(e) => exit::finished("mrc-center", Err(e)),
     }
 }
 

@@ -21,13 +21,16 @@ struct Cli {
     config: config::Gateway,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     telemetry::init();
     let mut config = Cli::parse().config;
-    match config.validate() {
-        Ok(id) => exit::finished("mrc-gateway", run(config, id).await),
-        Err(e) => exit::bad_config("mrc-gateway", &e),
+    let id = match config.validate() {
+        Ok(id) => id,
+        Err(e) => return exit::bad_config("mrc-gateway", &e),
+    };
+    match config.runtime.build() {
+        Ok(runtime) => exit::finished("mrc-gateway", runtime.block_on(run(config, id))),
+        Err(e) => exit::finished("mrc-gateway", Err(e)),
     }
 }
 

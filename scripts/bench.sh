@@ -23,10 +23,14 @@
 # (the profiled scenario: 1to1, multi or group; default 1to1), MRC_BENCH_PERF_RATE
 # (offered rate of the profiled step, default 40k; group 150), MRC_BENCH_SERVER_DIR (where
 # mrc-center and mrc-gateway come from, default the release dir: point it at another
-# build to compare a change before/after with the same `mrc bench`).
+# build to compare a change before/after with the same `mrc bench`),
+# MRC_BENCH_WORKER_THREADS (worker threads of each center and gateway, default 1: five
+# processes share this machine's cores; 0 = one per core).
 set -euo pipefail
 set -m
 export MRC_LOG=${MRC_LOG:-warn}
+# Read by mrc-center and mrc-gateway (`--worker-threads`), not by `mrc bench`.
+export MRC_WORKER_THREADS=${MRC_BENCH_WORKER_THREADS:-1}
 cd "$(dirname "$0")/.."
 root=$(pwd)
 

@@ -2,9 +2,10 @@
 //! batch element by element.
 //!
 //! A [`Batcher`] owns one subject (a destination gateway's deliver subject, the centers'
-//! register subject...) and a small task with at most `in_flight` NATS requests out at
-//! once. A request that finds a free slot goes out alone, at once (no added latency at low
-//! load); those that arrive while every slot is busy wait and leave together, as one JSON
+//! register subject...) and a small task, with at most `in_flight` NATS requests out at
+//! once. A request that finds a free slot and nothing queued goes out alone, at once,
+//! from the caller's own task (no added latency or task hand-over at low load); those
+//! that arrive while every slot is busy wait and leave together, as one JSON
 //! array, in the next free slot, and the reply is an array of the same length and order.
 //! Under load the writes, wake-ups and request overheads per call shrink with the batch
 //! size (docs/PERFORMANCE.md). [`answer_each`] is the serving side.
@@ -47,18 +48,44 @@ struct Call {
 #[derive(Clone)]
 pub struct Batcher {
     calls: mpsc::Sender<Call>,
+    target: Arc<Target>,
+}
+
+/// Where a batcher sends, shared by its task and the callers that send themselves.
+struct Target {
+    client: Client,
+    subject: String,
+    timeout: Duration,
+    slots: Arc<Semaphore>,
 }
 
 impl Batcher {
     /// Starts the task that sends to `subject`, each NATS request bounded by `timeout`.
     pub fn start(client: Client, subject: String, timeout: Duration, limits: Limits) -> Self {
         let (calls, rx) = mpsc::channel(limits.queue);
-        tokio::spawn(run(client, subject, timeout, limits, rx));
-        Batcher { calls }
+        let target = Arc::new(Target {
+            client,
+            subject,
+            timeout,
+            slots: Arc::new(Semaphore::new(limits.in_flight)),
+        });
+        tokio::spawn(run(target.clone(), limits, rx));
+        Batcher { calls, target }
     }
 
     /// Sends one encoded request (maybe batched with others) and decodes its own reply.
     pub async fn request<T: DeserializeOwned>(&self, payload: Bytes) -> Result<T, RequestFailure> {
+        // Nothing queued and a slot free (below saturation, nearly always): send from this
+        // task, without handing the call to the batcher's task and back.
+        if self.calls.capacity() == self.calls.max_capacity() {
+            if let Ok(slot) = self.target.slots.clone().try_acquire_owned() {
+                let target = &self.target;
+                let subject = target.subject.clone();
+                let reply = request_raw(&target.client, subject, payload, target.timeout).await;
+                drop(slot);
+                return decode(&reply?);
+            }
+        }
         let (answer, reply) = oneshot::channel();
         if self.calls.send(Call { payload, answer }).await.is_err() {
             return Err(RequestFailure::Other("batcher stopped".into()));
@@ -71,16 +98,10 @@ impl Batcher {
 }
 
 /// The task of one subject: takes a free slot, then everything queued meanwhile.
-async fn run(
-    client: Client,
-    subject: String,
-    timeout: Duration,
-    limits: Limits,
-    mut rx: mpsc::Receiver<Call>,
-) {
-    let slots = Arc::new(Semaphore::new(limits.in_flight));
+async fn run(target: Arc<Target>, limits: Limits, mut rx: mpsc::Receiver<Call>) {
     while let Some(first) = rx.recv().await {
-        let slot = slots
+        let slot = target
+            .slots
             .clone()
             .acquire_owned()
             .await
@@ -96,9 +117,10 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let (client, subject) = (client.clone(), subject.clone());
+        let target = target.clone();
         tokio::spawn(async move {
-            send(&client, subject, timeout, calls).await;
+            let subject = target.subject.clone();
+            send(&target.client, subject, target.timeout, calls).await;
             drop(slot);
         });
     }

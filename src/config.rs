@@ -98,11 +98,43 @@ impl Nats {
     }
 }
 
+/// How a server process runs its async work.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Runtime")]
+pub struct Runtime {
+    /// Worker threads of the async runtime (0: one per CPU core). Where several MRC
+    /// processes share a few cores, fewer threads per process wake each other less: on 2
+    /// cores shared by 2 gateways, nats-server and a load generator, 1 per gateway carried
+    /// 1.2 x the messages (docs/PERFORMANCE.md).
+    #[arg(
+        long = "worker-threads",
+        env = "MRC_WORKER_THREADS",
+        default_value_t = 0
+    )]
+    pub worker_threads: usize,
+}
+
+impl Runtime {
+    /// The multi-threaded tokio runtime these settings describe.
+    pub fn build(&self) -> anyhow::Result<tokio::runtime::Runtime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if self.worker_threads > 0 {
+            builder.worker_threads(self.worker_threads);
+        }
+        builder
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+    }
+}
+
 /// `mrc-center` settings.
 #[derive(Args, Debug, Clone)]
 pub struct Center {
     #[command(flatten)]
     pub nats: Nats,
+    #[command(flatten)]
+    pub runtime: Runtime,
     /// This center's id (default: generated).
     #[arg(long, env = "MRC_CENTER_ID")]
     pub id: Option<String>,
@@ -198,6 +230,8 @@ impl Center {
 pub struct Gateway {
     #[command(flatten)]
     pub nats: Nats,
+    #[command(flatten)]
+    pub runtime: Runtime,
     /// This gateway's id (default: generated). Sessions of an earlier run with the same id
     /// are purged at start.
     #[arg(long, env = "MRC_GATEWAY_ID")]

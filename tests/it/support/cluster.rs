@@ -160,6 +160,11 @@ impl Cluster {
                 &HEARTBEAT_TIMEOUT_MS.to_string(),
             ])
             .args(&self.center_args);
+        // The first center and gateway run on one worker thread (`--worker-threads`, as
+        // the bench runs them), the others on one per core: tests cover both.
+        if self.centers.is_empty() {
+            command.args(["--worker-threads", "1"]);
+        }
         self.credentials(&mut command, 0);
         let (process, _) = Process::spawn(
             &format!("center {id}"),
@@ -177,6 +182,9 @@ impl Cluster {
             .args(["--id", id, "--listen", "127.0.0.1:0"])
             .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
             .args(&self.gateway_args);
+        if self.gateways.is_empty() {
+            command.args(["--worker-threads", "1"]);
+        }
         if self.dev_auth {
             command.arg("--insecure-dev-auth");
         }
