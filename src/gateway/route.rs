@@ -319,6 +319,13 @@ impl Router {
                 )
             })
             .collect();
+        // One destination (every 1:1 message): no join machinery around the one request.
+        let mut deliveries: Vec<_> = deliveries.collect();
+        if deliveries.len() == 1 {
+            let (rcpt, result) = deliveries.pop().expect("one delivery").await;
+            merge(&mut results, rcpt, result);
+            return results;
+        }
         for (rcpt, result) in futures::future::join_all(deliveries).await {
             merge(&mut results, rcpt, result);
         }
@@ -390,8 +397,11 @@ fn merge(
     };
     match result {
         Ok(reply) => {
+            // A chunk names up to 1000 receivers: look them up in a set, not a list.
+            let delivered: std::collections::HashSet<&str> =
+                reply.delivered.iter().map(String::as_str).collect();
             for user in rcpt {
-                if reply.delivered.iter().any(|d| d == user.as_str()) {
+                if delivered.contains(user.as_str()) {
                     raise(user, Attempt::Delivered);
                 }
             }

@@ -296,6 +296,13 @@ pub enum ReplyError {
 
 /// Decodes a reply that is either `T` or an [`ErrorReply`].
 pub fn decode_reply<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ReplyError> {
+    // Fast path: what is not an error reply decodes straight into `T`, without the
+    // buffering an untagged enum does (it was ~2% of a busy gateway's CPU).
+    if !is_error_reply(payload) {
+        if let Ok(value) = serde_json::from_slice(payload) {
+            return Ok(value);
+        }
+    }
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Either<T> {
@@ -308,9 +315,31 @@ pub fn decode_reply<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ReplyError
     }
 }
 
+/// Whether `payload` is an object whose first key is `error` (an [`ErrorReply`]).
+fn is_error_reply(payload: &[u8]) -> bool {
+    match payload.trim_ascii_start().split_first() {
+        Some((b'{', rest)) => rest.trim_ascii_start().starts_with(b"\"error\""),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_replies_are_told_apart_by_their_first_key() {
+        assert!(is_error_reply(
+            br#"{"error":{"code":"bad_id","message":"x"}}"#
+        ));
+        assert!(is_error_reply(b" { \"error\" : {}}"));
+        assert!(!is_error_reply(br#"{"delivered":[],"absent":[]}"#));
+        assert!(!is_error_reply(b"[]"));
+        assert!(!is_error_reply(b""));
+        // An error reply never decodes as a value whose fields all have defaults.
+        let err = decode_reply::<DeliverReply>(&encode(&ErrorReply::new(ErrorCode::BadId, "x")));
+        assert!(matches!(err, Err(ReplyError::Remote(_))));
+    }
 
     #[test]
     fn replies_decode_to_value_or_error() {
