@@ -43,14 +43,9 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) -> anyhow::Result<()
     }
 }
 
-fn connection(
-    gw: &Gateway,
-    stream: TcpStream,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
-) -> Conn<TcpReader, TcpWriter> {
+/// The reading and writing halves of a connection whose lines may be `max` bytes long.
+fn halves(stream: TcpStream, max: usize) -> (TcpReader, TcpWriter) {
     let (read, write) = stream.into_split();
-    let max = gw.limits.max_frame_bytes;
     let reader = TcpReader {
         read,
         buf: BytesMut::new(),
@@ -61,6 +56,16 @@ fn connection(
         write,
         pending: BytesMut::new(),
     };
+    (reader, writer)
+}
+
+fn connection(
+    gw: &Gateway,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) -> Conn<TcpReader, TcpWriter> {
+    let (reader, writer) = halves(stream, gw.limits.max_frame_bytes);
     Conn {
         reader,
         writer,
@@ -186,17 +191,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let (read, write) = listener.accept().await.unwrap().0.into_split();
-        let reader = TcpReader {
-            read,
-            buf: BytesMut::new(),
-            codec: LinesCodec::new_with_max_length(max),
-            max,
-        };
-        let writer = TcpWriter {
-            write,
-            pending: BytesMut::new(),
-        };
+        let (reader, writer) = halves(listener.accept().await.unwrap().0, max);
         (reader, writer, client)
     }
 
