@@ -174,13 +174,13 @@ bench() {
 if [ "$quick" = 1 ]; then
   load=(--users 200 --steps 2k,10k,20k --step-secs 3 --drain-secs 2 --baseline-secs 2)
   multi=(--users 200 --steps 200,1k,2k --step-secs 3 --drain-secs 2 --baseline-secs 0)
-  group=(--group-size 1000 --steps 10,50,100 --step-secs 3 --drain-secs 2 --baseline-secs 2)
+  group=(--group-size 1000 --steps 10,100,300 --step-secs 3 --drain-secs 2 --baseline-secs 2)
   storm=(--storm-users 5000)
   idle=(--idle-users 2000,5000)
 else
   load=()
   multi=(--steps 500,1k,2k,4k,8k)
-  group=(--group-size 1000 --steps 10,20,50,100,200)
+  group=(--group-size 1000 --steps 10,20,50,100,200,400,800)
   storm=()
   idle=()
 fi

@@ -83,7 +83,7 @@ pub struct Args {
     #[arg(long, default_value_t = 128)]
     pub payload: usize,
     /// Offered rates in messages per second, one step each [default: 2k,5k,10k,20k,40k,80k;
-    /// group: 10,20,50,100,200, i.e. 10k..200k deliveries/s to 1,000 members].
+    /// group: 10,20,50,100,200,400,800, i.e. 10k..800k deliveries/s to 1,000 members].
     #[arg(long)]
     pub steps: Option<String>,
     /// Seconds per step.
@@ -187,7 +187,7 @@ impl Args {
 
     fn default_steps(&self) -> &'static str {
         match self.scenario {
-            Scenario::Group => "10,20,50,100,200",
+            Scenario::Group => "10,20,50,100,200,400,800",
             _ => "2k,5k,10k,20k,40k,80k",
         }
     }
