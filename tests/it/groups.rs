@@ -332,6 +332,8 @@ async fn a_10000_member_group_reaches_every_online_member_with_one_request_per_g
     let mut sender = login(cluster.ws(0), "announcer").await;
     let base = cluster.gateways[0].http.clone();
     let before = crate::support::counter(&base, "mrc_gateway_deliver_requests_total").await;
+    let delivered = r#"mrc_gateway_deliveries_total{outcome="delivered"}"#;
+    let delivered_before = crate::support::counter(&base, delivered).await;
     let report = call_ok(
         &mut sender,
         json!({"op":"group_send","id":"big","group":"everyone","body":"hello all"}),
@@ -354,4 +356,7 @@ async fn a_10000_member_group_reaches_every_online_member_with_one_request_per_g
     let requests =
         crate::support::counter(&base, "mrc_gateway_deliver_requests_total").await - before;
     assert_eq!(requests, 3.0);
+    // The outcome metrics count every routed member (added once per report).
+    let counted = crate::support::counter(&base, delivered).await - delivered_before;
+    assert_eq!(counted, 300.0);
 }
