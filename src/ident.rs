@@ -84,6 +84,14 @@ macro_rules! opaque_id {
             }
         }
 
+        /// Lets maps keyed by this id be searched with a `&str` (an invalid id is simply
+        /// never found).
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{:?}", &*self.0)

@@ -6,7 +6,6 @@ use async_nats::{Client, Subscriber};
 use tokio_util::sync::CancellationToken;
 
 use super::session::Sessions;
-use crate::ident::UserId;
 use crate::protocol::client::Frame;
 use crate::protocol::nats::{encode, DeliverReply, DeliverRequest, ErrorReply};
 
@@ -24,14 +23,14 @@ pub fn deliver(sessions: &Sessions, request: &DeliverRequest<'_>) -> DeliverRepl
     .encode();
     let mut reply = DeliverReply::default();
     let indexed = request.rcpt.iter().filter_map(|&i| request.to.get(i));
-    for rcpt in indexed.chain(&request.members) {
-        let delivered = UserId::new(rcpt).is_ok_and(|user| sessions.push(&user, &frame));
+    let receivers = indexed.chain(&request.members).map(String::as_str);
+    sessions.push_each(receivers, &frame, |rcpt, delivered| {
         if delivered {
-            reply.delivered.push(rcpt.clone());
+            reply.delivered.push(rcpt.to_string());
         } else {
-            reply.absent.push(rcpt.clone());
+            reply.absent.push(rcpt.to_string());
         }
-    }
+    });
     reply
 }
 

@@ -250,6 +250,29 @@ impl Sessions {
         any
     }
 
+    /// Queues `frame` for every session of each of `users` under one read lock (a group
+    /// message names up to 1000 of them); `took(user, any)` says whether at least one
+    /// session of `user` took it.
+    pub fn push_each<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a str>,
+        frame: &Bytes,
+        mut took: impl FnMut(&'a str, bool),
+    ) {
+        let sessions = self
+            .users
+            .read()
+            .expect("sessions lock is never held across a panic");
+        for user in users {
+            let handles = sessions.get(user).map(Vec::as_slice).unwrap_or_default();
+            let mut any = false;
+            for handle in handles {
+                any |= handle.push(frame.clone());
+            }
+            took(user, any);
+        }
+    }
+
     /// Number of live sessions.
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
@@ -323,6 +346,31 @@ mod tests {
         assert!(!sessions.remove(&alice, &id1));
         assert_eq!(sessions.len(), 1);
         assert!(!sessions.push(&UserId::new("bob").unwrap(), &Bytes::new()));
+    }
+
+    #[test]
+    fn push_each_reports_every_receiver_in_order() {
+        let sessions = Sessions::default();
+        let (alice, o1) = channel(SessionId::generate(), None, 4);
+        let (again, o2) = channel(SessionId::generate(), None, 4);
+        sessions.insert(UserId::new("alice").unwrap(), alice);
+        sessions.insert(UserId::new("alice").unwrap(), again);
+        let mut seen = Vec::new();
+        let receivers = ["bob", "alice", "", "al\u{0}ce"];
+        sessions.push_each(receivers, &Bytes::from_static(b"m"), |user, took| {
+            seen.push((user, took));
+        });
+        assert_eq!(
+            seen,
+            [
+                ("bob", false),
+                ("alice", true),
+                ("", false),
+                ("al\u{0}ce", false)
+            ]
+        );
+        assert_eq!(o1.try_next().unwrap(), "m");
+        assert_eq!(o2.try_next().unwrap(), "m");
     }
 
     #[test]
