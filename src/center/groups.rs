@@ -47,6 +47,7 @@ impl Handlers {
                     "a user lists only their own groups",
                 ));
             }
+            self.groups.catch_up().await;
             let mut groups: Vec<String> = self
                 .groups
                 .mirror()

@@ -256,6 +256,10 @@ impl Handlers {
             .as_deref()
             .map(|b| id(UserId::new, "by", b))
             .transpose()?;
+        if by.is_some() && self.presence_policy == PresencePolicy::SharedGroup {
+            // Memberships just added (a group created a moment ago) must count.
+            self.groups.catch_up().await;
+        }
         let mut reply = PresenceReply::default();
         let mut allowed = Vec::with_capacity(req.users.len());
         for raw in req.users {

@@ -91,15 +91,22 @@ impl Groups {
         .await
     }
 
+    /// A read barrier: returns once the mirror holds every write the bucket held when
+    /// called (or the barrier gave up; a lagging mirror is then reloaded). Whoever reads
+    /// the mirror right after a write it was told about (its own or a client's) calls this.
+    pub async fn catch_up(&self) {
+        if store::catch_up(&self.bucket, self.mirror.applied_watch()).await == Freshness::Behind {
+            self.resync.notify_one();
+        }
+    }
+
     /// The group, as fresh as the bucket: read from the mirror after a read barrier (it
     /// may have just been created or changed through another center).
     pub async fn get(&self, id: &GroupId) -> Result<Group, GroupError> {
         // Always behind a read barrier, even when the mirror has the group: it may have
         // the group's settings but not yet the memberships written after them (a send
         // right after `create` or `add` must see them all).
-        if store::catch_up(&self.bucket, self.mirror.applied_watch()).await == Freshness::Behind {
-            self.resync.notify_one();
-        }
+        self.catch_up().await;
         self.mirror
             .group(id)
             .ok_or_else(|| GroupError::new(ErrorCode::NotFound, format!("no group {id}")))
