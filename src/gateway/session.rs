@@ -234,22 +234,6 @@ impl Sessions {
         removed
     }
 
-    /// Queues `frame` for every session of `user`; true if at least one took it.
-    pub fn push(&self, user: &UserId, frame: &Bytes) -> bool {
-        let users = self
-            .users
-            .read()
-            .expect("sessions lock is never held across a panic");
-        let Some(handles) = users.get(user) else {
-            return false;
-        };
-        let mut any = false;
-        for handle in handles {
-            any |= handle.push(frame.clone());
-        }
-        any
-    }
-
     /// Queues `frame` for every session of each of `users` under one read lock (a group
     /// message names up to 1000 of them); `took(user, any)` says whether at least one
     /// session of `user` took it.
@@ -330,6 +314,13 @@ mod tests {
 
     use super::*;
 
+    /// Whether a session of `user` took `frame`.
+    fn push(sessions: &Sessions, user: &UserId, frame: &Bytes) -> bool {
+        let mut took = false;
+        sessions.push_each([user.as_str()], frame, |_, any| took = any);
+        took
+    }
+
     #[test]
     fn push_reaches_every_session_of_a_user() {
         let sessions = Sessions::default();
@@ -339,13 +330,17 @@ mod tests {
         let id1 = h1.id.clone();
         sessions.insert(alice.clone(), h1);
         sessions.insert(alice.clone(), h2);
-        assert!(sessions.push(&alice, &Bytes::from_static(b"x")));
+        assert!(push(&sessions, &alice, &Bytes::from_static(b"x")));
         assert_eq!(o1.try_next().unwrap(), "x");
         assert_eq!(o2.try_next().unwrap(), "x");
         assert!(sessions.remove(&alice, &id1));
         assert!(!sessions.remove(&alice, &id1));
         assert_eq!(sessions.len(), 1);
-        assert!(!sessions.push(&UserId::new("bob").unwrap(), &Bytes::new()));
+        assert!(!push(
+            &sessions,
+            &UserId::new("bob").unwrap(),
+            &Bytes::new()
+        ));
     }
 
     #[test]
@@ -381,8 +376,8 @@ mod tests {
         let (fast, fast_out) = channel(SessionId::generate(), None, 8);
         sessions.insert(alice.clone(), slow);
         sessions.insert(alice.clone(), fast);
-        assert!(sessions.push(&alice, &Bytes::from_static(b"1")));
-        assert!(sessions.push(&alice, &Bytes::from_static(b"2")));
+        assert!(push(&sessions, &alice, &Bytes::from_static(b"1")));
+        assert!(push(&sessions, &alice, &Bytes::from_static(b"2")));
         assert_eq!(
             slow_out.ready().now_or_never(),
             Some(Err(End::SlowConsumer))
