@@ -47,45 +47,21 @@ fn is_plain(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_plain_byte)
 }
 
-/// Declares an opaque id (any UTF-8 without control characters, up to `$max` bytes) that
-/// reaches subjects and KV keys only through its token.
-macro_rules! opaque_id {
-    ($(#[$doc:meta])* $name:ident, $max:expr) => {
+/// Declares an id type holding validated text (each kind adds its own `new`): read as
+/// `&str`, and maps keyed by it can be searched with a `&str` (an invalid id is simply
+/// never found).
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(Arc<str>);
 
         impl $name {
-            pub fn new(id: &str) -> Result<Self, IdError> {
-                if id.is_empty() {
-                    return Err(IdError::Empty);
-                }
-                if id.len() > $max {
-                    return Err(IdError::TooLong($max));
-                }
-                if id.chars().any(char::is_control) {
-                    return Err(IdError::ControlChar);
-                }
-                Ok($name(Arc::from(id)))
-            }
-
             pub fn as_str(&self) -> &str {
                 &self.0
             }
-
-            /// The subject-safe token for this id (see the module docs).
-            pub fn token(&self) -> Cow<'_, str> {
-                encode_token(&self.0)
-            }
-
-            /// Inverts the token; refuses anything `token` could not have produced.
-            pub fn from_token(token: &str) -> Result<Self, IdError> {
-                $name::new(&decode_token(token)?)
-            }
         }
 
-        /// Lets maps keyed by this id be searched with a `&str` (an invalid id is simply
-        /// never found).
         impl std::borrow::Borrow<str> for $name {
             fn borrow(&self) -> &str {
                 &self.0
@@ -101,6 +77,39 @@ macro_rules! opaque_id {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+/// Declares an opaque id (any UTF-8 without control characters, up to `$max` bytes) that
+/// reaches subjects and KV keys only through its token.
+macro_rules! opaque_id {
+    ($(#[$doc:meta])* $name:ident, $max:expr) => {
+        id_type!($(#[$doc])* $name);
+
+        impl $name {
+            pub fn new(id: &str) -> Result<Self, IdError> {
+                if id.is_empty() {
+                    return Err(IdError::Empty);
+                }
+                if id.len() > $max {
+                    return Err(IdError::TooLong($max));
+                }
+                if id.chars().any(char::is_control) {
+                    return Err(IdError::ControlChar);
+                }
+                Ok($name(Arc::from(id)))
+            }
+
+            /// The subject-safe token for this id (see the module docs).
+            pub fn token(&self) -> Cow<'_, str> {
+                encode_token(&self.0)
+            }
+
+            /// Inverts the token; refuses anything `token` could not have produced.
+            pub fn from_token(token: &str) -> Result<Self, IdError> {
+                $name::new(&decode_token(token)?)
             }
         }
     };
@@ -149,9 +158,7 @@ opaque_id!(
 /// Declares an id that may stand raw in a subject: `[A-Za-z0-9_-]`, 1..=64 bytes.
 macro_rules! node_id {
     ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Arc<str>);
+        id_type!($(#[$doc])* $name);
 
         impl $name {
             pub fn new(id: &str) -> Result<Self, IdError> {
@@ -170,29 +177,6 @@ macro_rules! node_id {
             /// A fresh random id (a NUID: 22 alphanumerics).
             pub fn generate() -> Self {
                 Self(Arc::from(nuid::next().as_str()))
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        /// Lets maps keyed by this id be searched with a `&str`.
-        impl std::borrow::Borrow<str> for $name {
-            fn borrow(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:?}", &*self.0)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
             }
         }
     };
