@@ -160,12 +160,12 @@ async fn send(client: &Client, subject: String, timeout: Duration, calls: Vec<Ca
 fn split(reply: &Bytes, expected: usize) -> Result<Vec<Bytes>, RequestFailure> {
     let elements: Vec<&RawValue> = match serde_json::from_slice(reply) {
         Ok(elements) => elements,
+        // An error reply to the whole batch says why; anything else is malformed.
         Err(_) => {
-            return Err(decode::<serde::de::IgnoredAny>(reply)
-                .err()
-                .unwrap_or_else(|| {
-                    RequestFailure::Other("a batch reply that is not an array".into())
-                }))
+            return Err(match decode::<serde::de::IgnoredAny>(reply) {
+                Err(e) => e,
+                Ok(_) => RequestFailure::Other("a batch reply that is not an array".into()),
+            })
         }
     };
     if elements.len() != expected {
