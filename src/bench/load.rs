@@ -1,6 +1,6 @@
 //! The stepped open-loop load (`1to1`, `multi`, `group`): U users log in across the
-//! gateways, then a few sender tasks send messages from random users at each offered rate
-//! in turn, while one reader task per connection records what arrives. A message goes to
+//! gateways, then sender threads ([`super::sender`]) send messages from random users at
+//! each offered rate in turn, while one reader task per connection records what arrives. A message goes to
 //! random users on another gateway (`send`), or to a group whose members are the users
 //! (`group_send`, set up by [`super::group`]).
 //!
@@ -13,16 +13,17 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt as _;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{self, Frame, Sink, Stream, Target, Ws};
+use super::conn::{self, Frame, Target, Ws};
 use super::fleet;
 use super::output::{progress, Output};
 use super::procs::{self, Watched};
 use super::schedule::{self, Plan};
+use super::sender::{Aim, Peer, Sender};
 use super::stats::{Micros, Percentiles, Rate, Sharded};
 use crate::protocol::code::Outcome;
 
@@ -90,29 +91,29 @@ impl StepResult {
 
 /// Marks a message number that was never sent (skipped when counting losses); far above
 /// any count of deliveries (a group has at most 20,000 members).
-const NOT_SENT: u32 = 0xF000_0000;
+pub(super) const NOT_SENT: u32 = 0xF000_0000;
 /// Steps with more messages than this count losses from totals only (4 bytes each).
 const MAX_TRACKED: u64 = 20_000_000;
 
 /// Counters of one step; readers and senders update them without locks.
 #[derive(Default)]
-struct StepCounters {
+pub(super) struct StepCounters {
     /// Receipts per message number (`n` in the body).
-    receipts: Box<[AtomicU32]>,
-    sent: AtomicU64,
-    unsent: AtomicU64,
-    send_failed: AtomicU64,
+    pub(super) receipts: Box<[AtomicU32]>,
+    pub(super) sent: AtomicU64,
+    pub(super) unsent: AtomicU64,
+    pub(super) send_failed: AtomicU64,
     delivered: AtomicU64,
     /// Reports received, and the receivers they said were delivered.
     reports: AtomicU64,
     reports_delivered: AtomicU64,
-    lag_max_us: AtomicU64,
+    pub(super) lag_max_us: AtomicU64,
 }
 
 /// What senders and readers share.
-struct Shared {
-    epoch: Instant,
-    steps: Vec<StepCounters>,
+pub(super) struct Shared {
+    pub(super) epoch: Instant,
+    pub(super) steps: Vec<StepCounters>,
     current: AtomicUsize,
     latency: Sharded,
     /// Rare events by name: non-delivered outcomes, error codes, bye reasons.
@@ -172,12 +173,16 @@ impl Shared {
     }
 }
 
-/// One reader per connection, until the connection ends or `cancel`.
-async fn read(mut stream: Stream, shared: Arc<Shared>, shard: usize, cancel: CancellationToken) {
+/// One reader per connection, until the connection ends or `cancel` (then it closes the
+/// connection). Senders write to the same socket directly ([`Peer`]).
+async fn read(mut ws: Ws, shared: Arc<Shared>, shard: usize, cancel: CancellationToken) {
     loop {
         let next = tokio::select! {
-            () = cancel.cancelled() => return,
-            next = stream.next() => next,
+            () = cancel.cancelled() => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+                return;
+            }
+            next = ws.next() => next,
         };
         match next {
             Some(Ok(Message::Text(text))) => shared.receipt(shard, text.as_str()),
@@ -187,168 +192,6 @@ async fn read(mut stream: Stream, shared: Arc<Shared>, shard: usize, cancel: Can
             }
             Some(Ok(_)) => {}
         }
-    }
-}
-
-/// A connection's sending half.
-struct Peer {
-    sink: Sink,
-    gateway: usize,
-    alive: bool,
-}
-
-/// Whom a sender's messages go to.
-#[derive(Clone)]
-enum Aim {
-    /// `fanout` receivers picked from the users on other gateways than the sender's
-    /// (indexed by the sender's gateway).
-    Users {
-        receivers: Arc<Vec<Vec<String>>>,
-        fanout: usize,
-    },
-    /// A group, its id encoded as a JSON string.
-    Group(String),
-}
-
-/// One timer-driven sender task's connections and state.
-struct Sender {
-    peers: Vec<Peer>,
-    aim: Aim,
-    payload: usize,
-    rng: u64,
-}
-
-/// How long one write may block before the connection is given up.
-const SEND_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long past its step a sender keeps sending what is still due.
-const SEND_SLACK: Duration = Duration::from_secs(2);
-
-impl Sender {
-    fn random(&mut self) -> u64 {
-        // xorshift64*: plenty for picking receivers.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn pick_receivers(
-        &mut self,
-        receivers: &[Vec<String>],
-        fanout: usize,
-        gateway: usize,
-    ) -> Vec<String> {
-        let pool = &receivers[gateway];
-        let want = fanout.min(pool.len());
-        let mut picked: Vec<usize> = Vec::with_capacity(want);
-        for _ in 0..want * 8 {
-            if picked.len() == want {
-                break;
-            }
-            let i = (self.random() % pool.len() as u64) as usize;
-            if !picked.contains(&i) {
-                picked.push(i);
-            }
-        }
-        picked.into_iter().map(|i| pool[i].clone()).collect()
-    }
-
-    /// Sends one message from a random live connection; false when none is left.
-    async fn send_one(
-        &mut self,
-        t_us: u64,
-        step: usize,
-        seq: u64,
-        counters: &StepCounters,
-    ) -> bool {
-        let n = self.peers.len();
-        let first = if n == 0 {
-            0
-        } else {
-            (self.random() % n as u64) as usize
-        };
-        let Some(k) = (0..n)
-            .map(|d| (first + d) % n)
-            .find(|&k| self.peers[k].alive)
-        else {
-            return false;
-        };
-        let body = conn::body(t_us, step, seq, self.payload);
-        let frame = match &self.aim {
-            Aim::Users { receivers, fanout } => {
-                let (receivers, fanout) = (receivers.clone(), *fanout);
-                let to = self.pick_receivers(&receivers, fanout, self.peers[k].gateway);
-                conn::send_frame(&to, &body)
-            }
-            Aim::Group(group) => conn::group_send_frame(group, &body),
-        };
-        let peer = &mut self.peers[k];
-        match tokio::time::timeout(SEND_TIMEOUT, peer.sink.send(Message::text(frame))).await {
-            Ok(Ok(())) => {
-                counters.sent.fetch_add(1, Relaxed);
-            }
-            _ => {
-                peer.alive = false;
-                counters.send_failed.fetch_add(1, Relaxed);
-                if let Some(r) = counters.receipts.get(seq as usize) {
-                    r.store(NOT_SENT, Relaxed);
-                }
-            }
-        }
-        true
-    }
-
-    /// Sends this task's share of a step on schedule, never waiting for replies. Its
-    /// messages are numbered from `first`.
-    async fn run_step(
-        mut self,
-        step: usize,
-        plan: Plan,
-        first: u64,
-        start: Instant,
-        shared: Arc<Shared>,
-    ) -> Self {
-        let counters = &shared.steps[step];
-        let hard_end = start + plan.duration + SEND_SLACK;
-        tokio::time::sleep_until(start).await;
-        let mut j = 0;
-        let mut lag_max = Duration::ZERO;
-        'step: while j < plan.count {
-            let now = Instant::now();
-            if now >= hard_end {
-                break;
-            }
-            let due = plan.due(now - start);
-            while j < due {
-                let intended = start + plan.offset(j);
-                lag_max = lag_max.max(Instant::now().saturating_duration_since(intended));
-                let t_us = (intended - shared.epoch).as_micros() as u64;
-                if !self.send_one(t_us, step, first + j, counters).await {
-                    break 'step;
-                }
-                j += 1;
-            }
-            if j < plan.count {
-                tokio::time::sleep_until(start + plan.offset(j)).await;
-            }
-        }
-        counters.unsent.fetch_add(plan.count - j, Relaxed);
-        for seq in first + j..first + plan.count {
-            if let Some(r) = counters.receipts.get(seq as usize) {
-                r.store(NOT_SENT, Relaxed);
-            }
-        }
-        counters
-            .lag_max_us
-            .fetch_max(lag_max.as_micros() as u64, Relaxed);
-        self
-    }
-
-    async fn close(mut self) {
-        let closes = self.peers.iter_mut().map(|p| async move {
-            let _ = tokio::time::timeout(Duration::from_secs(2), p.sink.close()).await;
-        });
-        futures::future::join_all(closes).await;
     }
 }
 
@@ -448,28 +291,18 @@ pub async fn run(
     let cancel = CancellationToken::new();
     let mut readers = Vec::with_capacity(conns.len());
     let mut senders: Vec<Sender> = (0..cfg.senders.max(1))
-        .map(|k| Sender {
-            peers: Vec::new(),
-            aim: aim.clone(),
-            payload: cfg.payload,
-            rng: 0x9E37_79B9_7F4A_7C15 ^ (k as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
-        })
+        .map(|k| Sender::new(k, aim.clone(), cfg.payload))
         .collect();
     let n_senders = senders.len();
     for (k, (i, ws)) in conns.into_iter().enumerate() {
-        let (sink, stream) = ws.split();
+        senders[k % n_senders].add(Peer::new(&ws, users[i].1)?);
         let shard = k % shared.latency.shards();
         readers.push(tokio::spawn(read(
-            stream,
+            ws,
             shared.clone(),
             shard,
             cancel.clone(),
         )));
-        senders[k % n_senders].peers.push(Peer {
-            sink,
-            gateway: users[i].1,
-            alive: true,
-        });
     }
 
     print_header(cfg);
@@ -485,10 +318,10 @@ pub async fn run(
             break;
         }
     }
+    drop(senders);
     cancel.cancel();
-    futures::future::join_all(senders.into_iter().map(Sender::close)).await;
     for reader in readers {
-        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), reader).await;
     }
     let foreign = shared.foreign.load(Relaxed);
     if foreign > 0 {
@@ -534,7 +367,7 @@ fn losses(receipts: &[AtomicU32], fanout: usize, expected: u64, delivered: u64) 
 
 fn print_header(cfg: &Config) {
     println!(
-        "{}: {} B payload, {} deliveries per message, {}s per step, {} sender tasks",
+        "{}: {} B payload, {} deliveries per message, {}s per step, {} sender thread(s)",
         cfg.scenario,
         cfg.payload,
         cfg.fanout,
@@ -588,7 +421,8 @@ async fn run_step(
                 count,
                 duration: cfg.step,
             };
-            tokio::spawn(s.run_step(step, plan, first, start, shared.clone()))
+            let (start, shared) = (start.into_std(), shared.clone());
+            tokio::task::spawn_blocking(move || s.run_step(step, plan, first, start, shared))
         }));
     let counters = &shared.steps[step];
     let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
@@ -613,7 +447,7 @@ async fn run_step(
     };
     let senders: Vec<Sender> = joined
         .into_iter()
-        .map(|j| j.expect("a sender task never panics"))
+        .map(|j| j.expect("a sender thread never panics"))
         .collect();
     let window = start.elapsed();
     let in_window = counters.delivered.load(Relaxed);

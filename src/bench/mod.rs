@@ -6,8 +6,9 @@
 //!   reports; [`group`] logs the members in and creates the group first.
 //! - [`baseline`]: NATS request-reply (N in flight) and publish-subscribe, same payload.
 //! - [`storm`]: `login-storm` and `idle` — logins per second, memory per connection.
-//! - [`conn`], [`fleet`]: the bench's WebSocket clients; [`schedule`], [`stats`],
-//!   [`procs`], [`output`]: rate schedule, histograms, `/proc` readings, results.
+//! - [`conn`], [`fleet`]: the bench's WebSocket clients; [`sender`]: the threads that send
+//!   on schedule; [`schedule`], [`stats`], [`procs`], [`output`]: rate schedule,
+//!   histograms, `/proc` readings, results.
 //!
 //! The bench is a client like any other: it speaks the client protocol to gateways and
 //! `mrc.dir.lookup` to centers, and targets loopback addresses only. Every loop is bounded
@@ -21,6 +22,7 @@ pub mod load;
 pub mod output;
 pub mod procs;
 pub mod schedule;
+pub mod sender;
 pub mod stats;
 pub mod storm;
 
@@ -102,8 +104,9 @@ pub struct Args {
     /// offline: every report counts them, and they are not counted as failures.
     #[arg(long)]
     pub group_online: Option<usize>,
-    /// Timer tasks that send (the connections are split among them).
-    #[arg(long, default_value_t = 4)]
+    /// Sender threads (the connections are split among them). One keeps up with
+    /// 100k+ msg/s and leaves the cores to the cluster being measured.
+    #[arg(long, default_value_t = 1)]
     pub senders: usize,
     /// Run every step even after the cluster saturated.
     #[arg(long)]

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod bench;
 mod broadcast;
 mod cli;
 mod delivery;

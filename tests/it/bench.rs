@@ -1,0 +1,111 @@
+//! `mrc bench` against a real cluster, as `scripts/bench.sh` runs it: every message the
+//! load sends arrives exactly once and every report says `delivered`. The bench prints
+//! timings; this test asserts only counts.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::cluster::Cluster;
+
+/// Runs `mrc bench` with `args` against `cluster`'s gateways; its JSON result lines.
+fn bench(cluster: &Cluster, args: &[&str]) -> Vec<Value> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let json = dir.path().join("results.jsonl");
+    let gateways: Vec<&str> = (0..cluster.gateways.len()).map(|i| cluster.ws(i)).collect();
+    let procs: Vec<String> = cluster
+        .gateways
+        .iter()
+        .enumerate()
+        .map(|(i, g)| format!("gw-{}={}", i + 1, g.process.pid()))
+        .collect();
+    let output = Command::new(env!("CARGO_BIN_EXE_mrc"))
+        .env("MRC_NATS_URL", cluster.nats_url())
+        .args(["bench", "--gateways", &gateways.join(",")])
+        .args(["--procs", &procs.join(",")])
+        .args(["--json", json.to_str().expect("a UTF-8 path")])
+        .args([
+            "--step-secs",
+            "1",
+            "--drain-secs",
+            "5",
+            "--baseline-secs",
+            "0",
+        ])
+        .args(["--source-ips", "0", "--max-secs", "120"])
+        .args(args)
+        .output()
+        .expect("running mrc bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "mrc bench failed: {output:?}\n{stdout}"
+    );
+    std::fs::read_to_string(&json)
+        .expect("the bench wrote its results")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+/// The `step` lines, each checked: everything sent, delivered once, reported delivered.
+fn assert_every_message_arrived_once(results: &[Value], offered: &[u64], fanout: u64) {
+    let steps: Vec<&Value> = results.iter().filter(|r| r["type"] == "step").collect();
+    assert_eq!(steps.len(), offered.len(), "one line per step: {results:?}");
+    for (step, &rate) in steps.iter().zip(offered) {
+        assert_eq!(step["offered"], rate, "{step}");
+        assert_eq!(step["sent"], rate, "a 1 s step sends its rate: {step}");
+        assert_eq!(step["unsent"], 0, "{step}");
+        assert_eq!(step["expected"], rate * fanout, "{step}");
+        assert_eq!(step["delivered"], rate * fanout, "{step}");
+        assert_eq!(step["lost"], 0, "{step}");
+        assert_eq!(step["duplicates"], 0, "{step}");
+        assert_eq!(step["not_delivered"], 0, "{step}");
+        assert_eq!(step["reports"], rate, "one report per message: {step}");
+        assert_eq!(step["latency"]["count"], rate * fanout, "{step}");
+    }
+}
+
+#[test]
+fn direct_and_group_loads_deliver_every_message_exactly_once() {
+    let cluster = Cluster::start_with(
+        1,
+        2,
+        &["--rate-per-sec", "100000", "--rate-burst", "100000"],
+    );
+    let results = bench(
+        &cluster,
+        &["--scenario", "1to1", "--users", "40", "--steps", "100,400"],
+    );
+    assert_every_message_arrived_once(&results, &[100, 400], 1);
+
+    let results = bench(
+        &cluster,
+        &[
+            "--scenario",
+            "multi",
+            "--users",
+            "40",
+            "--fanout",
+            "3",
+            "--steps",
+            "100",
+        ],
+    );
+    assert_every_message_arrived_once(&results, &[100], 3);
+
+    let results = bench(
+        &cluster,
+        &[
+            "--scenario",
+            "group",
+            "--users",
+            "30",
+            "--group-size",
+            "30",
+            "--steps",
+            "20",
+        ],
+    );
+    assert_every_message_arrived_once(&results, &[20], 29);
+}
