@@ -18,7 +18,13 @@ pub fn init() {
         .init();
 }
 
-/// Installs the global metrics recorder; the handle renders the Prometheus text.
+/// How often the exporter folds buffered histogram samples into its buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Installs the global metrics recorder; the handle renders the Prometheus text. Call it
+/// inside the runtime: it spawns the recorder's upkeep task. The exporter buffers every
+/// histogram sample until an upkeep or a scrape folds it in, so without that task a
+/// process nobody scraped grew by about 8 bytes per NATS request, without bound.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let buckets = [
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -27,6 +33,13 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
         .install_recorder()?;
     describe();
+    let upkept = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(METRICS_UPKEEP).await;
+            upkept.run_upkeep();
+        }
+    });
     Ok(handle)
 }
 
@@ -89,6 +102,43 @@ fn describe() {
         Unit::Seconds,
         "NATS request duration, by kind"
     );
+}
+
+/// A counter registered once and kept in a static where it is written:
+/// `metrics::counter!` looks its key up in the recorder's registry on every call (hashing
+/// name and labels; 3.5% of a gateway's CPU at 45k msg/s). For label values fixed at the
+/// call site. The first use keeps the recorder installed then, so [`install_metrics`]
+/// comes first in `main` (before it, metrics go nowhere, as with `counter!`).
+macro_rules! static_counter {
+    ($name:expr $(, $key:literal => $value:literal)* $(,)?) => {{
+        static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+        COUNTER.get_or_init(|| metrics::counter!($name $(, $key => $value)*))
+    }};
+}
+pub(crate) use static_counter;
+
+/// Counts one message accepted for routing through `door` (ws, tcp, http, nats).
+pub fn message_in(door: &'static str) {
+    let counter = match door {
+        "ws" => static_counter!(GATEWAY_MESSAGES_IN, "door" => "ws"),
+        "tcp" => static_counter!(GATEWAY_MESSAGES_IN, "door" => "tcp"),
+        "http" => static_counter!(GATEWAY_MESSAGES_IN, "door" => "http"),
+        "nats" => static_counter!(GATEWAY_MESSAGES_IN, "door" => "nats"),
+        other => return metrics::counter!(GATEWAY_MESSAGES_IN, "door" => other).increment(1),
+    };
+    counter.increment(1);
+}
+
+/// Counts `n` receivers of routed messages with `outcome`.
+pub fn deliveries(outcome: crate::protocol::code::Outcome, n: u64) {
+    use crate::protocol::code::Outcome;
+    let counter = match outcome {
+        Outcome::Delivered => static_counter!(GATEWAY_DELIVERIES, "outcome" => "delivered"),
+        Outcome::Offline => static_counter!(GATEWAY_DELIVERIES, "outcome" => "offline"),
+        Outcome::Rejected => static_counter!(GATEWAY_DELIVERIES, "outcome" => "rejected"),
+        Outcome::Unavailable => static_counter!(GATEWAY_DELIVERIES, "outcome" => "unavailable"),
+    };
+    counter.increment(n);
 }
 
 /// Records one NATS request's duration.

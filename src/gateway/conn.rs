@@ -660,8 +660,7 @@ impl Session {
                         return Ok(());
                     }
                 };
-                metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => self.door.label())
-                    .increment(1);
+                telemetry::message_in(self.door.label());
                 self.spawn(move |gw| async move {
                     Ok(Frame::Report {
                         report: &gw.router.route(&message).await,
@@ -686,8 +685,7 @@ impl Session {
                         return Ok(());
                     }
                 };
-                metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => self.door.label())
-                    .increment(1);
+                telemetry::message_in(self.door.label());
                 let by = self.user.clone();
                 self.spawn(move |gw| async move {
                     let report = gw.router.route_group(&message, &group, Some(&by)).await?;

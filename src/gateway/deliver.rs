@@ -23,7 +23,9 @@ pub fn deliver(sessions: &Sessions, request: &DeliverRequest<'_>) -> DeliverRepl
     .encode();
     let mut reply = DeliverReply::default();
     let indexed = request.rcpt.iter().filter_map(|&i| request.to.get(i));
-    let receivers = indexed.chain(&request.members).map(String::as_str);
+    let receivers = indexed
+        .map(String::as_str)
+        .chain(request.members.iter().map(|m| &**m));
     sessions.push_each(receivers, &frame, |rcpt, delivered| {
         if delivered {
             reply.delivered.push(rcpt.to_string());

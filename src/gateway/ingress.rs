@@ -87,7 +87,7 @@ fn error_reply(e: &FrameError) -> Bytes {
 async fn route(gw: &Gateway, message: Result<Message, FrameError>) -> Bytes {
     match message {
         Ok(message) => {
-            metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => "nats").increment(1);
+            telemetry::message_in("nats");
             encode(&gw.router.route(&message).await)
         }
         Err(e) => error_reply(&e),
@@ -151,7 +151,7 @@ async fn on_group(gw: &Gateway, payload: &[u8]) -> Bytes {
         Ok(message) => message,
         Err(e) => return error_reply(&e),
     };
-    metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => "nats").increment(1);
+    telemetry::message_in("nats");
     match gw.router.route_group(&message, &group, None).await {
         Ok(report) => encode(&report),
         Err(e) => error_reply(&e),
@@ -171,7 +171,7 @@ async fn on_broadcast(gw: &Gateway, payload: &[u8]) -> Bytes {
         Ok(message) => message,
         Err(e) => return error_reply(&e),
     };
-    metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => "nats").increment(1);
+    telemetry::message_in("nats");
     match broadcast::fan_out(gw, &message, request.gateways.as_deref()).await {
         Ok(report) => encode(&report),
         Err(e) => error_reply(&e),

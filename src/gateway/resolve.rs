@@ -3,7 +3,6 @@
 //! would hide a later login); centers publish `mrc.dir.changed.<user>` when a user's set
 //! of gateways changes, and [`follow_changes`] drops those entries.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,32 +49,38 @@ impl Resolver {
         }
     }
 
-    /// Routes of `users`; users missing from the answer are offline. `fresh` skips the
-    /// cache (used to re-resolve stale routes).
-    pub async fn resolve(
+    /// The route of each of `users`, in order (`None`: offline). `fresh` skips the cache
+    /// (used to re-resolve stale routes).
+    pub async fn resolve_each<'u>(
         &self,
-        users: &[UserId],
+        users: impl ExactSizeIterator<Item = &'u UserId>,
         fresh: bool,
-    ) -> Result<HashMap<UserId, Route>, RequestFailure> {
-        let mut routes = HashMap::with_capacity(users.len());
-        let mut misses = Vec::new();
-        for user in users {
-            match (fresh, self.cache.get(user).await) {
-                (false, Some(route)) => {
-                    metrics::counter!(telemetry::GATEWAY_ROUTE_CACHE, "result" => "hit")
+    ) -> Result<Vec<Option<Route>>, RequestFailure> {
+        let mut routes: Vec<Option<Route>> = Vec::with_capacity(users.len());
+        let mut misses: Vec<(usize, &UserId)> = Vec::new();
+        for (i, user) in users.enumerate() {
+            let cached = if fresh {
+                None
+            } else {
+                self.cache.get(user).await
+            };
+            match cached {
+                Some(route) => {
+                    telemetry::static_counter!(telemetry::GATEWAY_ROUTE_CACHE, "result" => "hit")
                         .increment(1);
-                    routes.insert(user.clone(), route);
+                    routes.push(Some(route));
                 }
-                _ => {
-                    metrics::counter!(telemetry::GATEWAY_ROUTE_CACHE, "result" => "miss")
+                None => {
+                    telemetry::static_counter!(telemetry::GATEWAY_ROUTE_CACHE, "result" => "miss")
                         .increment(1);
-                    misses.push(user);
+                    misses.push((i, user));
+                    routes.push(None);
                 }
             }
         }
         for chunk in misses.chunks(LOOKUP_CHUNK) {
-            let request_users = chunk.iter().map(|u| u.to_string()).collect();
-            metrics::counter!(telemetry::GATEWAY_LOOKUP_REQUESTS).increment(1);
+            let request_users = chunk.iter().map(|(_, u)| u.to_string()).collect();
+            telemetry::static_counter!(telemetry::GATEWAY_LOOKUP_REQUESTS).increment(1);
             let reply: LookupReply = request_idempotent(
                 &self.client,
                 self.lookup_subject.clone(),
@@ -85,7 +90,7 @@ impl Resolver {
                 self.timeout,
             )
             .await?;
-            for user in chunk {
+            for &(i, user) in chunk {
                 let Some(locations) = reply.users.get(user.as_str()) else {
                     continue;
                 };
@@ -98,12 +103,12 @@ impl Resolver {
                     }
                 }
                 if gateways.is_empty() {
-                    self.cache.invalidate(*user).await;
+                    self.cache.invalidate(user).await;
                     continue;
                 }
                 let route: Route = gateways.into();
-                self.cache.insert((*user).clone(), route.clone()).await;
-                routes.insert((*user).clone(), route);
+                self.cache.insert(user.clone(), route.clone()).await;
+                routes[i] = Some(route);
             }
         }
         Ok(routes)

@@ -1,6 +1,7 @@
 //! Payloads on NATS subjects. All are JSON that `nats pub` / `nats req` can type by hand.
 //! Subjects themselves are built in `crate::subject`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
@@ -162,23 +163,26 @@ pub struct Location {
 }
 
 /// `mrc.gw.<gateway>.deliver`: one message for the receivers (`rcpt`) on that gateway.
+/// Fields borrow: the sending gateway encodes one per destination from the message it
+/// routes, and the receiving one decodes it from the NATS payload, without copying ids.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeliverRequest<'a> {
-    pub id: String,
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
+    pub from: Option<Cow<'a, str>>,
     /// Every receiver of a direct message, as the clients see it.
     #[serde(default)]
-    pub to: Vec<String>,
+    pub to: Cow<'a, [String]>,
     /// The receivers this gateway should push to, as indexes into `to`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rcpt: Vec<usize>,
+    #[serde(default, skip_serializing_if = "<[usize]>::is_empty")]
+    pub rcpt: Cow<'a, [usize]>,
     /// The group of a group message (then `to` is empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
+    pub group: Option<Cow<'a, str>>,
     /// Group messages: the members this gateway should push to.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub members: Vec<String>,
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Cow<'a, str>>,
     pub ts: u64,
     #[serde(borrow)]
     pub body: &'a RawValue,

@@ -212,7 +212,7 @@ async fn send(
         Ok(message) => message,
         Err(e) => return refused(e),
     };
-    metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => "http").increment(1);
+    telemetry::message_in("http");
     match gw.router.route_group(&message, &group, by.as_ref()).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => refused(e),

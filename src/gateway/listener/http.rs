@@ -168,7 +168,7 @@ async fn send(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
         Ok(message) => message,
         Err(e) => return error_response(e.code, &e.message),
     };
-    metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => "http").increment(1);
+    telemetry::message_in("http");
     Json(gw.router.route(&message).await).into_response()
 }
 
@@ -223,7 +223,7 @@ async fn broadcast(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Byt
         Ok(message) => message,
         Err(e) => return error_response(e.code, &e.message),
     };
-    metrics::counter!(telemetry::GATEWAY_MESSAGES_IN, "door" => "http").increment(1);
+    telemetry::message_in("http");
     match crate::gateway::broadcast::fan_out(&gw, &message, request.gateways.as_deref()).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => error_response(e.code, &e.message),
