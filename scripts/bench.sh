@@ -10,12 +10,15 @@
 # Results: target/bench/<time>/results.jsonl (JSON lines), bench.txt (what was printed),
 # logs/, and with --plot the PNGs of scripts/plot.py. docs/PERFORMANCE.md explains them.
 #
-# usage: scripts/bench.sh [--quick] [--scenarios LIST] [--no-build] [--plot] [--perf] [--out DIR] [-- ARGS]
+# usage: scripts/bench.sh [--quick] [--scenarios LIST] [--no-build] [--plot] [--perf] [--instructions] [--out DIR] [-- ARGS]
 #   --quick          short steps and small counts (about a minute in all)
 #   --scenarios L    comma-separated: 1to1,multi,group,login-storm,idle (default: all five)
 #   --no-build       use the release binaries already built
 #   --plot           render PNG plots (installs matplotlib into .tools/py-bench)
 #   --perf           also profile one saturated 1to1 (or group) step with `perf record` (cpu-clock)
+#   --instructions   also count the instructions both gateways execute per 1:1 message
+#                    (valgrind callgrind): a cost figure that does not move with the load
+#                    of this shared machine, unlike rates and CPU%
 #   --out DIR        where results go (default target/bench/<time>)
 #   -- ARGS          passed on to every `mrc bench` run (e.g. -- --users 2000)
 #
@@ -36,7 +39,7 @@ root=$(pwd)
 
 usage() { sed -n '/^# usage:/,/^#$/p' "$0" | sed -e 's/^# \{0,1\}//' -e '$d'; }
 
-quick=0 build=1 plot=0 perf=0 out="" scenarios="1to1,multi,group,login-storm,idle"
+quick=0 build=1 plot=0 perf=0 instructions=0 out="" scenarios="1to1,multi,group,login-storm,idle"
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,6 +48,7 @@ while [ $# -gt 0 ]; do
     --no-build) build=0 ;;
     --plot) plot=1 ;;
     --perf) perf=1 ;;
+    --instructions) instructions=1 ;;
     --out) out=$2; shift ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) usage; exit 0 ;;
@@ -139,6 +143,7 @@ wait_for() {
 }
 
 gateway_urls="" procs="" nats_url=""
+gw_wrap=()   # a command the gateways run under (valgrind, for --instructions)
 cluster_up() {
   local store="$tmp/js-$1" line port
   start nats "$nats_server" -a 127.0.0.1 -p -1 -js -sd "$store"
@@ -155,7 +160,7 @@ cluster_up() {
   done
   for n in 1 2; do wait_for "center-$n" "mrc-center ready" >/dev/null; done
   for n in 1 2; do
-    start "gw-$n" "$server_bin/mrc-gateway" --nats-url "$nats_url" --id "bench-gw-$n" "${gw_flags[@]}"
+    start "gw-$n" "${gw_wrap[@]}" "$server_bin/mrc-gateway" --nats-url "$nats_url" --id "bench-gw-$n" "${gw_flags[@]}"
   done
   gateway_urls=""
   for n in 1 2; do
@@ -221,6 +226,37 @@ if [ "$perf" = 1 ]; then
   report --comm tokio-rt-worker --sort dso,sym --percent-limit 0.3 >"$out/perf-mrc.txt"
   report --comm nats-server --sort dso,sym --percent-limit 0.5 >"$out/perf-nats.txt"
   say "profile: $out/perf-*.txt"
+  cluster_down
+fi
+
+if [ "$instructions" = 1 ]; then
+  command -v callgrind_control >/dev/null || { say "valgrind is not installed"; exit 1; }
+  # Both gateways under callgrind. Two runs of the same load but for the number of
+  # messages; each is followed by a dump of the counts since the previous one, so their
+  # difference is the cost of the extra messages alone (logins, logouts and start-up
+  # cancel out). The rate is low: under valgrind a gateway is ~50 times slower.
+  gw_wrap=(valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.%p")
+  cluster_up instructions
+  rate=${MRC_BENCH_INSTRUCTIONS_RATE:-300}
+  short=3 long=13
+  ir=()
+  for secs in "$short" "$long"; do
+    bench --scenario 1to1 --users 100 --steps "$rate" --step-secs "$secs" --baseline-secs 0 \
+      --drain-secs 10 --json "$out/instructions.jsonl" >/dev/null
+    total=0
+    for n in 1 2; do
+      callgrind_control -d "${pid_of[gw-$n]}" >/dev/null
+      sleep 1
+      file=$(ls -t "$out"/callgrind."${pid_of[gw-$n]}"* | head -1)
+      count=$(sed -n 's/^summary: \([0-9]*\).*/\1/p' "$file")
+      total=$((total + count))
+    done
+    ir+=("$total")
+  done
+  messages=$(( rate * (long - short) ))
+  per=$(( (ir[1] - ir[0]) / messages ))
+  echo "instructions: both gateways, per 1:1 message: $per (user space; $messages extra messages, ${ir[0]} then ${ir[1]} instructions)" | tee -a "$out/bench.txt"
+  gw_wrap=()
   cluster_down
 fi
 
