@@ -1,8 +1,8 @@
 //! The stepped open-loop load (`1to1`, `multi`, `group`): U users log in across the
 //! gateways, then sender threads ([`super::sender`]) send messages from random users at
-//! each offered rate in turn, while one reader task per connection records what arrives. A message goes to
-//! random users on another gateway (`send`), or to a group whose members are the users
-//! (`group_send`, set up by [`super::group`]).
+//! each offered rate in turn, while one reader task per connection records what arrives.
+//! A message goes to random users on another gateway (`send`), or to a group whose
+//! members are the users (`group_send`, set up by [`super::group`]).
 //!
 //! Each step is followed by a drain pause, so every message is counted in the step that
 //! sent it (its body names the step) and no backlog leaks into the next step's figures.

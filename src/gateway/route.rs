@@ -480,19 +480,17 @@ fn merge(
     };
     match result {
         Ok(reply) => {
-            // A chunk names up to 1000 receivers: look them up in a set, not a list.
-            if reply.delivered.len() <= 8 {
-                for &i in rcpt {
-                    if reply.delivered.iter().any(|d| d == users[i].as_str()) {
-                        raise(i, Attempt::Delivered);
-                    }
-                }
-            } else {
-                let delivered: HashSet<&str> = reply.delivered.iter().map(String::as_str).collect();
-                for &i in rcpt {
-                    if delivered.contains(users[i].as_str()) {
-                        raise(i, Attempt::Delivered);
-                    }
+            // A chunk names up to 1000 receivers: a long reply is looked up in a set.
+            let set: Option<HashSet<&str>> = (reply.delivered.len() > 8)
+                .then(|| reply.delivered.iter().map(String::as_str).collect());
+            for &i in rcpt {
+                let id = users[i].as_str();
+                let delivered = match &set {
+                    Some(set) => set.contains(id),
+                    None => reply.delivered.iter().any(|d| d == id),
+                };
+                if delivered {
+                    raise(i, Attempt::Delivered);
                 }
             }
         }

@@ -164,7 +164,8 @@ pub struct Location {
 
 /// `mrc.gw.<gateway>.deliver`: one message for the receivers (`rcpt`) on that gateway.
 /// Fields borrow: the sending gateway encodes one per destination from the message it
-/// routes, and the receiving one decodes it from the NATS payload, without copying ids.
+/// routes without copying any id; the receiving one borrows `id` and `members` (when
+/// unescaped) from the NATS payload.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeliverRequest<'a> {
     #[serde(borrow)]
