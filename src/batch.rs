@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::Client;
+use async_nats::{Client, Subject};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -54,7 +54,7 @@ pub struct Batcher {
 /// Where a batcher sends, shared by its task and the callers that send themselves.
 struct Target {
     client: Client,
-    subject: String,
+    subject: Subject,
     timeout: Duration,
     slots: Arc<Semaphore>,
 }
@@ -65,7 +65,7 @@ impl Batcher {
         let (calls, rx) = mpsc::channel(limits.queue);
         let target = Arc::new(Target {
             client,
-            subject,
+            subject: subject.into(),
             timeout,
             slots: Arc::new(Semaphore::new(limits.in_flight)),
         });
@@ -127,7 +127,7 @@ async fn run(target: Arc<Target>, limits: Limits, mut rx: mpsc::Receiver<Call>) 
 }
 
 /// One NATS request for `calls`: a single request as it is, several as an array.
-async fn send(client: &Client, subject: String, timeout: Duration, calls: Vec<Call>) {
+async fn send(client: &Client, subject: Subject, timeout: Duration, calls: Vec<Call>) {
     if calls.len() == 1 {
         let call = calls.into_iter().next().expect("one call");
         let _ = call

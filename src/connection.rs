@@ -131,21 +131,24 @@ pub async fn request<T: serde::de::DeserializeOwned>(
     payload: bytes::Bytes,
     timeout: Duration,
 ) -> Result<T, RequestFailure> {
-    let reply = request_raw(client, subject, payload, timeout).await?;
+    let reply = request_raw(client, subject.into(), payload, timeout).await?;
     Ok(crate::protocol::nats::decode_reply(&reply)?)
 }
 
-/// [`request`] without decoding: the reply's payload as it came.
+/// [`request`] without decoding: the reply's payload as it came. A [`Subject`] is
+/// shared, not copied, by the requests of a [`Batcher`](crate::batch::Batcher).
+///
+/// [`Subject`]: async_nats::Subject
 pub async fn request_raw(
     client: &Client,
-    subject: String,
+    subject: async_nats::Subject,
     payload: bytes::Bytes,
     timeout: Duration,
 ) -> Result<bytes::Bytes, RequestFailure> {
     use async_nats::RequestErrorKind;
-    let request = async_nats::Request::new()
-        .payload(payload)
-        .timeout(Some(timeout));
+    // Bounded by the timeout around it (which also covers enqueueing during a
+    // reconnect), not by a second timer of the client's.
+    let request = async_nats::Request::new().payload(payload).timeout(None);
     let kind = metric_kind(&subject);
     let started = Instant::now();
     let sent = tokio::time::timeout(timeout, client.send_request(subject, request)).await;

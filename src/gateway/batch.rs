@@ -14,9 +14,9 @@ use crate::ident::GatewayId;
 use crate::protocol::nats::DeliverReply;
 use crate::subject::Subjects;
 
-/// How deliver requests to one destination batch: at most 4 NATS requests out at once, at
-/// most 64 deliver requests or 256 KiB in one.
-pub const LIMITS: Limits = Limits {
+/// How deliver requests to one destination batch: at most 64 deliver requests or 256 KiB
+/// in one; `in_flight` is `--deliver-in-flight`.
+const LIMITS: Limits = Limits {
     in_flight: 4,
     max_calls: 64,
     max_bytes: 256 * 1024,
@@ -28,15 +28,20 @@ pub struct Batches {
     client: Client,
     subjects: Subjects,
     timeout: Duration,
+    limits: Limits,
     batchers: Mutex<HashMap<GatewayId, Batcher>>,
 }
 
 impl Batches {
-    pub fn new(client: Client, subjects: Subjects, timeout: Duration) -> Self {
+    pub fn new(client: Client, subjects: Subjects, timeout: Duration, in_flight: usize) -> Self {
         Batches {
             client,
             subjects,
             timeout,
+            limits: Limits {
+                in_flight,
+                ..LIMITS
+            },
             batchers: Mutex::default(),
         }
     }
@@ -46,7 +51,7 @@ impl Batches {
         &self,
         gateway: &GatewayId,
         payload: Bytes,
-    ) -> Result<DeliverReply, RequestFailure> {
+    ) -> Result<DeliverReply<'static>, RequestFailure> {
         let batcher = self.batcher(gateway);
         batcher.request(payload).await
     }
@@ -60,7 +65,7 @@ impl Batches {
             .entry(gateway.clone())
             .or_insert_with(|| {
                 let subject = self.subjects.deliver(gateway);
-                Batcher::start(self.client.clone(), subject, self.timeout, LIMITS)
+                Batcher::start(self.client.clone(), subject, self.timeout, self.limits)
             })
             .clone()
     }

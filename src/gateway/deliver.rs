@@ -10,7 +10,7 @@ use crate::protocol::client::Frame;
 use crate::protocol::nats::{encode, DeliverReply, DeliverRequest, ErrorReply};
 
 /// Pushes one message to the local sessions of its receivers.
-pub fn deliver(sessions: &Sessions, request: &DeliverRequest<'_>) -> DeliverReply {
+pub fn deliver<'a>(sessions: &Sessions, request: &'a DeliverRequest<'_>) -> DeliverReply<'a> {
     let frame = Frame::Msg {
         id: &request.id,
         from: request.from.as_deref(),
@@ -28,9 +28,9 @@ pub fn deliver(sessions: &Sessions, request: &DeliverRequest<'_>) -> DeliverRepl
         .chain(request.members.iter().map(|m| &**m));
     sessions.push_each(receivers, &frame, |rcpt, delivered| {
         if delivered {
-            reply.delivered.push(rcpt.to_string());
+            reply.delivered.push(rcpt.into());
         } else {
-            reply.absent.push(rcpt.to_string());
+            reply.absent.push(rcpt.into());
         }
     });
     reply

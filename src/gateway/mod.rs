@@ -112,8 +112,7 @@ pub async fn run(
         subjects.clone(),
         resolver.clone(),
         sessions.clone(),
-        timeout,
-        config.limits.max_id_bytes,
+        &config,
     );
     let gw = Arc::new(Gateway {
         id: id.clone(),

@@ -22,6 +22,7 @@ use super::deliver::deliver;
 use super::resolve::{Resolver, Route};
 use super::session::Sessions;
 use crate::center::groups::REPORT_DETAIL_LIMIT;
+use crate::config;
 use crate::connection::{self, RequestFailure};
 use crate::ident::{GatewayId, GroupId, MessageId, UserId};
 use crate::protocol::client::{FrameError, Report};
@@ -150,16 +151,24 @@ fn receivers(to: &[String], max_id_bytes: usize) -> (Vec<UserId>, Vec<&str>) {
 }
 
 impl Router {
+    /// The router of gateway `gateway`. From `config`: the NATS request timeout, the
+    /// longest receiver id, and deliver requests in flight per destination.
     pub fn new(
         gateway: GatewayId,
         client: Client,
         subjects: Subjects,
         resolver: Arc<Resolver>,
         sessions: Arc<Sessions>,
-        timeout: Duration,
-        max_id_bytes: usize,
+        config: &config::Gateway,
     ) -> Self {
-        let batches = Batches::new(client.clone(), subjects.clone(), timeout);
+        let timeout = config.nats.request_timeout();
+        let max_id_bytes = config.limits.max_id_bytes;
+        let batches = Batches::new(
+            client.clone(),
+            subjects.clone(),
+            timeout,
+            config.deliver_in_flight,
+        );
         Router {
             gateway,
             client,
@@ -355,9 +364,8 @@ impl Router {
             .collect();
         // One destination (every 1:1 message): no join machinery around the one request.
         if let [(gateway, rcpt)] = jobs[..] {
-            let result = self
-                .deliver_to(gateway, &envelope.request(users, rcpt))
-                .await;
+            let request = envelope.request(users, rcpt);
+            let result = self.deliver_to(gateway, &request).await;
             merge(&mut results, users, rcpt, result);
             return results;
         }
@@ -377,11 +385,11 @@ impl Router {
     }
 
     /// One deliver request; this gateway delivers to itself without a NATS round trip.
-    async fn deliver_to(
+    async fn deliver_to<'a>(
         &self,
         gateway: &GatewayId,
-        request: &DeliverRequest<'_>,
-    ) -> Result<DeliverReply, RequestFailure> {
+        request: &'a DeliverRequest<'_>,
+    ) -> Result<DeliverReply<'a>, RequestFailure> {
         let requests = if *gateway == self.gateway {
             telemetry::static_counter!(telemetry::GATEWAY_DELIVER_REQUESTS, "target" => "local")
         } else {
@@ -469,7 +477,7 @@ fn merge(
     results: &mut [Attempt],
     users: &[UserId],
     rcpt: &[usize],
-    result: Result<DeliverReply, RequestFailure>,
+    result: Result<DeliverReply<'_>, RequestFailure>,
 ) {
     let mut raise = |i: usize, to: Attempt| {
         results[i] = match (results[i], to) {
@@ -481,8 +489,8 @@ fn merge(
     match result {
         Ok(reply) => {
             // A chunk names up to 1000 receivers: a long reply is looked up in a set.
-            let set: Option<HashSet<&str>> = (reply.delivered.len() > 8)
-                .then(|| reply.delivered.iter().map(String::as_str).collect());
+            let set: Option<HashSet<&str>> =
+                (reply.delivered.len() > 8).then(|| reply.delivered.iter().map(|d| &**d).collect());
             for &i in rcpt {
                 let id = users[i].as_str();
                 let delivered = match &set {
@@ -599,7 +607,7 @@ mod tests {
         let many: Vec<UserId> = (0..20).map(|i| user(&format!("u{i}"))).collect();
         let mut results = vec![Attempt::Absent; 20];
         let reply = DeliverReply {
-            delivered: (0..20).step_by(2).map(|i| format!("u{i}")).collect(),
+            delivered: (0..20).step_by(2).map(|i| format!("u{i}").into()).collect(),
             absent: Vec::new(),
         };
         let rcpt: Vec<usize> = (0..20).collect();

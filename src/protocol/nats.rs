@@ -189,11 +189,12 @@ pub struct DeliverRequest<'a> {
     pub body: &'a RawValue,
 }
 
-/// Which receivers the gateway pushed to, and which it does not hold (stale route).
+/// Which receivers the gateway pushed to, and which it does not hold (stale route). The
+/// answering gateway borrows the ids from the request it answers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct DeliverReply {
-    pub delivered: Vec<String>,
-    pub absent: Vec<String>,
+pub struct DeliverReply<'a> {
+    pub delivered: Vec<Cow<'a, str>>,
+    pub absent: Vec<Cow<'a, str>>,
 }
 
 /// `mrc.send`: a backend's message. `id` and `from` are optional.

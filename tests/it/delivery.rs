@@ -176,11 +176,14 @@ async fn a_stale_cached_route_still_delivers_after_re_resolving() {
 #[tokio::test]
 async fn a_burst_to_another_gateway_is_batched_and_every_message_arrives_once() {
     let mut cluster = Cluster::start(1, 0);
+    // One deliver request out at a time: the rest of the burst must leave in batches.
     cluster.gateway_args = vec![
         "--rate-per-sec".into(),
         "100000".into(),
         "--rate-burst".into(),
         "100000".into(),
+        "--deliver-in-flight".into(),
+        "1".into(),
     ];
     cluster.start_gateway("g0");
     cluster.start_gateway("g1");
@@ -227,5 +230,9 @@ async fn a_burst_to_another_gateway_is_batched_and_every_message_arrives_once() 
     .await;
     eprintln!(
         "{count} messages to another gateway went out in {batches} batches plus single requests"
+    );
+    assert!(
+        batches >= 1.0,
+        "a burst behind one request in flight was not batched"
     );
 }
