@@ -14,11 +14,13 @@ use crate::ident::GatewayId;
 use crate::protocol::nats::DeliverReply;
 use crate::subject::Subjects;
 
-/// How deliver requests to one destination batch: at most 64 deliver requests or 256 KiB
-/// in one; `in_flight` is `--deliver-in-flight`.
+/// How deliver requests to one destination batch: at most 1024 deliver requests or 256 KiB
+/// in one; `in_flight` is `--deliver-in-flight`. The byte bound is the one that binds (a
+/// 1:1 deliver request is ~250 bytes): a count of 64 capped one destination at 4 × 64
+/// messages in flight, i.e. at 51k msg/s once a round trip under load reaches 5 ms.
 const LIMITS: Limits = Limits {
     in_flight: 4,
-    max_calls: 64,
+    max_calls: 1024,
     max_bytes: 256 * 1024,
     queue: 4096,
 };
