@@ -74,8 +74,12 @@ def throughput(rows, out):
     ax.plot([0, top], [0, top], color="grey", linestyle=":", label="delivered = offered")
     baselines = [r for r in rows if r.get("type") == "baseline"]
     if baselines:
-        b = baselines[-1]
-        rr = b["request_reply_per_s"]
+        # The mean of the last run's measurements (before and after its steps), as the
+        # bench's summary compares with.
+        run = baselines[-1]["run"]
+        same_run = [r for r in baselines if r["run"] == run]
+        b = same_run[-1]
+        rr = sum(r["request_reply_per_s"] for r in same_run) / len(same_run)
         ax.axhline(rr, color="tab:red", linestyle="--",
                    label=f"NATS request-reply, {b['in_flight']} in flight ({rr / 1e3:.0f}k/s)")
         ax.axhline(rr / 2, color="tab:red", linestyle=":", label="target: 0.5 x request-reply")

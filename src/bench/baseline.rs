@@ -33,11 +33,14 @@ pub struct Baseline {
 /// Hard cap on operations per measurement, whatever the duration.
 const MAX_OPS: u64 = 100_000_000;
 
+/// Measures both baselines; `when` names the measurement in what is printed and recorded
+/// (`before` or `after` the load steps).
 pub async fn run(
     nats: &config::Nats,
     payload: usize,
     in_flight: usize,
     duration: Duration,
+    when: &str,
     watched: &Watched,
     out: &mut Output,
 ) -> anyhow::Result<Baseline> {
@@ -54,7 +57,7 @@ pub async fn run(
         request_reply(&requester, &responder, body.clone(), in_flight, duration).await?;
     let rr_usage = watched.usage(&before, &watched.sample());
     println!(
-        "baseline: NATS request-reply, {in_flight} in flight, {payload} B: {} (p50 {}, p99 {})",
+        "baseline ({when}): NATS request-reply, {in_flight} in flight, {payload} B: {} (p50 {}, p99 {})",
         Rate(request_reply),
         Micros(request_latency.p50),
         Micros(request_latency.p99)
@@ -65,7 +68,7 @@ pub async fn run(
     let (published, pub_sub) = pub_sub(&requester, &responder, body, duration).await?;
     let ps_usage = watched.usage(&before, &watched.sample());
     println!(
-        "baseline: NATS publish-subscribe, {payload} B: {} received ({} published)",
+        "baseline ({when}): NATS publish-subscribe, {payload} B: {} received ({} published)",
         Rate(pub_sub),
         Rate(published)
     );
@@ -74,6 +77,7 @@ pub async fn run(
         "baseline",
         "nats",
         serde_json::json!({
+            "when": when,
             "payload": payload,
             "in_flight": in_flight,
             "duration_s": duration.as_secs_f64(),

@@ -249,22 +249,11 @@ async fn scenario(
     let cap = storm::connection_cap(&watched, &gateway_labels);
     match args.scenario {
         Scenario::OneToOne | Scenario::Multi | Scenario::Group => {
-            let base = if args.baseline_secs > 0.0 {
-                let d = Duration::from_secs_f64(args.baseline_secs);
-                Some(
-                    baseline::run(
-                        &nats,
-                        args.payload,
-                        args.baseline_in_flight,
-                        d,
-                        &watched,
-                        &mut out,
-                    )
-                    .await?,
-                )
-            } else {
-                None
-            };
+            // The baseline is measured before and after the steps, and MRC's rate is
+            // compared with their mean: this shared machine's speed drifts by more than
+            // the difference between runs within minutes, so one measurement up front can
+            // flatter or wrong the ratio (both were seen: 92k/s and 140k/s an hour apart).
+            let before = measure_baseline(args, &nats, "before", &watched, &mut out).await?;
             let cfg = load::Config {
                 scenario: args.scenario.name(),
                 users: args.users.min(cap),
@@ -305,7 +294,12 @@ async fn scenario(
                 let results = load::run(&cfg, targets, logged_in, &watched, &mut out).await?;
                 (cfg, results)
             };
-            summarize(&cfg, &results, base, &mut out);
+            let after = match before {
+                Some(_) => measure_baseline(args, &nats, "after", &watched, &mut out).await?,
+                None => None,
+            };
+            let bases: Vec<baseline::Baseline> = before.into_iter().chain(after).collect();
+            summarize(&cfg, &results, &bases, &mut out);
         }
         Scenario::LoginStorm => {
             let client = connection::connect(&nats, "mrc bench")
@@ -367,12 +361,31 @@ async fn scenario(
 
 use crate::connection;
 
-/// The headline figures: saturation rate, its ratio to the NATS baseline, latency at the
-/// rates the targets name.
+/// The raw NATS baselines (`--baseline-secs`, none when 0), measured `when` ("before" or
+/// "after" the load steps).
+async fn measure_baseline(
+    args: &Args,
+    nats: &config::Nats,
+    when: &str,
+    watched: &procs::Watched,
+    out: &mut output::Output,
+) -> anyhow::Result<Option<baseline::Baseline>> {
+    if args.baseline_secs <= 0.0 {
+        return Ok(None);
+    }
+    let duration = Duration::from_secs_f64(args.baseline_secs);
+    let (payload, in_flight) = (args.payload, args.baseline_in_flight);
+    let base = baseline::run(nats, payload, in_flight, duration, when, watched, out).await?;
+    Ok(Some(base))
+}
+
+/// The headline figures: saturation rate and its ratio to the NATS baselines, against
+/// their mean and (when there are two) against each, so the machine's drift during the
+/// run shows.
 fn summarize(
     cfg: &load::Config,
     results: &[load::StepResult],
-    base: Option<baseline::Baseline>,
+    bases: &[baseline::Baseline],
     out: &mut output::Output,
 ) {
     let Some(best) = results
@@ -394,13 +407,31 @@ fn summarize(
         stats::Rate(best.delivered_per_sec),
         stats::Rate(messages_per_sec)
     );
-    let ratio = base.map(|b| best.delivered_per_sec / b.request_reply);
-    if let (Some(b), Some(r)) = (base, ratio) {
+    let mean = |f: fn(&baseline::Baseline) -> f64| {
+        (!bases.is_empty()).then(|| bases.iter().map(f).sum::<f64>() / bases.len() as f64)
+    };
+    let request_reply = mean(|b| b.request_reply);
+    let pub_sub = mean(|b| b.pub_sub);
+    let ratio = request_reply.map(|rr| best.delivered_per_sec / rr);
+    let each: Vec<f64> = bases
+        .iter()
+        .map(|b| best.delivered_per_sec / b.request_reply)
+        .collect();
+    if let (Some(rr), Some(ps), Some(r)) = (request_reply, pub_sub, ratio) {
+        let measured = match bases {
+            [before, after] => format!(
+                "mean of {} before and {} after the steps: {:.2} x and {:.2} x",
+                stats::Rate(before.request_reply),
+                stats::Rate(after.request_reply),
+                each[0],
+                each[1]
+            ),
+            _ => stats::Rate(rr).to_string(),
+        };
         line.push_str(&format!(
-            " = {r:.2} x NATS request-reply ({}), {:.3} x NATS pub-sub ({})",
-            stats::Rate(b.request_reply),
-            best.delivered_per_sec / b.pub_sub,
-            stats::Rate(b.pub_sub)
+            " = {r:.2} x NATS request-reply ({measured}), {:.3} x NATS pub-sub ({})",
+            best.delivered_per_sec / ps,
+            stats::Rate(ps)
         ));
     }
     println!("{line}");
@@ -412,9 +443,10 @@ fn summarize(
             "best_delivered_per_s": best.delivered_per_sec,
             "best_offered": best.offered,
             "ratio_request_reply": ratio,
-            "ratio_pub_sub": base.map(|b| best.delivered_per_sec / b.pub_sub),
-            "request_reply_per_s": base.map(|b| b.request_reply),
-            "pub_sub_per_s": base.map(|b| b.pub_sub),
+            "ratio_request_reply_each": each,
+            "ratio_pub_sub": pub_sub.map(|ps| best.delivered_per_sec / ps),
+            "request_reply_per_s": request_reply,
+            "pub_sub_per_s": pub_sub,
         }),
     );
 }

@@ -24,14 +24,7 @@ fn bench(cluster: &Cluster, args: &[&str]) -> Vec<Value> {
         .args(["bench", "--gateways", &gateways.join(",")])
         .args(["--procs", &procs.join(",")])
         .args(["--json", json.to_str().expect("a UTF-8 path")])
-        .args([
-            "--step-secs",
-            "1",
-            "--drain-secs",
-            "5",
-            "--baseline-secs",
-            "0",
-        ])
+        .args(["--step-secs", "1", "--drain-secs", "5"])
         .args(["--source-ips", "0", "--max-secs", "120"])
         .args(args)
         .output()
@@ -73,11 +66,43 @@ fn direct_and_group_loads_deliver_every_message_exactly_once() {
         2,
         &["--rate-per-sec", "100000", "--rate-burst", "100000"],
     );
+    // With the NATS baselines, measured before and after the steps and compared with
+    // their mean.
     let results = bench(
         &cluster,
-        &["--scenario", "1to1", "--users", "40", "--steps", "100,400"],
+        &[
+            "--scenario",
+            "1to1",
+            "--users",
+            "40",
+            "--steps",
+            "100,400",
+            "--baseline-secs",
+            "0.3",
+        ],
     );
     assert_every_message_arrived_once(&results, &[100, 400], 1);
+    let baselines: Vec<&Value> = results.iter().filter(|r| r["type"] == "baseline").collect();
+    let when: Vec<&str> = baselines
+        .iter()
+        .map(|b| b["when"].as_str().unwrap())
+        .collect();
+    assert_eq!(when, ["before", "after"], "{results:?}");
+    let request_reply: Vec<f64> = baselines
+        .iter()
+        .map(|b| b["request_reply_per_s"].as_f64().unwrap())
+        .collect();
+    assert!(request_reply.iter().all(|&rr| rr > 0.0), "{baselines:?}");
+    let summary = results.iter().find(|r| r["type"] == "summary").unwrap();
+    let mean = (request_reply[0] + request_reply[1]) / 2.0;
+    assert_eq!(summary["request_reply_per_s"].as_f64().unwrap(), mean);
+    let best = summary["best_delivered_per_s"].as_f64().unwrap();
+    assert_eq!(
+        summary["ratio_request_reply"].as_f64().unwrap(),
+        best / mean
+    );
+    let each = summary["ratio_request_reply_each"].as_array().unwrap();
+    assert_eq!(each.len(), 2, "{summary}");
 
     let results = bench(
         &cluster,
@@ -90,6 +115,8 @@ fn direct_and_group_loads_deliver_every_message_exactly_once() {
             "3",
             "--steps",
             "100",
+            "--baseline-secs",
+            "0",
         ],
     );
     assert_every_message_arrived_once(&results, &[100], 3);
@@ -105,6 +132,8 @@ fn direct_and_group_loads_deliver_every_message_exactly_once() {
             "30",
             "--steps",
             "20",
+            "--baseline-secs",
+            "0",
         ],
     );
     assert_every_message_arrived_once(&results, &[20], 29);
