@@ -295,7 +295,13 @@ async fn scenario(
                 (cfg, results)
             };
             let after = match before {
-                Some(_) => measure_baseline(args, &nats, "after", &watched, &mut out).await?,
+                Some(_) => {
+                    let (waited, settled) = watched.settle(5.0, Duration::from_secs(60)).await;
+                    if !settled {
+                        println!("baseline (after): the cluster was still busy after {waited:.0?}");
+                    }
+                    measure_baseline(args, &nats, "after", &watched, &mut out).await?
+                }
                 None => None,
             };
             let bases: Vec<baseline::Baseline> = before.into_iter().chain(after).collect();

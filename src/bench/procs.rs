@@ -182,6 +182,28 @@ impl Watched {
 
     /// Usage of every process between two samples, then `other`: the CPU the rest of the
     /// machine used meanwhile (other people's builds and tests skew a run: check it).
+    /// Waits until every watched process but the bench used less than `busy_pct` of a
+    /// core over one second, for at most `limit`; how long it waited, and whether they
+    /// settled. A cluster past saturation works through its backlog for a while after
+    /// the load stops: what is measured next would share the machine with it.
+    pub async fn settle(&self, busy_pct: f64, limit: Duration) -> (Duration, bool) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let before = self.sample();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let usage = self.usage(&before, &self.sample());
+            // In the order of `procs` (the bench last), then the rest of the machine.
+            let cluster = &usage[..self.procs.len() - 1];
+            if cluster
+                .iter()
+                .all(|u| u.cpu_pct.is_none_or(|c| c < busy_pct))
+            {
+                return (start.elapsed(), true);
+            }
+        }
+        (start.elapsed(), false)
+    }
+
     pub fn usage(&self, before: &Sample, after: &Sample) -> Vec<Usage> {
         let wall = after.at.saturating_duration_since(before.at);
         let mut usage: Vec<Usage> = self
@@ -308,5 +330,37 @@ mod tests {
         assert_eq!(usage[2].label, "other");
         assert!(usage[1].rss_kb.unwrap() > 0, "the bench reads its own RSS");
         assert!(describe(&usage).contains("bench"));
+    }
+
+    #[tokio::test]
+    async fn settling_waits_for_the_cluster_not_for_the_bench_or_the_machine() {
+        let mut busy = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap();
+        let spinning = Watched::new(vec![Proc {
+            label: "gw-1".into(),
+            pid: busy.id(),
+        }]);
+        let (waited, settled) = spinning.settle(20.0, Duration::from_millis(1500)).await;
+        assert!(!settled, "a process spinning on a core is busy");
+        assert!(waited >= Duration::from_millis(1500));
+        // The machine stays busy (the spinning shell is "other" now), the bench itself
+        // is never waited for: an idle cluster settles at the first look.
+        let mut sleeping = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let idle = Watched::new(vec![Proc {
+            label: "gw-1".into(),
+            pid: sleeping.id(),
+        }]);
+        let (waited, settled) = idle.settle(20.0, Duration::from_secs(5)).await;
+        for child in [&mut busy, &mut sleeping] {
+            child.kill().unwrap();
+            let _ = child.wait();
+        }
+        assert!(settled, "an idle process settles");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
     }
 }
