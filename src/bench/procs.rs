@@ -180,8 +180,6 @@ impl Watched {
         }
     }
 
-    /// Usage of every process between two samples, then `other`: the CPU the rest of the
-    /// machine used meanwhile (other people's builds and tests skew a run: check it).
     /// Waits until every watched process but the bench used less than `busy_pct` of a
     /// core over one second, for at most `limit`; how long it waited, and whether they
     /// settled. A cluster past saturation works through its backlog for a while after
@@ -204,6 +202,8 @@ impl Watched {
         (start.elapsed(), false)
     }
 
+    /// Usage of every process between two samples, then `other`: the CPU the rest of the
+    /// machine used meanwhile (other people's builds and tests skew a run: check it).
     pub fn usage(&self, before: &Sample, after: &Sample) -> Vec<Usage> {
         let wall = after.at.saturating_duration_since(before.at);
         let mut usage: Vec<Usage> = self
@@ -334,27 +334,25 @@ mod tests {
 
     #[tokio::test]
     async fn settling_waits_for_the_cluster_not_for_the_bench_or_the_machine() {
-        let mut busy = std::process::Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .spawn()
-            .unwrap();
-        let spinning = Watched::new(vec![Proc {
-            label: "gw-1".into(),
-            pid: busy.id(),
-        }]);
+        let start = |program: &str, args: &[&str]| {
+            let child = std::process::Command::new(program)
+                .args(args)
+                .spawn()
+                .unwrap();
+            let label = "gw-1".into();
+            let watched = Watched::new(vec![Proc {
+                label,
+                pid: child.id(),
+            }]);
+            (child, watched)
+        };
+        let (mut busy, spinning) = start("sh", &["-c", "while :; do :; done"]);
         let (waited, settled) = spinning.settle(20.0, Duration::from_millis(1500)).await;
         assert!(!settled, "a process spinning on a core is busy");
         assert!(waited >= Duration::from_millis(1500));
         // The machine stays busy (the spinning shell is "other" now), the bench itself
         // is never waited for: an idle cluster settles at the first look.
-        let mut sleeping = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
-        let idle = Watched::new(vec![Proc {
-            label: "gw-1".into(),
-            pid: sleeping.id(),
-        }]);
+        let (mut sleeping, idle) = start("sleep", &["5"]);
         let (waited, settled) = idle.settle(20.0, Duration::from_secs(5)).await;
         for child in [&mut busy, &mut sleeping] {
             child.kill().unwrap();
