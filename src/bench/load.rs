@@ -454,14 +454,20 @@ async fn run_step(
     let after = watched.sample();
     let sent = counters.sent.load(Relaxed);
     let expected = sent * cfg.fanout as u64;
+    // Every message is delivered and reported; a report can come back after the last
+    // delivery (the sender's gateway writes it once the receiver's gateway replied), so
+    // the drain waits for both.
     let drain_end = Instant::now() + cfg.drain;
-    while counters.delivered.load(Relaxed) < expected && Instant::now() < drain_end {
+    let pending =
+        || counters.delivered.load(Relaxed) < expected || counters.reports.load(Relaxed) < sent;
+    while pending() && Instant::now() < drain_end {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delivered = counters.delivered.load(Relaxed);
     let (lost, duplicates) = losses(&counters.receipts, cfg.fanout, expected, delivered);
     let events = shared.events_of(step);
     let reports = counters.reports.load(Relaxed);
+    let reports_delivered = counters.reports_delivered.load(Relaxed);
     let offline_expected = match cfg.traffic {
         Traffic::Group { offline, .. } => reports * offline,
         Traffic::Direct => 0,
@@ -537,7 +543,7 @@ async fn run_step(
             "duplicates": duplicates,
             "not_delivered": not_delivered,
             "reports": reports,
-            "reports_delivered": counters.reports_delivered.load(Relaxed),
+            "reports_delivered": reports_delivered,
             "events": events,
             "lag_max_us": lag,
             "latency": l.to_json(),
