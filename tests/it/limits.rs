@@ -259,16 +259,20 @@ async fn limits_that_cannot_fit_in_a_nats_message_stop_the_gateway_at_start() {
 }
 
 #[tokio::test]
-async fn a_zero_broadcast_rate_is_a_configuration_error() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mrc-gateway"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--insecure-dev-auth",
-            "--broadcast-rate",
-            "0",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(64), "{output:?}");
+async fn a_zero_rate_or_in_flight_cap_is_a_configuration_error() {
+    for flag in [
+        "--broadcast-rate",
+        "--deliver-in-flight",
+        "--routing-in-flight",
+        "--sends-in-flight",
+        "--ingress-in-flight",
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mrc-gateway"))
+            .args(["--listen", "127.0.0.1:0", "--insecure-dev-auth", flag, "0"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{flag}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("{flag} must be > 0")), "{stderr}");
+    }
 }
