@@ -164,13 +164,18 @@ pub struct Location {
 
 /// `mrc.gw.<gateway>.deliver`: one message for the receivers (`rcpt`) on that gateway.
 /// Fields borrow: the sending gateway encodes one per destination from the message it
-/// routes without copying any id; the receiving one borrows `id` and `members` (when
-/// unescaped) from the NATS payload.
+/// routes without copying any id; the receiving one borrows `id`, `from`, `group` and
+/// `members` (when unescaped) from the NATS payload.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeliverRequest<'a> {
     #[serde(borrow)]
     pub id: Cow<'a, str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "borrowed_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub from: Option<Cow<'a, str>>,
     /// Every receiver of a direct message, as the clients see it.
     #[serde(default)]
@@ -179,7 +184,12 @@ pub struct DeliverRequest<'a> {
     #[serde(default, skip_serializing_if = "<[usize]>::is_empty")]
     pub rcpt: Cow<'a, [usize]>,
     /// The group of a group message (then `to` is empty).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "borrowed_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub group: Option<Cow<'a, str>>,
     /// Group messages: the members this gateway should push to.
     #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
@@ -187,6 +197,17 @@ pub struct DeliverRequest<'a> {
     pub ts: u64,
     #[serde(borrow)]
     pub body: &'a RawValue,
+}
+
+/// An optional string borrowed from the payload when it has no escapes (serde borrows a
+/// `Cow<str>` field, but not one inside an `Option`).
+fn borrowed_str<'de: 'a, 'a, D>(deserializer: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'a>>::deserialize(deserializer)?.map(|b| b.0))
 }
 
 /// Which receivers the gateway pushed to, and which it does not hold (stale route). The
@@ -378,5 +399,18 @@ mod tests {
         assert_eq!(req.body.get(), "[1,  2]");
         let again = String::from_utf8(encode(&req).to_vec()).unwrap();
         assert_eq!(again, text);
+    }
+
+    #[test]
+    fn deliver_request_ids_borrow_from_the_payload_unless_escaped() {
+        let text = r#"{"id":"m","from":"alice","group":"t\u00e9am","ts":1,"body":1}"#;
+        let req: DeliverRequest<'_> = serde_json::from_str(text).unwrap();
+        assert!(matches!(req.id, Cow::Borrowed("m")));
+        assert!(matches!(req.from, Some(Cow::Borrowed("alice"))));
+        assert_eq!(req.group.as_deref(), Some("téam"));
+        assert!(
+            matches!(req.group, Some(Cow::Owned(_))),
+            "escaped: decoded, so owned"
+        );
     }
 }
