@@ -194,18 +194,26 @@ where
     }
 }
 
-/// The label of a request subject in metrics: its last token (`lookup`, `register`,
-/// `deliver`, `send`...), never a user id.
+/// Every label [`metric_kind`] gives a request subject in metrics.
+pub(crate) const METRIC_KINDS: [&str; 7] = [
+    "lookup",
+    "register",
+    "unregister",
+    "purge",
+    "deliver",
+    "send",
+    "other",
+];
+
+/// The label of a request subject in metrics: its last token when that is one of
+/// [`METRIC_KINDS`] (`lookup`, `register`, `deliver`, `send`...), else `other`; never a
+/// user id.
 pub(crate) fn metric_kind(subject: &str) -> &'static str {
-    match subject.rsplit('.').next().unwrap_or("") {
-        "lookup" => "lookup",
-        "register" => "register",
-        "unregister" => "unregister",
-        "purge" => "purge",
-        "deliver" => "deliver",
-        "send" => "send",
-        _ => "other",
-    }
+    let last = subject.rsplit('.').next().unwrap_or("");
+    METRIC_KINDS
+        .into_iter()
+        .find(|&kind| kind == last)
+        .unwrap_or("other")
 }
 
 /// Answers every request on `requests` with `answer(payload)` until `shutdown` or the
@@ -238,5 +246,23 @@ pub async fn drain(client: &Client) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "draining the NATS connection failed"),
         Err(_) => tracing::warn!("NATS connection not drained within 5 s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_kinds_are_the_known_last_tokens_and_never_an_id() {
+        assert_eq!(metric_kind("mrc.dir.lookup"), "lookup");
+        assert_eq!(metric_kind("mrc.dir.unregister"), "unregister");
+        assert_eq!(metric_kind("mrc.gw.g1.deliver"), "deliver");
+        assert_eq!(metric_kind("mrc.send"), "send");
+        assert_eq!(metric_kind("mrc.to.alice"), "other");
+        assert_eq!(metric_kind(""), "other");
+        for subject in ["mrc.dir.purge", "mrc.grp.resolve", "mrc.dir.register"] {
+            assert!(METRIC_KINDS.contains(&metric_kind(subject)), "{subject}");
+        }
     }
 }

@@ -141,30 +141,22 @@ pub fn deliveries(outcome: crate::protocol::code::Outcome, n: u64) {
     counter.increment(n);
 }
 
-/// Records one NATS request's duration. `kind` is one of [`connection::metric_kind`]'s
-/// labels, whose handles are registered once (a look-up by key hashed it every call).
+/// Records one NATS request's duration. `kind` is one of [`connection::METRIC_KINDS`],
+/// whose handles are registered once each, at first use (a look-up by key hashed it every
+/// call).
 ///
-/// [`connection::metric_kind`]: crate::connection::metric_kind
+/// [`connection::METRIC_KINDS`]: crate::connection::METRIC_KINDS
 pub fn nats_request(kind: &'static str, took: Duration) {
-    macro_rules! static_histogram {
-        ($kind:literal) => {{
-            static HISTOGRAM: std::sync::OnceLock<metrics::Histogram> = std::sync::OnceLock::new();
-            HISTOGRAM.get_or_init(|| metrics::histogram!(NATS_REQUEST_SECONDS, "kind" => $kind))
-        }};
+    use crate::connection::METRIC_KINDS;
+    static HISTOGRAMS: [std::sync::OnceLock<metrics::Histogram>; METRIC_KINDS.len()] =
+        [const { std::sync::OnceLock::new() }; METRIC_KINDS.len()];
+    let seconds = took.as_secs_f64();
+    match METRIC_KINDS.iter().position(|&k| k == kind) {
+        Some(i) => HISTOGRAMS[i]
+            .get_or_init(|| metrics::histogram!(NATS_REQUEST_SECONDS, "kind" => kind))
+            .record(seconds),
+        None => metrics::histogram!(NATS_REQUEST_SECONDS, "kind" => kind).record(seconds),
     }
-    let histogram = match kind {
-        "lookup" => static_histogram!("lookup"),
-        "register" => static_histogram!("register"),
-        "unregister" => static_histogram!("unregister"),
-        "purge" => static_histogram!("purge"),
-        "deliver" => static_histogram!("deliver"),
-        "send" => static_histogram!("send"),
-        other => {
-            return metrics::histogram!(NATS_REQUEST_SECONDS, "kind" => other)
-                .record(took.as_secs_f64())
-        }
-    };
-    histogram.record(took.as_secs_f64());
 }
 
 /// Counts one error sent to a client or backend.
