@@ -14,6 +14,7 @@
 //! - [`center`]: the directory service, presence and gateway liveness.
 //! - [`gateway`]: client sessions, routing, delivery and backend ingress.
 //! - [`client`]: a WebSocket client of a gateway (the CLI and tests use it).
+//! - [`retry`]: backoff and jitter for what must eventually happen.
 //! - [`shutdown`], [`telemetry`], [`exit`]: signals, logging and metrics, exit codes.
 //! - [`bench`]: `mrc bench`, the load generator (docs/PERFORMANCE.md).
 
@@ -29,6 +30,7 @@ pub mod gateway;
 pub mod groups;
 pub mod ident;
 pub mod protocol;
+pub mod retry;
 pub mod shutdown;
 pub mod store;
 pub mod subject;
