@@ -15,6 +15,8 @@ pub const DIR_LOOKUP: &str = "lookup";
 pub const DIR_PURGE: &str = "purge";
 pub const DIR_PRESENCE: &str = "presence";
 pub const DIR_GATEWAYS: &str = "gateways";
+pub const DIR_DIGESTS: &str = "digests";
+pub const DIR_SESSIONS: &str = "sessions";
 
 /// Names of the centers' group endpoints under [`Subjects::group_group`].
 pub const GRP_CREATE: &str = "create";
@@ -41,6 +43,8 @@ pub const GRP_ENDPOINTS: [&str; 9] = [
 
 /// The name centers answer `$SRV.PING/INFO/STATS` under.
 pub const CENTER_SERVICE: &str = "mrc-center";
+/// `mrc.center.gateway-down`: a center evicted a gateway (the gateway reconciles).
+pub const GATEWAY_DOWN: &str = "gateway-down";
 /// Queue group of the centers' endpoints.
 pub const CENTER_QUEUE: &str = "mrc-center";
 /// Queue group of the gateways' ingress subscriptions.
@@ -153,6 +157,11 @@ impl Subjects {
     /// `mrc.gw.<gateway>.kick`: close sessions a newer login replaced.
     pub fn kick(&self, gateway: &GatewayId) -> String {
         format!("{}.gw.{gateway}.kick", self.prefix)
+    }
+
+    /// `mrc.gw.<gateway>.reconcile`: a center asks the gateway to reconcile.
+    pub fn reconcile(&self, gateway: &GatewayId) -> String {
+        format!("{}.gw.{gateway}.reconcile", self.prefix)
     }
 
     /// `mrc.gw.<gateway>.hb`: gateway liveness.

@@ -246,6 +246,7 @@ pub async fn directory_storm(
         subjects.clone(),
         gateway.clone(),
         Duration::from_secs(10),
+        tokio_util::sync::CancellationToken::new(),
     );
     let ids: Vec<(UserId, SessionId)> = (0..users)
         .map(|i| {
@@ -317,7 +318,68 @@ pub async fn directory_storm(
                 "procs": procs::to_json(&usage),
             }),
         );
+        if phase == "register" {
+            reconcile_reads(&registrar, watched, out).await?;
+        }
     }
+    Ok(())
+}
+
+/// What reconciling costs the centers for a gateway holding every session just registered:
+/// one digest request (what a pass always does) and a read of every bucket (what a pass
+/// does when everything differs).
+async fn reconcile_reads(
+    registrar: &Registrar,
+    watched: &Watched,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    const DIGEST_READS: u32 = 20;
+    let before = watched.sample();
+    let start = Instant::now();
+    let mut digests = Vec::new();
+    for _ in 0..DIGEST_READS {
+        digests = registrar.digests().await?;
+    }
+    let per_digest = start.elapsed() / DIGEST_READS;
+    let digest_usage = watched.usage(&before, &watched.sample());
+    let before = watched.sample();
+    let start = Instant::now();
+    let all: Vec<usize> = (0..digests.len()).collect();
+    let chunks = crate::gateway::reconcile::chunks(&all, &digests);
+    let mut listed = 0;
+    for chunk in &chunks {
+        listed += registrar.sessions(chunk.clone()).await?.len();
+    }
+    let full = start.elapsed();
+    let full_usage = watched.usage(&before, &watched.sample());
+    println!(
+        "  reconcile: digests of {listed} sessions {:.2} ms per request; all of them read in {} requests, {:.1} ms",
+        per_digest.as_secs_f64() * 1e3,
+        chunks.len(),
+        full.as_secs_f64() * 1e3,
+    );
+    println!(
+        "  {:>9} {} ({DIGEST_READS} digest requests)",
+        "cpu/rss",
+        procs::describe(&digest_usage)
+    );
+    println!(
+        "  {:>9} {} (full read)",
+        "cpu/rss",
+        procs::describe(&full_usage)
+    );
+    out.record(
+        "reconcile_reads",
+        "login-storm",
+        serde_json::json!({
+            "sessions": listed,
+            "digest_ms": per_digest.as_secs_f64() * 1e3,
+            "full_read_ms": full.as_secs_f64() * 1e3,
+            "full_read_requests": chunks.len(),
+            "digest_procs": procs::to_json(&digest_usage),
+            "full_read_procs": procs::to_json(&full_usage),
+        }),
+    );
     Ok(())
 }
 

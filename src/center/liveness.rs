@@ -1,34 +1,51 @@
-//! Gateway liveness: gateways publish `mrc.gw.<id>.hb` every second or so; a gateway that
-//! holds sessions in the directory and has been silent for the heartbeat timeout is
-//! declared dead and all its sessions are removed.
+//! Gateway liveness and agreement: gateways publish `mrc.gw.<id>.hb` every second or so,
+//! with the digest of the sessions they hold.
 //!
-//! Every center watches every gateway. To avoid all of them doing the same work, each waits
-//! a random part of the timeout before evicting and skips a gateway that another center
-//! has already emptied; where they still race, the directory's compare-and-swap makes the
-//! removal (and its offline events) happen once.
+//! - A gateway that holds sessions in the directory and has been silent for the heartbeat
+//!   timeout is declared dead and all its sessions are removed. Every center watches every
+//!   gateway; to avoid all of them doing the same work, each waits a random part of the
+//!   timeout and skips a gateway another center already emptied; where they still race,
+//!   the directory's compare-and-swap makes each removal (and its offline event) happen
+//!   once. An eviction that fails partway is retried until done or the gateway speaks up,
+//!   and `gateway-down` is published either way.
+//! - A heartbeat whose digest differs from the mirror's digest of that gateway for
+//!   [`DISAGREEMENTS_BEFORE_NUDGE`] beats in a row makes this center ask the gateway to
+//!   reconcile (`mrc.gw.<id>.reconcile`): O(1) per heartbeat, a full comparison only then.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::peers::GATEWAY_DOWN;
 use super::presence::Announcer;
 use crate::directory::Directory;
 use crate::ident::{CenterId, GatewayId};
-use crate::protocol::nats::{encode, GatewayDown};
-use crate::subject::Subjects;
+use crate::protocol::digest::Digest;
+use crate::protocol::nats::{encode, GatewayDown, Heartbeat, ReconcileNudge};
+use crate::retry::{self, Attempt};
+use crate::subject::{Subjects, GATEWAY_DOWN};
 
-/// When each gateway was last heard from.
+/// Heartbeats in a row whose digest disagrees with the mirror before the gateway is asked
+/// to reconcile: a login or logout in flight makes one or two beats disagree.
+pub const DISAGREEMENTS_BEFORE_NUDGE: u32 = 3;
+
+/// What this center knows of one gateway.
+struct Seen {
+    at: Instant,
+    /// Heartbeats in a row whose digest disagreed with the mirror.
+    disagreements: u32,
+}
+
+/// When each gateway was last heard from, and whether its heartbeats agree.
 pub struct Liveness {
     timeout: Duration,
     /// A gateway never heard from counts as heard at this center's start.
     started: Instant,
-    seen: Mutex<HashMap<GatewayId, Instant>>,
+    seen: Mutex<HashMap<GatewayId, Seen>>,
     evicting: Mutex<HashSet<GatewayId>>,
 }
 
@@ -42,35 +59,56 @@ impl Liveness {
         }
     }
 
+    fn seen(&self) -> MutexGuard<'_, HashMap<GatewayId, Seen>> {
+        self.seen
+            .lock()
+            .expect("liveness lock is never held across a panic")
+    }
+
+    fn evicting(&self) -> MutexGuard<'_, HashSet<GatewayId>> {
+        self.evicting
+            .lock()
+            .expect("liveness lock is never held across a panic")
+    }
+
     /// Notes a sign of life (a heartbeat, or a request from the gateway).
     pub fn touch(&self, gateway: &GatewayId) {
-        let mut seen = self
-            .seen
-            .lock()
-            .expect("liveness lock is never held across a panic");
+        let mut seen = self.seen();
         match seen.get_mut(gateway) {
-            Some(at) => *at = Instant::now(),
+            Some(s) => s.at = Instant::now(),
             None => {
-                seen.insert(gateway.clone(), Instant::now());
+                let s = Seen {
+                    at: Instant::now(),
+                    disagreements: 0,
+                };
+                seen.insert(gateway.clone(), s);
             }
         }
     }
 
+    /// Notes whether a heartbeat's digest agreed with the mirror; true when the gateway
+    /// should now be asked to reconcile (and the count starts again).
+    fn compared(&self, gateway: &GatewayId, agree: bool) -> bool {
+        let mut seen = self.seen();
+        let Some(s) = seen.get_mut(gateway) else {
+            return false;
+        };
+        s.disagreements = if agree { 0 } else { s.disagreements + 1 };
+        let due = s.disagreements >= DISAGREEMENTS_BEFORE_NUDGE;
+        if due {
+            s.disagreements = 0;
+        }
+        due
+    }
+
     fn last_seen(&self, gateway: &GatewayId) -> Instant {
-        let seen = self
-            .seen
-            .lock()
-            .expect("liveness lock is never held across a panic");
-        seen.get(gateway).copied().unwrap_or(self.started)
+        self.seen().get(gateway).map_or(self.started, |s| s.at)
     }
 
     /// Gateways in the directory that have been silent too long and are not being evicted.
     fn overdue(&self, directory: &Directory) -> Vec<GatewayId> {
         let now = Instant::now();
-        let evicting = self
-            .evicting
-            .lock()
-            .expect("liveness lock is never held across a panic");
+        let evicting = self.evicting();
         directory
             .mirror()
             .gateways()
@@ -82,15 +120,11 @@ impl Liveness {
     /// Forgets gateways silent for much longer than the timeout, keeping the map bounded.
     fn prune(&self) {
         let horizon = self.timeout * 10;
-        let mut seen = self
-            .seen
-            .lock()
-            .expect("liveness lock is never held across a panic");
-        seen.retain(|_, at| at.elapsed() < horizon);
+        self.seen().retain(|_, s| s.at.elapsed() < horizon);
     }
 }
 
-/// Everything eviction needs.
+/// Everything eviction and nudging need.
 #[derive(Clone)]
 pub struct Evictor {
     pub client: Client,
@@ -100,7 +134,8 @@ pub struct Evictor {
     pub announcer: Announcer,
 }
 
-/// Follows heartbeats and evicts silent gateways until `shutdown`.
+/// Follows heartbeats, evicts silent gateways and nudges disagreeing ones until
+/// `shutdown`.
 pub async fn run(
     liveness: Arc<Liveness>,
     evictor: Evictor,
@@ -118,16 +153,12 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             msg = heartbeats.next() => match msg {
-                Some(msg) => {
-                    if let Some(gw) = evictor.subjects.heartbeat_gateway(&msg.subject) {
-                        liveness.touch(&gw);
-                    }
-                }
+                Some(msg) => heard(&liveness, &evictor, &msg),
                 None => return Ok(()),
             },
             _ = tick.tick() => {
                 for gateway in liveness.overdue(&evictor.directory) {
-                    liveness.evicting.lock().expect("liveness lock is never held across a panic").insert(gateway.clone());
+                    liveness.evicting().insert(gateway.clone());
                     tokio::spawn(evict(liveness.clone(), evictor.clone(), gateway, shutdown.clone()));
                 }
                 ticks += 1;
@@ -139,8 +170,47 @@ pub async fn run(
     }
 }
 
+/// One heartbeat: a sign of life, and a digest to compare with the mirror's.
+fn heard(liveness: &Liveness, evictor: &Evictor, msg: &async_nats::Message) {
+    let Some(gateway) = evictor.subjects.heartbeat_gateway(&msg.subject) else {
+        return;
+    };
+    liveness.touch(&gateway);
+    let Ok(Heartbeat {
+        digest: Some(digest),
+        ..
+    }) = serde_json::from_slice(&msg.payload)
+    else {
+        return;
+    };
+    let agree = evictor.directory.mirror().digest_of(&gateway) == digest;
+    if liveness.compared(&gateway, agree) {
+        tokio::spawn(nudge(evictor.clone(), gateway, digest));
+    }
+}
+
+/// Asks `gateway` to reconcile, unless the disagreement was only this mirror lagging.
+async fn nudge(evictor: Evictor, gateway: GatewayId, heard: Digest) {
+    evictor.directory.barrier().await;
+    let directory = evictor.directory.mirror().digest_of(&gateway);
+    if directory == heard {
+        return;
+    }
+    tracing::info!(%gateway, directory = directory.sessions, gateway_holds = heard.sessions,
+        "directory disagrees with the gateway's heartbeats: asking it to reconcile");
+    let nudge = ReconcileNudge {
+        center: evictor.center.to_string(),
+        directory,
+    };
+    let subject = evictor.subjects.reconcile(&gateway);
+    if let Err(e) = evictor.client.publish(subject, encode(&nudge)).await {
+        tracing::warn!(error = %e, "reconcile nudge not published");
+    }
+}
+
 /// Waits a random part of the timeout, then removes the gateway's sessions unless it
-/// spoke up or another center got there first.
+/// spoke up or another center got there first; retries until every session is gone or
+/// the gateway speaks up.
 async fn evict(
     liveness: Arc<Liveness>,
     evictor: Evictor,
@@ -153,42 +223,47 @@ async fn evict(
         () = shutdown.cancelled() => return,
         () = tokio::time::sleep(jitter) => {}
     }
-    let alive = liveness.last_seen(&gateway) > detected;
-    if !alive && !evictor.directory.mirror().users_on(&gateway).is_empty() {
-        match evictor.directory.purge_gateway(&gateway).await {
-            Ok(transitions) => {
-                let removed: usize = transitions
-                    .iter()
-                    .map(|t| t.before.len() - t.after.len())
-                    .sum();
-                for t in &transitions {
-                    evictor.announcer.announce(t, &gateway).await;
-                }
-                tracing::warn!(%gateway, users = transitions.len(), sessions = removed, "gateway silent: sessions removed");
-                let down = GatewayDown {
-                    gateway: gateway.to_string(),
-                    removed,
-                    center: evictor.center.to_string(),
-                };
-                let subject = evictor.subjects.center(GATEWAY_DOWN);
-                if let Err(e) = evictor.client.publish(subject, encode(&down)).await {
-                    tracing::warn!(error = %e, "gateway-down not published");
-                }
-            }
-            Err(e) => {
-                tracing::error!(%gateway, error = %format!("{e:#}"), "evicting gateway failed")
-            }
+    let silent = || liveness.last_seen(&gateway) <= detected;
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    retry::until_done("evicting a silent gateway", &shutdown, || async {
+        if !silent() || evictor.directory.mirror().users_on(&gateway).is_empty() {
+            return Attempt::Moot;
         }
-    }
+        let purge = evictor.directory.purge_gateway(&gateway).await;
+        for t in &purge.transitions {
+            evictor.announcer.announce(t, &gateway).await;
+        }
+        let removed = purge.removed();
+        if removed > 0 {
+            tracing::warn!(%gateway, users = purge.transitions.len(), sessions = removed, "gateway silent: sessions removed");
+        }
+        // The gateway hears of it even when some writes failed (it may only be paused).
+        if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 || purge.failed.is_none() {
+            announce_down(&evictor, &gateway, removed).await;
+        }
+        match purge.failed {
+            None => Attempt::Done(removed),
+            Some(e) => Attempt::Failed(format!("{e:#}")),
+        }
+    })
+    .await;
     // Whatever happened, wait a whole timeout before looking at this gateway again.
-    if !alive {
+    if silent() {
         liveness.touch(&gateway);
     }
-    liveness
-        .evicting
-        .lock()
-        .expect("liveness lock is never held across a panic")
-        .remove(&gateway);
+    liveness.evicting().remove(&gateway);
+}
+
+async fn announce_down(evictor: &Evictor, gateway: &GatewayId, removed: usize) {
+    let down = GatewayDown {
+        gateway: gateway.to_string(),
+        removed,
+        center: evictor.center.to_string(),
+    };
+    let subject = evictor.subjects.center(GATEWAY_DOWN);
+    if let Err(e) = evictor.client.publish(subject, encode(&down)).await {
+        tracing::warn!(error = %e, "gateway-down not published");
+    }
 }
 
 /// A random duration in `0..max`.

@@ -11,12 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ident::CenterId;
 use crate::protocol::nats::{encode, CenterAnnounce, GatewayDown};
-use crate::subject::Subjects;
+use crate::subject::{Subjects, GATEWAY_DOWN};
 
 pub const HELLO: &str = "hello";
 pub const HERE: &str = "here";
 pub const BYE: &str = "bye";
-pub const GATEWAY_DOWN: &str = "gateway-down";
 
 /// Other centers this one has heard from and not heard leave.
 #[derive(Default)]

@@ -22,15 +22,17 @@ use crate::directory::{Directory, Login, LoginPolicy};
 use crate::groups::Groups;
 use crate::ident::{CenterId, DeviceClass, GatewayId, SessionId, UserId};
 use crate::protocol::code::ErrorCode;
+use crate::protocol::digest::BUCKETS;
 use crate::protocol::nats::{
-    encode, ErrorReply, GatewaysReply, Location, LookupReply, LookupRequest, PresenceReply,
+    encode, DigestsReply, DigestsRequest, ErrorReply, GatewaySessionsReply, GatewaySessionsRequest,
+    GatewaysReply, HeldSession, Location, LookupReply, LookupRequest, PresenceReply,
     PresenceRequest, PurgeReply, PurgeRequest, RegisterRequest, SessionsReply, UnregisterRequest,
     UserPresence,
 };
 use crate::protocol::now_ms;
 use crate::subject::{
-    Subjects, CENTER_QUEUE, CENTER_SERVICE, DIR_GATEWAYS, DIR_LOOKUP, DIR_PRESENCE, DIR_PURGE,
-    DIR_REGISTER, DIR_UNREGISTER, GRP_ENDPOINTS,
+    Subjects, CENTER_QUEUE, CENTER_SERVICE, DIR_DIGESTS, DIR_GATEWAYS, DIR_LOOKUP, DIR_PRESENCE,
+    DIR_PURGE, DIR_REGISTER, DIR_SESSIONS, DIR_UNREGISTER, GRP_ENDPOINTS,
 };
 
 /// Most users in one look-up.
@@ -86,6 +88,8 @@ pub async fn start(
         DIR_PURGE,
         DIR_PRESENCE,
         DIR_GATEWAYS,
+        DIR_DIGESTS,
+        DIR_SESSIONS,
     ]
     .into_iter()
     .map(|name| (&dir, name))
@@ -140,6 +144,8 @@ impl Handlers {
             DIR_LOOKUP => self.lookup(payload).await,
             DIR_PURGE => self.purge(payload).await,
             DIR_PRESENCE => self.presence(payload).await,
+            DIR_DIGESTS => self.digests(payload).await,
+            DIR_SESSIONS => self.sessions(payload).await,
             DIR_GATEWAYS => {
                 let gateways = self
                     .directory
@@ -297,18 +303,64 @@ impl Handlers {
     async fn purge(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
         let req: PurgeRequest = decode(payload)?;
         let gateway = id(GatewayId::new, "gateway", &req.gateway)?;
-        let transitions = self
-            .directory
-            .purge_gateway(&gateway)
-            .await
-            .map_err(|e| error(ErrorCode::Unavailable, format!("{e:#}")))?;
-        for t in &transitions {
+        let purge = self.directory.purge_gateway(&gateway).await;
+        for t in &purge.transitions {
             self.announcer.announce(t, &gateway).await;
         }
-        let removed = transitions
-            .iter()
-            .map(|t| t.before.len() - t.after.len())
-            .sum();
-        Ok(encode(&PurgeReply { removed }))
+        match purge.failed {
+            // The gateway asks again until every session is gone.
+            Some(e) => Err(error(ErrorCode::Unavailable, format!("{e:#}"))),
+            None => Ok(encode(&PurgeReply {
+                removed: purge.removed(),
+            })),
+        }
+    }
+
+    /// Per-bucket digests of one gateway's sessions, for its reconciliation. Read after
+    /// the mirror caught up, so every write acknowledged before the request counts.
+    async fn digests(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+        let req: DigestsRequest = decode(payload)?;
+        let gateway = id(GatewayId::new, "gateway", &req.gateway)?;
+        self.current().await?;
+        let buckets = self.directory.mirror().buckets_of(&gateway);
+        Ok(encode(&DigestsReply { buckets }))
+    }
+
+    /// One gateway's sessions in some buckets, for its reconciliation.
+    async fn sessions(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+        let req: GatewaySessionsRequest = decode(payload)?;
+        let gateway = id(GatewayId::new, "gateway", &req.gateway)?;
+        if let Some(bad) = req.buckets.iter().find(|&&b| b >= BUCKETS) {
+            return Err(error(
+                ErrorCode::BadFrame,
+                format!("bucket {bad}: there are {BUCKETS}"),
+            ));
+        }
+        self.current().await?;
+        let wanted: std::collections::HashSet<usize> = req.buckets.into_iter().collect();
+        let sessions = self
+            .directory
+            .mirror()
+            .sessions_on(&gateway, |b| wanted.contains(&b))
+            .into_iter()
+            .map(|(user, session)| HeldSession {
+                user: user.to_string(),
+                session: session.to_string(),
+            })
+            .collect();
+        Ok(encode(&GatewaySessionsReply { sessions }))
+    }
+
+    /// Waits until the mirror holds every acknowledged write; `unavailable` if it cannot
+    /// (a reconciliation against a stale view would repair the wrong things).
+    async fn current(&self) -> Result<(), Bytes> {
+        if self.directory.barrier().await {
+            Ok(())
+        } else {
+            Err(error(
+                ErrorCode::Unavailable,
+                "the directory mirror could not catch up with the bucket",
+            ))
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use crate::ident::{GatewayId, UserId};
+use crate::protocol::digest::{bucket_of, empty_buckets, Buckets, Digest};
 use crate::protocol::record::{SessionRecord, UserRecord};
 use crate::store::{Applied, Entry as BucketEntry, Replica};
 
@@ -71,8 +72,15 @@ pub struct Entry {
 #[derive(Default)]
 pub struct State {
     users: HashMap<UserId, Entry>,
-    /// Which users have at least one session on each gateway: eviction needs it.
-    by_gateway: HashMap<GatewayId, HashSet<UserId>>,
+    /// What the directory holds of each gateway: eviction and reconciliation need it.
+    by_gateway: HashMap<GatewayId, GatewayIndex>,
+}
+
+/// The users with at least one session on one gateway, and the digest of those sessions.
+#[derive(Default)]
+struct GatewayIndex {
+    users: HashSet<UserId>,
+    digest: Digest,
 }
 
 impl State {
@@ -92,21 +100,11 @@ impl State {
             }
         }
         let old = self.users.remove(&user).unwrap_or_default();
-        for gw in gateways(&old.sessions) {
-            if !sessions.iter().any(|s| s.gateway == *gw) {
-                if let Some(users) = self.by_gateway.get_mut(gw) {
-                    users.remove(&user);
-                    if users.is_empty() {
-                        self.by_gateway.remove(gw);
-                    }
-                }
-            }
-        }
+        self.unindex(&user, &old.sessions, &sessions);
         for s in &sessions {
-            self.by_gateway
-                .entry(s.gateway.clone())
-                .or_default()
-                .insert(user.clone());
+            let index = self.by_gateway.entry(s.gateway.clone()).or_default();
+            index.users.insert(user.clone());
+            index.digest.add(user.as_str(), &s.id);
         }
         if !sessions.is_empty() {
             self.users.insert(
@@ -118,6 +116,23 @@ impl State {
             );
         }
         true
+    }
+
+    /// Takes `user`'s `old` sessions out of the per-gateway index; `new` says on which
+    /// gateways the user stays.
+    fn unindex(&mut self, user: &UserId, old: &[Session], new: &[Session]) {
+        for s in old {
+            let Some(index) = self.by_gateway.get_mut(&s.gateway) else {
+                continue;
+            };
+            index.digest.remove(user.as_str(), &s.id);
+            if !new.iter().any(|n| n.gateway == s.gateway) {
+                index.users.remove(user);
+            }
+            if index.users.is_empty() {
+                self.by_gateway.remove(&s.gateway);
+            }
+        }
     }
 
     /// Decodes a record's sessions, sharing one allocation per gateway id and skipping
@@ -260,8 +275,49 @@ impl Mirror {
         self.read()
             .by_gateway
             .get(gateway)
-            .map(|users| users.iter().cloned().collect())
+            .map(|index| index.users.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The digest of every session on `gateway`, kept up to date change by change.
+    pub fn digest_of(&self, gateway: &GatewayId) -> Digest {
+        self.read()
+            .by_gateway
+            .get(gateway)
+            .map(|index| index.digest)
+            .unwrap_or_default()
+    }
+
+    /// The sessions on `gateway` of users whose bucket passes `wanted` (all of them for
+    /// `|_| true`), as (user, session id) pairs.
+    pub fn sessions_on(
+        &self,
+        gateway: &GatewayId,
+        wanted: impl Fn(usize) -> bool,
+    ) -> Vec<(UserId, Arc<str>)> {
+        let state = self.read();
+        let Some(index) = state.by_gateway.get(gateway) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for user in index.users.iter().filter(|u| wanted(bucket_of(u.as_str()))) {
+            let sessions = state.users.get(user).map(|e| e.sessions.as_slice());
+            for s in sessions.unwrap_or_default() {
+                if s.gateway == *gateway {
+                    out.push((user.clone(), s.id.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Per-bucket digests of the sessions on `gateway`.
+    pub fn buckets_of(&self, gateway: &GatewayId) -> Buckets {
+        let mut buckets = empty_buckets();
+        for (user, session) in self.sessions_on(gateway, |_| true) {
+            buckets[bucket_of(user.as_str())].add(user.as_str(), &session);
+        }
+        buckets
     }
 
     /// Gateways that hold at least one session.
@@ -324,6 +380,41 @@ mod tests {
         assert_eq!(mirror.gateways(), vec![gw("g2")]);
         assert_eq!(mirror.applied(), 4);
         assert_eq!(mirror.counts(), (1, 1));
+    }
+
+    #[test]
+    fn per_gateway_digests_follow_every_change() {
+        let mirror = Mirror::default();
+        mirror.apply_change(put(1, "alice", &[("s1", "g1"), ("s2", "g1")]));
+        mirror.apply_change(put(2, "bob", &[("s3", "g1"), ("s4", "g2")]));
+        mirror.apply_change(put(3, "alice", &[("s2", "g1"), ("s5", "g2")]));
+        let expect = |pairs: &[(&str, &str)]| Digest::of(pairs.iter().copied());
+        assert_eq!(
+            mirror.digest_of(&gw("g1")),
+            expect(&[("alice", "s2"), ("bob", "s3")])
+        );
+        assert_eq!(
+            mirror.digest_of(&gw("g2")),
+            expect(&[("bob", "s4"), ("alice", "s5")])
+        );
+        let buckets = mirror.buckets_of(&gw("g2"));
+        assert_eq!(buckets.iter().map(|d| d.sessions).sum::<u64>(), 2);
+        let alice = bucket_of("alice");
+        assert_eq!(
+            mirror.sessions_on(&gw("g2"), |b| b == alice),
+            vec![(UserId::new("alice").unwrap(), Arc::from("s5"))]
+        );
+        mirror.apply_change(Change {
+            revision: 4,
+            kind: ChangeKind::Delete(UserId::new("bob").unwrap()),
+        });
+        mirror.apply_change(Change {
+            revision: 5,
+            kind: ChangeKind::Delete(UserId::new("alice").unwrap()),
+        });
+        assert_eq!(mirror.digest_of(&gw("g1")), Digest::default());
+        assert_eq!(mirror.digest_of(&gw("g2")), Digest::default());
+        assert!(mirror.gateways().is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod mirror;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::ident::{GatewayId, SessionId, UserId};
@@ -100,6 +100,25 @@ impl Transition {
     }
 }
 
+/// What a purge of one gateway did.
+#[derive(Default)]
+pub struct Purge {
+    /// The users whose sessions were removed.
+    pub transitions: Vec<Transition>,
+    /// Why some users could not be written, if any.
+    pub failed: Option<anyhow::Error>,
+}
+
+impl Purge {
+    /// Sessions removed.
+    pub fn removed(&self) -> usize {
+        self.transitions
+            .iter()
+            .map(|t| t.before.len() - t.after.len())
+            .sum()
+    }
+}
+
 /// The directory as a center uses it.
 #[derive(Clone)]
 pub struct Directory {
@@ -147,6 +166,9 @@ impl Directory {
         };
         let policy = login.policy;
         self.update(login.user, |sessions| {
+            if login.reassert && sessions.iter().any(|s| s.id == new.id) {
+                return; // already there: a re-assert changes nothing, not even `since`
+            }
             sessions.retain(|s| s.id != new.id);
             let conflicts = |s: &Session| match policy {
                 LoginPolicy::Allow => false,
@@ -174,44 +196,56 @@ impl Directory {
         .await
     }
 
-    /// Removes every session on `gateway`; returns the users that changed.
-    pub async fn purge_gateway(&self, gateway: &GatewayId) -> anyhow::Result<Vec<Transition>> {
+    /// Removes every session on `gateway`. Each user is a write of its own: the result
+    /// holds the users that changed, and the first failure if some writes failed (the
+    /// caller announces what changed and tries again for the rest).
+    pub async fn purge_gateway(&self, gateway: &GatewayId) -> Purge {
         self.barrier().await;
         let users = self.mirror.users_on(gateway);
-        futures::stream::iter(users)
+        let results: Vec<anyhow::Result<Transition>> = futures::stream::iter(users)
             .map(|user| async move {
                 self.update(&user, |sessions| sessions.retain(|s| s.gateway != *gateway))
                     .await
             })
             .buffer_unordered(PURGE_CONCURRENCY)
-            .try_filter(|t| futures::future::ready(t.changed()))
-            .try_collect()
-            .await
+            .collect()
+            .await;
+        let mut purge = Purge::default();
+        for result in results {
+            match result {
+                Ok(t) if t.changed() => purge.transitions.push(t),
+                Ok(_) => {}
+                Err(e) => {
+                    purge.failed.get_or_insert(e);
+                }
+            }
+        }
+        purge
     }
 
-    /// The sessions of each user, in the order asked; empty means offline. A user the
-    /// mirror does not know is checked again after the mirror has caught up with the
-    /// bucket, so a look-up right after a login sees that login.
+    /// The sessions of each user, in the order asked; empty means offline. Answered from
+    /// the mirror after it caught up with the bucket (a read barrier), so a look-up sees
+    /// every write acknowledged before it, whichever center wrote it: a login a moment
+    /// ago, or a logout. When the mirror cannot catch up, the users it does not know are
+    /// read from the bucket directly.
     pub async fn lookup(&self, users: &[UserId]) -> Vec<Vec<Session>> {
+        let freshness = self.catch_up().await;
         let mut found = self.mirror.sessions(users);
-        let misses: Vec<usize> = (0..users.len()).filter(|&i| found[i].is_empty()).collect();
-        if misses.is_empty() {
-            return found;
-        }
-        let again: Vec<UserId> = misses.iter().map(|&i| users[i].clone()).collect();
-        let fresh = match self.catch_up().await {
-            Freshness::Current => self.mirror.sessions(&again),
+        match freshness {
+            Freshness::Current => return found,
             Freshness::Behind => {
                 // Its watch may be stalled after a NATS node failure: have it reloaded,
                 // and ask the bucket itself meanwhile.
                 tracing::warn!("directory mirror lags the bucket: reading directly, reloading");
                 self.resync.notify_one();
-                self.read_many(&again).await
             }
             // The bucket's state is unreadable (e.g. the JetStream meta leader is being
             // re-elected); direct reads still work.
-            Freshness::Unknown => self.read_many(&again).await,
-        };
+            Freshness::Unknown => {}
+        }
+        let misses: Vec<usize> = (0..users.len()).filter(|&i| found[i].is_empty()).collect();
+        let again: Vec<UserId> = misses.iter().map(|&i| users[i].clone()).collect();
+        let fresh = self.read_many(&again).await;
         for (i, sessions) in misses.into_iter().zip(fresh) {
             found[i] = sessions;
         }
@@ -242,9 +276,17 @@ impl Directory {
     }
 
     /// Waits until the mirror holds everything the bucket held when called. False when the
-    /// bucket could not be read or the mirror did not catch up in time.
+    /// bucket could not be read or the mirror did not catch up in time (a mirror found
+    /// behind is reloaded).
     pub async fn barrier(&self) -> bool {
-        self.catch_up().await == Freshness::Current
+        match self.catch_up().await {
+            Freshness::Current => true,
+            Freshness::Behind => {
+                self.resync.notify_one();
+                false
+            }
+            Freshness::Unknown => false,
+        }
     }
 
     /// Waits until the mirror holds everything the bucket held when called, and says

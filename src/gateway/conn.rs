@@ -489,7 +489,10 @@ impl Session {
                     Close::TooManySessions,
                 ))
             }
-            Ok(_) => None,
+            Ok(_) => {
+                handle.set_registered();
+                None
+            }
             Err(e) => {
                 tracing::warn!(%user, session = %id, %peer, error = %e, "registration failed");
                 Some((
@@ -500,9 +503,8 @@ impl Session {
         };
         if let Some((error, reason)) = refused {
             gw.sessions.remove(&user, &id);
-            if reason == Close::TooManySessions {
-                let _ = gw.registrar.unregister(&user, &id).await;
-            }
+            // Even a failed registration may have been applied (its reply lost).
+            gw.registrar.forget(&user, &id);
             send_error(&mut conn.writer, &error).await;
             say_bye(&mut conn.writer, reason).await;
             return None;
@@ -543,10 +545,7 @@ impl Session {
         // The directory first: saying goodbye to a slow client can take a while. On
         // shutdown the gateway purges all its sessions in one request instead.
         if !gw.shutdown.is_cancelled() {
-            if let Err(e) = gw.registrar.unregister(&self.user, id).await {
-                tracing::warn!(user = %self.user, session = %id, error = %e,
-                    "unregister failed; the center will purge on eviction");
-            }
+            gw.registrar.forget(&self.user, id);
         }
         if let Some(reason) = ended {
             if reason == Close::SlowConsumer {

@@ -7,7 +7,8 @@
 //! - [`resolve`]: cached, batched directory look-ups; [`route`]: one deliver request per
 //!   destination gateway, retry of stale routes, the report; [`deliver`]: the receiving end.
 //! - [`ingress`]: backend messages from `mrc.send` and `mrc.to.*`.
-//! - [`heartbeat`]: liveness towards the centers and re-asserting sessions.
+//! - [`heartbeat`]: liveness towards the centers (with the digest of the sessions held);
+//!   [`reconcile`]: repairs the directory's view of this gateway when it drifted.
 
 pub mod auth;
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod ingress;
 pub mod kick;
 pub mod listener;
 pub mod presence;
+pub mod reconcile;
 pub mod registrar;
 pub mod resolve;
 pub mod route;
@@ -119,7 +121,13 @@ pub async fn run(
         client: client.clone(),
         subjects: subjects.clone(),
         sessions: sessions.clone(),
-        registrar: registrar::Registrar::new(client.clone(), subjects.clone(), id.clone(), timeout),
+        registrar: registrar::Registrar::new(
+            client.clone(),
+            subjects.clone(),
+            id.clone(),
+            timeout,
+            shutdown.clone(),
+        ),
         router,
         auth: auth::Auth::from_config(&config.auth, config.limits.max_id_bytes)?,
         limits: conn::Limits::from_config(&config.limits),
@@ -157,9 +165,19 @@ pub async fn run(
     let kick = kick::run(client.clone(), gw.sessions.clone(), kicks, shutdown.clone());
     background.spawn(log_failure("kick", kick));
     let period = Duration::from_millis(config.heartbeat_ms);
+    let reconcile = Arc::new(tokio::sync::Notify::new());
     background.spawn(log_failure(
         "heartbeat",
-        heartbeat::run(gw.clone(), period, connection.reconnects.clone()),
+        heartbeat::run(
+            gw.clone(),
+            period,
+            connection.reconnects.clone(),
+            reconcile.clone(),
+        ),
+    ));
+    background.spawn(log_failure(
+        "reconcile",
+        reconcile::run(gw.clone(), reconcile),
     ));
     if config.follow_route_changes {
         let changes =

@@ -1,6 +1,8 @@
 //! Talks to the centers on behalf of this gateway's sessions: register, unregister, and
-//! purge (every session of this gateway id, at start and at a graceful stop).
-//! A gateway never writes the directory itself.
+//! purge (every session of this gateway id, at start and at a graceful stop), and the two
+//! reads reconciliation compares with (`digests`, `sessions`).
+//! A gateway never writes the directory itself, and never gives up on a write it needs:
+//! [`Registrar::forget`] retries an unregister until it is done.
 //!
 //! Registrations and unregistrations go through a [`Batcher`] each: one at a time they
 //! leave at once, in a login storm they leave as arrays that a center applies
@@ -11,14 +13,21 @@ use std::time::Duration;
 use async_nats::Client;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::batch::{Batcher, Limits};
 use crate::connection::{request_idempotent, retry_once, RequestFailure};
 use crate::ident::{GatewayId, SessionId, UserId};
+use crate::protocol::digest::Buckets;
 use crate::protocol::nats::{
-    encode, PurgeReply, PurgeRequest, RegisterRequest, SessionsReply, UnregisterRequest,
+    encode, DigestsReply, DigestsRequest, GatewaySessionsReply, GatewaySessionsRequest,
+    HeldSession, PurgeReply, PurgeRequest, RegisterRequest, SessionsReply, UnregisterRequest,
 };
-use crate::subject::{Subjects, DIR_PURGE, DIR_REGISTER, DIR_UNREGISTER};
+use crate::retry::{self, Attempt};
+use crate::subject::{
+    Subjects, DIR_DIGESTS, DIR_PURGE, DIR_REGISTER, DIR_SESSIONS, DIR_UNREGISTER,
+};
 
 /// How (un)registrations batch: every center can work on a few batches at once.
 const LIMITS: Limits = Limits {
@@ -35,10 +44,19 @@ pub struct Registrar {
     timeout: Duration,
     registers: Batcher,
     unregisters: Batcher,
+    /// Unregisters being retried; they end at shutdown, when one purge replaces them.
+    retries: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl Registrar {
-    pub fn new(client: Client, subjects: Subjects, gateway: GatewayId, timeout: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        subjects: Subjects,
+        gateway: GatewayId,
+        timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
         let batcher =
             |endpoint| Batcher::start(client.clone(), subjects.dir(endpoint), timeout, LIMITS);
         Registrar {
@@ -48,6 +66,8 @@ impl Registrar {
             subjects,
             gateway,
             timeout,
+            retries: TaskTracker::new(),
+            shutdown,
         }
     }
 
@@ -81,6 +101,49 @@ impl Registrar {
             session: session.to_string(),
         };
         let reply: SessionsReply = batched(&self.unregisters, encode(&payload)).await?;
+        Ok(reply.sessions)
+    }
+
+    /// Removes `session` of `user` from the directory in the background, retrying with
+    /// backoff until a center confirms it (or the gateway stops: its purge covers it).
+    pub fn forget(&self, user: &UserId, session: &SessionId) {
+        let payload = encode(&UnregisterRequest {
+            user: user.to_string(),
+            session: session.to_string(),
+        });
+        let (unregisters, shutdown) = (self.unregisters.clone(), self.shutdown.clone());
+        self.retries.spawn(async move {
+            let what = "unregistering a closed session";
+            retry::until_done(what, &shutdown, || async {
+                match batched::<SessionsReply>(&unregisters, payload.clone()).await {
+                    Ok(_) => Attempt::Done(()),
+                    Err(e) => Attempt::Failed(e),
+                }
+            })
+            .await;
+        });
+    }
+
+    /// The directory's per-bucket digests of this gateway's sessions.
+    pub async fn digests(&self) -> Result<Buckets, RequestFailure> {
+        let payload = DigestsRequest {
+            gateway: self.gateway.to_string(),
+        };
+        let subject = self.subjects.dir(DIR_DIGESTS);
+        let reply: DigestsReply =
+            request_idempotent(&self.client, subject, encode(&payload), self.timeout).await?;
+        Ok(reply.buckets)
+    }
+
+    /// The directory's sessions of this gateway in `buckets`.
+    pub async fn sessions(&self, buckets: Vec<usize>) -> Result<Vec<HeldSession>, RequestFailure> {
+        let payload = GatewaySessionsRequest {
+            gateway: self.gateway.to_string(),
+            buckets,
+        };
+        let subject = self.subjects.dir(DIR_SESSIONS);
+        let reply: GatewaySessionsReply =
+            request_idempotent(&self.client, subject, encode(&payload), self.timeout).await?;
         Ok(reply.sessions)
     }
 

@@ -7,13 +7,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
 use crate::ident::{SessionId, UserId};
+use crate::protocol::digest::{bucket_of, empty_buckets, Buckets, Digest};
 
 /// The pushing side of one session.
 #[derive(Clone, Debug)]
@@ -48,6 +49,9 @@ pub enum End {
 struct Queue {
     capacity: usize,
     state: Mutex<State>,
+    /// The login's registration was answered: reconciling may re-assert the session
+    /// (before that, its own register is in flight and must not be raced).
+    registered: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +84,7 @@ pub fn channel(id: SessionId, device: Option<&str>, capacity: usize) -> (Handle,
     let queue = Arc::new(Queue {
         capacity,
         state: Mutex::new(State::default()),
+        registered: AtomicBool::new(false),
     });
     let handle = Handle {
         id,
@@ -110,6 +115,15 @@ impl Handle {
             waker.wake();
         }
         queued
+    }
+
+    /// The directory answered this session's login registration.
+    pub fn set_registered(&self) {
+        self.queue.registered.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.queue.registered.load(Ordering::Relaxed)
     }
 
     /// Ends the session: a newer login replaced it.
@@ -197,20 +211,25 @@ impl Drop for Outbox {
 pub struct Sessions {
     users: RwLock<HashMap<UserId, Vec<Handle>>>,
     count: AtomicUsize,
+    /// Of every (user, session) held, changed under the `users` write lock: what the
+    /// heartbeat tells the centers.
+    digest: Mutex<Digest>,
 }
 
 impl Sessions {
     pub fn insert(&self, user: UserId, handle: Handle) {
+        let id = handle.id.clone();
         let mut users = self
             .users
             .write()
             .expect("sessions lock is never held across a panic");
         // Most users have one session: room for one, not the four a first push makes.
         users
-            .entry(user)
+            .entry(user.clone())
             .or_insert_with(|| Vec::with_capacity(1))
             .push(handle);
         self.count.fetch_add(1, Ordering::Relaxed);
+        self.digest().add(user.as_str(), id.as_str());
     }
 
     /// Removes one session; true if it was there.
@@ -230,6 +249,7 @@ impl Sessions {
         }
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
+            self.digest().remove(user.as_str(), id.as_str());
         }
         removed
     }
@@ -266,6 +286,57 @@ impl Sessions {
         self.len() == 0
     }
 
+    fn digest(&self) -> MutexGuard<'_, Digest> {
+        self.digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The digest of every (user, session) held, for the heartbeat.
+    pub fn summary(&self) -> Digest {
+        *self.digest()
+    }
+
+    /// Per-bucket digests of the sessions held.
+    pub fn buckets(&self) -> Buckets {
+        let mut buckets = empty_buckets();
+        let users = self
+            .users
+            .read()
+            .expect("sessions lock is never held across a panic");
+        for (user, handles) in users.iter() {
+            let bucket = &mut buckets[bucket_of(user.as_str())];
+            for handle in handles {
+                bucket.add(user.as_str(), handle.id.as_str());
+            }
+        }
+        buckets
+    }
+
+    /// The (user, session) of every session whose user's bucket passes `wanted`.
+    pub fn in_buckets(&self, wanted: impl Fn(usize) -> bool) -> Vec<(UserId, Handle)> {
+        let users = self
+            .users
+            .read()
+            .expect("sessions lock is never held across a panic");
+        users
+            .iter()
+            .filter(|(user, _)| wanted(bucket_of(user.as_str())))
+            .flat_map(|(user, handles)| handles.iter().map(move |h| (user.clone(), h.clone())))
+            .collect()
+    }
+
+    /// Whether session `id` of `user` is held here.
+    pub fn holds(&self, user: &UserId, id: &SessionId) -> bool {
+        let users = self
+            .users
+            .read()
+            .expect("sessions lock is never held across a panic");
+        users
+            .get(user)
+            .is_some_and(|handles| handles.iter().any(|h| h.id == *id))
+    }
+
     /// Every session's handle (for broadcasts).
     pub fn handles(&self) -> Vec<Handle> {
         let users = self
@@ -275,18 +346,6 @@ impl Sessions {
         users
             .values()
             .flat_map(|handles| handles.iter().cloned())
-            .collect()
-    }
-
-    /// Every (user, session handle), for re-asserting them to the directory.
-    pub fn snapshot(&self) -> Vec<(UserId, Handle)> {
-        let users = self
-            .users
-            .read()
-            .expect("sessions lock is never held across a panic");
-        users
-            .iter()
-            .flat_map(|(user, handles)| handles.iter().map(move |h| (user.clone(), h.clone())))
             .collect()
     }
 
@@ -341,6 +400,29 @@ mod tests {
             &UserId::new("bob").unwrap(),
             &Bytes::new()
         ));
+    }
+
+    #[test]
+    fn the_digest_follows_inserts_and_removals() {
+        let sessions = Sessions::default();
+        let alice = UserId::new("alice").unwrap();
+        let (h1, _o1) = channel(SessionId::new("s1").unwrap(), None, 4);
+        let (h2, _o2) = channel(SessionId::new("s2").unwrap(), None, 4);
+        sessions.insert(alice.clone(), h1);
+        sessions.insert(UserId::new("bob").unwrap(), h2);
+        assert_eq!(
+            sessions.summary(),
+            Digest::of([("alice", "s1"), ("bob", "s2")])
+        );
+        let buckets = sessions.buckets();
+        assert_eq!(buckets.iter().copied().fold(0u64, |n, d| n + d.sessions), 2);
+        assert!(sessions.holds(&alice, &SessionId::new("s1").unwrap()));
+        assert!(sessions.remove(&alice, &SessionId::new("s1").unwrap()));
+        assert!(!sessions.holds(&alice, &SessionId::new("s1").unwrap()));
+        assert_eq!(sessions.summary(), Digest::of([("bob", "s2")]));
+        let bob_bucket = bucket_of("bob");
+        assert_eq!(sessions.in_buckets(|b| b == bob_bucket).len(), 1);
+        assert!(sessions.in_buckets(|b| b != bob_bucket).is_empty());
     }
 
     #[test]

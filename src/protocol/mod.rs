@@ -5,12 +5,14 @@
 //! - [`group`]: group policies and the `mrc.grp.*` payloads.
 //! - [`record`]: the values stored in the directory and groups KV buckets.
 //! - [`code`]: the stable error codes and per-receiver outcomes.
+//! - [`digest`]: order-independent digests of session sets (directory convergence).
 //!
 //! Message bodies are carried as `&RawValue`: validated as JSON, copied as bytes, never
 //! parsed into a tree and re-encoded.
 
 pub mod client;
 pub mod code;
+pub mod digest;
 pub mod group;
 pub mod nats;
 pub mod record;

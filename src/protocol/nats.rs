@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::code::ErrorCode;
+use super::digest::Digest;
 
 /// `mrc.dir.register`: session `session` of `user` lives on `gateway`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -241,11 +242,54 @@ pub struct SendRequestOut<'a> {
     pub body: &'a RawValue,
 }
 
-/// `mrc.gw.<gateway>.hb`: the gateway is alive.
+/// `mrc.gw.<gateway>.hb`: the gateway is alive, and holds the sessions `digest` sums up.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub gateway: String,
     pub sessions: usize,
+    /// Absent from gateways that do not reconcile: centers then compare nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+}
+
+/// `mrc.gw.<gateway>.reconcile`: a center saw the directory disagree with the gateway's
+/// heartbeats for several beats in a row; the gateway compares and repairs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReconcileNudge {
+    pub center: String,
+    /// The directory's view of the gateway, as that center's mirror holds it.
+    pub directory: Digest,
+}
+
+/// `mrc.dir.digests`: the directory's per-bucket digests of one gateway's sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DigestsRequest {
+    pub gateway: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DigestsReply {
+    /// One per bucket, [`super::digest::BUCKETS`] of them.
+    pub buckets: Vec<Digest>,
+}
+
+/// `mrc.dir.sessions`: the directory's sessions of one gateway in some buckets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewaySessionsRequest {
+    pub gateway: String,
+    pub buckets: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GatewaySessionsReply {
+    pub sessions: Vec<HeldSession>,
+}
+
+/// One session as the directory holds it for a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldSession {
+    pub user: String,
+    pub session: String,
 }
 
 /// `mrc.center.hello` / `here` / `bye`: a center starts, answers a hello, or stops.
