@@ -8,6 +8,7 @@
 //!   destination gateway, retry of stale routes, the report; [`deliver`]: the receiving end.
 //! - [`ingress`]: backend messages from `mrc.send` and `mrc.to.*`.
 //! - [`heartbeat`]: liveness towards the centers and re-asserting sessions.
+//! - [`readiness`]: whether the gateway may take clients, and why not.
 
 pub mod auth;
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod ingress;
 pub mod kick;
 pub mod listener;
 pub mod presence;
+pub mod readiness;
 pub mod registrar;
 pub mod resolve;
 pub mod route;
