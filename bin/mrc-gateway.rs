@@ -48,10 +48,16 @@ async fn run(config: config::Gateway, id: mrc::ident::GatewayId) -> anyhow::Resu
         ),
         None => None,
     };
-    let connection = connection::connect(&config.nats, &format!("mrc-gateway {id}")).await?;
+    // `/healthz` and `/readyz` answer from here on, while NATS is still being connected.
+    let listeners = Listeners::serve(&id, http, tcp, Some(metrics), shutdown.clone())?;
+    let name = format!("mrc-gateway {id}");
+    let connecting = connection::connect(&config.nats, &name);
+    let connection = tokio::select! {
+        connection = connecting => connection?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
     let client = connection.client.clone();
-    let listeners = Listeners { http, tcp };
-    gateway::run(config, id, connection, listeners, Some(metrics), shutdown).await?;
+    gateway::run(config, id, connection, listeners, shutdown).await?;
     connection::drain(&client).await;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! How the server binaries end: the exit code for a bad configuration (64, EX_USAGE,
-//! before anything started), for success (0) and for a failure (1, logged).
+//! found before anything started or, as a [`BadConfig`], on the way), for success (0)
+//! and for a failure (1, logged).
 
 use std::process::ExitCode;
 
@@ -12,10 +13,20 @@ pub fn bad_config(process: &str, error: &anyhow::Error) -> ExitCode {
     ExitCode::from(CONFIG)
 }
 
-/// Exit 0 for a clean stop; logs the failure and exits 1 otherwise.
+/// A configuration error found after start-up (e.g. a bucket JetStream can never
+/// create as configured): trying again will not help, so the process exits 64.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct BadConfig(pub anyhow::Error);
+
+/// Exit 0 for a clean stop, 64 for a [`BadConfig`]; logs any other failure and exits 1.
 pub fn finished(process: &str, result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.chain().any(|cause| cause.is::<BadConfig>()) => {
+            tracing::error!(error = %format!("{e:#}"), "{process}: bad configuration");
+            bad_config(process, &e)
+        }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "{process} failed");
             ExitCode::FAILURE

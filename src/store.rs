@@ -62,16 +62,41 @@ pub enum WriteError {
     Other(#[from] anyhow::Error),
 }
 
+/// Why a bucket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The bucket cannot exist as configured (an invalid name, more replicas than a
+    /// single server has): trying again will not help.
+    #[error("{0:#}")]
+    Config(anyhow::Error),
+    /// JetStream did not serve the bucket now (no quorum, a paused stream leader, a
+    /// timeout): try again.
+    #[error("{0:#}")]
+    Unavailable(anyhow::Error),
+}
+
 impl Bucket {
-    /// Opens the bucket, creating it (history 1, file storage) when missing.
+    /// Opens the bucket, creating it (history 1, file storage) when JetStream says it does
+    /// not exist. Any other failure to read it is [`OpenError::Unavailable`]: a bucket that
+    /// exists but does not answer now is never created again.
     pub async fn open(
         js: jetstream::Context,
         name: &str,
         replicas: usize,
         description: &str,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, OpenError> {
         let kv = match js.get_key_value(name).await {
             Ok(kv) => kv,
+            Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::InvalidStoreName => {
+                let e = anyhow::Error::from(e);
+                return Err(OpenError::Config(e.context(format!("KV bucket {name}"))));
+            }
+            Err(e) if !stream_not_found(&e) => {
+                let e = anyhow::Error::from(e);
+                return Err(OpenError::Unavailable(
+                    e.context(format!("reading KV bucket {name}")),
+                ));
+            }
             Err(_) => js
                 .create_key_value(kv::Config {
                     bucket: name.to_string(),
@@ -82,7 +107,7 @@ impl Bucket {
                     ..Default::default()
                 })
                 .await
-                .with_context(|| format!("creating KV bucket {name} (replicas {replicas})"))?,
+                .map_err(|e| creation_failed(e, name, replicas))?,
         };
         Ok(Bucket {
             kv,
@@ -254,6 +279,45 @@ impl Bucket {
     }
 }
 
+/// JetStream answered that the bucket's stream does not exist.
+fn stream_not_found(e: &jetstream::context::KeyValueError) -> bool {
+    use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
+    use std::error::Error as _;
+    let Some(source) = e.source().and_then(|s| s.downcast_ref::<GetStreamError>()) else {
+        return false;
+    };
+    matches!(source.kind(), GetStreamErrorKind::JetStream(js)
+        if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// Classifies a failed bucket creation: a name or replica count JetStream can never accept
+/// is a configuration error; anything else (no quorum, a timeout, a race with another
+/// center creating it) may pass.
+fn creation_failed(
+    e: jetstream::context::CreateKeyValueError,
+    name: &str,
+    replicas: usize,
+) -> OpenError {
+    use async_nats::jetstream::context::CreateStreamErrorKind;
+    use async_nats::jetstream::context::{CreateKeyValueErrorKind, CreateStreamError};
+    use std::error::Error as _;
+    let refused = |code| {
+        e.source()
+            .and_then(|s| s.downcast_ref::<CreateStreamError>())
+            .is_some_and(|s| matches!(s.kind(), CreateStreamErrorKind::JetStream(js) if js.error_code() == code))
+    };
+    let config = matches!(
+        e.kind(),
+        CreateKeyValueErrorKind::InvalidStoreName | CreateKeyValueErrorKind::TooLongHistory
+    ) || refused(jetstream::ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED);
+    let e =
+        anyhow::Error::from(e).context(format!("creating KV bucket {name} (replicas {replicas})"));
+    match config {
+        true => OpenError::Config(e),
+        false => OpenError::Unavailable(e),
+    }
+}
+
 type Changes = std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Entry>> + Send>>;
 
 /// The highest revision a replica has applied, which readers wait on to read their own
@@ -375,7 +439,15 @@ async fn load<R: Replica>(bucket: &Bucket) -> anyhow::Result<(R::State, u64, Cha
     let mut applied = 0;
     if status.entries > 0 {
         let started = std::time::Instant::now();
-        while let Some(entry) = changes.next().await {
+        loop {
+            // A stalled or ended watch fails the load (it is tried again): a mirror is
+            // never taken for loaded before it holds everything.
+            let next = tokio::time::timeout(LOAD_STALL, changes.next())
+                .await
+                .with_context(|| format!("loading bucket {}: stalled", bucket.name))?;
+            let Some(entry) = next else {
+                anyhow::bail!("loading bucket {}: the watch ended", bucket.name);
+            };
             let entry = entry.with_context(|| format!("loading bucket {}", bucket.name))?;
             let done = entry.pending == 0;
             applied = applied.max(entry.revision);
@@ -389,6 +461,9 @@ async fn load<R: Replica>(bucket: &Bucket) -> anyhow::Result<(R::State, u64, Cha
     }
     Ok((state, applied, changes))
 }
+
+/// How long a load waits for the next entry of the bucket before it gives up.
+const LOAD_STALL: Duration = Duration::from_secs(10);
 
 /// The task behind [`follow`].
 struct Follower<R> {

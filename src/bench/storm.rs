@@ -246,6 +246,7 @@ pub async fn directory_storm(
         subjects.clone(),
         gateway.clone(),
         Duration::from_secs(10),
+        Default::default(),
         tokio_util::sync::CancellationToken::new(),
     );
     let ids: Vec<(UserId, SessionId)> = (0..users)

@@ -14,16 +14,24 @@ pub mod service;
 
 use std::sync::Arc;
 
+use async_nats::jetstream;
 use async_nats::Client;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
 use crate::directory::Directory;
+use crate::exit::BadConfig;
 use crate::groups::Groups;
 use crate::ident::CenterId;
-use crate::store::Bucket;
+use crate::retry::{self, Attempt};
+use crate::store::{Bucket, OpenError};
 
 /// Runs one center until `shutdown`, then leaves the queue group and says goodbye.
+///
+/// Opening the buckets and loading the mirrors are retried with backoff until they succeed
+/// (JetStream may have no quorum, or a stream leader may be paused); only a configuration
+/// JetStream can never accept ends the center, as a [`BadConfig`] (exit 64).
 pub async fn run(
     config: config::Center,
     id: CenterId,
@@ -31,17 +39,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let subjects = config.nats.subjects()?;
-    let js = async_nats::jetstream::new(client.clone());
-    let description = "MRC user directory: user token -> live sessions";
-    let store = Bucket::open(js.clone(), &config.bucket, config.replicas, description).await?;
-    let directory = Directory::new(store);
-    let description = "MRC groups: settings and memberships";
-    let store = Bucket::open(js, &config.groups_bucket, config.replicas, description).await?;
-    let groups = Groups::new(store);
-    let followers = [
-        directory.follow(shutdown.clone()).await?,
-        groups.follow(shutdown.clone()).await?,
-    ];
+    let Some(Loaded {
+        directory,
+        groups,
+        followers,
+    }) = load(&config, &client, &shutdown).await?
+    else {
+        tracing::info!(center = %id, "stopped before the directory was loaded");
+        return Ok(());
+    };
     let (users, gateways) = directory.mirror().counts();
     let group_count = groups.mirror().count();
     tracing::info!(center = %id, users, gateways, groups = group_count, "directory and groups loaded");
@@ -106,4 +112,90 @@ pub async fn run(
         follower.abort();
     }
     Ok(())
+}
+
+/// Both buckets, their mirrors fully loaded, and the tasks that keep them current.
+struct Loaded {
+    directory: Directory,
+    groups: Groups,
+    followers: [JoinHandle<()>; 2],
+}
+
+/// Opens both buckets and loads both mirrors, each step retried until it succeeds;
+/// `None` when `shutdown` came first.
+async fn load(
+    config: &config::Center,
+    client: &Client,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Loaded>> {
+    let js = jetstream::new(client.clone());
+    let description = "MRC user directory: user token -> live sessions";
+    let Some(store) = open(&js, &config.bucket, config.replicas, description, shutdown).await?
+    else {
+        return Ok(None);
+    };
+    let directory = Directory::new(store);
+    let description = "MRC groups: settings and memberships";
+    let name = &config.groups_bucket;
+    let Some(store) = open(&js, name, config.replicas, description, shutdown).await? else {
+        return Ok(None);
+    };
+    let groups = Groups::new(store);
+    let what = format!("loading the directory (bucket {})", config.bucket);
+    let Some(users) = until_loaded(&what, shutdown, || directory.follow(shutdown.clone())).await
+    else {
+        return Ok(None);
+    };
+    let what = format!("loading the groups (bucket {name})");
+    let Some(members) = until_loaded(&what, shutdown, || groups.follow(shutdown.clone())).await
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Loaded {
+        directory,
+        groups,
+        followers: [users, members],
+    }))
+}
+
+/// Opens bucket `name`, retrying while JetStream does not serve it.
+async fn open(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    description: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Bucket>> {
+    let what = format!("opening KV bucket {name}");
+    let opened = retry::until_done(&what, shutdown, || async move {
+        match Bucket::open(js.clone(), name, replicas, description).await {
+            Ok(bucket) => Attempt::Done(Ok(bucket)),
+            Err(OpenError::Config(e)) => Attempt::Done(Err(BadConfig(e))),
+            Err(e @ OpenError::Unavailable(_)) => Attempt::Failed(e),
+        }
+    })
+    .await;
+    Ok(opened.transpose()?)
+}
+
+/// Runs `follow` (a full load of a mirror, then a follower task) until it succeeds.
+async fn until_loaded<F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut follow: F,
+) -> Option<JoinHandle<()>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<JoinHandle<()>>>,
+{
+    retry::until_done(what, shutdown, || {
+        let loading = follow();
+        async move {
+            match loading.await {
+                Ok(follower) => Attempt::Done(follower),
+                Err(e) => Attempt::Failed(format!("{e:#}")),
+            }
+        }
+    })
+    .await
 }

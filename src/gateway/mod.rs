@@ -9,6 +9,7 @@
 //! - [`ingress`]: backend messages from `mrc.send` and `mrc.to.*`.
 //! - [`heartbeat`]: liveness towards the centers (with the digest of the sessions held);
 //!   [`reconcile`]: repairs the directory's view of this gateway when it drifted.
+//! - [`readiness`]: whether the gateway may take clients, and why not.
 
 pub mod auth;
 pub mod batch;
@@ -21,6 +22,7 @@ pub mod ingress;
 pub mod kick;
 pub mod listener;
 pub mod presence;
+pub mod readiness;
 pub mod reconcile;
 pub mod registrar;
 pub mod resolve;
@@ -30,7 +32,7 @@ pub mod session;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::anyhow;
 use async_nats::Client;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -40,6 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config;
 use crate::connection::{Connection, RequestFailure};
+use crate::exit::BadConfig;
 use crate::ident::GatewayId;
 use crate::subject::Subjects;
 
@@ -64,8 +67,8 @@ pub struct Gateway {
     pub broadcasts: broadcast::Queue,
     /// Presence subscriptions of this gateway's sessions.
     pub presence: Arc<presence::Hub>,
-    /// Renders `/metrics`; `None` when no recorder is installed.
-    pub metrics: Option<PrometheusHandle>,
+    /// Whether the doors take clients; the registrar reports directory writes to it.
+    pub readiness: Arc<readiness::Readiness>,
     /// Cancelled when the gateway starts to stop.
     pub shutdown: CancellationToken,
     /// Every connection and in-flight send; the stop waits for them.
@@ -74,30 +77,60 @@ pub struct Gateway {
 
 /// The listeners a gateway serves, bound before it connects anywhere.
 pub struct Listeners {
-    /// WebSocket + HTTP API.
-    pub http: TcpListener,
+    /// WebSocket + HTTP API, already answering `/healthz` and `/readyz`.
+    pub http: listener::Front,
     /// Newline-delimited JSON, when configured.
     pub tcp: Option<TcpListener>,
 }
 
+impl Listeners {
+    /// Starts serving `http` at once (probes answer, doors say not ready) and prints the
+    /// `mrc-gateway listening` line naming every address.
+    pub fn serve(
+        id: &GatewayId,
+        http: TcpListener,
+        tcp: Option<TcpListener>,
+        metrics: Option<PrometheusHandle>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Listeners> {
+        let http = listener::Front::serve(http, metrics, shutdown)?;
+        let listeners = Listeners { http, tcp };
+        let line = format!("mrc-gateway listening: {}", listeners.describe(id)?);
+        tracing::info!(gateway = %id, "{line}");
+        println!("{line}");
+        Ok(listeners)
+    }
+
+    /// `id=... http=http://... ws=ws://.../ws [tcp=...]`
+    fn describe(&self, id: &GatewayId) -> std::io::Result<String> {
+        let http = self.http.addr();
+        let mut text = format!("id={id} http=http://{http} ws=ws://{http}/ws");
+        if let Some(tcp) = &self.tcp {
+            text.push_str(&format!(" tcp={}", tcp.local_addr()?));
+        }
+        Ok(text)
+    }
+}
+
 /// Runs one gateway until `shutdown`, then stops gracefully: stop accepting, tell every
-/// client `bye`, remove all its sessions from the directory.
+/// client `bye`, remove all its sessions from the directory. Its doors refuse clients
+/// until a center has answered the purge of an earlier run (see [`readiness`]).
 pub async fn run(
     config: config::Gateway,
     id: GatewayId,
     connection: Connection,
     listeners: Listeners,
-    metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let subjects = config.nats.subjects()?;
     let client = connection.client.clone();
     let max_payload = client.server_info().max_payload;
     if config.max_deliver_payload() > max_payload {
-        bail!(
+        let e = anyhow!(
             "limits allow deliver requests of {} bytes but NATS max_payload is {max_payload}: lower --max-body-bytes, --max-receivers or --max-id-bytes",
             config.max_deliver_payload()
         );
+        return Err(BadConfig(e).into());
     }
     let timeout = config.nats.request_timeout();
     let sessions = Arc::new(session::Sessions::default());
@@ -116,6 +149,7 @@ pub async fn run(
         sessions.clone(),
         &config,
     );
+    let readiness = listeners.http.readiness();
     let gw = Arc::new(Gateway {
         id: id.clone(),
         client: client.clone(),
@@ -126,6 +160,7 @@ pub async fn run(
             subjects.clone(),
             id.clone(),
             timeout,
+            readiness.clone(),
             shutdown.clone(),
         ),
         router,
@@ -141,10 +176,11 @@ pub async fn run(
             config.broadcast_rate,
             shutdown.clone(),
         ),
-        metrics,
+        readiness,
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
     });
+    listeners.http.open(gw.clone());
 
     // Deliveries must reach us before the directory points anywhere at us.
     let deliveries = client.subscribe(subjects.deliver(&id)).await?;
@@ -184,38 +220,39 @@ pub async fn run(
             resolve::follow_changes(resolver, client.clone(), subjects.clone(), shutdown.clone());
         background.spawn(log_failure("route changes", changes));
     }
-    // Sessions of an earlier run under this id are gone: drop them before taking new ones.
-    if !purge_previous_run(&gw).await {
-        return Ok(());
-    }
-    background.spawn(log_failure("ingress", ingress::run(gw.clone())));
-
-    let http = listeners.http.local_addr()?;
-    let mut ready = format!("mrc-gateway ready: id={id} http=http://{http} ws=ws://{http}/ws");
+    let ready = format!("mrc-gateway ready: {}", listeners.describe(&id)?);
+    // The TCP door answers at once too: `unavailable` until the gateway is ready.
     if let Some(tcp) = listeners.tcp {
-        let addr = tcp.local_addr()?;
-        ready.push_str(&format!(" tcp={addr}"));
-        background.spawn(log_failure(
-            "tcp listener",
-            listener::tcp::serve(gw.clone(), tcp),
-        ));
+        let serve = listener::tcp::serve(gw.clone(), tcp);
+        background.spawn(log_failure("tcp listener", serve));
     }
-    tracing::info!(gateway = %id, %http, "{ready}");
-    println!("{ready}");
-    listener::serve_http(gw.clone(), listeners.http).await?;
+    // Sessions of an earlier run under this id are gone: drop them before taking new ones.
+    let started = purge_previous_run(&gw).await;
+    if started {
+        background.spawn(log_failure("ingress", ingress::run(gw.clone())));
+        tracing::info!(gateway = %id, "{ready}");
+        println!("{ready}");
+    }
+    listeners.http.closed().await?;
 
-    stop(&gw, Duration::from_millis(config.shutdown_grace_ms)).await;
+    // Stopped before a center answered: no session was taken, none to remove.
+    if started {
+        stop(&gw, Duration::from_millis(config.shutdown_grace_ms)).await;
+    }
     background.close();
     background.wait().await;
     Ok(())
 }
 
-/// Purges this gateway id at the centers, waiting for one to answer; false on shutdown.
+/// Purges this gateway id at the centers, waiting for one to answer; then the gateway is
+/// ready. False on shutdown.
 async fn purge_previous_run(gw: &Gateway) -> bool {
     let mut waited = 0u32;
     loop {
         match gw.registrar.purge().await {
             Ok(removed) => {
+                gw.readiness.write_succeeded();
+                gw.readiness.center_answered();
                 if removed > 0 {
                     tracing::info!(
                         removed,
@@ -230,7 +267,16 @@ async fn purge_previous_run(gw: &Gateway) -> bool {
                 }
                 waited += 1;
             }
-            Err(e) => tracing::warn!(error = %e, "purge failed; retrying"),
+            Err(e) => {
+                if let RequestFailure::Remote(body) = &e {
+                    // A center answered but could not write the directory.
+                    gw.readiness.write_failed(&body.to_string());
+                }
+                if waited % 20 == 0 {
+                    tracing::warn!(error = %e, "purge failed; retrying");
+                }
+                waited += 1;
+            }
         }
         tokio::select! {
             () = gw.shutdown.cancelled() => return false,

@@ -8,6 +8,7 @@
 //! leave at once, in a login storm they leave as arrays that a center applies
 //! concurrently (docs/PERFORMANCE.md, login storm).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
@@ -16,9 +17,11 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::readiness::Readiness;
 use crate::batch::{Batcher, Limits};
 use crate::connection::{request_idempotent, retry_once, RequestFailure};
 use crate::ident::{GatewayId, SessionId, UserId};
+use crate::protocol::code::ErrorCode;
 use crate::protocol::digest::Buckets;
 use crate::protocol::nats::{
     encode, DigestsReply, DigestsRequest, GatewaySessionsReply, GatewaySessionsRequest,
@@ -47,6 +50,8 @@ pub struct Registrar {
     /// Unregisters being retried; they end at shutdown, when one purge replaces them.
     retries: TaskTracker,
     shutdown: CancellationToken,
+    /// Told how every write went: failing writes make the gateway not ready.
+    readiness: Arc<Readiness>,
 }
 
 impl Registrar {
@@ -55,6 +60,7 @@ impl Registrar {
         subjects: Subjects,
         gateway: GatewayId,
         timeout: Duration,
+        readiness: Arc<Readiness>,
         shutdown: CancellationToken,
     ) -> Self {
         let batcher =
@@ -68,6 +74,7 @@ impl Registrar {
             timeout,
             retries: TaskTracker::new(),
             shutdown,
+            readiness,
         }
     }
 
@@ -87,7 +94,9 @@ impl Registrar {
             device: device.map(str::to_string),
             reassert,
         };
-        batched(&self.registers, encode(&payload)).await
+        let result = batched(&self.registers, encode(&payload)).await;
+        note(&self.readiness, &result);
+        result
     }
 
     /// Removes exactly `session` of `user`.
@@ -100,8 +109,9 @@ impl Registrar {
             user: user.to_string(),
             session: session.to_string(),
         };
-        let reply: SessionsReply = batched(&self.unregisters, encode(&payload)).await?;
-        Ok(reply.sessions)
+        let result: Result<SessionsReply, _> = batched(&self.unregisters, encode(&payload)).await;
+        note(&self.readiness, &result);
+        Ok(result?.sessions)
     }
 
     /// Removes `session` of `user` from the directory in the background, retrying with
@@ -112,10 +122,13 @@ impl Registrar {
             session: session.to_string(),
         });
         let (unregisters, shutdown) = (self.unregisters.clone(), self.shutdown.clone());
+        let readiness = self.readiness.clone();
         self.retries.spawn(async move {
             let what = "unregistering a closed session";
             retry::until_done(what, &shutdown, || async {
-                match batched::<SessionsReply>(&unregisters, payload.clone()).await {
+                let result = batched::<SessionsReply>(&unregisters, payload.clone()).await;
+                note(&readiness, &result);
+                match result {
                     Ok(_) => Attempt::Done(()),
                     Err(e) => Attempt::Failed(e),
                 }
@@ -157,6 +170,16 @@ impl Registrar {
         let reply: PurgeReply =
             request_idempotent(&self.client, subject, encode(&payload), self.timeout * 5).await?;
         Ok(reply.removed)
+    }
+}
+
+/// Tells `readiness` how a directory write went. Refusals of bad input say nothing about
+/// the directory's health.
+fn note<T>(readiness: &Readiness, result: &Result<T, RequestFailure>) {
+    match result {
+        Ok(_) => readiness.write_succeeded(),
+        Err(RequestFailure::Remote(body)) if body.code != ErrorCode::Unavailable => {}
+        Err(e) => readiness.write_failed(&e.to_string()),
     }
 }
 

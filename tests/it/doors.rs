@@ -276,6 +276,8 @@ async fn http_user_status_health_readiness_and_metrics() {
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["ready"], false);
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.starts_with("no center answers look-ups"), "{reason}");
 }
 
 #[tokio::test]

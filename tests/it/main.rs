@@ -17,5 +17,6 @@ mod login_policy;
 mod permissions;
 mod presence;
 mod python;
+mod readiness;
 mod shutdown;
 mod support;

@@ -6,17 +6,16 @@
 //! | `GET /v1/users/{id}` | API key or any valid token | online? sessions per gateway |
 //! | `POST /v1/broadcast` `{"body","id"?,"from"?,"gateways"?}` | API key | to everyone online |
 //! | `POST /v1/presence` `{"users":[...]}` | API key, or a token (presence policy applies) | online, sessions, since, per user |
-//! | `GET /healthz` | none | the process is up |
-//! | `GET /readyz` | none | NATS connected and a center answers |
-//! | `GET /metrics` | none | Prometheus text |
 //! | `/v1/groups/...` | API key or token | groups: see `listener::groups` |
 //!
 //! Errors are JSON `{"error":{"code","message"}}` with the HTTP status that fits the code.
+//! `/healthz`, `/readyz` and `/metrics`, and the gate in front of these routes while the
+//! gateway is not ready, are `listener::front`'s.
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,9 +40,6 @@ pub fn routes(gw: &Gateway) -> axum::Router<Arc<Gateway>> {
         .route("/v1/users/{id}", get(user))
         .route("/v1/presence", post(presence))
         .route("/v1/broadcast", post(broadcast))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .merge(super::groups::routes())
         // Bodies a little over the limit still get a JSON `too_large`; far over, axum's 413.
         .layer(DefaultBodyLimit::max(
@@ -250,7 +246,10 @@ async fn presence(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Byte
     }
 }
 
-async fn lookup(gw: &Gateway, users: Vec<String>) -> Result<LookupReply, RequestFailure> {
+pub(super) async fn lookup(
+    gw: &Gateway,
+    users: Vec<String>,
+) -> Result<LookupReply, RequestFailure> {
     let payload = crate::protocol::nats::encode(&LookupRequest { users });
     request(
         &gw.client,
@@ -259,36 +258,4 @@ async fn lookup(gw: &Gateway, users: Vec<String>) -> Result<LookupReply, Request
         gw.request_timeout,
     )
     .await
-}
-
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-/// Ready when NATS is connected and a center answers a look-up.
-async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    use async_nats::connection::State as NatsState;
-    let problem = if gw.shutdown.is_cancelled() {
-        Some("shutting down".to_string())
-    } else if gw.client.connection_state() != NatsState::Connected {
-        Some("NATS is not connected".to_string())
-    } else {
-        lookup(&gw, Vec::new())
-            .await
-            .err()
-            .map(|e| format!("directory: {e}"))
-    };
-    match problem {
-        None => (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response(),
-        Some(reason) => {
-            let body = serde_json::json!({"ready": false, "reason": reason});
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-        }
-    }
-}
-
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    metrics::gauge!(telemetry::GATEWAY_SESSIONS).set(gw.sessions.len() as f64);
-    let text = gw.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -33,8 +33,13 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) -> anyhow::Result<()
                 }
             },
         };
+        // Not ready (NATS down, no center yet): say why, close.
+        if let Some(reason) = super::front::closed_because(&gw) {
+            tokio::spawn(refuse(stream, format!("not ready: {reason}")));
+            continue;
+        }
         let Ok(permit) = gw.connections.clone().try_acquire_owned() else {
-            tokio::spawn(refuse(stream));
+            tokio::spawn(refuse(stream, "connection limit reached".to_string()));
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -75,8 +80,9 @@ fn connection(
     }
 }
 
-async fn refuse(mut stream: TcpStream) {
-    let error = FrameError::new(ErrorCode::Unavailable, "connection limit reached");
+/// Writes one `unavailable` error frame saying `why`, then closes.
+async fn refuse(mut stream: TcpStream, why: String) {
+    let error = FrameError::new(ErrorCode::Unavailable, why);
     let mut frame = Frame::from(&error).encode().to_vec();
     frame.push(b'\n');
     let _ = stream.write_all(&frame).await;

@@ -151,6 +151,11 @@ impl Cluster {
     }
 
     pub fn start_center(&mut self, id: &str) -> &Center {
+        self.start_center_until(id, "mrc-center ready")
+    }
+
+    /// Starts a center and waits until it prints a line containing `line`.
+    pub fn start_center_until(&mut self, id: &str, line: &str) -> &Center {
         let mut command = self.command(env!("CARGO_BIN_EXE_mrc-center"));
         command
             .args([
@@ -166,17 +171,18 @@ impl Cluster {
             command.args(["--worker-threads", "1"]);
         }
         self.credentials(&mut command, 0);
-        let (process, _) = Process::spawn(
-            &format!("center {id}"),
-            command,
-            "mrc-center ready",
-            READY_TIMEOUT,
-        );
+        let (process, _) = Process::spawn(&format!("center {id}"), command, line, READY_TIMEOUT);
         self.centers.push(Center { process });
         self.centers.last().unwrap()
     }
 
     pub fn start_gateway(&mut self, id: &str) -> &Gateway {
+        self.start_gateway_until(id, "mrc-gateway ready")
+    }
+
+    /// Starts a gateway and waits until it prints `mrc-gateway listening` or
+    /// `mrc-gateway ready` (`line`): both name its addresses.
+    pub fn start_gateway_until(&mut self, id: &str, line: &str) -> &Gateway {
         let mut command = self.command(env!("CARGO_BIN_EXE_mrc-gateway"));
         command
             .args(["--id", id, "--listen", "127.0.0.1:0"])
@@ -189,12 +195,8 @@ impl Cluster {
             command.arg("--insecure-dev-auth");
         }
         self.credentials(&mut command, 1);
-        let (process, line) = Process::spawn(
-            &format!("gateway {id}"),
-            command,
-            "mrc-gateway ready",
-            READY_TIMEOUT,
-        );
+        let (process, line) =
+            Process::spawn(&format!("gateway {id}"), command, line, READY_TIMEOUT);
         let field = |name: &str| {
             line.split_whitespace()
                 .find_map(|f| f.strip_prefix(name))
