@@ -314,8 +314,18 @@ impl Mirror {
     /// Per-bucket digests of the sessions on `gateway`.
     pub fn buckets_of(&self, gateway: &GatewayId) -> Buckets {
         let mut buckets = empty_buckets();
-        for (user, session) in self.sessions_on(gateway, |_| true) {
-            buckets[bucket_of(user.as_str())].add(user.as_str(), &session);
+        let state = self.read();
+        let Some(index) = state.by_gateway.get(gateway) else {
+            return buckets;
+        };
+        for user in &index.users {
+            let bucket = &mut buckets[bucket_of(user.as_str())];
+            let sessions = state.users.get(user).map(|e| e.sessions.as_slice());
+            for s in sessions.unwrap_or_default() {
+                if s.gateway == *gateway {
+                    bucket.add(user.as_str(), &s.id);
+                }
+            }
         }
         buckets
     }

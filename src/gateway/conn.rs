@@ -18,11 +18,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::auth::Identity;
 use super::groups;
 use super::presence;
-use super::route::Message;
 use super::session::{self, End};
-use super::Gateway;
+use super::{ops, Gateway};
 use crate::config;
-use crate::ident::{DeviceClass, GroupId, MessageId, SessionId, UserId};
+use crate::ident::{DeviceClass, SessionId, UserId};
 use crate::protocol::client::{parse, Frame, FrameError, Request};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::group::ListRequest;
@@ -165,69 +164,6 @@ impl Limits {
             idle_timeout: Duration::from_millis(l.idle_timeout_ms),
             sends_in_flight: l.sends_in_flight,
         }
-    }
-
-    /// Checks a send from any door and turns it into a routable message.
-    pub fn message(
-        &self,
-        from: Option<String>,
-        to: Vec<String>,
-        id: Option<String>,
-        body: &serde_json::value::RawValue,
-    ) -> Result<Message, FrameError> {
-        let error = |code, message: String| FrameError {
-            code,
-            message,
-            id: id.clone(),
-        };
-        if to.is_empty() {
-            return Err(error(ErrorCode::BadFrame, "`to` lists no receiver".into()));
-        }
-        if to.len() > self.max_receivers {
-            let message = format!("{} receivers, limit {}", to.len(), self.max_receivers);
-            return Err(error(ErrorCode::TooManyReceivers, message));
-        }
-        self.group_message(from, id, body)
-            .map(|message| Message { to, ..message })
-    }
-
-    /// Checks a group send (or the common part of any send): body size, sender, id.
-    pub fn group_message(
-        &self,
-        from: Option<String>,
-        id: Option<String>,
-        body: &serde_json::value::RawValue,
-    ) -> Result<Message, FrameError> {
-        let error = |code, message: String| FrameError {
-            code,
-            message,
-            id: id.clone(),
-        };
-        let size = body.get().len();
-        if size > self.max_body_bytes {
-            let message = format!("body of {size} bytes, limit {}", self.max_body_bytes);
-            return Err(error(ErrorCode::TooLarge, message));
-        }
-        if let Some(from) = &from {
-            if from.len() > self.max_id_bytes || UserId::new(from).is_err() {
-                return Err(error(
-                    ErrorCode::BadId,
-                    format!("from {from:?} is not a valid user id"),
-                ));
-            }
-        }
-        let message_id = match &id {
-            Some(raw) => {
-                MessageId::new(raw).map_err(|e| error(ErrorCode::BadId, format!("id: {e}")))?
-            }
-            None => MessageId::generate(),
-        };
-        Ok(Message {
-            id: message_id,
-            from,
-            to: Vec::new(),
-            body: body.to_owned(),
-        })
     }
 }
 
@@ -652,45 +588,32 @@ impl Session {
             }
             Request::Send { to, id, body } => {
                 self.rate_limit(&id)?;
-                let message = match limits.message(Some(user), to, id, body) {
-                    Ok(message) => message,
-                    Err(e) => {
-                        self.error(e);
-                        return Ok(());
+                let door = self.door.label();
+                match ops::Send::check(limits, door, Some(user), to, id, body) {
+                    Ok(send) => {
+                        self.spawn(move |gw| async move {
+                            let report = send.run(&gw.router).await;
+                            Ok(Frame::Report { report: &report }.encode())
+                        })
+                        .await
                     }
-                };
-                telemetry::message_in(self.door.label());
-                self.spawn(move |gw| async move {
-                    Ok(Frame::Report {
-                        report: &gw.router.route(&message).await,
-                    }
-                    .encode())
-                })
-                .await;
+                    Err(e) => self.error(e),
+                }
             }
             Request::GroupSend { group, id, body } => {
                 self.rate_limit(&id)?;
-                let checked = GroupId::new(&group)
-                    .map_err(|e| FrameError {
-                        code: ErrorCode::BadId,
-                        message: format!("group: {e}"),
-                        id: id.clone(),
-                    })
-                    .and_then(|group| Ok((group, limits.group_message(Some(user), id, body)?)));
-                let (group, message) = match checked {
-                    Ok(checked) => checked,
-                    Err(e) => {
-                        self.error(e);
-                        return Ok(());
+                let door = self.door.label();
+                match ops::GroupSend::check(limits, door, Some(user), &group, id, body) {
+                    Ok(send) => {
+                        let by = self.user.clone();
+                        self.spawn(move |gw| async move {
+                            let report = send.run(&gw.router, Some(&by)).await?;
+                            Ok(Frame::Report { report: &report }.encode())
+                        })
+                        .await
                     }
-                };
-                telemetry::message_in(self.door.label());
-                let by = self.user.clone();
-                self.spawn(move |gw| async move {
-                    let report = gw.router.route_group(&message, &group, Some(&by)).await?;
-                    Ok(Frame::Report { report: &report }.encode())
-                })
-                .await;
+                    Err(e) => self.error(e),
+                }
             }
             Request::Group {
                 endpoint,

@@ -11,10 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
-use super::broadcast;
-use super::route::Message;
-use super::Gateway;
-use crate::ident::GroupId;
+use super::{ops, Gateway};
 use crate::protocol::body_from_bytes;
 use crate::protocol::client::FrameError;
 use crate::protocol::code::ErrorCode;
@@ -53,6 +50,7 @@ pub async fn run(gw: Arc<Gateway>) -> anyhow::Result<()> {
                 Kind::Group => on_group(&gw2, &msg.payload).await,
                 Kind::Broadcast => on_broadcast(&gw2, &msg.payload).await,
             };
+            let reply = reply.unwrap_or_else(|e| error_reply(&e));
             if let Some(reply_to) = msg.reply {
                 if let Err(e) = gw2.client.publish(reply_to, reply).await {
                     tracing::debug!(error = %e, "ingress reply not sent");
@@ -69,6 +67,9 @@ pub async fn run(gw: Arc<Gateway>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The door messages from NATS are counted under.
+const DOOR: &str = "nats";
+
 /// Which ingress subject a message came from.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -83,97 +84,41 @@ fn error_reply(e: &FrameError) -> Bytes {
     encode(&ErrorReply::new(e.code, e.message.clone()))
 }
 
-/// Routes a checked message and encodes the report, or the reason it was refused.
-async fn route(gw: &Gateway, message: Result<Message, FrameError>) -> Bytes {
-    match message {
-        Ok(message) => {
-            telemetry::message_in("nats");
-            encode(&gw.router.route(&message).await)
-        }
-        Err(e) => error_reply(&e),
-    }
-}
-
 /// `mrc.send`: `{"to":[...],"from":"...","id":"...","body":...}`.
-async fn on_send(gw: &Gateway, payload: &[u8]) -> Bytes {
-    let request: SendRequest<'_> = match crate::protocol::decode(payload) {
-        Ok(request) => request,
-        Err(e) => return error_reply(&e),
-    };
-    route(
-        gw,
-        gw.limits
-            .message(request.from, request.to, request.id, request.body),
-    )
-    .await
+async fn on_send(gw: &Gateway, payload: &[u8]) -> Result<Bytes, FrameError> {
+    let request: SendRequest<'_> = crate::protocol::decode(payload)?;
+    let (from, to, id) = (request.from, request.to, request.id);
+    let send = ops::Send::check(&gw.limits, DOOR, from, to, id, request.body)?;
+    Ok(encode(&send.run(&gw.router).await))
 }
 
 /// `mrc.to.<user>`: the payload is the body. JSON passes as it is; other UTF-8 text
 /// becomes a JSON string; anything else is refused with `bad_body`.
-async fn on_raw(gw: &Gateway, msg: &NatsMessage) -> Bytes {
-    let user = match gw.subjects.to_user(&msg.subject) {
-        Ok(user) => user,
-        Err(e) => {
-            return error_reply(&FrameError::new(
-                ErrorCode::BadId,
-                format!("receiver token: {e}"),
-            ))
-        }
-    };
-    let Some(body) = body_from_bytes(&msg.payload) else {
-        return error_reply(&FrameError::new(
-            ErrorCode::BadBody,
-            "body is neither JSON nor UTF-8 text",
-        ));
-    };
-    route(
-        gw,
-        gw.limits.message(None, vec![user.to_string()], None, &body),
-    )
-    .await
+async fn on_raw(gw: &Gateway, msg: &NatsMessage) -> Result<Bytes, FrameError> {
+    let user = gw
+        .subjects
+        .to_user(&msg.subject)
+        .map_err(|e| FrameError::new(ErrorCode::BadId, format!("receiver token: {e}")))?;
+    let body = body_from_bytes(&msg.payload).ok_or_else(|| {
+        FrameError::new(ErrorCode::BadBody, "body is neither JSON nor UTF-8 text")
+    })?;
+    let send = ops::Send::check(&gw.limits, DOOR, None, vec![user.to_string()], None, &body)?;
+    Ok(encode(&send.run(&gw.router).await))
 }
 
 /// `mrc.grp.send`: `{"group":"...","from":"...","id":"...","body":...}`. Backends are
 /// trusted: the group's send policy is not checked against `from`.
-async fn on_group(gw: &Gateway, payload: &[u8]) -> Bytes {
-    let request: GroupSendRequest<'_> = match crate::protocol::decode(payload) {
-        Ok(request) => request,
-        Err(e) => return error_reply(&e),
-    };
-    let group = match GroupId::new(&request.group) {
-        Ok(group) => group,
-        Err(e) => return error_reply(&FrameError::new(ErrorCode::BadId, format!("group: {e}"))),
-    };
-    let message = match gw
-        .limits
-        .group_message(request.from, request.id, request.body)
-    {
-        Ok(message) => message,
-        Err(e) => return error_reply(&e),
-    };
-    telemetry::message_in("nats");
-    match gw.router.route_group(&message, &group, None).await {
-        Ok(report) => encode(&report),
-        Err(e) => error_reply(&e),
-    }
+async fn on_group(gw: &Gateway, payload: &[u8]) -> Result<Bytes, FrameError> {
+    let request: GroupSendRequest<'_> = crate::protocol::decode(payload)?;
+    let (from, group, id) = (request.from, &request.group, request.id);
+    let send = ops::GroupSend::check(&gw.limits, DOOR, from, group, id, request.body)?;
+    Ok(encode(&send.run(&gw.router, None).await?))
 }
 
 /// `mrc.broadcast`: `{"body":...,"from"?,"id"?,"gateways"?:[...]}`.
-async fn on_broadcast(gw: &Gateway, payload: &[u8]) -> Bytes {
-    let request: BroadcastRequest<'_> = match crate::protocol::decode(payload) {
-        Ok(request) => request,
-        Err(e) => return error_reply(&e),
-    };
-    let message = match gw
-        .limits
-        .group_message(request.from, request.id, request.body)
-    {
-        Ok(message) => message,
-        Err(e) => return error_reply(&e),
-    };
-    telemetry::message_in("nats");
-    match broadcast::fan_out(gw, &message, request.gateways.as_deref()).await {
-        Ok(report) => encode(&report),
-        Err(e) => error_reply(&e),
-    }
+async fn on_broadcast(gw: &Gateway, payload: &[u8]) -> Result<Bytes, FrameError> {
+    let request: BroadcastRequest<'_> = crate::protocol::decode(payload)?;
+    let (from, id, gateways) = (request.from, request.id, request.gateways);
+    let broadcast = ops::Broadcast::check(&gw.limits, DOOR, from, id, request.body, gateways)?;
+    Ok(encode(&broadcast.run(gw).await?))
 }

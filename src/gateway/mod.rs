@@ -6,7 +6,9 @@
 //! - [`registrar`]: register/unregister/purge requests to the centers.
 //! - [`resolve`]: cached, batched directory look-ups; [`route`]: one deliver request per
 //!   destination gateway, retry of stale routes, the report; [`deliver`]: the receiving end.
-//! - [`ingress`]: backend messages from `mrc.send` and `mrc.to.*`.
+//! - [`ops`]: send, group send and broadcast, checked and carried out the same for every
+//!   door; [`ingress`]: backend messages from `mrc.send`, `mrc.to.*`, `mrc.grp.send`,
+//!   `mrc.broadcast`.
 //! - [`heartbeat`]: liveness towards the centers (with the digest of the sessions held);
 //!   [`reconcile`]: repairs the directory's view of this gateway when it drifted.
 //! - [`readiness`]: whether the gateway may take clients, and why not.
@@ -21,6 +23,7 @@ pub mod heartbeat;
 pub mod ingress;
 pub mod kick;
 pub mod listener;
+pub mod ops;
 pub mod presence;
 pub mod readiness;
 pub mod reconcile;

@@ -16,21 +16,19 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+
 use axum::routing::{delete, get, post};
 use axum::Json;
 use bytes::Bytes;
 
-use super::http::{caller, error_response, sender, Caller};
-use crate::gateway::{groups, Gateway};
-use crate::ident::GroupId;
-use crate::protocol::client::FrameError;
+use super::http::{caller, sender, Caller, DOOR};
+use crate::gateway::{groups, ops, Gateway};
+use crate::protocol::client::{FrameError, Report};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::group::{GroupRequest, GroupSendRequest, ListRequest};
 use crate::subject::{
     GRP_ADD, GRP_CREATE, GRP_DELETE, GRP_JOIN, GRP_LEAVE, GRP_MEMBERS, GRP_REMOVE,
 };
-use crate::telemetry;
 
 pub fn routes() -> axum::Router<Arc<Gateway>> {
     axum::Router::new()
@@ -41,10 +39,6 @@ pub fn routes() -> axum::Router<Arc<Gateway>> {
         .route("/v1/groups/{group}/join", post(join))
         .route("/v1/groups/{group}/messages", post(send))
         .route("/v1/users/{id}/groups", get(list))
-}
-
-fn refused(e: FrameError) -> Response {
-    error_response(e.code, &e.message)
 }
 
 /// The caller as the acting user of a group request (`None`: the API key).
@@ -63,11 +57,11 @@ fn body(bytes: &Bytes) -> Result<GroupRequest, FrameError> {
     crate::protocol::decode(bytes)
 }
 
-async fn forward(gw: &Gateway, endpoint: &str, request: GroupRequest) -> Response {
-    match groups::call(gw, endpoint, &request).await {
-        Ok(result) => Json(result).into_response(),
-        Err(e) => refused(e),
-    }
+/// What the group endpoints answer: the center's result as it came, or a refusal.
+type Answer = Result<Json<serde_json::Value>, FrameError>;
+
+async fn forward(gw: &Gateway, endpoint: &str, request: GroupRequest) -> Answer {
+    Ok(Json(groups::call(gw, endpoint, &request).await?))
 }
 
 /// Runs one group endpoint for the caller, with the group from the path (or the body).
@@ -77,11 +71,9 @@ async fn op(
     endpoint: &str,
     group: Option<String>,
     bytes: &Bytes,
-) -> Response {
-    let (by, mut request) = match acting(gw, headers).and_then(|by| Ok((by, body(bytes)?))) {
-        Ok(checked) => checked,
-        Err(e) => return refused(e),
-    };
+) -> Answer {
+    let by = acting(gw, headers)?;
+    let mut request = body(bytes)?;
     if let Some(group) = group {
         request.group = group;
     }
@@ -91,13 +83,14 @@ async fn op(
             .as_ref()
             .is_some_and(|u| Some(u) != by.as_ref())
     {
-        return error_response(ErrorCode::Forbidden, "a token acts only as its subject");
+        let message = "a token acts only as its subject";
+        return Err(FrameError::new(ErrorCode::Forbidden, message));
     }
     request.by = by;
     forward(gw, endpoint, request).await
 }
 
-async fn create(State(gw): State<Arc<Gateway>>, headers: HeaderMap, bytes: Bytes) -> Response {
+async fn create(State(gw): State<Arc<Gateway>>, headers: HeaderMap, bytes: Bytes) -> Answer {
     op(&gw, &headers, GRP_CREATE, None, &bytes).await
 }
 
@@ -105,7 +98,7 @@ async fn remove_group(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     Path(group): Path<String>,
-) -> Response {
+) -> Answer {
     op(&gw, &headers, GRP_DELETE, Some(group), &Bytes::new()).await
 }
 
@@ -113,7 +106,7 @@ async fn members(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     Path(group): Path<String>,
-) -> Response {
+) -> Answer {
     op(&gw, &headers, GRP_MEMBERS, Some(group), &Bytes::new()).await
 }
 
@@ -122,7 +115,7 @@ async fn add(
     headers: HeaderMap,
     Path(group): Path<String>,
     bytes: Bytes,
-) -> Response {
+) -> Answer {
     op(&gw, &headers, GRP_ADD, Some(group), &bytes).await
 }
 
@@ -131,7 +124,7 @@ async fn join(
     headers: HeaderMap,
     Path(group): Path<String>,
     bytes: Bytes,
-) -> Response {
+) -> Answer {
     op(&gw, &headers, GRP_JOIN, Some(group), &bytes).await
 }
 
@@ -140,11 +133,8 @@ async fn remove_member(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     Path((group, user)): Path<(String, String)>,
-) -> Response {
-    let by = match acting(&gw, &headers) {
-        Ok(by) => by,
-        Err(e) => return refused(e),
-    };
+) -> Answer {
+    let by = acting(&gw, &headers)?;
     let (endpoint, request) = if by.as_deref() == Some(user.as_str()) {
         (
             GRP_LEAVE,
@@ -173,15 +163,9 @@ async fn list(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     Path(user): Path<String>,
-) -> Response {
-    let by = match acting(&gw, &headers) {
-        Ok(by) => by,
-        Err(e) => return refused(e),
-    };
-    match groups::list(&gw, &ListRequest { user, by }).await {
-        Ok(result) => Json(result).into_response(),
-        Err(e) => refused(e),
-    }
+) -> Answer {
+    let by = acting(&gw, &headers)?;
+    Ok(Json(groups::list(&gw, &ListRequest { user, by }).await?))
 }
 
 /// `POST /v1/groups/{group}/messages`: a token sends as its subject (the group's send
@@ -191,30 +175,10 @@ async fn send(
     headers: HeaderMap,
     Path(group): Path<String>,
     bytes: Bytes,
-) -> Response {
-    let caller = match caller(&gw, &headers) {
-        Ok(caller) => caller,
-        Err(e) => return refused(e),
-    };
-    let request: GroupSendRequest<'_> = match crate::protocol::decode(&bytes) {
-        Ok(request) => request,
-        Err(e) => return error_response(e.code, &e.message),
-    };
-    let group = match GroupId::new(&group) {
-        Ok(group) => group,
-        Err(e) => return error_response(ErrorCode::BadId, &format!("group: {e}")),
-    };
-    let (from, by) = match sender(caller, request.from) {
-        Ok(sender) => sender,
-        Err(e) => return refused(e),
-    };
-    let message = match gw.limits.group_message(from, request.id, request.body) {
-        Ok(message) => message,
-        Err(e) => return refused(e),
-    };
-    telemetry::message_in("http");
-    match gw.router.route_group(&message, &group, by.as_ref()).await {
-        Ok(report) => Json(report).into_response(),
-        Err(e) => refused(e),
-    }
+) -> Result<Json<Report>, FrameError> {
+    let caller = caller(&gw, &headers)?;
+    let request: GroupSendRequest<'_> = crate::protocol::decode(&bytes)?;
+    let (from, by) = sender(caller, request.from)?;
+    let send = ops::GroupSend::check(&gw.limits, DOOR, from, &group, request.id, request.body)?;
+    Ok(Json(send.run(&gw.router, by.as_ref()).await?))
 }

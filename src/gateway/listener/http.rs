@@ -24,12 +24,13 @@ use bytes::Bytes;
 
 use crate::connection::{request, RequestFailure};
 use crate::gateway::auth::Identity;
-use crate::gateway::Gateway;
+use crate::gateway::{ops, Gateway};
 use crate::ident::UserId;
-use crate::protocol::client::{FrameError, PresenceBody, UserStatus};
+use crate::protocol::client::{FrameError, PresenceBody, Report, UserStatus};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::nats::{
-    BroadcastRequest, ErrorReply, LookupReply, LookupRequest, PresenceRequest, SendRequest,
+    BroadcastReport, BroadcastRequest, ErrorReply, LookupReply, LookupRequest, PresenceReply,
+    PresenceRequest, SendRequest,
 };
 use crate::subject::DIR_LOOKUP;
 use crate::telemetry;
@@ -69,6 +70,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
     }
 }
 
+/// The door messages from the HTTP API are counted under.
+pub(super) const DOOR: &str = "http";
+
 /// A JSON error response with the status that fits `code`.
 pub fn error_response(code: ErrorCode, message: &str) -> Response {
     telemetry::error(code);
@@ -79,6 +83,14 @@ pub fn error_response(code: ErrorCode, message: &str) -> Response {
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
+}
+
+/// A refusal, as the HTTP API answers it: handlers return `Result<_, FrameError>` and
+/// use `?`.
+impl IntoResponse for FrameError {
+    fn into_response(self) -> Response {
+        error_response(self.code, &self.message)
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -136,36 +148,22 @@ pub(super) fn sender(
 }
 
 /// `POST /v1/messages` with the `mrc.send` body.
-async fn send(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    let caller = match caller(&gw, &headers) {
-        Ok(caller) => caller,
-        Err(e) => return error_response(e.code, &e.message),
-    };
+async fn send(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Report>, FrameError> {
+    let caller = caller(&gw, &headers)?;
     if body.len() > gw.limits.max_frame_bytes {
-        let message = format!(
-            "request of {} bytes, limit {}",
-            body.len(),
-            gw.limits.max_frame_bytes
-        );
-        return error_response(ErrorCode::TooLarge, &message);
+        let limit = gw.limits.max_frame_bytes;
+        let message = format!("request of {} bytes, limit {limit}", body.len());
+        return Err(FrameError::new(ErrorCode::TooLarge, message));
     }
-    let request: SendRequest<'_> = match crate::protocol::decode(&body) {
-        Ok(request) => request,
-        Err(e) => return error_response(e.code, &e.message),
-    };
-    let from = match sender(caller, request.from) {
-        Ok((from, _)) => from,
-        Err(e) => return error_response(e.code, &e.message),
-    };
-    let message = match gw
-        .limits
-        .message(from, request.to, request.id, request.body)
-    {
-        Ok(message) => message,
-        Err(e) => return error_response(e.code, &e.message),
-    };
-    telemetry::message_in("http");
-    Json(gw.router.route(&message).await).into_response()
+    let request: SendRequest<'_> = crate::protocol::decode(&body)?;
+    let (from, _) = sender(caller, request.from)?;
+    let (to, id) = (request.to, request.id);
+    let send = ops::Send::check(&gw.limits, DOOR, from, to, id, request.body)?;
+    Ok(Json(send.run(&gw.router).await))
 }
 
 /// `GET /v1/users/{id}`: asks the directory (never the cache).
@@ -173,77 +171,57 @@ async fn user(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    if let Err(e) = caller(&gw, &headers) {
-        return error_response(e.code, &e.message);
-    }
-    let user = match gw.auth.user(&id) {
-        Ok(user) => user,
-        Err(e) => return error_response(e.code, &e.message),
-    };
-    let reply: LookupReply = match lookup(&gw, vec![user.to_string()]).await {
-        Ok(reply) => reply,
-        Err(e) => return error_response(ErrorCode::Unavailable, &format!("directory: {e}")),
-    };
+) -> Result<Json<UserStatus>, FrameError> {
+    caller(&gw, &headers)?;
+    let user = gw.auth.user(&id)?;
+    let reply: LookupReply = lookup(&gw, vec![user.to_string()])
+        .await
+        .map_err(|e| FrameError::new(ErrorCode::Unavailable, format!("directory: {e}")))?;
     let locations = reply.users.get(user.as_str()).cloned().unwrap_or_default();
     let mut gateways = std::collections::BTreeMap::new();
     for location in &locations {
         *gateways.entry(location.gateway.clone()).or_insert(0) += 1;
     }
-    Json(UserStatus {
+    Ok(Json(UserStatus {
         user: user.to_string(),
         online: !locations.is_empty(),
         sessions: locations.len(),
         gateways,
-    })
-    .into_response()
+    }))
 }
 
 /// `POST /v1/broadcast`: backends only (the API key).
-async fn broadcast(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    match caller(&gw, &headers) {
-        Ok(Caller::Backend) => {}
-        Ok(Caller::User(_)) => {
-            return error_response(ErrorCode::Forbidden, "broadcasts need the API key")
-        }
-        Err(e) => return error_response(e.code, &e.message),
+async fn broadcast(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<BroadcastReport>, FrameError> {
+    if let Caller::User(_) = caller(&gw, &headers)? {
+        let message = "broadcasts need the API key";
+        return Err(FrameError::new(ErrorCode::Forbidden, message));
     }
-    let request: BroadcastRequest<'_> = match crate::protocol::decode(&body) {
-        Ok(request) => request,
-        Err(e) => return error_response(e.code, &e.message),
-    };
-    let message = match gw
-        .limits
-        .group_message(request.from, request.id, request.body)
-    {
-        Ok(message) => message,
-        Err(e) => return error_response(e.code, &e.message),
-    };
-    telemetry::message_in("http");
-    match crate::gateway::broadcast::fan_out(&gw, &message, request.gateways.as_deref()).await {
-        Ok(report) => Json(report).into_response(),
-        Err(e) => error_response(e.code, &e.message),
-    }
+    let request: BroadcastRequest<'_> = crate::protocol::decode(&body)?;
+    let (from, id, gateways) = (request.from, request.id, request.gateways);
+    let broadcast = ops::Broadcast::check(&gw.limits, DOOR, from, id, request.body, gateways)?;
+    Ok(Json(broadcast.run(&gw).await?))
 }
 
 /// `POST /v1/presence`: the status of many users at once.
-async fn presence(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    let by = match caller(&gw, &headers) {
-        Ok(Caller::Backend) => None,
-        Ok(Caller::User(identity)) => Some(identity.user.to_string()),
-        Err(e) => return error_response(e.code, &e.message),
+async fn presence(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<PresenceReply>, FrameError> {
+    let by = match caller(&gw, &headers)? {
+        Caller::Backend => None,
+        Caller::User(identity) => Some(identity.user.to_string()),
     };
-    let users = match crate::protocol::decode::<PresenceBody>(&body) {
-        Ok(body) => body.users,
-        Err(e) => return error_response(e.code, &e.message),
-    };
+    let users = crate::protocol::decode::<PresenceBody>(&body)?.users;
     let request = PresenceRequest { users, by };
-    match crate::gateway::presence::query(&gw.client, &gw.subjects, gw.request_timeout, &request)
-        .await
-    {
-        Ok(reply) => Json(reply).into_response(),
-        Err(e) => error_response(e.code, &e.message),
-    }
+    let (client, subjects, timeout) = (&gw.client, &gw.subjects, gw.request_timeout);
+    Ok(Json(
+        crate::gateway::presence::query(client, subjects, timeout, &request).await?,
+    ))
 }
 
 pub(super) async fn lookup(

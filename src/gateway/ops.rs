@@ -1,0 +1,156 @@
+//! The messaging operations of a gateway, the same for every door (WebSocket, TCP, HTTP,
+//! NATS): a send to users, a send to a group, a broadcast.
+//!
+//! Each is two steps. `check` validates the request against the limits (receivers, body
+//! size, ids), counts the message in for its door and returns an owned operation, so a door
+//! can answer a refusal at once and carry the operation out wherever it likes (a client's
+//! connection spawns it, HTTP and NATS await it). `run` carries it out. The doors only
+//! decode their input into a `check` and encode what `run` returns.
+
+use serde_json::value::RawValue;
+
+use super::broadcast;
+use super::conn::Limits;
+use super::route::{Message, Router};
+use super::Gateway;
+use crate::ident::{GroupId, MessageId, UserId};
+use crate::protocol::client::{FrameError, Report};
+use crate::protocol::code::ErrorCode;
+use crate::protocol::nats::BroadcastReport;
+use crate::telemetry;
+
+/// A checked message to users.
+pub(crate) struct Send(Message);
+
+impl Send {
+    pub(crate) fn check(
+        limits: &Limits,
+        door: &'static str,
+        from: Option<String>,
+        to: Vec<String>,
+        id: Option<String>,
+        body: &RawValue,
+    ) -> Result<Self, FrameError> {
+        let error = |code, message: String| FrameError {
+            code,
+            message,
+            id: id.clone(),
+        };
+        if to.is_empty() {
+            return Err(error(ErrorCode::BadFrame, "`to` lists no receiver".into()));
+        }
+        if to.len() > limits.max_receivers {
+            let message = format!("{} receivers, limit {}", to.len(), limits.max_receivers);
+            return Err(error(ErrorCode::TooManyReceivers, message));
+        }
+        let message = message(limits, from, id, body)?;
+        telemetry::message_in(door);
+        Ok(Send(Message { to, ..message }))
+    }
+
+    /// Routes it: the per-receiver report.
+    pub(crate) async fn run(self, router: &Router) -> Report {
+        router.route(&self.0).await
+    }
+}
+
+/// A checked message to a group.
+pub(crate) struct GroupSend {
+    group: GroupId,
+    message: Message,
+}
+
+impl GroupSend {
+    pub(crate) fn check(
+        limits: &Limits,
+        door: &'static str,
+        from: Option<String>,
+        group: &str,
+        id: Option<String>,
+        body: &RawValue,
+    ) -> Result<Self, FrameError> {
+        let group = GroupId::new(group).map_err(|e| FrameError {
+            code: ErrorCode::BadId,
+            message: format!("group: {e}"),
+            id: id.clone(),
+        })?;
+        let message = message(limits, from, id, body)?;
+        telemetry::message_in(door);
+        Ok(GroupSend { group, message })
+    }
+
+    /// Routes it to the group's online members; `by` is the sending user, whose right to
+    /// send the group's policy checks (`None`: a trusted backend).
+    pub(crate) async fn run(
+        self,
+        router: &Router,
+        by: Option<&UserId>,
+    ) -> Result<Report, FrameError> {
+        router.route_group(&self.message, &self.group, by).await
+    }
+}
+
+/// A checked message to every online session (backends only).
+pub(crate) struct Broadcast {
+    message: Message,
+    gateways: Option<Vec<String>>,
+}
+
+impl Broadcast {
+    pub(crate) fn check(
+        limits: &Limits,
+        door: &'static str,
+        from: Option<String>,
+        id: Option<String>,
+        body: &RawValue,
+        gateways: Option<Vec<String>>,
+    ) -> Result<Self, FrameError> {
+        let message = message(limits, from, id, body)?;
+        telemetry::message_in(door);
+        Ok(Broadcast { message, gateways })
+    }
+
+    /// Hands it to every gateway that holds sessions (or the ones named).
+    pub(crate) async fn run(self, gw: &Gateway) -> Result<BroadcastReport, FrameError> {
+        broadcast::fan_out(gw, &self.message, self.gateways.as_deref()).await
+    }
+}
+
+/// What every message shares: body size, the sender's id, the message id.
+fn message(
+    limits: &Limits,
+    from: Option<String>,
+    id: Option<String>,
+    body: &RawValue,
+) -> Result<Message, FrameError> {
+    let error = |code, message: String| FrameError {
+        code,
+        message,
+        id: id.clone(),
+    };
+    let size = body.get().len();
+    if size > limits.max_body_bytes {
+        let message = format!("body of {size} bytes, limit {}", limits.max_body_bytes);
+        return Err(error(ErrorCode::TooLarge, message));
+    }
+    if let Some(from) = &from {
+        if from.len() > limits.max_id_bytes || UserId::new(from).is_err() {
+            return Err(error(
+                ErrorCode::BadId,
+                format!("from {from:?} is not a valid user id"),
+            ));
+        }
+    }
+    let message_id = match &id {
+        Some(raw) => {
+            MessageId::new(raw).map_err(|e| error(ErrorCode::BadId, format!("id: {e}")))?
+        }
+        None => MessageId::generate(),
+    };
+    Ok(Message {
+        id: message_id,
+        from,
+        to: Vec::new(),
+        body: body.to_owned(),
+    })
+}
