@@ -353,8 +353,11 @@ async fn reconcile_reads(
     }
     let full = start.elapsed();
     let full_usage = watched.usage(&before, &watched.sample());
+    let digest_cpu =
+        center_cpu_ms(&digest_usage, per_digest * DIGEST_READS) / f64::from(DIGEST_READS);
+    let full_cpu = center_cpu_ms(&full_usage, full);
     println!(
-        "  reconcile: digests of {listed} sessions {:.2} ms per request; all of them read in {} requests, {:.1} ms",
+        "  reconcile: digests of {listed} sessions {:.2} ms per request ({digest_cpu:.2} ms center CPU); all of them read in {} requests, {:.1} ms ({full_cpu:.1} ms center CPU)",
         per_digest.as_secs_f64() * 1e3,
         chunks.len(),
         full.as_secs_f64() * 1e3,
@@ -377,11 +380,23 @@ async fn reconcile_reads(
             "digest_ms": per_digest.as_secs_f64() * 1e3,
             "full_read_ms": full.as_secs_f64() * 1e3,
             "full_read_requests": chunks.len(),
+            "digest_center_cpu_ms": digest_cpu,
+            "full_read_center_cpu_ms": full_cpu,
             "digest_procs": procs::to_json(&digest_usage),
             "full_read_procs": procs::to_json(&full_usage),
         }),
     );
     Ok(())
+}
+
+/// CPU milliseconds all centers spent over `wall`, from their CPU share.
+fn center_cpu_ms(usage: &[procs::Usage], wall: Duration) -> f64 {
+    let pct: f64 = usage
+        .iter()
+        .filter(|u| u.label.starts_with("center"))
+        .filter_map(|u| u.cpu_pct)
+        .sum();
+    pct / 100.0 * wall.as_secs_f64() * 1e3
 }
 
 /// Keeps an idle connection answering the gateway's pings until it closes or `cancel`.

@@ -76,11 +76,34 @@ pub struct State {
     by_gateway: HashMap<GatewayId, GatewayIndex>,
 }
 
-/// The users with at least one session on one gateway, and the digest of those sessions.
-#[derive(Default)]
+/// The users with at least one session on one gateway, and the digests of those sessions
+/// (all of them, for heartbeats, and per bucket, for reconciliation: 4 KiB per gateway).
 struct GatewayIndex {
     users: HashSet<UserId>,
     digest: Digest,
+    buckets: Buckets,
+}
+
+impl Default for GatewayIndex {
+    fn default() -> Self {
+        GatewayIndex {
+            users: HashSet::new(),
+            digest: Digest::default(),
+            buckets: empty_buckets(),
+        }
+    }
+}
+
+impl GatewayIndex {
+    fn add(&mut self, user: &UserId, session: &str) {
+        self.digest.add(user.as_str(), session);
+        self.buckets[bucket_of(user.as_str())].add(user.as_str(), session);
+    }
+
+    fn remove(&mut self, user: &UserId, session: &str) {
+        self.digest.remove(user.as_str(), session);
+        self.buckets[bucket_of(user.as_str())].remove(user.as_str(), session);
+    }
 }
 
 impl State {
@@ -104,7 +127,7 @@ impl State {
         for s in &sessions {
             let index = self.by_gateway.entry(s.gateway.clone()).or_default();
             index.users.insert(user.clone());
-            index.digest.add(user.as_str(), &s.id);
+            index.add(&user, &s.id);
         }
         if !sessions.is_empty() {
             self.users.insert(
@@ -125,7 +148,7 @@ impl State {
             let Some(index) = self.by_gateway.get_mut(&s.gateway) else {
                 continue;
             };
-            index.digest.remove(user.as_str(), &s.id);
+            index.remove(user, &s.id);
             if !new.iter().any(|n| n.gateway == s.gateway) {
                 index.users.remove(user);
             }
@@ -311,23 +334,12 @@ impl Mirror {
         out
     }
 
-    /// Per-bucket digests of the sessions on `gateway`.
+    /// Per-bucket digests of the sessions on `gateway`, kept up to date like `digest_of`.
     pub fn buckets_of(&self, gateway: &GatewayId) -> Buckets {
-        let mut buckets = empty_buckets();
-        let state = self.read();
-        let Some(index) = state.by_gateway.get(gateway) else {
-            return buckets;
-        };
-        for user in &index.users {
-            let bucket = &mut buckets[bucket_of(user.as_str())];
-            let sessions = state.users.get(user).map(|e| e.sessions.as_slice());
-            for s in sessions.unwrap_or_default() {
-                if s.gateway == *gateway {
-                    bucket.add(user.as_str(), &s.id);
-                }
-            }
-        }
-        buckets
+        self.read()
+            .by_gateway
+            .get(gateway)
+            .map_or_else(empty_buckets, |index| index.buckets.clone())
     }
 
     /// Gateways that hold at least one session.
@@ -407,8 +419,13 @@ mod tests {
             mirror.digest_of(&gw("g2")),
             expect(&[("bob", "s4"), ("alice", "s5")])
         );
-        let buckets = mirror.buckets_of(&gw("g2"));
-        assert_eq!(buckets.iter().map(|d| d.sessions).sum::<u64>(), 2);
+        for g in ["g1", "g2"] {
+            let mut recomputed = empty_buckets();
+            for (user, session) in mirror.sessions_on(&gw(g), |_| true) {
+                recomputed[bucket_of(user.as_str())].add(user.as_str(), &session);
+            }
+            assert_eq!(mirror.buckets_of(&gw(g)), recomputed, "{g}");
+        }
         let alice = bucket_of("alice");
         assert_eq!(
             mirror.sessions_on(&gw("g2"), |b| b == alice),
