@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::cluster::{Broker, Cluster, HEARTBEAT_TIMEOUT_MS};
-use crate::support::converge::{converge, online, stream_leader, vanish};
+use crate::support::converge::{assert_converged, converge, online, stream_leader, vanish};
 use crate::support::eventually;
 use crate::support::ledger::{both_ways, Ledger, Traffic};
 use crate::support::peer::Peer;
@@ -107,7 +107,7 @@ async fn a_paused_gateways_sessions_return_after_its_reassert_found_no_center() 
     let converged = converge(&nats, &all(&ledger), &[], CONVERGE).await;
     ledger.converged();
     finish(&ledger, traffic, "paused-gateway", converged).await;
-    converge(&nats, &all(&ledger), &[], Duration::ZERO).await;
+    assert_converged(&nats, &all(&ledger), &[]).await;
 }
 
 #[tokio::test]
@@ -140,7 +140,7 @@ async fn sessions_closed_while_no_center_answers_leave_the_directory() {
     finish(&ledger, traffic, "ghost-logout", converged).await;
     let mut peers = all(&ledger);
     peers.push(&third);
-    converge(&nats, &peers, &[], Duration::ZERO).await;
+    assert_converged(&nats, &peers, &[]).await;
 }
 
 #[tokio::test]
@@ -168,7 +168,7 @@ async fn the_directory_converges_after_its_stream_leader_was_paused() {
     let converged = converge(&nats, &all(&ledger), &[], CONVERGE).await;
     ledger.converged();
     finish(&ledger, traffic, "paused-stream-leader", converged).await;
-    converge(&nats, &all(&ledger), &[], Duration::ZERO).await;
+    assert_converged(&nats, &all(&ledger), &[]).await;
 }
 
 #[tokio::test]
@@ -185,7 +185,7 @@ async fn a_gateway_paused_shorter_than_the_heartbeat_timeout_keeps_its_sessions(
     let converged = converge(&nats, &all(&ledger), &[], CONVERGE).await;
     ledger.converged();
     finish(&ledger, traffic, "short-pause", converged).await;
-    converge(&nats, &all(&ledger), &[], Duration::ZERO).await;
+    assert_converged(&nats, &all(&ledger), &[]).await;
 }
 
 #[tokio::test]
@@ -232,5 +232,5 @@ async fn a_center_killed_in_a_login_storm_leaves_no_ghost_and_loses_no_login() {
         refused.len()
     );
     finish(&ledger, traffic, "center-killed-in-storm", converged).await;
-    converge(&nats, &everyone, &gone, Duration::ZERO).await;
+    assert_converged(&nats, &everyone, &gone).await;
 }

@@ -66,8 +66,14 @@ pub async fn compare(nats: &async_nats::Client, want: &Sessions) -> Result<(), S
     }
 }
 
-/// Polls until the directory equals what `peers` hold (and nothing for `gone`); returns
-/// how long that took. Panics with the last difference after `timeout`.
+/// How long the directory must stay equal to the gateways' sessions to count as
+/// converged: right after a fault heals it can look right for a moment before late
+/// evictions (writes that timed out during the fault, retried) take sessions away again.
+pub const HOLD: Duration = Duration::from_millis(2 * super::cluster::HEARTBEAT_TIMEOUT_MS);
+
+/// Polls until the directory equals what `peers` hold (and nothing for `gone`) and stays
+/// so for [`HOLD`]; returns how long after the call the final equality began. Panics with
+/// the last difference after `timeout`.
 pub async fn converge(
     nats: &async_nats::Client,
     peers: &[&Peer],
@@ -76,16 +82,35 @@ pub async fn converge(
 ) -> Duration {
     let started = Instant::now();
     let want = expected(peers, gone);
+    let mut equal_since: Option<Instant> = None;
     loop {
-        let difference = match compare(nats, &want).await {
-            Ok(()) => return started.elapsed(),
-            Err(difference) => difference,
-        };
+        match compare(nats, &want).await {
+            Ok(()) => {
+                let since = *equal_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= HOLD {
+                    return since - started;
+                }
+            }
+            Err(difference) => {
+                equal_since = None;
+                assert!(
+                    started.elapsed() < timeout,
+                    "the directory did not converge within {timeout:?}: {difference}"
+                );
+            }
+        }
         assert!(
-            started.elapsed() < timeout,
-            "the directory did not converge within {timeout:?}: {difference}"
+            started.elapsed() < timeout + HOLD,
+            "the directory kept changing for {timeout:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Panics unless the directory holds exactly what `peers` hold (and nothing for `gone`).
+pub async fn assert_converged(nats: &async_nats::Client, peers: &[&Peer], gone: &[&str]) {
+    if let Err(difference) = compare(nats, &expected(peers, gone)).await {
+        panic!("the directory no longer equals the gateways' sessions: {difference}");
     }
 }
 
