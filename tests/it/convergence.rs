@@ -143,13 +143,18 @@ async fn sessions_closed_while_no_center_answers_leave_the_directory() {
     assert_converged(&nats, &peers, &[]).await;
 }
 
-#[tokio::test]
-async fn the_directory_converges_after_its_stream_leader_was_paused() {
-    let cluster = Cluster::start_replicated(2, 2).await;
-    let nats = cluster.client().await;
-    let (ledger, traffic) = two_sides(&cluster, 4).await;
+/// How long the directory stream's leader stalls: enough for writes to time out,
+/// heartbeats to go missing and the stream to elect another leader.
+const LEADER_PAUSE: Duration = Duration::from_secs(10);
+
+/// Puts a center (c1) and a gateway (g0) on the node that leads the directory stream and
+/// another center (c2) and gateway (g1) on another node, so that its stall both silences a
+/// gateway and stalls a center (which wakes up having heard no heartbeat for the whole
+/// pause). c0, which only created the bucket on any node, is stopped. Returns the
+/// leader's index.
+async fn around_the_stream_leader(cluster: &mut Cluster, nats: &async_nats::Client) -> usize {
     let leader = eventually(Duration::from_secs(10), "the stream leader", || async {
-        stream_leader(&nats, "KV_mrc_dir").await
+        stream_leader(nats, "KV_mrc_dir").await
     })
     .await;
     let Broker::Triple(servers) = &cluster.broker else {
@@ -158,12 +163,30 @@ async fn the_directory_converges_after_its_stream_leader_was_paused() {
     let node = servers
         .node_named(&leader)
         .unwrap_or_else(|| panic!("no node is named {leader:?}"));
+    let url = |i: usize| servers.nodes[i % 3].url.clone();
+    for (url, center, gateway) in [(url(node), "c1", "g0"), (url(node + 1), "c2", "g1")] {
+        cluster.pinned_url = Some(url);
+        cluster.start_center(center);
+        cluster.start_gateway(gateway);
+    }
+    cluster.pinned_url = None;
+    cluster.centers[0].process.terminate();
+    node
+}
 
-    // Long enough for writes to time out, heartbeats to go missing and the stream to
-    // elect a new leader.
+#[tokio::test]
+async fn the_directory_converges_after_its_stream_leader_was_paused() {
+    let mut cluster = Cluster::start_replicated(1, 0).await;
+    let nats = cluster.client().await;
+    let node = around_the_stream_leader(&mut cluster, &nats).await;
+    let (ledger, traffic) = two_sides(&cluster, 4).await;
+    let Broker::Triple(servers) = &cluster.broker else {
+        unreachable!("a replicated cluster runs on three nodes")
+    };
+
     ledger.fault();
     servers.pause_node(node);
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::sleep(LEADER_PAUSE).await;
     servers.resume_node(node);
     let converged = converge(&nats, &all(&ledger), &[], CONVERGE).await;
     ledger.converged();
