@@ -63,7 +63,8 @@ grep -o 'chaos: .*' "$log" | awk '
         n++
     }
     END { if (n == 0) print "(no scenario finished: see the test output above)" }'
-failed=$(grep -E '^test convergence::.* FAILED$' "$log" | sed -e 's/^test //' -e 's/ \.\.\. FAILED$//' || true)
+# The test harness lists failed tests, indented, after a `failures:` line.
+failed=$(awk '/^failures:$/ { f = 1 } f && /^    convergence::[a-z0-9_]+$/ { print $1 }' "$log" | sort -u)
 if [ -n "$failed" ]; then
     echo
     echo "failed (no chaos line, or a broken ledger):"
