@@ -6,6 +6,7 @@ mod bad_input;
 mod bench;
 mod broadcast;
 mod cli;
+mod convergence;
 mod delivery;
 mod directory;
 mod doors;

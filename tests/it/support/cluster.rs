@@ -39,6 +39,9 @@ pub enum Broker {
 pub struct Cluster {
     pub broker: Broker,
     nats_url: String,
+    /// `--nats-url` of the processes started from now on, when not all of `nats_url`
+    /// (a fault test puts processes on the node it is about to pause).
+    pub pinned_url: Option<String>,
     /// Extra flags for every center started from now on.
     pub center_args: Vec<String>,
     pub centers: Vec<Center>,
@@ -124,6 +127,7 @@ impl Cluster {
         let mut cluster = Cluster {
             broker,
             nats_url,
+            pinned_url: None,
             center_args: owned(center_args),
             centers: Vec::new(),
             gateways: Vec::new(),
@@ -143,7 +147,10 @@ impl Cluster {
     fn command(&self, binary: &str) -> Command {
         let mut command = Command::new(binary);
         command
-            .env("MRC_NATS_URL", &self.nats_url)
+            .env(
+                "MRC_NATS_URL",
+                self.pinned_url.as_ref().unwrap_or(&self.nats_url),
+            )
             .env("MRC_LOG", "info,mrc=debug")
             .env("MRC_REQUEST_TIMEOUT_MS", "1000")
             .env("MRC_CONNECT_TIMEOUT_MS", "10000");

@@ -2,7 +2,10 @@
 
 pub mod client;
 pub mod cluster;
+pub mod converge;
+pub mod ledger;
 pub mod nats;
+pub mod peer;
 pub mod process;
 pub mod token;
 

@@ -178,6 +178,32 @@ impl NatsCluster {
         }
     }
 
+    /// SIGSTOPs node `i`: it keeps its sockets and its place in the cluster but answers
+    /// nothing, as a stalled host does.
+    pub fn pause_node(&self, i: usize) {
+        self.process(i).pause();
+    }
+
+    /// SIGCONT after [`NatsCluster::pause_node`].
+    pub fn resume_node(&self, i: usize) {
+        self.process(i).resume();
+    }
+
+    fn process(&self, i: usize) -> &Process {
+        self.nodes[i].process.as_ref().expect("the node is running")
+    }
+
+    /// The index of the node whose `server_name` is `name` (`mrc-n1`... in
+    /// `nats-config/cluster/n*.conf`, as JetStream names stream leaders).
+    pub fn node_named(&self, name: &str) -> Option<usize> {
+        let index = name
+            .strip_prefix("mrc-n")?
+            .parse::<usize>()
+            .ok()?
+            .checked_sub(1)?;
+        (index < self.nodes.len()).then_some(index)
+    }
+
     /// Every node's URL, comma-separated, as `--nats-url` takes them.
     pub fn urls(&self) -> String {
         self.nodes

@@ -90,13 +90,27 @@ impl Process {
 
     /// SIGTERM, as an operator's stop would.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
+        self.signal("-TERM");
+    }
+
+    /// SIGSTOP: the process freezes with its sockets open, as a long GC pause, a stalled
+    /// VM or a swapped-out host would.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Process::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status();
         assert!(
             status.is_ok_and(|s| s.success()),
-            "kill -TERM {}",
-            self.pid()
+            "kill {signal} {pid} ({})",
+            self.name
         );
     }
 
