@@ -7,6 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// First delay between attempts.
@@ -39,6 +40,22 @@ pub enum Attempt<T, E> {
 pub async fn until_done<T, E, F, Fut>(
     what: &str,
     shutdown: &CancellationToken,
+    attempt: F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Attempt<T, E>>,
+{
+    until_done_or_woken(what, shutdown, None, attempt).await
+}
+
+/// [`until_done`], where a notification on `wake` cuts the wait before the next attempt
+/// short: news that it may succeed now (a center is back) need not wait out the backoff.
+pub async fn until_done_or_woken<T, E, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    wake: Option<&Notify>,
     mut attempt: F,
 ) -> Option<T>
 where
@@ -63,9 +80,16 @@ where
             }
         }
         let delay = delays.next().unwrap_or(MAX_DELAY);
+        let woken = async {
+            match wake {
+                Some(wake) => wake.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => return None,
             () = tokio::time::sleep(delay) => {}
+            () = woken => {}
         }
     }
     None
@@ -98,6 +122,29 @@ mod tests {
         })
         .await;
         assert_eq!(got, Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_cuts_the_backoff_short() {
+        let tries = AtomicU32::new(0);
+        let (shutdown, wake) = (CancellationToken::new(), Notify::new());
+        // Three failures back off for at least 0.7 s in all; each wake retries at once.
+        let retries = until_done_or_woken("test", &shutdown, Some(&wake), || async {
+            match tries.fetch_add(1, Ordering::SeqCst) {
+                0..=2 => Attempt::Failed("not yet"),
+                n => Attempt::Done(n),
+            }
+        });
+        let waking = async {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                wake.notify_one();
+            }
+        };
+        let started = tokio::time::Instant::now();
+        let (got, ()) = tokio::join!(retries, waking);
+        assert_eq!(got, Some(3));
+        assert!(started.elapsed() < FIRST_DELAY, "{:?}", started.elapsed());
     }
 
     #[tokio::test(start_paused = true)]

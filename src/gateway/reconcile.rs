@@ -56,7 +56,10 @@ pub async fn run(gw: Arc<Gateway>, wanted: Arc<Notify>) -> anyhow::Result<()> {
             () = gw.shutdown.cancelled() => return Ok(()),
             () = wanted.notified() => {}
         }
-        let done = retry::until_done("reconciling the directory", &gw.shutdown, || async {
+        // A new call for reconciliation while a pass backs off (a center is back and
+        // nudges) retries at once.
+        let what = "reconciling the directory";
+        let done = retry::until_done_or_woken(what, &gw.shutdown, Some(&wanted), || async {
             match pass(&gw).await {
                 Ok(repaired) => Attempt::Done(repaired),
                 Err(e) => Attempt::Failed(e),

@@ -117,6 +117,15 @@ impl Attempt {
         matches!(self, Attempt::Absent | Attempt::Failed)
     }
 
+    /// What a receiver's two attempts add up to: the retry decides, except that a first
+    /// attempt that got no answer may still arrive, so "offline" after it is unavailable.
+    fn then(self, retry: Attempt) -> Attempt {
+        match (self, retry) {
+            (Attempt::Failed, Attempt::Absent | Attempt::NoRoute) => Attempt::Failed,
+            (_, retry) => retry,
+        }
+    }
+
     /// The outcome reported (and counted in the metrics).
     fn outcome(self) -> Outcome {
         match self {
@@ -321,7 +330,7 @@ impl Router {
         }
         let again = self.deliver_round(envelope, users, &routes).await;
         for &i in &stale {
-            results[i] = again[i];
+            results[i] = results[i].then(again[i]);
         }
     }
 
@@ -514,6 +523,17 @@ fn merge(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_first_attempt_without_answer_is_never_reported_offline() {
+        use super::Attempt::*;
+        assert_eq!(Failed.then(NoRoute), Failed);
+        assert_eq!(Failed.then(Absent), Failed);
+        assert_eq!(Failed.then(Delivered), Delivered);
+        assert_eq!(Absent.then(NoRoute), NoRoute);
+        assert_eq!(Absent.then(Failed), Failed);
+        assert_eq!(NoRoute.then(Absent).outcome(), super::Outcome::Offline);
+    }
+
     use super::*;
 
     fn user(id: &str) -> UserId {
