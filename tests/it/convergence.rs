@@ -35,8 +35,8 @@ async fn peers_on(cluster: &Cluster, gateway: usize, users: &[&str]) -> Vec<Peer
     peers
 }
 
-/// Users `<prefix>0..n` on gateway 0 and `<prefix>n..2n` on gateway 1, and traffic between
-/// them, both ways, once it flows.
+/// Users `u0..n` on gateway 0 and `un..u2n` on gateway 1, and traffic between them, both
+/// ways, once it flows.
 async fn two_sides(cluster: &Cluster, n: usize) -> (Arc<Ledger>, Traffic) {
     let users: Vec<String> = (0..2 * n).map(|i| format!("u{i}")).collect();
     let names: Vec<&str> = users.iter().map(String::as_str).collect();
@@ -121,12 +121,7 @@ async fn sessions_closed_while_no_center_answers_leave_the_directory() {
     // Both sessions log out while no center can unregister them.
     ledger.fault();
     cluster.centers[0].process.kill();
-    first.logout().await;
-    second.logout().await;
-    assert!(
-        first.is_closed() && second.is_closed(),
-        "the gateways closed both"
-    );
+    futures::join!(first.logout(), second.logout());
     cluster.start_center("c1");
     let converged = converge(&nats, &all(&ledger), &["ghost"], CONVERGE).await;
     ledger.converged();

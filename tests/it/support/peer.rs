@@ -99,13 +99,14 @@ impl Peer {
         sent.unwrap_or_else(|e| panic!("{} sending {id}: {e}", self.user));
     }
 
-    /// Logs out the way a browser tab does: a close frame, then waiting (at most 10 s) for
-    /// the gateway to finish the close, which it does after unregistering the session.
+    /// Logs out the way a browser tab does: a close frame, then waiting (at most 5 s) for
+    /// the gateway to finish the close, which it does once it has tried to unregister the
+    /// session (a gateway may also keep retrying that in the background).
     pub async fn logout(&self) {
         let _ = self.write.lock().await.send(Message::Close(None)).await;
         let inbox = self.inbox.clone();
         let closed = move || inbox.lock().expect("inbox lock").closed;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while !closed() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
