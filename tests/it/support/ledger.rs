@@ -13,10 +13,8 @@
 //! late on a busy machine) while the retry is answered. Clients drop copies by id; the
 //! ledger counts them (`dup`) and fails on a third.
 //!
-//! Around a fault (from its start until the directory converged again) a first attempt
-//! that timed out can also arrive after the retry re-resolved the receiver to nobody and
-//! reported it offline (`stray`); outside such windows an offline report with an arrival
-//! fails the ledger.
+//! An `offline` report with an arrival (`stray`) fails the ledger in every phase: a
+//! first attempt that got no answer makes the report `unavailable`, never `offline`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -140,21 +138,8 @@ impl Ledger {
         })
     }
 
-    fn reported_at(&self, e: &Entry) -> Option<Instant> {
-        self.peers[e.from].inbox(|inbox| inbox.reports.get(&e.id).map(|(_, at)| *at))
-    }
-
     fn arrivals(&self, e: &Entry) -> u32 {
         self.peers[e.to].inbox(|inbox| inbox.arrivals.get(&e.id).copied().unwrap_or(0))
-    }
-
-    /// Whether the message was in flight during a fault window.
-    fn in_window(&self, e: &Entry) -> bool {
-        let reported = self.reported_at(e).unwrap_or_else(Instant::now);
-        let windows = self.windows.lock().expect("ledger lock");
-        windows
-            .iter()
-            .any(|&(start, end)| reported >= start && end.is_none_or(|end| e.sent <= end))
     }
 
     /// When the last fault window closed.
@@ -171,10 +156,10 @@ impl Ledger {
             ..Figures::default()
         };
         for e in entries.iter() {
-            let (arrivals, windowed) = (self.arrivals(e), self.in_window(e));
+            let arrivals = self.arrivals(e);
             let after = calm_since.is_some_and(|at| e.sent >= at);
             let what = format!(
-                "{} {} -> {} (arrived {arrivals}x, in a fault window: {windowed})",
+                "{} {} -> {} (arrived {arrivals}x)",
                 e.id, self.peers[e.from].user, self.peers[e.to].user
             );
             let mut violation = |rule: &str| f.violations.push(format!("{what}: {rule}"));
@@ -199,9 +184,7 @@ impl Ledger {
                     }
                     if arrivals > 0 {
                         f.stray += 1;
-                        if !windowed {
-                            violation("reported offline, yet arrived");
-                        }
+                        violation("reported offline, yet arrived");
                     }
                 }
                 Some(Ok(Outcome::Unavailable)) => f.unavailable += 1,
