@@ -43,8 +43,12 @@ struct Seen {
 /// When each gateway was last heard from, and whether its heartbeats agree.
 pub struct Liveness {
     timeout: Duration,
-    /// A gateway never heard from counts as heard at this center's start.
-    started: Instant,
+    /// Every gateway counts as heard at least this late: this center's start, or the end
+    /// of a stall of its own NATS connection (it heard nobody then, through no fault of
+    /// theirs).
+    fresh_since: Mutex<Instant>,
+    /// When a round trip to the NATS server (a flush) last completed.
+    connected_at: Mutex<Instant>,
     seen: Mutex<HashMap<GatewayId, Seen>>,
     evicting: Mutex<HashSet<GatewayId>>,
 }
@@ -53,7 +57,8 @@ impl Liveness {
     pub fn new(timeout: Duration) -> Self {
         Liveness {
             timeout,
-            started: Instant::now(),
+            fresh_since: Mutex::new(Instant::now()),
+            connected_at: Mutex::new(Instant::now()),
             seen: Mutex::default(),
             evicting: Mutex::default(),
         }
@@ -102,11 +107,39 @@ impl Liveness {
     }
 
     fn last_seen(&self, gateway: &GatewayId) -> Instant {
-        self.seen().get(gateway).map_or(self.started, |s| s.at)
+        let fresh_since = *lock(&self.fresh_since);
+        self.seen()
+            .get(gateway)
+            .map_or(fresh_since, |s| s.at.max(fresh_since))
     }
 
-    /// Gateways in the directory that have been silent too long and are not being evicted.
+    /// A round trip to the NATS server completed. After a stall of this center's own
+    /// connection longer than the timeout (its node paused, a partition), the heartbeats it
+    /// missed say nothing about the gateways: every gateway counts as heard now.
+    fn connected(&self) {
+        let now = Instant::now();
+        let stalled = now - std::mem::replace(&mut *lock(&self.connected_at), now);
+        if stalled > self.timeout {
+            tracing::warn!(
+                ?stalled,
+                "this center's NATS connection stalled: gateways count as heard now"
+            );
+            *lock(&self.fresh_since) = now;
+        }
+    }
+
+    /// Whether this center can hear gateways at all: a round trip to the NATS server
+    /// completed within half the timeout.
+    fn hears(&self) -> bool {
+        lock(&self.connected_at).elapsed() < self.timeout / 2
+    }
+
+    /// Gateways in the directory that have been silent too long and are not being evicted
+    /// (none while this center's own connection is stalled).
     fn overdue(&self, directory: &Directory) -> Vec<GatewayId> {
+        if !self.hears() {
+            return Vec::new();
+        }
         let now = Instant::now();
         let evicting = self.evicting();
         directory
@@ -146,6 +179,12 @@ pub async fn run(
         .subscribe(evictor.subjects.heartbeat_all())
         .await?;
     let period = (liveness.timeout / 4).max(Duration::from_millis(25));
+    tokio::spawn(probe(
+        evictor.client.clone(),
+        liveness.clone(),
+        period,
+        shutdown.clone(),
+    ));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u64;
@@ -166,6 +205,39 @@ pub async fn run(
                     liveness.prune();
                 }
             }
+        }
+    }
+}
+
+/// A round trip through the NATS server every `period`: a message to a subscription of
+/// this center's own (a flush only writes to the socket), telling `liveness` when one
+/// comes back.
+async fn probe(
+    client: Client,
+    liveness: Arc<Liveness>,
+    period: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let inbox = client.new_inbox();
+    let mut echoes = client.subscribe(inbox.clone()).await?;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        if client
+            .publish(inbox.clone(), bytes::Bytes::new())
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        match tokio::time::timeout(period, echoes.next()).await {
+            Ok(Some(_)) => liveness.connected(),
+            Ok(None) => return Ok(()),
+            Err(_) => {}
         }
     }
 }
@@ -223,7 +295,7 @@ async fn evict(
         () = shutdown.cancelled() => return,
         () = tokio::time::sleep(jitter) => {}
     }
-    let silent = || liveness.last_seen(&gateway) <= detected;
+    let silent = || liveness.hears() && liveness.last_seen(&gateway) <= detected;
     let attempts = std::sync::atomic::AtomicU32::new(0);
     retry::until_done("evicting a silent gateway", &shutdown, || async {
         if !silent() || evictor.directory.mirror().users_on(&gateway).is_empty() {
@@ -264,6 +336,13 @@ async fn announce_down(evictor: &Evictor, gateway: &GatewayId, removed: usize) {
     if let Err(e) = evictor.client.publish(subject, encode(&down)).await {
         tracing::warn!(error = %e, "gateway-down not published");
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these: a poisoned value is still consistent.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A random duration in `0..max`.

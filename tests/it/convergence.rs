@@ -5,6 +5,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use futures::StreamExt;
 use std::time::{Duration, Instant};
 
 use crate::support::cluster::{Broker, Cluster, HEARTBEAT_TIMEOUT_MS};
@@ -251,4 +253,55 @@ async fn a_center_killed_in_a_login_storm_leaves_no_ghost_and_loses_no_login() {
     );
     finish(&ledger, traffic, "center-killed-in-storm", converged).await;
     assert_converged(&nats, &everyone, &gone).await;
+}
+
+#[tokio::test]
+async fn a_center_cut_off_from_nats_evicts_nobody_when_it_comes_back() {
+    // c1 alone on node 0; the gateways and this test on node 1.
+    let mut cluster = Cluster::start_replicated(1, 0).await;
+    let Broker::Triple(servers) = &cluster.broker else {
+        unreachable!("a replicated cluster runs on three nodes")
+    };
+    let (cut_off, elsewhere) = (servers.nodes[0].url.clone(), servers.nodes[1].url.clone());
+    cluster.pinned_url = Some(cut_off);
+    cluster.start_center("c1");
+    cluster.pinned_url = Some(elsewhere.clone());
+    cluster.start_gateway("g0");
+    cluster.start_gateway("g1");
+    cluster.centers[0].process.terminate();
+    let nats = async_nats::connect(&elsewhere).await.unwrap();
+    let mut downs = nats.subscribe("mrc.center.gateway-down").await.unwrap();
+    nats.flush().await.unwrap();
+    let (ledger, traffic) = two_sides(&cluster, 2).await;
+    let Broker::Triple(servers) = &cluster.broker else {
+        unreachable!()
+    };
+
+    // c1 hears no heartbeat for three timeouts: its own connection is what stalled.
+    ledger.fault();
+    servers.pause_node(0);
+    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_TIMEOUT_MS)).await;
+    servers.resume_node(0);
+    let converged = converge(&nats, &all(&ledger), &[], CONVERGE).await;
+    ledger.converged();
+    // Two more timeouts: an eviction of the heartbeats c1 missed would show by now.
+    let quiet = tokio::time::timeout(
+        Duration::from_millis(2 * HEARTBEAT_TIMEOUT_MS),
+        downs.next(),
+    )
+    .await;
+    if let Ok(Some(down)) = quiet {
+        panic!(
+            "a gateway was evicted: {}",
+            String::from_utf8_lossy(&down.payload)
+        );
+    }
+    let log = cluster
+        .centers
+        .last()
+        .map(|c| c.process.log())
+        .unwrap_or_default();
+    assert!(!log.contains("sessions removed"), "c1 evicted:\n{log}");
+    finish(&ledger, traffic, "center-cut-off", converged).await;
+    assert_converged(&nats, &all(&ledger), &[]).await;
 }
