@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use crate::support::client::login;
 use crate::support::cluster::{online, Broker, Cluster};
 use crate::support::eventually;
+use crate::support::peer::Peer;
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -191,4 +192,36 @@ async fn a_stopped_gateway_that_never_saw_a_center_exits_at_once() {
         .wait_exit(Duration::from_secs(5))
         .expect("the gateway exits without waiting for a purge");
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_gateway_whose_directory_writes_fail_is_not_ready_until_one_succeeds() {
+    let mut cluster = Cluster::start_replicated(1, 1).await;
+    let base = cluster.gateways[0].http.clone();
+    assert_eq!(readyz(&base).await, (200, None));
+    let Broker::Triple(nats) = &mut cluster.broker else {
+        unreachable!("a replicated cluster runs three nodes")
+    };
+    // Two nodes of three gone: JetStream has no quorum, so no login can be written.
+    nats.kill_node(1);
+    nats.kill_node(2);
+    let refused = Peer::login(cluster.ws(0), "alice").await;
+    assert!(refused.is_err(), "a login without a directory");
+    let (status, reason) = readyz(&base).await;
+    assert_eq!(status, 503);
+    let reason = reason.unwrap_or_default();
+    assert!(reason.starts_with("directory writes failing"), "{reason}");
+
+    let Broker::Triple(nats) = &mut cluster.broker else {
+        unreachable!()
+    };
+    nats.start_node(1);
+    nats.start_node(2);
+    // The doors stay open: the first login that is written shows the directory is back.
+    let ws = cluster.ws(0).to_string();
+    let _alice = eventually(Duration::from_secs(60), "a login succeeds", || async {
+        Peer::login(&ws, "alice").await.ok()
+    })
+    .await;
+    assert_eq!(readyz(&base).await, (200, None));
 }

@@ -173,7 +173,7 @@ async fn unready_reason(shared: &Shared) -> Option<String> {
     let Some((gw, _)) = shared.gateway.get() else {
         return Some(CONNECTING.to_string());
     };
-    if let Some(reason) = closed_because(gw) {
+    if let Some(reason) = closed_because(gw).or_else(|| gw.readiness.reason()) {
         return Some(reason);
     }
     lookup(gw, Vec::new())
