@@ -31,11 +31,7 @@ impl Send {
         id: Option<String>,
         body: &RawValue,
     ) -> Result<Self, FrameError> {
-        let error = |code, message: String| FrameError {
-            code,
-            message,
-            id: id.clone(),
-        };
+        let error = |code, message: String| FrameError::new(code, message).with_id(id.clone());
         if to.is_empty() {
             return Err(error(ErrorCode::BadFrame, "`to` lists no receiver".into()));
         }
@@ -69,10 +65,8 @@ impl GroupSend {
         id: Option<String>,
         body: &RawValue,
     ) -> Result<Self, FrameError> {
-        let group = GroupId::new(group).map_err(|e| FrameError {
-            code: ErrorCode::BadId,
-            message: format!("group: {e}"),
-            id: id.clone(),
+        let group = GroupId::new(group).map_err(|e| {
+            FrameError::new(ErrorCode::BadId, format!("group: {e}")).with_id(id.clone())
         })?;
         let message = message(limits, from, id, body)?;
         telemetry::message_in(door);
@@ -123,11 +117,7 @@ fn message(
     id: Option<String>,
     body: &RawValue,
 ) -> Result<Message, FrameError> {
-    let error = |code, message: String| FrameError {
-        code,
-        message,
-        id: id.clone(),
-    };
+    let error = |code, message: String| FrameError::new(code, message).with_id(id.clone());
     let size = body.get().len();
     if size > limits.max_body_bytes {
         let message = format!("body of {size} bytes, limit {}", limits.max_body_bytes);
