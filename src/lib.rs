@@ -16,10 +16,8 @@
 //! - [`client`]: a WebSocket client of a gateway (the CLI and tests use it).
 //! - [`retry`]: backoff and jitter for what must eventually happen.
 //! - [`shutdown`], [`telemetry`], [`exit`]: signals, logging and metrics, exit codes.
-//! - [`bench`]: `mrc bench`, the load generator (docs/PERFORMANCE.md).
 
 pub mod batch;
-pub mod bench;
 pub mod center;
 pub mod client;
 pub mod config;

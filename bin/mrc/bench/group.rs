@@ -21,11 +21,11 @@ use super::load::{self, StepResult, Traffic};
 use super::output::{progress, Output};
 use super::procs::Watched;
 use super::stats::Micros;
-use crate::connection;
-use crate::protocol::client::Incoming;
-use crate::protocol::group::{GroupInfo, GroupRequest, ResolveReply};
-use crate::protocol::nats::encode;
-use crate::subject::{Subjects, GRP_DELETE, GRP_RESOLVE};
+use mrc::connection;
+use mrc::protocol::client::Incoming;
+use mrc::protocol::group::{GroupInfo, GroupRequest, ResolveReply};
+use mrc::protocol::nats::encode;
+use mrc::subject::{Subjects, GRP_DELETE, GRP_RESOLVE};
 
 /// Members named in one `group_create` / `group_add` frame. Bench user ids are shorter
 /// than 40 bytes, so a frame stays far below the gateway's `--max-frame-bytes` (64 KiB);
@@ -252,7 +252,7 @@ mod tests {
             [500, 500, 1]
         );
         assert_eq!(chunks.concat(), members, "every member once, in order");
-        let largest = (0..crate::groups::MAX_GROUP_MEMBERS)
+        let largest = (0..mrc::groups::MAX_GROUP_MEMBERS)
             .map(|i| load::user_id("bABCDEF", i))
             .collect::<Vec<_>>();
         for chunk in member_chunks(&largest) {

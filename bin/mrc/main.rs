@@ -6,6 +6,8 @@
 //! receiver (or a `broadcast` not every gateway); 64 bad configuration; 65 the cluster refused the input (bad id, too large...);
 //! 69 nobody answered (no gateway or center running).
 
+mod bench;
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -87,7 +89,7 @@ enum Command {
         count: Option<usize>,
     },
     /// Load-test a running cluster (docs/PERFORMANCE.md; scripts/bench.sh runs it).
-    Bench(mrc::bench::Args),
+    Bench(bench::Args),
     /// Send a message to every online user (or to the users of some gateways) through
     /// `mrc.broadcast`; prints how many gateways and sessions it was queued for.
     Broadcast {
@@ -142,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             gateway,
             count,
         } => listen(user.as_deref(), token.as_deref(), &gateway, count).await,
-        Command::Bench(args) => mrc::bench::run(args, cli.nats).await,
+        Command::Bench(args) => bench::run(args, cli.nats).await,
         command => {
             let mut nats = cli.nats.clone();
             nats.connect_timeout_ms = nats.connect_timeout_ms.min(3000);

@@ -32,8 +32,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::ValueEnum;
 
-use crate::config;
-use crate::groups::MAX_GROUP_MEMBERS;
+use mrc::config;
+use mrc::groups::MAX_GROUP_MEMBERS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -365,7 +365,7 @@ async fn scenario(
     Ok(())
 }
 
-use crate::connection;
+use mrc::connection;
 
 /// The raw NATS baselines (`--baseline-secs`, none when 0), measured `when` ("before" or
 /// "after" the load steps).

@@ -23,11 +23,11 @@ use super::fleet;
 use super::output::{progress, Output};
 use super::procs::{self, Watched};
 use super::stats::{self, Micros, Percentiles, Rate};
-use crate::connection;
-use crate::gateway::registrar::Registrar;
-use crate::ident::{GatewayId, SessionId, UserId};
-use crate::protocol::nats::{encode, LookupReply, LookupRequest};
-use crate::subject::{Subjects, DIR_LOOKUP};
+use mrc::connection;
+use mrc::gateway::registrar::Registrar;
+use mrc::ident::{GatewayId, SessionId, UserId};
+use mrc::protocol::nats::{encode, LookupReply, LookupRequest};
+use mrc::subject::{Subjects, DIR_LOOKUP};
 
 /// Sockets kept free for everything else a process opens.
 const FD_RESERVE: u64 = 512;
@@ -346,7 +346,7 @@ async fn reconcile_reads(
     let before = watched.sample();
     let start = Instant::now();
     let all: Vec<usize> = (0..digests.len()).collect();
-    let chunks = crate::gateway::reconcile::chunks(&all, &digests);
+    let chunks = mrc::gateway::reconcile::chunks(&all, &digests);
     let mut listed = 0;
     for chunk in &chunks {
         listed += registrar.sessions(chunk.clone()).await?.len();

@@ -25,7 +25,7 @@ use super::procs::{self, Watched};
 use super::schedule::{self, Plan};
 use super::sender::{Aim, Peer, Sender};
 use super::stats::{Micros, Percentiles, Rate, Sharded};
-use crate::protocol::code::Outcome;
+use mrc::protocol::code::Outcome;
 
 /// What one run of the load needs.
 #[derive(Debug, Clone)]
@@ -67,15 +67,10 @@ pub fn user_id(prefix: &str, i: usize) -> String {
 #[derive(Debug, Clone)]
 pub struct StepResult {
     pub offered: u64,
-    pub sent: u64,
     pub expected: u64,
-    pub delivered: u64,
     pub delivered_per_sec: f64,
     pub lost: u64,
-    /// Deliveries beyond one per receiver (a deliver retried after a timeout).
-    pub duplicates: u64,
     pub latency: Percentiles,
-    pub not_delivered: u64,
 }
 
 impl StepResult {
@@ -475,14 +470,10 @@ async fn run_step(
     let not_delivered = not_delivered(&events, offline_expected);
     let result = StepResult {
         offered: rate,
-        sent,
         expected,
-        delivered,
         delivered_per_sec: in_window as f64 / window.as_secs_f64(),
         lost,
-        duplicates,
         latency: Percentiles::of(&shared.latency.merged(step)),
-        not_delivered,
     };
     let usage = watched.usage(&before, &after);
     let lag = counters.lag_max_us.load(Relaxed);

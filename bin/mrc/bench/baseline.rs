@@ -18,14 +18,13 @@ use futures::StreamExt;
 use super::output::Output;
 use super::procs::{self, Watched};
 use super::stats::{self, Micros, Percentiles, Rate};
-use crate::{config, connection};
+use mrc::{config, connection};
 
 /// The baseline figures.
 #[derive(Debug, Clone, Copy)]
 pub struct Baseline {
     /// Request-reply round trips per second.
     pub request_reply: f64,
-    pub request_latency: Percentiles,
     /// Messages per second the subscriber received.
     pub pub_sub: f64,
 }
@@ -91,7 +90,6 @@ pub async fn run(
     );
     Ok(Baseline {
         request_reply,
-        request_latency,
         pub_sub,
     })
 }

@@ -7,7 +7,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use tokio::net::{TcpSocket, TcpStream};
@@ -16,13 +15,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::protocol::client::{Incoming, Outgoing};
-use crate::protocol::code::Outcome;
-use crate::protocol::group::Counts;
+use mrc::protocol::client::{Incoming, Outgoing};
+use mrc::protocol::code::Outcome;
+use mrc::protocol::group::Counts;
 
 pub type Ws = WebSocketStream<TcpStream>;
-pub type Sink = SplitSink<Ws, Message>;
-pub type Stream = SplitStream<Ws>;
 
 /// A gateway's WebSocket URL and the address it resolves to.
 #[derive(Debug, Clone)]
@@ -286,7 +283,7 @@ fn decode(text: &str) -> Frame<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::client::{Frame as Out, Report};
+    use mrc::protocol::client::{Frame as Out, Report};
     use std::collections::BTreeMap;
 
     #[test]
@@ -437,8 +434,8 @@ mod tests {
             frame,
             format!(r#"{{"op":"group_send","group":"big","body":{}}}"#, b.get())
         );
-        match crate::protocol::client::parse(&frame).unwrap() {
-            crate::protocol::client::Request::GroupSend { group, id, body } => {
+        match mrc::protocol::client::parse(&frame).unwrap() {
+            mrc::protocol::client::Request::GroupSend { group, id, body } => {
                 assert_eq!((group.as_str(), id, body.get()), ("big", None, b.get()));
             }
             other => panic!("{other:?}"),
