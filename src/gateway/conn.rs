@@ -117,7 +117,7 @@ impl Close {
             Close::Flood => "flood",
             Close::Idle => "idle",
             Close::Unavailable => "unavailable",
-            Close::Kicked => crate::center::kick::REPLACED,
+            Close::Kicked => crate::protocol::nats::REPLACED,
         }
     }
 
