@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use futures::stream::{SplitSink, SplitStream};
+use futures::stream::SplitStream;
 use futures::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use tokio::net::{TcpSocket, TcpStream};
@@ -21,7 +21,6 @@ use crate::protocol::code::Outcome;
 use crate::protocol::group::Counts;
 
 pub type Ws = WebSocketStream<TcpStream>;
-pub type Sink = SplitSink<Ws, Message>;
 pub type Stream = SplitStream<Ws>;
 
 /// A gateway's WebSocket URL and the address it resolves to.

@@ -177,16 +177,6 @@ impl Mirror {
             .cloned()
     }
 
-    /// Reads one group without copying it.
-    pub fn with_group<T>(&self, id: &GroupId, f: impl FnOnce(&Group) -> T) -> Option<T> {
-        self.state
-            .read()
-            .expect("groups lock is never held across a panic")
-            .groups
-            .get(id)
-            .map(f)
-    }
-
     /// The groups `user` belongs to.
     pub fn groups_of(&self, user: &UserId) -> Vec<GroupId> {
         let state = self
