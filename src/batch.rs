@@ -135,7 +135,7 @@ async fn send(client: &Client, subject: Subject, timeout: Duration, calls: Vec<C
             .send(request_raw(client, subject, call.payload, timeout).await);
         return;
     }
-    let kind = crate::connection::metric_kind(&subject);
+    let kind = crate::telemetry::metric_kind(&subject);
     metrics::counter!(crate::telemetry::BATCHES, "kind" => kind).increment(1);
     let payload = json_array(calls.iter().map(|c| &c.payload[..]));
     let replies = request_raw(client, subject, payload, timeout)

@@ -149,7 +149,7 @@ pub async fn request_raw(
     // Bounded by the timeout around it (which also covers enqueueing during a
     // reconnect), not by a second timer of the client's.
     let request = async_nats::Request::new().payload(payload).timeout(None);
-    let kind = metric_kind(&subject);
+    let kind = crate::telemetry::metric_kind(&subject);
     let started = Instant::now();
     let sent = tokio::time::timeout(timeout, client.send_request(subject, request)).await;
     crate::telemetry::nats_request(kind, started.elapsed());
@@ -194,28 +194,6 @@ where
     }
 }
 
-/// Every label [`metric_kind`] gives a request subject in metrics.
-pub(crate) const METRIC_KINDS: [&str; 7] = [
-    "lookup",
-    "register",
-    "unregister",
-    "purge",
-    "deliver",
-    "send",
-    "other",
-];
-
-/// The label of a request subject in metrics: its last token when that is one of
-/// [`METRIC_KINDS`] (`lookup`, `register`, `deliver`, `send`...), else `other`; never a
-/// user id.
-pub(crate) fn metric_kind(subject: &str) -> &'static str {
-    let last = subject.rsplit('.').next().unwrap_or("");
-    METRIC_KINDS
-        .into_iter()
-        .find(|&kind| kind == last)
-        .unwrap_or("other")
-}
-
 /// Answers every request on `requests` with `answer(payload)` until `shutdown` or the
 /// end of the subscription. A message without a reply subject is handled, not answered.
 pub async fn answer(
@@ -246,23 +224,5 @@ pub async fn drain(client: &Client) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "draining the NATS connection failed"),
         Err(_) => tracing::warn!("NATS connection not drained within 5 s"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metric_kinds_are_the_known_last_tokens_and_never_an_id() {
-        assert_eq!(metric_kind("mrc.dir.lookup"), "lookup");
-        assert_eq!(metric_kind("mrc.dir.unregister"), "unregister");
-        assert_eq!(metric_kind("mrc.gw.g1.deliver"), "deliver");
-        assert_eq!(metric_kind("mrc.send"), "send");
-        assert_eq!(metric_kind("mrc.to.alice"), "other");
-        assert_eq!(metric_kind(""), "other");
-        for subject in ["mrc.dir.purge", "mrc.grp.resolve", "mrc.dir.register"] {
-            assert!(METRIC_KINDS.contains(&metric_kind(subject)), "{subject}");
-        }
     }
 }

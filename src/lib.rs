@@ -15,6 +15,7 @@
 //! - [`gateway`]: client sessions, routing, delivery and backend ingress.
 //! - [`client`]: a WebSocket client of a gateway (the CLI and tests use it).
 //! - [`retry`]: backoff and jitter for what must eventually happen.
+//! - [`sync`]: the one mutex-poison policy (recover), as `lock` / `read` / `write`.
 //! - [`shutdown`], [`telemetry`], [`exit`]: signals, logging and metrics, exit codes.
 
 pub mod batch;
@@ -32,6 +33,7 @@ pub mod retry;
 pub mod shutdown;
 pub mod store;
 pub mod subject;
+pub mod sync;
 pub mod telemetry;
 
 /// This build's version, announced by centers and gateways.

@@ -16,6 +16,8 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::sync;
+
 /// One KV bucket.
 #[derive(Clone)]
 pub struct Bucket {
@@ -212,7 +214,7 @@ impl Bucket {
     pub async fn state(&self) -> anyhow::Result<BucketState> {
         let (answer, reply) = tokio::sync::oneshot::channel();
         let lead = {
-            let mut reads = self.state_reads.lock().expect("never held across a panic");
+            let mut reads = sync::lock(&self.state_reads);
             reads.waiting.push(answer);
             !std::mem::replace(&mut reads.reading, true)
         };
@@ -229,7 +231,7 @@ impl Bucket {
     async fn read_states(self) {
         loop {
             let waiting = {
-                let mut reads = self.state_reads.lock().expect("never held across a panic");
+                let mut reads = sync::lock(&self.state_reads);
                 if reads.waiting.is_empty() {
                     reads.reading = false;
                     return;

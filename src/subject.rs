@@ -206,10 +206,6 @@ impl Subjects {
     pub fn presence(&self, user: &UserId) -> String {
         format!("{}.presence.{}", self.prefix, user.token())
     }
-
-    pub fn presence_all(&self) -> String {
-        format!("{}.presence.>", self.prefix)
-    }
 }
 
 #[cfg(test)]

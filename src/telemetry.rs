@@ -141,13 +141,31 @@ pub fn deliveries(outcome: crate::protocol::code::Outcome, n: u64) {
     counter.increment(n);
 }
 
-/// Records one NATS request's duration. `kind` is one of [`connection::METRIC_KINDS`],
-/// whose handles are registered once each, at first use (a look-up by key hashed it every
-/// call).
-///
-/// [`connection::METRIC_KINDS`]: crate::connection::METRIC_KINDS
+/// Every label [`metric_kind`] gives a request subject in metrics.
+pub(crate) const METRIC_KINDS: [&str; 7] = [
+    "lookup",
+    "register",
+    "unregister",
+    "purge",
+    "deliver",
+    "send",
+    "other",
+];
+
+/// The label of a request subject in metrics: its last token when that is one of
+/// [`METRIC_KINDS`] (`lookup`, `register`, `deliver`, `send`...), else `other`; never a
+/// user id.
+pub(crate) fn metric_kind(subject: &str) -> &'static str {
+    let last = subject.rsplit('.').next().unwrap_or("");
+    METRIC_KINDS
+        .into_iter()
+        .find(|&kind| kind == last)
+        .unwrap_or("other")
+}
+
+/// Records one NATS request's duration. `kind` is one of [`METRIC_KINDS`], whose handles
+/// are registered once each, at first use (a look-up by key hashed it every call).
 pub fn nats_request(kind: &'static str, took: Duration) {
-    use crate::connection::METRIC_KINDS;
     static HISTOGRAMS: [std::sync::OnceLock<metrics::Histogram>; METRIC_KINDS.len()] =
         [const { std::sync::OnceLock::new() }; METRIC_KINDS.len()];
     let seconds = took.as_secs_f64();
@@ -162,4 +180,22 @@ pub fn nats_request(kind: &'static str, took: Duration) {
 /// Counts one error sent to a client or backend.
 pub fn error(code: crate::protocol::code::ErrorCode) {
     metrics::counter!(GATEWAY_ERRORS, "code" => code.as_str()).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_kinds_are_the_known_last_tokens_and_never_an_id() {
+        assert_eq!(metric_kind("mrc.dir.lookup"), "lookup");
+        assert_eq!(metric_kind("mrc.dir.unregister"), "unregister");
+        assert_eq!(metric_kind("mrc.gw.g1.deliver"), "deliver");
+        assert_eq!(metric_kind("mrc.send"), "send");
+        assert_eq!(metric_kind("mrc.to.alice"), "other");
+        assert_eq!(metric_kind(""), "other");
+        for subject in ["mrc.dir.purge", "mrc.grp.resolve", "mrc.dir.register"] {
+            assert!(METRIC_KINDS.contains(&metric_kind(subject)), "{subject}");
+        }
+    }
 }

@@ -9,15 +9,14 @@ use crate::directory::mirror::gateways;
 use crate::groups::{allowed, GroupError};
 use crate::ident::{GroupId, UserId};
 use crate::protocol::code::ErrorCode;
-use crate::protocol::group::{GroupRequest, ListReply, ListRequest, ResolveReply};
+use crate::protocol::group::{
+    GroupRequest, ListReply, ListRequest, ResolveReply, REPORT_DETAIL_LIMIT,
+};
 use crate::protocol::nats::encode;
 use crate::subject::{
     GRP_ADD, GRP_CREATE, GRP_DELETE, GRP_JOIN, GRP_LEAVE, GRP_LIST, GRP_MEMBERS, GRP_REMOVE,
     GRP_RESOLVE,
 };
-
-/// Groups up to this size get per-member outcomes in send reports; larger ones get counts.
-pub const REPORT_DETAIL_LIMIT: usize = 100;
 
 fn refused(e: GroupError) -> Bytes {
     error(e.code, e.message)

@@ -11,11 +11,8 @@ use async_nats::Client;
 use crate::connection::request;
 use crate::directory::Session;
 use crate::ident::{GatewayId, UserId};
-use crate::protocol::nats::{encode, KickReply, KickRequest};
+use crate::protocol::nats::{encode, KickReply, KickRequest, REPLACED};
 use crate::subject::Subjects;
-
-/// The reason replaced sessions are given.
-pub const REPLACED: &str = "replaced";
 
 #[derive(Clone)]
 pub struct Kicker {

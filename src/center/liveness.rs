@@ -28,6 +28,7 @@ use crate::protocol::digest::Digest;
 use crate::protocol::nats::{encode, GatewayDown, Heartbeat, ReconcileNudge};
 use crate::retry::{self, Attempt};
 use crate::subject::{Subjects, GATEWAY_DOWN};
+use crate::sync::lock;
 
 /// Heartbeats in a row whose digest disagrees with the mirror before the gateway is asked
 /// to reconcile: a login or logout in flight makes one or two beats disagree.
@@ -65,15 +66,11 @@ impl Liveness {
     }
 
     fn seen(&self) -> MutexGuard<'_, HashMap<GatewayId, Seen>> {
-        self.seen
-            .lock()
-            .expect("liveness lock is never held across a panic")
+        lock(&self.seen)
     }
 
     fn evicting(&self) -> MutexGuard<'_, HashSet<GatewayId>> {
-        self.evicting
-            .lock()
-            .expect("liveness lock is never held across a panic")
+        lock(&self.evicting)
     }
 
     /// Notes a sign of life (a heartbeat, or a request from the gateway).
@@ -336,13 +333,6 @@ async fn announce_down(evictor: &Evictor, gateway: &GatewayId, removed: usize) {
     if let Err(e) = evictor.client.publish(subject, encode(&down)).await {
         tracing::warn!(error = %e, "gateway-down not published");
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these: a poisoned value is still consistent.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A random duration in `0..max`.

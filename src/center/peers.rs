@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ident::CenterId;
 use crate::protocol::nats::{encode, CenterAnnounce, GatewayDown};
 use crate::subject::{Subjects, GATEWAY_DOWN};
+use crate::sync;
 
 pub const HELLO: &str = "hello";
 pub const HERE: &str = "here";
@@ -25,19 +26,11 @@ pub struct Peers {
 
 impl Peers {
     pub fn list(&self) -> Vec<String> {
-        self.known
-            .lock()
-            .expect("peers lock is never held across a panic")
-            .iter()
-            .cloned()
-            .collect()
+        sync::lock(&self.known).iter().cloned().collect()
     }
 
     fn set(&self, center: &str, present: bool) -> bool {
-        let mut known = self
-            .known
-            .lock()
-            .expect("peers lock is never held across a panic");
+        let mut known = sync::lock(&self.known);
         if present {
             known.insert(center.to_string())
         } else {

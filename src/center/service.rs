@@ -27,16 +27,13 @@ use crate::protocol::nats::{
     encode, DigestsReply, DigestsRequest, ErrorReply, GatewaySessionsReply, GatewaySessionsRequest,
     GatewaysReply, HeldSession, Location, LookupReply, LookupRequest, PresenceReply,
     PresenceRequest, PurgeReply, PurgeRequest, RegisterRequest, SessionsReply, UnregisterRequest,
-    UserPresence,
+    UserPresence, MAX_LOOKUP_USERS,
 };
 use crate::protocol::now_ms;
 use crate::subject::{
     Subjects, CENTER_QUEUE, CENTER_SERVICE, DIR_DIGESTS, DIR_GATEWAYS, DIR_LOOKUP, DIR_PRESENCE,
     DIR_PURGE, DIR_REGISTER, DIR_SESSIONS, DIR_UNREGISTER, GRP_ENDPOINTS,
 };
-
-/// Most users in one look-up.
-pub const MAX_LOOKUP_USERS: usize = 10_000;
 
 /// What the endpoint handlers share.
 #[derive(Clone)]

@@ -11,6 +11,7 @@ use crate::ident::{GatewayId, UserId};
 use crate::protocol::digest::{bucket_of, empty_buckets, Buckets, Digest};
 use crate::protocol::record::{SessionRecord, UserRecord};
 use crate::store::{Applied, Entry as BucketEntry, Replica};
+use crate::sync;
 
 /// One directory change, decoded from a bucket entry.
 #[derive(Debug)]
@@ -230,10 +231,7 @@ impl Replica for Mirror {
     }
 
     fn replace(&self, state: State, applied: u64) {
-        *self
-            .state
-            .write()
-            .expect("mirror lock is never held across a panic") = state;
+        *sync::write(&self.state) = state;
         self.applied.reset(applied);
     }
 
@@ -258,18 +256,13 @@ impl Mirror {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state
-            .read()
-            .expect("mirror lock is never held across a panic")
+        sync::read(&self.state)
     }
 
     /// Applies one decoded change.
     pub fn apply_change(&self, change: Change) {
         let revision = change.revision;
-        self.state
-            .write()
-            .expect("mirror lock is never held across a panic")
-            .apply(change);
+        sync::write(&self.state).apply(change);
         self.applied.advance(revision);
     }
 

@@ -13,6 +13,7 @@ use crate::connection::RequestFailure;
 use crate::ident::GatewayId;
 use crate::protocol::nats::DeliverReply;
 use crate::subject::Subjects;
+use crate::sync;
 
 /// How deliver requests to one destination batch: at most 1024 deliver requests or 256 KiB
 /// in one; `in_flight` is `--deliver-in-flight`. The byte bound is the one that binds (a
@@ -59,10 +60,7 @@ impl Batches {
     }
 
     fn batcher(&self, gateway: &GatewayId) -> Batcher {
-        let mut batchers = self
-            .batchers
-            .lock()
-            .expect("batch lock is never held across a panic");
+        let mut batchers = sync::lock(&self.batchers);
         batchers
             .entry(gateway.clone())
             .or_insert_with(|| {

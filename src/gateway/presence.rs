@@ -19,6 +19,7 @@ use crate::protocol::client::{Frame, FrameError};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::nats::{encode, Presence, PresenceReply, PresenceRequest};
 use crate::subject::{Subjects, DIR_PRESENCE};
+use crate::sync;
 
 /// Most users one session may watch.
 pub const MAX_WATCHED: usize = 1000;
@@ -60,9 +61,7 @@ impl Hub {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Watch>> {
-        self.watches
-            .lock()
-            .expect("presence lock is never held across a panic")
+        sync::lock(&self.watches)
     }
 
     /// Sends `target`'s presence events to `watcher` from now on.

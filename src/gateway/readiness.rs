@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::sync;
+
 /// How long a failed directory write keeps the gateway not ready when no write succeeds
 /// after it: twice the longest pause between retries of a write (`retry::MAX_DELAY`), so
 /// a write being retried through an outage keeps it not ready.
@@ -119,8 +121,7 @@ impl Readiness {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // Never poisoned: nothing panics while holding it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        sync::lock(&self.state)
     }
 }
 

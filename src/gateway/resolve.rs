@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{request_idempotent, RequestFailure};
 use crate::ident::{GatewayId, UserId};
-use crate::protocol::nats::{encode, LookupReply, LookupRequest};
+use crate::protocol::nats::{encode, LookupReply, LookupRequest, MAX_LOOKUP_USERS};
 use crate::subject::{Subjects, DIR_LOOKUP};
 use crate::telemetry;
 
 /// Users per look-up request (the centers' limit).
-const LOOKUP_CHUNK: usize = crate::center::service::MAX_LOOKUP_USERS;
+const LOOKUP_CHUNK: usize = MAX_LOOKUP_USERS;
 
 /// The gateways holding one user's sessions.
 pub type Route = Arc<[GatewayId]>;

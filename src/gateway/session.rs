@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::ident::{SessionId, UserId};
 use crate::protocol::digest::{bucket_of, empty_buckets, Buckets, Digest};
+use crate::sync;
 
 /// The pushing side of one session.
 #[derive(Clone, Debug)]
@@ -72,10 +73,7 @@ const KEEP_FRAMES: usize = 4;
 
 impl Queue {
     fn state(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding the lock; a poisoned state is still consistent.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        sync::lock(&self.state)
     }
 }
 
@@ -219,10 +217,7 @@ pub struct Sessions {
 impl Sessions {
     pub fn insert(&self, user: UserId, handle: Handle) {
         let id = handle.id.clone();
-        let mut users = self
-            .users
-            .write()
-            .expect("sessions lock is never held across a panic");
+        let mut users = sync::write(&self.users);
         // Most users have one session: room for one, not the four a first push makes.
         users
             .entry(user.clone())
@@ -234,10 +229,7 @@ impl Sessions {
 
     /// Removes one session; true if it was there.
     pub fn remove(&self, user: &UserId, id: &SessionId) -> bool {
-        let mut users = self
-            .users
-            .write()
-            .expect("sessions lock is never held across a panic");
+        let mut users = sync::write(&self.users);
         let Some(handles) = users.get_mut(user) else {
             return false;
         };
@@ -263,10 +255,7 @@ impl Sessions {
         frame: &Bytes,
         mut took: impl FnMut(&'a str, bool),
     ) {
-        let sessions = self
-            .users
-            .read()
-            .expect("sessions lock is never held across a panic");
+        let sessions = sync::read(&self.users);
         for user in users {
             let handles = sessions.get(user).map(Vec::as_slice).unwrap_or_default();
             let mut any = false;
@@ -287,9 +276,7 @@ impl Sessions {
     }
 
     fn digest(&self) -> MutexGuard<'_, Digest> {
-        self.digest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        sync::lock(&self.digest)
     }
 
     /// The digest of every (user, session) held, for the heartbeat.
@@ -300,10 +287,7 @@ impl Sessions {
     /// Per-bucket digests of the sessions held.
     pub fn buckets(&self) -> Buckets {
         let mut buckets = empty_buckets();
-        let users = self
-            .users
-            .read()
-            .expect("sessions lock is never held across a panic");
+        let users = sync::read(&self.users);
         for (user, handles) in users.iter() {
             let bucket = &mut buckets[bucket_of(user.as_str())];
             for handle in handles {
@@ -315,10 +299,7 @@ impl Sessions {
 
     /// The (user, session) of every session whose user's bucket passes `wanted`.
     pub fn in_buckets(&self, wanted: impl Fn(usize) -> bool) -> Vec<(UserId, Handle)> {
-        let users = self
-            .users
-            .read()
-            .expect("sessions lock is never held across a panic");
+        let users = sync::read(&self.users);
         users
             .iter()
             .filter(|(user, _)| wanted(bucket_of(user.as_str())))
@@ -328,10 +309,7 @@ impl Sessions {
 
     /// Whether session `id` of `user` is held here.
     pub fn holds(&self, user: &UserId, id: &SessionId) -> bool {
-        let users = self
-            .users
-            .read()
-            .expect("sessions lock is never held across a panic");
+        let users = sync::read(&self.users);
         users
             .get(user)
             .is_some_and(|handles| handles.iter().any(|h| h.id == *id))
@@ -339,10 +317,7 @@ impl Sessions {
 
     /// Every session's handle (for broadcasts).
     pub fn handles(&self) -> Vec<Handle> {
-        let users = self
-            .users
-            .read()
-            .expect("sessions lock is never held across a panic");
+        let users = sync::read(&self.users);
         users
             .values()
             .flat_map(|handles| handles.iter().cloned())
@@ -351,10 +326,7 @@ impl Sessions {
 
     /// Closes the named sessions of `user` (a newer login replaced them); how many.
     pub fn kick(&self, user: &UserId, ids: &[SessionId]) -> usize {
-        let users = self
-            .users
-            .read()
-            .expect("sessions lock is never held across a panic");
+        let users = sync::read(&self.users);
         let Some(handles) = users.get(user) else {
             return 0;
         };

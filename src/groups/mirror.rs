@@ -11,6 +11,7 @@ use crate::ident::{GroupId, UserId};
 use crate::protocol::group::Policy;
 use crate::protocol::record::{GroupRecord, MemberRecord};
 use crate::store::{Applied, Entry, Replica};
+use crate::sync;
 
 /// The key of a group's settings.
 pub fn group_key(group: &GroupId) -> String {
@@ -141,19 +142,13 @@ impl Replica for Mirror {
     }
 
     fn replace(&self, state: State, applied: u64) {
-        *self
-            .state
-            .write()
-            .expect("groups lock is never held across a panic") = state;
+        *sync::write(&self.state) = state;
         self.applied.reset(applied);
     }
 
     fn apply(&self, entry: Entry) {
         let revision = entry.revision;
-        self.state
-            .write()
-            .expect("groups lock is never held across a panic")
-            .apply(entry);
+        sync::write(&self.state).apply(entry);
         self.applied.advance(revision);
     }
 
@@ -169,30 +164,12 @@ impl Mirror {
 
     /// A copy of one group.
     pub fn group(&self, id: &GroupId) -> Option<Group> {
-        self.state
-            .read()
-            .expect("groups lock is never held across a panic")
-            .groups
-            .get(id)
-            .cloned()
-    }
-
-    /// Reads one group without copying it.
-    pub fn with_group<T>(&self, id: &GroupId, f: impl FnOnce(&Group) -> T) -> Option<T> {
-        self.state
-            .read()
-            .expect("groups lock is never held across a panic")
-            .groups
-            .get(id)
-            .map(f)
+        sync::read(&self.state).groups.get(id).cloned()
     }
 
     /// The groups `user` belongs to.
     pub fn groups_of(&self, user: &UserId) -> Vec<GroupId> {
-        let state = self
-            .state
-            .read()
-            .expect("groups lock is never held across a panic");
+        let state = sync::read(&self.state);
         state
             .by_user
             .get(user)
@@ -202,10 +179,7 @@ impl Mirror {
 
     /// Whether `a` and `b` share at least one group.
     pub fn share_a_group(&self, a: &UserId, b: &UserId) -> bool {
-        let state = self
-            .state
-            .read()
-            .expect("groups lock is never held across a panic");
+        let state = sync::read(&self.state);
         match (state.by_user.get(a), state.by_user.get(b)) {
             (Some(x), Some(y)) => x.iter().any(|g| y.contains(g)),
             _ => false,
@@ -213,11 +187,7 @@ impl Mirror {
     }
 
     pub fn count(&self) -> usize {
-        self.state
-            .read()
-            .expect("groups lock is never held across a panic")
-            .groups
-            .len()
+        sync::read(&self.state).groups.len()
     }
 }
 

@@ -121,6 +121,10 @@ pub struct ListReply {
     pub groups: Vec<String>,
 }
 
+/// Groups up to this size get per-member outcomes in send reports (`offline_members` is
+/// filled); larger ones get counts.
+pub const REPORT_DETAIL_LIMIT: usize = 100;
+
 /// `mrc.grp.resolve {group, by}`: a group's online members by gateway, for a send.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ResolveReply {

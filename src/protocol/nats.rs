@@ -125,6 +125,10 @@ pub struct KickRequest {
     pub reason: String,
 }
 
+/// The `reason` of a `KickRequest` for sessions a newer login replaced; the gateway closes
+/// them with it.
+pub const REPLACED: &str = "replaced";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KickReply {
     pub kicked: usize,
@@ -147,6 +151,10 @@ pub struct PurgeReply {
 pub struct LookupRequest {
     pub users: Vec<String>,
 }
+
+/// Most users in one look-up (and in one `mrc.dir.presence` request): centers refuse more,
+/// gateways split larger look-ups into chunks of this size.
+pub const MAX_LOOKUP_USERS: usize = 10_000;
 
 /// Every requested user appears; an empty list means offline.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

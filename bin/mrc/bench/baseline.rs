@@ -18,6 +18,7 @@ use futures::StreamExt;
 use super::output::Output;
 use super::procs::{self, Watched};
 use super::stats::{self, Micros, Percentiles, Rate};
+use mrc::sync;
 use mrc::{config, connection};
 
 /// The baseline figures.
@@ -169,7 +170,7 @@ async fn pub_sub(
         tokio::spawn(async move {
             while messages.next().await.is_some() {
                 received.fetch_add(1, Relaxed);
-                *last.lock().expect("never held across a panic") = Some(Instant::now());
+                *sync::lock(&last) = Some(Instant::now());
             }
         })
     };
@@ -195,10 +196,7 @@ async fn pub_sub(
     }
     counting.abort();
     let got = received.load(Relaxed);
-    let until = last
-        .lock()
-        .expect("never held across a panic")
-        .unwrap_or(start + publish_time);
+    let until = sync::lock(&last).unwrap_or(start + publish_time);
     let receive_time = until.saturating_duration_since(start).max(publish_time);
     if got < published {
         eprintln!(

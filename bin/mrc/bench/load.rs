@@ -26,6 +26,7 @@ use super::schedule::{self, Plan};
 use super::sender::{Aim, Peer, Sender};
 use super::stats::{Micros, Percentiles, Rate, Sharded};
 use mrc::protocol::code::Outcome;
+use mrc::sync;
 
 /// What one run of the load needs.
 #[derive(Debug, Clone)]
@@ -119,12 +120,12 @@ pub(super) struct Shared {
 
 impl Shared {
     fn event(&self, step: usize, name: String, n: u64) {
-        let mut events = self.events.lock().expect("never held across a panic");
+        let mut events = sync::lock(&self.events);
         *events.entry((step, name)).or_default() += n;
     }
 
     fn events_of(&self, step: usize) -> BTreeMap<String, u64> {
-        let events = self.events.lock().expect("never held across a panic");
+        let events = sync::lock(&self.events);
         events
             .iter()
             .filter(|((s, _), _)| *s == step)

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
+use mrc::sync;
+
 /// Largest latency recorded exactly (60 s, in microseconds); larger values are clamped.
 const MAX_US: u64 = 60_000_000;
 
@@ -108,9 +110,7 @@ impl Sharded {
     /// Records one latency; values outside the histogram's range are clamped, unknown
     /// steps ignored.
     pub fn record(&self, shard: usize, step: usize, micros: u64) {
-        let mut steps = self.shards[shard % self.shards.len()]
-            .lock()
-            .expect("a histogram shard is never held across a panic");
+        let mut steps = sync::lock(&self.shards[shard % self.shards.len()]);
         if let Some(h) = steps.get_mut(step) {
             h.saturating_record(micros.clamp(1, MAX_US));
         }
@@ -120,9 +120,7 @@ impl Sharded {
     pub fn merged(&self, step: usize) -> Histogram<u64> {
         let mut all = histogram();
         for shard in &self.shards {
-            let steps = shard
-                .lock()
-                .expect("a histogram shard is never held across a panic");
+            let steps = sync::lock(shard);
             if let Some(h) = steps.get(step) {
                 all.add(h).expect("histograms share bounds");
             }

@@ -102,9 +102,7 @@ impl Front {
 
     /// Attaches the gateway: its routes are served from now on, behind the gate.
     pub(crate) fn open(&self, gw: Arc<Gateway>) {
-        let routes = ws::routes()
-            .merge(super::http::routes(&gw))
-            .with_state(gw.clone());
+        let routes = ws::routes().merge(super::api(&gw)).with_state(gw.clone());
         if self.shared.gateway.set((gw, routes)).is_err() {
             tracing::warn!("the HTTP listener was opened twice; keeping the first gateway");
         }

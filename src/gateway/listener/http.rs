@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,17 +35,13 @@ use crate::protocol::nats::{
 use crate::subject::DIR_LOOKUP;
 use crate::telemetry;
 
-pub fn routes(gw: &Gateway) -> axum::Router<Arc<Gateway>> {
+/// The API's own routes; [`super::api`] mounts them with the group routes.
+pub fn routes() -> axum::Router<Arc<Gateway>> {
     axum::Router::new()
         .route("/v1/messages", post(send))
         .route("/v1/users/{id}", get(user))
         .route("/v1/presence", post(presence))
         .route("/v1/broadcast", post(broadcast))
-        .merge(super::groups::routes())
-        // Bodies a little over the limit still get a JSON `too_large`; far over, axum's 413.
-        .layer(DefaultBodyLimit::max(
-            gw.limits.max_frame_bytes.saturating_mul(2),
-        ))
 }
 
 /// The status that fits an error code.

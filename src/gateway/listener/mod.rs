@@ -13,3 +13,19 @@ pub mod tcp;
 pub mod ws;
 
 pub use front::Front;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+
+use crate::gateway::Gateway;
+
+/// The whole HTTP API: [`http`]'s routes and [`groups`]'s, under one body limit. Bodies a
+/// little over the frame limit still get a JSON `too_large`; far over, axum's 413.
+fn api(gw: &Gateway) -> axum::Router<Arc<Gateway>> {
+    http::routes()
+        .merge(groups::routes())
+        .layer(DefaultBodyLimit::max(
+            gw.limits.max_frame_bytes.saturating_mul(2),
+        ))
+}

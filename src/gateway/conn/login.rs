@@ -1,0 +1,145 @@
+//! Getting a connection in: a valid login within the login timeout (unless the transport
+//! authenticated the client already), then the session registered in the directory, or
+//! refused and the connection closed.
+
+use std::sync::Arc;
+
+use super::live::Live;
+use super::{finish, say_bye, send_error, too_large, Close, Conn, Inbound, Reader, Writer};
+use crate::gateway::auth::Identity;
+use crate::gateway::{session, Gateway};
+use crate::ident::{DeviceClass, SessionId};
+use crate::protocol::client::{parse, Frame, FrameError, Request};
+use crate::protocol::code::ErrorCode;
+
+/// Waits for a valid login within the login timeout; when there is none, tells the client
+/// why (or completes its close) and gives `None`.
+pub(super) async fn log_in<R: Reader, W: Writer>(
+    gw: &Gateway,
+    conn: &mut Conn<R, W>,
+) -> Option<Identity> {
+    let (reader, writer) = (&mut conn.reader, &mut conn.writer);
+    let login = tokio::select! {
+        () = gw.shutdown.cancelled() => Err(Some(Close::Shutdown)),
+        login = tokio::time::timeout(gw.limits.login_timeout, login(gw, reader, writer)) => match login {
+            Ok(result) => result,
+            Err(_) => {
+                send_error(writer, &FrameError::new(ErrorCode::NotLoggedIn, "no login in time")).await;
+                Err(Some(Close::LoginTimeout))
+            }
+        },
+    };
+    match login {
+        Ok(identity) => Some(identity),
+        Err(Some(reason)) => {
+            say_bye(writer, reason).await;
+            None
+        }
+        Err(None) => {
+            finish(writer).await;
+            None
+        }
+    }
+}
+
+/// Reads frames until a valid login. `Err(Some(reason))`: close with that reason;
+/// `Err(None)`: the client left.
+async fn login<R: Reader, W: Writer>(
+    gw: &Gateway,
+    reader: &mut R,
+    writer: &mut W,
+) -> Result<Identity, Option<Close>> {
+    loop {
+        let text = match reader.next().await {
+            Inbound::Text(text) => text,
+            Inbound::TooLarge(n) => {
+                send_error(writer, &too_large(n, gw.limits.max_frame_bytes)).await;
+                continue;
+            }
+            Inbound::Other => continue,
+            Inbound::Closed => return Err(None),
+        };
+        match parse(&text) {
+            Ok(Request::Login {
+                user,
+                token,
+                device,
+            }) => {
+                match gw
+                    .auth
+                    .login(user.as_deref(), token.as_deref(), device.as_deref())
+                {
+                    Ok(identity) => return Ok(identity),
+                    Err(e) if e.code == ErrorCode::Unauthorized => {
+                        tracing::info!(error = %e.message, "login refused");
+                        send_error(writer, &e).await;
+                        return Err(Some(Close::Unauthorized));
+                    }
+                    Err(e) => send_error(writer, &e).await,
+                }
+            }
+            Ok(Request::Ping { id }) => {
+                let _ = writer
+                    .send(Frame::Pong { id: id.as_deref() }.encode())
+                    .await;
+            }
+            Ok(other) => {
+                let e = FrameError::new(ErrorCode::NotLoggedIn, "log in first");
+                send_error(writer, &e.with_id(other.id().map(str::to_string))).await;
+            }
+            Err(e) => send_error(writer, &e).await,
+        }
+    }
+}
+
+/// Registers a new session of `identity`. `None` when the directory refused it (the
+/// client was told why and the connection closed).
+pub(super) async fn start<R: Reader, W: Writer>(
+    gw: Arc<Gateway>,
+    identity: Identity,
+    conn: &mut Conn<R, W>,
+) -> Option<Live> {
+    let (peer, door) = (conn.peer, conn.door);
+    let user = identity.user;
+    let id = SessionId::generate();
+    let device = identity.device.as_ref().map(DeviceClass::as_str);
+    let (handle, outbox) = session::channel(id.clone(), device, gw.limits.outbound_queue);
+    // Insert before registering: a message routed here right after the registration
+    // must find the session.
+    gw.sessions.insert(user.clone(), handle.clone());
+    let refused = match gw
+        .registrar
+        .register(&user, &id, device, false)
+        .await
+        .map(|r| r.sessions)
+    {
+        Ok(n) if gw.limits.max_sessions_per_user > 0 && n > gw.limits.max_sessions_per_user => {
+            let message = format!("{n} sessions, limit {}", gw.limits.max_sessions_per_user);
+            Some((
+                FrameError::new(ErrorCode::TooManySessions, message),
+                Close::TooManySessions,
+            ))
+        }
+        Ok(_) => {
+            handle.set_registered();
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%user, session = %id, %peer, error = %e, "registration failed");
+            Some((
+                FrameError::new(ErrorCode::Unavailable, format!("directory: {e}")),
+                Close::Unavailable,
+            ))
+        }
+    };
+    if let Some((error, reason)) = refused {
+        gw.sessions.remove(&user, &id);
+        // Even a failed registration may have been applied (its reply lost).
+        gw.registrar.forget(&user, &id);
+        send_error(&mut conn.writer, &error).await;
+        say_bye(&mut conn.writer, reason).await;
+        return None;
+    }
+    tracing::debug!(%user, session = %id, %peer, door = door.label(), "logged in");
+    Some(Live::new(gw, user, door, handle, outbox))
+}

@@ -1,0 +1,271 @@
+//! One client connection, whatever the transport: log in, then read frames, route sends,
+//! and write queued frames until the client leaves, misbehaves, or the gateway stops.
+//!
+//! A transport gives a [`Reader`] of inbound text frames and a [`Writer`]; everything else
+//! (the protocol, authentication, limits, registration) lives here once:
+//! - this module: the transport traits, why a connection closes ([`Close`]), the
+//!   [`Limits`] every door enforces, and [`serve`], a connection from start to end;
+//! - [`login`]: waiting for a valid login, then registering the session;
+//! - [`live`]: the logged-in session ([`Live`](live::Live)): its loop (outbound queue,
+//!   inbound frames, idle timer) and its end;
+//! - [`request`]: what a live session does with each client request (rate limit, routed
+//!   sends in their own tasks, presence subscriptions).
+
+mod live;
+mod login;
+mod request;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use governor::Quota;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::auth::Identity;
+use super::Gateway;
+use crate::config;
+use crate::protocol::client::{Frame, FrameError};
+use crate::protocol::code::ErrorCode;
+use crate::telemetry;
+
+/// What a transport read.
+#[derive(Debug)]
+pub enum Inbound {
+    /// One text frame (a JSON object).
+    Text(String),
+    /// A frame larger than the transport accepts (its size, as far as known).
+    TooLarge(usize),
+    /// Anything else (binary, ping, pong): not a protocol frame, but a sign of life.
+    Other,
+    /// The client closed or the transport failed.
+    Closed,
+}
+
+pub trait Reader: Send {
+    /// The next inbound frame. Must be cancel-safe: it is raced against other events.
+    fn next(&mut self) -> impl Future<Output = Inbound> + Send;
+}
+
+pub trait Writer: Send {
+    /// Writes one frame, or buffers it until [`Writer::flush`]; an error means the
+    /// connection is gone.
+    fn feed(&mut self, frame: Bytes) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Writes out whatever `feed` buffered.
+    fn flush(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Writes one frame and flushes.
+    fn send(&mut self, frame: Bytes) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async move {
+            self.feed(frame).await?;
+            self.flush().await
+        }
+    }
+    /// Asks the client for a sign of life (a WebSocket ping; nothing on raw TCP).
+    fn ping(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Ends the connection with a reason (a WebSocket close frame, or just EOF).
+    fn close(&mut self, reason: Close) -> impl Future<Output = ()> + Send;
+    /// Ends a connection the client closed (completes a WebSocket closing handshake).
+    fn finish(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Which door a connection came through (a metrics label).
+#[derive(Debug, Clone, Copy)]
+pub enum Door {
+    Ws,
+    Tcp,
+}
+
+impl Door {
+    fn label(self) -> &'static str {
+        match self {
+            Door::Ws => "ws",
+            Door::Tcp => "tcp",
+        }
+    }
+}
+
+/// Why the gateway closes a connection; sent as the `bye` reason and close reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// The gateway is stopping (WebSocket 1001 "going away").
+    Shutdown,
+    /// The client did not read its frames fast enough.
+    SlowConsumer,
+    /// No login in time.
+    LoginTimeout,
+    /// The credentials were refused.
+    Unauthorized,
+    /// The user already has the most sessions allowed.
+    TooManySessions,
+    /// Far more sends than the rate allows.
+    Flood,
+    /// Nothing from the client for the idle timeout.
+    Idle,
+    /// The directory could not register the session.
+    Unavailable,
+    /// A newer login of the same user replaced this session (login policy).
+    Kicked,
+}
+
+impl Close {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Close::Shutdown => "shutdown",
+            Close::SlowConsumer => "slow_consumer",
+            Close::LoginTimeout => "login_timeout",
+            Close::Unauthorized => "unauthorized",
+            Close::TooManySessions => "too_many_sessions",
+            Close::Flood => "flood",
+            Close::Idle => "idle",
+            Close::Unavailable => "unavailable",
+            Close::Kicked => crate::protocol::nats::REPLACED,
+        }
+    }
+
+    /// The WebSocket close code.
+    pub fn code(self) -> u16 {
+        match self {
+            Close::Shutdown => 1001,
+            Close::Unavailable => 1011,
+            _ => 1008,
+        }
+    }
+}
+
+/// Limits every door enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_receivers: usize,
+    pub max_id_bytes: usize,
+    pub rate: Quota,
+    /// Rate-limited sends in a row after which the connection is closed as a flood.
+    pub flood_after: u32,
+    pub max_sessions_per_user: usize,
+    pub outbound_queue: usize,
+    pub login_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub sends_in_flight: usize,
+}
+
+impl Limits {
+    pub fn from_config(l: &config::Limits) -> Self {
+        let nonzero = |n: u32| NonZeroU32::new(n).expect("validated to be > 0");
+        Limits {
+            max_frame_bytes: l.max_frame_bytes,
+            max_body_bytes: l.max_body_bytes,
+            max_receivers: l.max_receivers,
+            max_id_bytes: l.max_id_bytes,
+            rate: Quota::per_second(nonzero(l.rate_per_sec)).allow_burst(nonzero(l.rate_burst)),
+            flood_after: l.rate_burst,
+            max_sessions_per_user: l.max_sessions_per_user,
+            outbound_queue: l.outbound_queue,
+            login_timeout: Duration::from_millis(l.login_timeout_ms),
+            idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+            sends_in_flight: l.sends_in_flight,
+        }
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+struct Open;
+
+impl Open {
+    fn new() -> Self {
+        metrics::gauge!(telemetry::GATEWAY_CONNECTIONS).increment(1.0);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        metrics::gauge!(telemetry::GATEWAY_CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// A client connection, as a door hands it over.
+pub struct Conn<R, W> {
+    pub reader: R,
+    pub writer: W,
+    pub peer: SocketAddr,
+    pub door: Door,
+    /// The connection's place under `--max-connections`, held until it ends.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Serves one connection to the end. `identity` is set when the transport already
+/// authenticated the client (an `Authorization` header on the WebSocket upgrade).
+///
+/// Doors spawn this future as the connection's task, and a task keeps the size of its
+/// future's largest state for its whole life: idle connections are most of a gateway's
+/// memory. So what only logging in, registering, handling a frame or ending needs is
+/// boxed (allocated while it runs) and an idle session keeps just [`Conn`],
+/// [`Live`](live::Live) and its wait (docs/PERFORMANCE.md, idle memory; the size is tested in `listener::ws`).
+// Not an `async fn`: its arguments would be kept twice, as arguments and as locals.
+#[allow(clippy::manual_async_fn)]
+pub fn serve<R: Reader, W: Writer>(
+    gw: Arc<Gateway>,
+    mut conn: Conn<R, W>,
+    identity: Option<Identity>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _open = Open::new();
+        let identity = match identity {
+            Some(identity) => identity,
+            None => match Box::pin(login::log_in(&gw, &mut conn)).await {
+                Some(identity) => identity,
+                None => return,
+            },
+        };
+        let start = login::start(gw, identity, &mut conn);
+        let Some(mut live) = Box::pin(start).await else {
+            return;
+        };
+        let ended = match conn.writer.send(live.welcome()).await {
+            Ok(()) => live.serve(&mut conn).await,
+            Err(_) => None,
+        };
+        Box::pin(live.end(ended, &mut conn)).await;
+    }
+}
+
+fn too_large(size: usize, limit: usize) -> FrameError {
+    FrameError::new(
+        ErrorCode::TooLarge,
+        format!("frame of {size} bytes, limit {limit}"),
+    )
+}
+
+async fn send_error<W: Writer>(writer: &mut W, error: &FrameError) {
+    telemetry::error(error.code);
+    let _ = writer.send(Frame::from(error).encode()).await;
+}
+
+/// Completes a close the client started, bounded in time.
+async fn finish<W: Writer>(writer: &mut W) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.finish()).await;
+}
+
+async fn say_bye<W: Writer>(writer: &mut W, reason: Close) {
+    let bye = match reason {
+        Close::Kicked => Frame::Kicked {
+            reason: reason.reason(),
+        }
+        .encode(),
+        _ => Frame::Bye {
+            reason: reason.reason(),
+        }
+        .encode(),
+    };
+    // Best effort, bounded: the client may not be reading at all.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        if writer.send(bye).await.is_ok() {
+            writer.close(reason).await;
+        }
+    })
+    .await;
+}
