@@ -123,7 +123,11 @@ impl Handlers {
             .into_iter()
             .filter(|m| Some(m) != by)
             .collect();
-        let sessions = self.directory.lookup(&members).await;
+        let sessions = self
+            .directory
+            .lookup(&members)
+            .await
+            .map_err(super::service::unavailable)?;
         let mut reply = ResolveReply {
             group: group.to_string(),
             size: members.len(),

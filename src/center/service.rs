@@ -114,6 +114,11 @@ pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> Bytes {
     encode(&ErrorReply::new(code, message))
 }
 
+/// A directory that could not be read, as an error reply.
+pub(super) fn unavailable(e: anyhow::Error) -> Bytes {
+    error(ErrorCode::Unavailable, format!("{e:#}"))
+}
+
 pub(super) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Bytes> {
     crate::protocol::decode(payload).map_err(|e| error(e.code, e.message))
 }
@@ -179,11 +184,7 @@ impl Handlers {
             policy: self.login_policy,
             reassert: req.reassert,
         };
-        let t = self
-            .directory
-            .register(&login)
-            .await
-            .map_err(|e| error(ErrorCode::Unavailable, format!("{e:#}")))?;
+        let t = self.directory.register(&login).await.map_err(unavailable)?;
         self.announcer.announce(&t, &gateway).await;
         let replaced = t.replaced(session.as_str());
         if !replaced.is_empty() {
@@ -204,7 +205,7 @@ impl Handlers {
             .directory
             .unregister(&user, &session)
             .await
-            .map_err(|e| error(ErrorCode::Unavailable, format!("{e:#}")))?;
+            .map_err(unavailable)?;
         if let Some(gone) = t.before.iter().find(|s| *s.id == *session.as_str()) {
             self.announcer.announce(&t, &gone.gateway).await;
         }
@@ -232,7 +233,7 @@ impl Handlers {
                 }
             }
         }
-        let found = self.directory.lookup(&valid).await;
+        let found = self.directory.lookup(&valid).await.map_err(unavailable)?;
         for (user, sessions) in valid.into_iter().zip(found) {
             let locations = sessions
                 .into_iter()
@@ -284,7 +285,7 @@ impl Handlers {
                 reply.refused.push(raw);
             }
         }
-        let found = self.directory.lookup(&allowed).await;
+        let found = self.directory.lookup(&allowed).await.map_err(unavailable)?;
         for (user, sessions) in allowed.iter().zip(found) {
             let since = sessions.iter().map(|s| s.since).min();
             let presence = UserPresence {
@@ -306,7 +307,7 @@ impl Handlers {
         }
         match purge.failed {
             // The gateway asks again until every session is gone.
-            Some(e) => Err(error(ErrorCode::Unavailable, format!("{e:#}"))),
+            Some(e) => Err(unavailable(e)),
             None => Ok(encode(&PurgeReply {
                 removed: purge.removed(),
             })),

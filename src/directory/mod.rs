@@ -14,7 +14,7 @@ pub mod mirror;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::ident::{GatewayId, SessionId, UserId};
@@ -227,12 +227,13 @@ impl Directory {
     /// the mirror after it caught up with the bucket (a read barrier), so a look-up sees
     /// every write acknowledged before it, whichever center wrote it: a login a moment
     /// ago, or a logout. When the mirror cannot catch up, the users it does not know are
-    /// read from the bucket directly.
-    pub async fn lookup(&self, users: &[UserId]) -> Vec<Vec<Session>> {
+    /// read from the bucket directly; if such a read fails the look-up fails (an unknown
+    /// user is not an offline one).
+    pub async fn lookup(&self, users: &[UserId]) -> anyhow::Result<Vec<Vec<Session>>> {
         let freshness = self.catch_up().await;
         let mut found = self.mirror.sessions(users);
         match freshness {
-            Freshness::Current => return found,
+            Freshness::Current => return Ok(found),
             Freshness::Behind => {
                 // Its watch may be stalled after a NATS node failure: have it reloaded,
                 // and ask the bucket itself meanwhile.
@@ -245,34 +246,29 @@ impl Directory {
         }
         let misses: Vec<usize> = (0..users.len()).filter(|&i| found[i].is_empty()).collect();
         let again: Vec<UserId> = misses.iter().map(|&i| users[i].clone()).collect();
-        let fresh = self.read_many(&again).await;
+        let fresh = self.read_many(&again).await?;
         for (i, sessions) in misses.into_iter().zip(fresh) {
             found[i] = sessions;
         }
-        found
+        Ok(found)
     }
 
     /// Sessions of `users` read from the bucket, for when the mirror cannot be trusted;
     /// at most [`MAX_DIRECT_READS`], the rest stay as the mirror says (empty).
-    async fn read_many(&self, users: &[UserId]) -> Vec<Vec<Session>> {
+    async fn read_many(&self, users: &[UserId]) -> anyhow::Result<Vec<Vec<Session>>> {
         let read = users.iter().take(MAX_DIRECT_READS).cloned().map(|user| {
             let directory = self.clone();
-            async move { directory.read_or_empty(user).await }
-        });
-        let mut sessions: Vec<Vec<Session>> =
-            futures::stream::iter(read).buffered(32).collect().await;
-        sessions.resize(users.len(), Vec::new());
-        sessions
-    }
-
-    async fn read_or_empty(&self, user: UserId) -> Vec<Session> {
-        match self.read(&user).await {
-            Ok(entry) => entry.map(|(_, sessions)| sessions).unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(?user, error = %format!("{e:#}"), "direct directory read failed");
-                Vec::new()
+            async move {
+                let entry = directory.read(&user).await?;
+                anyhow::Ok(entry.map(|(_, sessions)| sessions).unwrap_or_default())
             }
-        }
+        });
+        let mut sessions: Vec<Vec<Session>> = futures::stream::iter(read)
+            .buffered(32)
+            .try_collect()
+            .await?;
+        sessions.resize(users.len(), Vec::new());
+        Ok(sessions)
     }
 
     /// Waits until the mirror holds everything the bucket held when called. False when the
