@@ -5,12 +5,12 @@
 //! Start-up order matters: the mirror is fully loaded before the service joins the queue
 //! group, so a center started later never answers from a partial directory.
 
-pub mod groups;
-pub mod kick;
-pub mod liveness;
-pub mod peers;
-pub mod presence;
-pub mod service;
+pub(crate) mod groups;
+pub(crate) mod kick;
+pub(crate) mod liveness;
+pub(crate) mod peers;
+pub(crate) mod presence;
+pub(crate) mod service;
 
 use std::sync::Arc;
 

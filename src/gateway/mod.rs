@@ -13,24 +13,24 @@
 //!   [`reconcile`]: repairs the directory's view of this gateway when it drifted.
 //! - [`readiness`]: whether the gateway may take clients, and why not.
 
-pub mod auth;
-pub mod batch;
-pub mod broadcast;
-pub mod conn;
-pub mod deliver;
-pub mod groups;
-pub mod heartbeat;
-pub mod ingress;
-pub mod kick;
+pub(crate) mod auth;
+pub(crate) mod batch;
+pub(crate) mod broadcast;
+pub(crate) mod conn;
+pub(crate) mod deliver;
+pub(crate) mod groups;
+pub(crate) mod heartbeat;
+pub(crate) mod ingress;
+pub(crate) mod kick;
 pub mod listener;
-pub mod ops;
-pub mod presence;
-pub mod readiness;
+pub(crate) mod ops;
+pub(crate) mod presence;
+pub(crate) mod readiness;
 pub mod reconcile;
 pub mod registrar;
-pub mod resolve;
-pub mod route;
-pub mod session;
+pub(crate) mod resolve;
+pub(crate) mod route;
+pub(crate) mod session;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! trusted backend, which may do anything. Only the owner deletes a group; the owner
 //! cannot leave or be removed (delete the group instead).
 
-pub mod mirror;
+pub(crate) mod mirror;
 
 use std::sync::Arc;
 

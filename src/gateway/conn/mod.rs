@@ -194,6 +194,7 @@ pub struct Conn<R, W> {
     pub peer: SocketAddr,
     pub door: Door,
     /// The connection's place under `--max-connections`, held until it ends.
+    #[allow(dead_code, reason = "held for its drop, which frees the place")]
     pub permit: OwnedSemaphorePermit,
 }
 
