@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use async_nats::Client;
 
+use tokio_util::task::TaskTracker;
+
 use crate::connection::request;
 use crate::directory::Session;
 use crate::ident::{GatewayId, UserId};
@@ -19,6 +21,8 @@ pub struct Kicker {
     pub client: Client,
     pub subjects: Subjects,
     pub timeout: Duration,
+    /// The center's tasks: a kick in flight is one of them.
+    pub tasks: TaskTracker,
 }
 
 impl Kicker {
@@ -42,7 +46,7 @@ impl Kicker {
                 self.subjects.kick(&gateway),
                 self.timeout,
             );
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let reply: Result<KickReply, _> =
                     request(&client, subject, encode(&kick), timeout).await;
                 match reply {

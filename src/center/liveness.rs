@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use async_nats::Client;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::presence::Announcer;
 use crate::directory::Directory;
@@ -162,6 +163,8 @@ pub struct Evictor {
     pub center: CenterId,
     pub directory: Directory,
     pub announcer: Announcer,
+    /// The center's tasks: evictions, nudges and the connection probe are among them.
+    pub tasks: TaskTracker,
 }
 
 /// Follows heartbeats, evicts silent gateways and nudges disagreeing ones until
@@ -176,12 +179,17 @@ pub async fn run(
         .subscribe(evictor.subjects.heartbeat_all())
         .await?;
     let period = (liveness.timeout / 4).max(Duration::from_millis(25));
-    tokio::spawn(probe(
+    let probing = probe(
         evictor.client.clone(),
         liveness.clone(),
         period,
         shutdown.clone(),
-    ));
+    );
+    evictor.tasks.spawn(async move {
+        if let Err(e) = probing.await {
+            tracing::error!(error = %format!("{e:#}"), "connection probe failed");
+        }
+    });
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u64;
@@ -195,7 +203,7 @@ pub async fn run(
             _ = tick.tick() => {
                 for gateway in liveness.overdue(&evictor.directory) {
                     liveness.evicting().insert(gateway.clone());
-                    tokio::spawn(evict(liveness.clone(), evictor.clone(), gateway, shutdown.clone()));
+                    evictor.tasks.spawn(evict(liveness.clone(), evictor.clone(), gateway, shutdown.clone()));
                 }
                 ticks += 1;
                 if ticks % 100 == 0 {
@@ -254,7 +262,7 @@ fn heard(liveness: &Liveness, evictor: &Evictor, msg: &async_nats::Message) {
     };
     let agree = evictor.directory.mirror().digest_of(&gateway) == digest;
     if liveness.compared(&gateway, agree) {
-        tokio::spawn(nudge(evictor.clone(), gateway, digest));
+        evictor.tasks.spawn(nudge(evictor.clone(), gateway, digest));
     }
 }
 

@@ -13,11 +13,13 @@ pub(crate) mod presence;
 pub(crate) mod service;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::Client;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config;
 use crate::directory::Directory;
@@ -26,6 +28,9 @@ use crate::groups::Groups;
 use crate::ident::CenterId;
 use crate::retry::{self, Attempt};
 use crate::store::{Bucket, OpenError};
+
+/// How long a stopping center waits for its tasks in flight.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs one center until `shutdown`, then leaves the queue group and says goodbye.
 ///
@@ -52,6 +57,8 @@ pub async fn run(
     let group_count = groups.mirror().count();
     tracing::info!(center = %id, users, gateways, groups = group_count, "directory and groups loaded");
 
+    // Every task of this center, waited for (within a bound) when it stops.
+    let tasks = TaskTracker::new();
     let announcer = presence::Announcer::new(client.clone(), subjects.clone());
     let liveness = Arc::new(liveness::Liveness::new(config.heartbeat_timeout()));
     let peers = Arc::new(peers::Peers::default());
@@ -64,6 +71,7 @@ pub async fn run(
             client: client.clone(),
             subjects: subjects.clone(),
             timeout: config.nats.request_timeout(),
+            tasks: tasks.clone(),
         },
         announcer: announcer.clone(),
         liveness: liveness.clone(),
@@ -75,6 +83,7 @@ pub async fn run(
         handlers,
         peers.clone(),
         config.concurrency,
+        &tasks,
     )
     .await?;
     let evictor = liveness::Evictor {
@@ -83,9 +92,10 @@ pub async fn run(
         center: id.clone(),
         directory,
         announcer,
+        tasks: tasks.clone(),
     };
-    let watching = tokio::spawn(liveness::run(liveness, evictor, shutdown.clone()));
-    let broadcast = tokio::spawn(peers::run(
+    let watching = tasks.spawn(liveness::run(liveness, evictor, shutdown.clone()));
+    let broadcast = tasks.spawn(peers::run(
         client.clone(),
         subjects,
         id.clone(),
@@ -110,6 +120,14 @@ pub async fn run(
     }
     for follower in followers {
         follower.abort();
+    }
+    // Requests being answered, kicks and evictions in flight finish, within a bound.
+    tasks.close();
+    if tokio::time::timeout(STOP_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(left = tasks.len(), "tasks still running at stop");
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use async_nats::Client;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
+use tokio_util::task::TaskTracker;
 
 use super::kick::Kicker;
 use super::liveness::Liveness;
@@ -55,6 +56,7 @@ pub async fn start(
     handlers: Handlers,
     peers: Arc<Peers>,
     concurrency: usize,
+    tasks: &TaskTracker,
 ) -> anyhow::Result<Service> {
     let mirror = handlers.directory.mirror().clone();
     let center = id.to_string();
@@ -97,7 +99,7 @@ pub async fn start(
             .await
             .map_err(|e| anyhow::anyhow!("adding endpoint {name}: {e}"))?;
         let handlers = handlers.clone();
-        tokio::spawn(endpoint.for_each_concurrent(concurrency, move |request| {
+        tasks.spawn(endpoint.for_each_concurrent(concurrency, move |request| {
             let handlers = handlers.clone();
             async move {
                 let reply = handlers.handle(name, &request.message.payload).await;
