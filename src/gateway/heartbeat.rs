@@ -10,14 +10,27 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 
-use super::Gateway;
+use async_nats::Client;
+use tokio_util::sync::CancellationToken;
+
+use super::session::Sessions;
+use crate::ident::GatewayId;
 use crate::protocol::nats::{encode, GatewayDown, Heartbeat, ReconcileNudge};
-use crate::subject::GATEWAY_DOWN;
+use crate::subject::{Subjects, GATEWAY_DOWN};
+
+/// What heartbeats need of the gateway: who it is, what it holds, and NATS.
+pub(crate) struct Beat {
+    pub(crate) id: GatewayId,
+    pub(crate) client: Client,
+    pub(crate) subjects: Subjects,
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) shutdown: CancellationToken,
+}
 
 /// Heartbeats until shutdown; notifies `reconcile` whenever the directory may have
 /// drifted from the sessions held here.
-pub async fn run(
-    gw: Arc<Gateway>,
+pub(crate) async fn run(
+    gw: Beat,
     period: Duration,
     mut reconnects: watch::Receiver<u64>,
     reconcile: Arc<Notify>,

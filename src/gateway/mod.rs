@@ -55,7 +55,7 @@ pub struct Gateway {
     pub client: Client,
     pub subjects: Subjects,
     pub sessions: Arc<session::Sessions>,
-    pub registrar: registrar::Registrar,
+    pub registrar: Arc<registrar::Registrar>,
     pub router: route::Router,
     pub auth: auth::Auth,
     pub limits: conn::Limits,
@@ -158,14 +158,14 @@ pub async fn run(
         client: client.clone(),
         subjects: subjects.clone(),
         sessions: sessions.clone(),
-        registrar: registrar::Registrar::new(
+        registrar: Arc::new(registrar::Registrar::new(
             client.clone(),
             subjects.clone(),
             id.clone(),
             timeout,
             readiness.clone(),
             shutdown.clone(),
-        ),
+        )),
         router,
         auth: auth::Auth::from_config(&config.auth, config.limits.max_id_bytes)?,
         limits: conn::Limits::from_config(&config.limits),
@@ -205,19 +205,23 @@ pub async fn run(
     background.spawn(log_failure("kick", kick));
     let period = Duration::from_millis(config.heartbeat_ms);
     let reconcile = Arc::new(tokio::sync::Notify::new());
-    background.spawn(log_failure(
-        "heartbeat",
-        heartbeat::run(
-            gw.clone(),
-            period,
-            connection.reconnects.clone(),
-            reconcile.clone(),
-        ),
-    ));
-    background.spawn(log_failure(
-        "reconcile",
-        reconcile::run(gw.clone(), reconcile),
-    ));
+    let beat = heartbeat::Beat {
+        id: id.clone(),
+        client: client.clone(),
+        subjects: subjects.clone(),
+        sessions: sessions.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let reconnects = connection.reconnects.clone();
+    let beating = heartbeat::run(beat, period, reconnects, reconcile.clone());
+    background.spawn(log_failure("heartbeat", beating));
+    let reconciler = reconcile::Reconciler {
+        sessions: sessions.clone(),
+        registrar: gw.registrar.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let reconciling = reconcile::run(reconciler, reconcile);
+    background.spawn(log_failure("reconcile", reconciling));
     if config.follow_route_changes {
         let changes =
             resolve::follow_changes(resolver, client.clone(), subjects.clone(), shutdown.clone());

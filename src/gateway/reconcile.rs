@@ -24,7 +24,10 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Notify;
 
-use super::Gateway;
+use tokio_util::sync::CancellationToken;
+
+use super::registrar::Registrar;
+use super::session::{Handle, Sessions};
 use crate::connection::RequestFailure;
 use crate::ident::{SessionId, UserId};
 use crate::protocol::digest::{Buckets, BUCKETS};
@@ -49,8 +52,17 @@ pub struct Repaired {
     pub kicked: usize,
 }
 
+/// What reconciliation needs of the gateway: the sessions it holds and its line to the
+/// centers.
+#[derive(Clone)]
+pub(crate) struct Reconciler {
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) registrar: Arc<Registrar>,
+    pub(crate) shutdown: CancellationToken,
+}
+
 /// Runs a pass each time `wanted` is notified, until shutdown.
-pub async fn run(gw: Arc<Gateway>, wanted: Arc<Notify>) -> anyhow::Result<()> {
+pub(crate) async fn run(gw: Reconciler, wanted: Arc<Notify>) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             () = gw.shutdown.cancelled() => return Ok(()),
@@ -79,7 +91,7 @@ pub async fn run(gw: Arc<Gateway>, wanted: Arc<Notify>) -> anyhow::Result<()> {
 }
 
 /// One comparison and repair of every bucket that differs.
-pub async fn pass(gw: &Gateway) -> Result<Repaired, RequestFailure> {
+async fn pass(gw: &Reconciler) -> Result<Repaired, RequestFailure> {
     let theirs = gw.registrar.digests().await?;
     let ours = gw.sessions.buckets();
     let differing: Vec<usize> = (0..BUCKETS)
@@ -118,7 +130,7 @@ pub fn chunks(buckets: &[usize], theirs: &Buckets) -> Vec<Vec<usize>> {
 
 /// Reads the directory's sessions in `buckets`, then repairs what differs from the
 /// sessions held here, read after it (so a ghost is surely not a login in progress).
-async fn repair(gw: &Gateway, buckets: Vec<usize>) -> Result<Repaired, RequestFailure> {
+async fn repair(gw: &Reconciler, buckets: Vec<usize>) -> Result<Repaired, RequestFailure> {
     let wanted: HashSet<usize> = buckets.iter().copied().collect();
     let listed = gw.registrar.sessions(buckets).await?;
     let held = gw.sessions.in_buckets(|b| wanted.contains(&b));
@@ -161,7 +173,7 @@ async fn repair(gw: &Gateway, buckets: Vec<usize>) -> Result<Repaired, RequestFa
     })
 }
 
-async fn unregister_ghost(gw: &Gateway, ghost: &HeldSession) -> Result<(), RequestFailure> {
+async fn unregister_ghost(gw: &Reconciler, ghost: &HeldSession) -> Result<(), RequestFailure> {
     // The directory listed it, so its ids were valid when registered; skip any that are not.
     let (Ok(user), Ok(session)) = (UserId::new(&ghost.user), SessionId::new(&ghost.session)) else {
         tracing::warn!(
@@ -184,9 +196,9 @@ enum Reasserted {
 /// A session that ended while this ran is taken out again (its own unregister may have
 /// been applied first).
 async fn reassert(
-    gw: &Gateway,
+    gw: &Reconciler,
     user: &UserId,
-    handle: &super::session::Handle,
+    handle: &Handle,
 ) -> Result<Reasserted, RequestFailure> {
     let device = handle.device.as_deref();
     let reply = gw

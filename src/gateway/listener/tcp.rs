@@ -35,11 +35,13 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) -> anyhow::Result<()
         };
         // Not ready (NATS down, no center yet): say why, close.
         if let Some(reason) = super::front::closed_because(&gw) {
-            gw.tracker.spawn(refuse(stream, format!("not ready: {reason}")));
+            gw.tracker
+                .spawn(refuse(stream, format!("not ready: {reason}")));
             continue;
         }
         let Ok(permit) = gw.connections.clone().try_acquire_owned() else {
-            gw.tracker.spawn(refuse(stream, "connection limit reached".to_string()));
+            gw.tracker
+                .spawn(refuse(stream, "connection limit reached".to_string()));
             continue;
         };
         let _ = stream.set_nodelay(true);
