@@ -115,6 +115,9 @@ impl Listeners {
     }
 }
 
+/// Heartbeats a reconciliation call waits after a pass that found nothing to repair.
+const QUIET_BEATS: u32 = 5;
+
 /// Runs one gateway until `shutdown`, then stops gracefully: stop accepting, tell every
 /// client `bye`, remove all its sessions from the directory. Its doors refuse clients
 /// until a center has answered the purge of an earlier run (see [`readiness`]).
@@ -219,6 +222,7 @@ pub async fn run(
         sessions: sessions.clone(),
         registrar: gw.registrar.clone(),
         shutdown: shutdown.clone(),
+        quiet: period * QUIET_BEATS,
     };
     let reconciling = reconcile::run(reconciler, reconcile);
     background.spawn(log_failure("reconcile", reconciling));

@@ -20,6 +20,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Notify;
@@ -59,6 +60,9 @@ pub(crate) struct Reconciler {
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) registrar: Arc<Registrar>,
     pub(crate) shutdown: CancellationToken,
+    /// How long calls wait after a pass that found differing buckets but nothing to
+    /// repair (logins in flight during a storm): calls then are most likely churn too.
+    pub(crate) quiet: Duration,
 }
 
 /// Runs a pass each time `wanted` is notified, until shutdown.
@@ -78,7 +82,8 @@ pub(crate) async fn run(gw: Reconciler, wanted: Arc<Notify>) -> anyhow::Result<(
             }
         })
         .await;
-        if let Some(r) = done.filter(|r| *r != Repaired::default()) {
+        let Some(r) = done else { continue };
+        if r.ghosts + r.reasserted + r.kicked > 0 {
             tracing::info!(
                 buckets = r.buckets,
                 ghosts = r.ghosts,
@@ -86,6 +91,15 @@ pub(crate) async fn run(gw: Reconciler, wanted: Arc<Notify>) -> anyhow::Result<(
                 kicked = r.kicked,
                 "directory reconciled"
             );
+        } else if r.buckets > 0 {
+            tracing::debug!(
+                buckets = r.buckets,
+                "only logins or logouts in flight differed"
+            );
+            tokio::select! {
+                () = gw.shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(gw.quiet) => {}
+            }
         }
     }
 }
