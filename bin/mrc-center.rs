@@ -21,7 +21,10 @@ struct Cli {
 
 fn main() -> ExitCode {
     telemetry::init();
-    let mut config = Cli::parse().config;
+    let mut config = match exit::parse::<Cli>() {
+        Ok(cli) => cli.config,
+        Err(code) => return code,
+    };
     let id = match config.validate() {
         Ok(id) => id,
         Err(e) => return exit::bad_config("mrc-center", &e),

@@ -13,6 +13,20 @@ pub fn bad_config(process: &str, error: &anyhow::Error) -> ExitCode {
     ExitCode::from(CONFIG)
 }
 
+/// The command line of a server binary, or the exit code to end with: clap's own usage
+/// errors (an unknown flag, a value that does not parse) are configuration errors too,
+/// so they exit 64 like every other, not clap's 2; `--help` and `--version` exit 0.
+pub fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
+    T::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(CONFIG)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
 /// A configuration error found after start-up (e.g. a bucket JetStream can never
 /// create as configured): trying again will not help, so the process exits 64.
 #[derive(Debug, thiserror::Error)]

@@ -259,6 +259,29 @@ async fn limits_that_cannot_fit_in_a_nats_message_stop_the_gateway_at_start() {
 }
 
 #[tokio::test]
+async fn flags_that_do_not_parse_exit_64_and_help_exits_0() {
+    let run = |binary: &str, args: &[&str]| {
+        std::process::Command::new(binary)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for binary in [
+        env!("CARGO_BIN_EXE_mrc-center"),
+        env!("CARGO_BIN_EXE_mrc-gateway"),
+    ] {
+        let unknown = run(binary, &["--no-such-flag"]);
+        assert_eq!(unknown.status.code(), Some(64), "{binary}: {unknown:?}");
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("--no-such-flag"));
+        let garbled = run(binary, &["--request-timeout-ms", "soon"]);
+        assert_eq!(garbled.status.code(), Some(64), "{binary}: {garbled:?}");
+        let help = run(binary, &["--help"]);
+        assert_eq!(help.status.code(), Some(0), "{binary}: {help:?}");
+        assert!(String::from_utf8_lossy(&help.stdout).contains("Usage"));
+    }
+}
+
+#[tokio::test]
 async fn a_zero_rate_or_in_flight_cap_is_a_configuration_error() {
     for flag in [
         "--broadcast-rate",
