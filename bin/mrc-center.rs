@@ -13,7 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Directory center of an MRC cluster (run several; they share the work).
 #[derive(Parser)]
-#[command(name = "mrc-center", version, about)]
+#[command(name = "mrc-center", version, about, after_help = telemetry::LOG_HELP)]
 struct Cli {
     #[command(flatten)]
     config: config::Center,

@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Gateway of an MRC cluster: holds client connections and routes their messages.
 #[derive(Parser)]
-#[command(name = "mrc-gateway", version, about)]
+#[command(name = "mrc-gateway", version, about, after_help = telemetry::LOG_HELP)]
 struct Cli {
     #[command(flatten)]
     config: config::Gateway,

@@ -14,6 +14,7 @@ use crate::subject::Subjects;
 
 /// How to reach NATS, shared by every process.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "NATS")]
 pub struct Nats {
     /// NATS server URLs, comma-separated (several for a cluster).
     #[arg(
@@ -128,13 +129,11 @@ impl Runtime {
     }
 }
 
-/// `mrc-center` settings.
+/// `mrc-center` settings. Its own flags come first: a flattened group's help heading
+/// would otherwise carry over to them.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Center")]
 pub struct Center {
-    #[command(flatten)]
-    pub nats: Nats,
-    #[command(flatten)]
-    pub runtime: Runtime,
     /// This center's id (default: generated).
     #[arg(long, env = "MRC_CENTER_ID")]
     pub id: Option<String>,
@@ -178,6 +177,10 @@ pub struct Center {
         default_value = "anyone"
     )]
     pub presence_policy: PresencePolicy,
+    #[command(flatten)]
+    pub nats: Nats,
+    #[command(flatten)]
+    pub runtime: Runtime,
 }
 
 /// Whose presence (online status and events) a user may see. Backends see everyone's.
@@ -225,13 +228,11 @@ impl Center {
     }
 }
 
-/// `mrc-gateway` settings.
+/// `mrc-gateway` settings. Its own flags come first: a flattened group's help heading
+/// would otherwise carry over to them.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Gateway")]
 pub struct Gateway {
-    #[command(flatten)]
-    pub nats: Nats,
-    #[command(flatten)]
-    pub runtime: Runtime,
     /// This gateway's id (default: generated). Sessions of an earlier run with the same id
     /// are purged at start.
     #[arg(long, env = "MRC_GATEWAY_ID")]
@@ -304,6 +305,10 @@ pub struct Gateway {
         default_value_t = 10_000
     )]
     pub shutdown_grace_ms: u64,
+    #[command(flatten)]
+    pub nats: Nats,
+    #[command(flatten)]
+    pub runtime: Runtime,
     #[command(flatten)]
     pub auth: Auth,
     #[command(flatten)]

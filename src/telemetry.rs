@@ -7,6 +7,10 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
+/// What `--help` of the server binaries says about logging.
+pub const LOG_HELP: &str = "Logging: MRC_LOG sets what is logged to stderr, as a tracing \
+filter (default: info), e.g. MRC_LOG=warn or MRC_LOG=info,mrc::gateway::reconcile=debug.";
+
 /// Installs the global log subscriber. Call once, first thing in `main`.
 pub fn init() {
     use std::io::IsTerminal;
