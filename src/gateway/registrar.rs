@@ -95,7 +95,8 @@ impl Registrar {
             reassert,
         };
         let result = batched(&self.registers, encode(&payload)).await;
-        note(&self.readiness, &result);
+        // A login always writes (its session id is new); a re-assert may change nothing.
+        note(&self.readiness, &result, !reassert);
         result
     }
 
@@ -110,7 +111,7 @@ impl Registrar {
             session: session.to_string(),
         };
         let result: Result<SessionsReply, _> = batched(&self.unregisters, encode(&payload)).await;
-        note(&self.readiness, &result);
+        note(&self.readiness, &result, false);
         Ok(result?.sessions)
     }
 
@@ -127,7 +128,7 @@ impl Registrar {
             let what = "unregistering a closed session";
             retry::until_done(what, &shutdown, || async {
                 let result = batched::<SessionsReply>(&unregisters, payload.clone()).await;
-                note(&readiness, &result);
+                note(&readiness, &result, false);
                 match result {
                     Ok(_) => Attempt::Done(()),
                     Err(e) => Attempt::Failed(e),
@@ -174,10 +175,12 @@ impl Registrar {
 }
 
 /// Tells `readiness` how a directory write went. Refusals of bad input say nothing about
-/// the directory's health.
-fn note<T>(readiness: &Readiness, result: &Result<T, RequestFailure>) {
+/// the directory's health, and neither does a success that may have written nothing (an
+/// unregister of a session already gone is answered from a read): only `wrote` counts.
+fn note<T>(readiness: &Readiness, result: &Result<T, RequestFailure>, wrote: bool) {
     match result {
-        Ok(_) => readiness.write_succeeded(),
+        Ok(_) if wrote => readiness.write_succeeded(),
+        Ok(_) => {}
         Err(RequestFailure::Remote(body)) if body.code != ErrorCode::Unavailable => {}
         Err(e) => readiness.write_failed(&e.to_string()),
     }
