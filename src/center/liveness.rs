@@ -49,7 +49,7 @@ pub struct Liveness {
     /// of a stall of its own NATS connection (it heard nobody then, through no fault of
     /// theirs).
     fresh_since: Mutex<Instant>,
-    /// When a round trip to the NATS server (a flush) last completed.
+    /// When a round trip through the NATS server (the probe's echo) last completed.
     connected_at: Mutex<Instant>,
     seen: Mutex<HashMap<GatewayId, Seen>>,
     evicting: Mutex<HashSet<GatewayId>>,

@@ -106,30 +106,21 @@ impl Registrar {
         user: &UserId,
         session: &SessionId,
     ) -> Result<usize, RequestFailure> {
-        let payload = UnregisterRequest {
-            user: user.to_string(),
-            session: session.to_string(),
-        };
-        let result: Result<SessionsReply, _> = batched(&self.unregisters, encode(&payload)).await;
-        note(&self.readiness, &result, false);
-        Ok(result?.sessions)
+        let payload = unregister_payload(user, session);
+        let reply = unregister(&self.unregisters, &self.readiness, payload).await?;
+        Ok(reply.sessions)
     }
 
     /// Removes `session` of `user` from the directory in the background, retrying with
     /// backoff until a center confirms it (or the gateway stops: its purge covers it).
     pub fn forget(&self, user: &UserId, session: &SessionId) {
-        let payload = encode(&UnregisterRequest {
-            user: user.to_string(),
-            session: session.to_string(),
-        });
+        let payload = unregister_payload(user, session);
         let (unregisters, shutdown) = (self.unregisters.clone(), self.shutdown.clone());
         let readiness = self.readiness.clone();
         self.retries.spawn(async move {
             let what = "unregistering a closed session";
             retry::until_done(what, &shutdown, || async {
-                let result = batched::<SessionsReply>(&unregisters, payload.clone()).await;
-                note(&readiness, &result, false);
-                match result {
+                match unregister(&unregisters, &readiness, payload.clone()).await {
                     Ok(_) => Attempt::Done(()),
                     Err(e) => Attempt::Failed(e),
                 }
@@ -172,6 +163,24 @@ impl Registrar {
             request_idempotent(&self.client, subject, encode(&payload), self.timeout * 5).await?;
         Ok(reply.removed)
     }
+}
+
+fn unregister_payload(user: &UserId, session: &SessionId) -> Bytes {
+    encode(&UnregisterRequest {
+        user: user.to_string(),
+        session: session.to_string(),
+    })
+}
+
+/// One unregister through `unregisters`, its outcome told to `readiness`.
+async fn unregister(
+    unregisters: &Batcher,
+    readiness: &Readiness,
+    payload: Bytes,
+) -> Result<SessionsReply, RequestFailure> {
+    let result = batched(unregisters, payload).await;
+    note(readiness, &result, false);
+    result
 }
 
 /// Tells `readiness` how a directory write went. Refusals of bad input say nothing about
