@@ -7,15 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::Subscriber;
+use async_nats::{Client, Subscriber};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use super::ops::{Centers, Ops};
 use super::route::Message;
 use super::session::Sessions;
-use super::Gateway;
-use crate::connection::{request, request_idempotent};
+use crate::connection::request;
 use crate::ident::GatewayId;
 use crate::protocol::client::{Frame, FrameError};
 use crate::protocol::code::ErrorCode;
@@ -30,25 +31,30 @@ const QUEUED_BROADCASTS: usize = 64;
 /// Most sessions pushed between two pauses.
 const CHUNK: usize = 500;
 
-/// The queue of broadcasts waiting for this gateway's worker.
-pub struct Queue {
+/// This gateway's side of broadcasts: the queue its worker pushes to its sessions from.
+pub(crate) struct Local {
+    id: GatewayId,
+    sessions: Arc<Sessions>,
     tx: mpsc::Sender<Bytes>,
 }
 
-impl Queue {
-    /// A queue and its worker, pushing to `sessions` at `rate` sessions per second.
-    pub fn start(sessions: Arc<Sessions>, rate: u32, shutdown: CancellationToken) -> Self {
+impl Local {
+    /// The queue of gateway `id`, and its worker (under `tasks`, until `shutdown`)
+    /// pushing to `sessions` at `rate` sessions per second.
+    pub(crate) fn start(
+        id: GatewayId,
+        sessions: Arc<Sessions>,
+        rate: u32,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUED_BROADCASTS);
-        tokio::spawn(push(sessions, rate.max(1), rx, shutdown));
-        Queue { tx }
+        tasks.spawn(push(sessions.clone(), rate.max(1), rx, shutdown));
+        Local { id, sessions, tx }
     }
 
     /// Queues one message for every session here; how many sessions it will reach.
-    pub fn accept(
-        &self,
-        sessions: &Sessions,
-        message: &GatewayBroadcast<'_>,
-    ) -> Result<usize, FrameError> {
+    pub(crate) fn accept(&self, message: &GatewayBroadcast<'_>) -> Result<usize, FrameError> {
         let frame = Frame::Msg {
             id: &message.id,
             from: message.from.as_deref(),
@@ -65,7 +71,7 @@ impl Queue {
                 "too many broadcasts queued on this gateway",
             )
         })?;
-        Ok(sessions.len())
+        Ok(self.sessions.len())
     }
 }
 
@@ -96,10 +102,15 @@ async fn push(
 }
 
 /// Answers `mrc.gw.<me>.broadcast` until `shutdown`.
-pub async fn serve(gw: Arc<Gateway>, requests: Subscriber) -> anyhow::Result<()> {
-    crate::connection::answer(&gw.client, requests, &gw.shutdown, |payload| {
+pub(crate) async fn serve(
+    client: Client,
+    ops: Arc<Ops>,
+    requests: Subscriber,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    crate::connection::answer(&client, requests, &shutdown, |payload| {
         let accepted = crate::protocol::decode::<GatewayBroadcast<'_>>(payload)
-            .and_then(|message| gw.broadcasts.accept(&gw.sessions, &message));
+            .and_then(|message| ops.broadcasts.accept(&message));
         match accepted {
             Ok(sessions) => encode(&BroadcastAccepted { sessions }),
             Err(e) => encode(&ErrorReply::new(e.code, e.message)),
@@ -110,20 +121,16 @@ pub async fn serve(gw: Arc<Gateway>, requests: Subscriber) -> anyhow::Result<()>
 
 /// Sends `message` to every gateway holding sessions (or to `only` of them) and sums
 /// what they queued.
-pub async fn fan_out(
-    gw: &Gateway,
+pub(crate) async fn fan_out(
+    centers: &Centers,
+    local: &Local,
     message: &Message,
     only: Option<&[String]>,
 ) -> Result<BroadcastReport, FrameError> {
-    let subject = gw.subjects.dir(DIR_GATEWAYS);
-    let known: GatewaysReply = request_idempotent(
-        &gw.client,
-        subject,
-        bytes::Bytes::from_static(b"{}"),
-        gw.request_timeout,
-    )
-    .await
-    .map_err(|e| FrameError::new(ErrorCode::Unavailable, format!("directory: {e}")))?;
+    let subject = centers.subjects.dir(DIR_GATEWAYS);
+    let known: GatewaysReply = centers
+        .ask("directory", subject, Bytes::from_static(b"{}"))
+        .await?;
     let targets: Vec<GatewayId> = known
         .gateways
         .iter()
@@ -141,12 +148,12 @@ pub async fn fan_out(
         let payload = payload.clone();
         let broadcast = &broadcast;
         async move {
-            let queued = if *target == gw.id {
-                gw.broadcasts.accept(&gw.sessions, broadcast).ok()
+            let queued = if *target == local.id {
+                local.accept(broadcast).ok()
             } else {
-                let subject = gw.subjects.gateway_broadcast(target);
+                let subject = centers.subjects.gateway_broadcast(target);
                 let reply: Option<BroadcastAccepted> =
-                    request(&gw.client, subject, payload, gw.request_timeout)
+                    request(&centers.client, subject, payload, centers.timeout)
                         .await
                         .ok();
                 reply.map(|r| r.sessions)

@@ -1,14 +1,13 @@
 //! The gateway: holds client sessions and routes their messages.
 //!
-//! - [`conn`] runs one client connection (login, frames, limits) over any transport;
-//!   [`listener`] holds the transports (WebSocket).
+//! - [`listener`] holds the doors (WebSocket, TCP, HTTP); [`conn`] runs one client
+//!   connection (login, frames, limits) over any transport; [`ingress`] is the NATS door.
+//! - [`ops`]: what callers ask for (send, group send, broadcast, group management,
+//!   presence), checked and carried out the same for every door; [`limits`] they enforce.
 //! - [`session`]: live sessions and their bounded outbound queues.
 //! - [`registrar`]: register/unregister/purge requests to the centers.
 //! - [`resolve`]: cached, batched directory look-ups; [`route`]: one deliver request per
 //!   destination gateway, retry of stale routes, the report; [`deliver`]: the receiving end.
-//! - [`ops`]: send, group send and broadcast, checked and carried out the same for every
-//!   door; [`ingress`]: backend messages from `mrc.send`, `mrc.to.*`, `mrc.grp.send`,
-//!   `mrc.broadcast`.
 //! - [`heartbeat`]: liveness towards the centers (with the digest of the sessions held);
 //!   [`reconcile`]: repairs the directory's view of this gateway when it drifted.
 //! - [`readiness`]: whether the gateway may take clients, and why not.
@@ -18,10 +17,10 @@ pub(crate) mod batch;
 pub(crate) mod broadcast;
 pub(crate) mod conn;
 pub(crate) mod deliver;
-pub(crate) mod groups;
 pub(crate) mod heartbeat;
 pub(crate) mod ingress;
 pub(crate) mod kick;
+pub(crate) mod limits;
 pub mod listener;
 pub(crate) mod ops;
 pub(crate) mod presence;
@@ -36,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use async_nats::Client;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -47,36 +45,6 @@ use crate::config;
 use crate::connection::{Connection, RequestFailure};
 use crate::exit::BadConfig;
 use crate::ident::GatewayId;
-use crate::subject::Subjects;
-
-/// What every part of a gateway shares.
-pub struct Gateway {
-    pub id: GatewayId,
-    pub client: Client,
-    pub subjects: Subjects,
-    pub sessions: Arc<session::Sessions>,
-    pub registrar: Arc<registrar::Registrar>,
-    pub router: route::Router,
-    pub auth: auth::Auth,
-    pub limits: conn::Limits,
-    /// One permit per client send being routed, all connections together.
-    pub routing: Arc<Semaphore>,
-    /// One permit per open client connection (`--max-connections`).
-    pub connections: Arc<Semaphore>,
-    pub request_timeout: Duration,
-    /// Backend messages routed at once.
-    pub ingress_in_flight: usize,
-    /// Broadcasts waiting to be pushed to this gateway's sessions.
-    pub broadcasts: broadcast::Queue,
-    /// Presence subscriptions of this gateway's sessions.
-    pub presence: Arc<presence::Hub>,
-    /// Whether the doors take clients; the registrar reports directory writes to it.
-    pub readiness: Arc<readiness::Readiness>,
-    /// Cancelled when the gateway starts to stop.
-    pub shutdown: CancellationToken,
-    /// Every connection and in-flight send; the stop waits for them.
-    pub tracker: TaskTracker,
-}
 
 /// The listeners a gateway serves, bound before it connects anywhere.
 pub struct Listeners {
@@ -139,6 +107,7 @@ pub async fn run(
         return Err(BadConfig(e).into());
     }
     let timeout = config.nats.request_timeout();
+    let background = TaskTracker::new();
     let sessions = Arc::new(session::Sessions::default());
     let resolver = Arc::new(resolve::Resolver::new(
         client.clone(),
@@ -147,64 +116,81 @@ pub async fn run(
         Duration::from_millis(config.cache_ttl_ms),
         timeout,
     ));
-    let router = route::Router::new(
-        id.clone(),
-        client.clone(),
-        subjects.clone(),
-        resolver.clone(),
-        sessions.clone(),
-        &config,
-    );
-    let readiness = listeners.http.readiness();
-    let gw = Arc::new(Gateway {
-        id: id.clone(),
-        client: client.clone(),
-        subjects: subjects.clone(),
-        sessions: sessions.clone(),
-        registrar: Arc::new(registrar::Registrar::new(
+    let ops = Arc::new(ops::Ops {
+        limits: limits::Limits::from_config(&config.limits),
+        router: route::Router::new(
+            id.clone(),
             client.clone(),
             subjects.clone(),
-            id.clone(),
+            resolver.clone(),
+            sessions.clone(),
+            &config,
+        ),
+        centers: ops::Centers {
+            client: client.clone(),
+            subjects: subjects.clone(),
             timeout,
-            readiness.clone(),
-            shutdown.clone(),
-        )),
-        router,
-        auth: auth::Auth::from_config(&config.auth, config.limits.max_id_bytes)?,
-        limits: conn::Limits::from_config(&config.limits),
-        connections: Arc::new(Semaphore::new(config.limits.max_connections)),
-        routing: Arc::new(Semaphore::new(config.limits.routing_in_flight)),
-        request_timeout: timeout,
-        ingress_in_flight: config.ingress_in_flight,
-        presence: Arc::new(presence::Hub::new(client.clone(), subjects.clone())),
-        broadcasts: broadcast::Queue::start(
+        },
+        broadcasts: broadcast::Local::start(
+            id.clone(),
             sessions.clone(),
             config.broadcast_rate,
+            &background,
             shutdown.clone(),
         ),
-        readiness,
+    });
+    let readiness = listeners.http.readiness();
+    let registrar = Arc::new(registrar::Registrar::new(
+        client.clone(),
+        subjects.clone(),
+        id.clone(),
+        timeout,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    let cx = Arc::new(conn::Context {
+        id: id.clone(),
+        ops: ops.clone(),
+        auth: Arc::new(auth::Auth::from_config(
+            &config.auth,
+            config.limits.max_id_bytes,
+        )?),
+        sessions: sessions.clone(),
+        registrar: registrar.clone(),
+        presence: Arc::new(presence::Hub::new(
+            client.clone(),
+            subjects.clone(),
+            background.clone(),
+            shutdown.clone(),
+        )),
+        routing: Arc::new(Semaphore::new(config.limits.routing_in_flight)),
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
     });
-    listeners.http.open(gw.clone());
+    let doors = Arc::new(listener::Doors {
+        conn: cx.clone(),
+        connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        gate: listener::front::Gate {
+            client: client.clone(),
+            readiness: readiness.clone(),
+        },
+    });
+    listeners.http.open(doors.clone());
 
     // Deliveries must reach us before the directory points anywhere at us.
     let deliveries = client.subscribe(subjects.deliver(&id)).await?;
-    let background = TaskTracker::new();
     let deliver = deliver::run(
         client.clone(),
-        gw.sessions.clone(),
+        sessions.clone(),
         deliveries,
         shutdown.clone(),
     );
     background.spawn(log_failure("deliver", deliver));
     let broadcasts = client.subscribe(subjects.gateway_broadcast(&id)).await?;
-    background.spawn(log_failure(
-        "broadcast",
-        broadcast::serve(gw.clone(), broadcasts),
-    ));
+    let broadcast = broadcast::serve(client.clone(), ops.clone(), broadcasts, shutdown.clone());
+    background.spawn(log_failure("broadcast", broadcast));
     let kicks = client.subscribe(subjects.kick(&id)).await?;
-    let kick = kick::run(client.clone(), gw.sessions.clone(), kicks, shutdown.clone());
+    let kick = kick::run(client.clone(), sessions.clone(), kicks, shutdown.clone());
     background.spawn(log_failure("kick", kick));
     let period = Duration::from_millis(config.heartbeat_ms);
     let reconcile = Arc::new(tokio::sync::Notify::new());
@@ -220,7 +206,7 @@ pub async fn run(
     background.spawn(log_failure("heartbeat", beating));
     let reconciler = reconcile::Reconciler {
         sessions: sessions.clone(),
-        registrar: gw.registrar.clone(),
+        registrar: registrar.clone(),
         shutdown: shutdown.clone(),
         quiet: period * QUIET_BEATS,
     };
@@ -234,13 +220,21 @@ pub async fn run(
     let ready = format!("mrc-gateway ready: {}", listeners.describe(&id)?);
     // The TCP door answers at once too: `unavailable` until the gateway is ready.
     if let Some(tcp) = listeners.tcp {
-        let serve = listener::tcp::serve(gw.clone(), tcp);
+        let serve = listener::tcp::serve(doors.clone(), tcp);
         background.spawn(log_failure("tcp listener", serve));
     }
     // Sessions of an earlier run under this id are gone: drop them before taking new ones.
-    let started = purge_previous_run(&gw).await;
+    let started = purge_previous_run(&registrar, &readiness, &shutdown).await;
     if started {
-        background.spawn(log_failure("ingress", ingress::run(gw.clone())));
+        let ingress = ingress::Ingress {
+            ops: ops.clone(),
+            client: client.clone(),
+            subjects: subjects.clone(),
+            in_flight: config.ingress_in_flight,
+            shutdown: shutdown.clone(),
+            tracker: cx.tracker.clone(),
+        };
+        background.spawn(log_failure("ingress", ingress::run(ingress)));
         tracing::info!(gateway = %id, "{ready}");
         println!("{ready}");
     }
@@ -248,7 +242,7 @@ pub async fn run(
 
     // Stopped before a center answered: no session was taken, none to remove.
     if started {
-        stop(&gw, Duration::from_millis(config.shutdown_grace_ms)).await;
+        stop(&cx, Duration::from_millis(config.shutdown_grace_ms)).await;
     }
     background.close();
     background.wait().await;
@@ -257,13 +251,17 @@ pub async fn run(
 
 /// Purges this gateway id at the centers, waiting for one to answer; then the gateway is
 /// ready. False on shutdown.
-async fn purge_previous_run(gw: &Gateway) -> bool {
+async fn purge_previous_run(
+    registrar: &registrar::Registrar,
+    readiness: &readiness::Readiness,
+    shutdown: &CancellationToken,
+) -> bool {
     let mut waited = 0u32;
     loop {
-        match gw.registrar.purge().await {
+        match registrar.purge().await {
             Ok(removed) => {
-                gw.readiness.write_succeeded();
-                gw.readiness.center_answered();
+                readiness.write_succeeded();
+                readiness.center_answered();
                 if removed > 0 {
                     tracing::info!(
                         removed,
@@ -281,7 +279,7 @@ async fn purge_previous_run(gw: &Gateway) -> bool {
             Err(e) => {
                 if let RequestFailure::Remote(body) = &e {
                     // A center answered but could not write the directory.
-                    gw.readiness.write_failed(&body.to_string());
+                    readiness.write_failed(&body.to_string());
                 }
                 if waited % 20 == 0 {
                     tracing::warn!(error = %e, "purge failed; retrying");
@@ -290,7 +288,7 @@ async fn purge_previous_run(gw: &Gateway) -> bool {
             }
         }
         tokio::select! {
-            () = gw.shutdown.cancelled() => return false,
+            () = shutdown.cancelled() => return false,
             () = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
@@ -298,20 +296,20 @@ async fn purge_previous_run(gw: &Gateway) -> bool {
 
 /// The graceful part of a stop: connections say `bye` and close (they watch the shutdown
 /// token), in-flight sends finish, then one purge removes every session of this gateway.
-async fn stop(gw: &Gateway, grace: Duration) {
-    tracing::info!(sessions = gw.sessions.len(), "stopping: closing sessions");
-    gw.tracker.close();
-    if tokio::time::timeout(grace, gw.tracker.wait())
+async fn stop(cx: &conn::Context, grace: Duration) {
+    tracing::info!(sessions = cx.sessions.len(), "stopping: closing sessions");
+    cx.tracker.close();
+    if tokio::time::timeout(grace, cx.tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            left = gw.tracker.len(),
+            left = cx.tracker.len(),
             "grace period over: connections still open"
         );
     }
     // NATS may be gone too: the purge gets the same grace, then centers evict instead.
-    let purge = tokio::time::timeout(grace, gw.registrar.purge())
+    let purge = tokio::time::timeout(grace, cx.registrar.purge())
         .await
         .unwrap_or(Err(RequestFailure::TimedOut));
     match purge {

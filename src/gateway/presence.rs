@@ -1,6 +1,6 @@
-//! Presence for clients: batch status queries, and subscriptions to other users'
-//! online/offline events (`presence_subscribe`). Both go through the centers'
-//! `mrc.dir.presence`, which applies the presence policy.
+//! Presence subscriptions of clients: other users' online/offline events
+//! (`presence_subscribe`, after a query through `ops::presence`, which applies the
+//! presence policy).
 //!
 //! The [`Hub`] holds one NATS subscription to `mrc.presence.<user>` per watched user on
 //! this gateway, however many local sessions watch that user, and fans each event out to
@@ -13,31 +13,17 @@ use async_nats::Client;
 use futures::StreamExt;
 
 use super::session::Handle;
-use crate::connection::{request_idempotent, RequestFailure};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::ident::{SessionId, UserId};
-use crate::protocol::client::{Frame, FrameError};
-use crate::protocol::code::ErrorCode;
-use crate::protocol::nats::{encode, Presence, PresenceReply, PresenceRequest};
-use crate::subject::{Subjects, DIR_PRESENCE};
+use crate::protocol::client::Frame;
+use crate::protocol::nats::Presence;
+use crate::subject::Subjects;
 use crate::sync;
 
 /// Most users one session may watch.
-pub const MAX_WATCHED: usize = 1000;
-
-/// Asks the centers for the presence of `users` as `by` may see it.
-pub async fn query(
-    client: &Client,
-    subjects: &Subjects,
-    timeout: std::time::Duration,
-    request: &PresenceRequest,
-) -> Result<PresenceReply, FrameError> {
-    request_idempotent(client, subjects.dir(DIR_PRESENCE), encode(request), timeout)
-        .await
-        .map_err(|e| match e {
-            RequestFailure::Remote(body) => FrameError::new(body.code, body.message),
-            e => FrameError::new(ErrorCode::Unavailable, format!("directory: {e}")),
-        })
-}
+pub(crate) const MAX_WATCHED: usize = 1000;
 
 struct Watch {
     watchers: HashMap<SessionId, Handle>,
@@ -45,17 +31,27 @@ struct Watch {
 }
 
 /// This gateway's presence subscriptions.
-pub struct Hub {
+pub(crate) struct Hub {
     client: Client,
     subjects: Subjects,
+    /// Owns the task of each subscription; each ends at `shutdown` at the latest.
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
     watches: Mutex<HashMap<UserId, Watch>>,
 }
 
 impl Hub {
-    pub fn new(client: Client, subjects: Subjects) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        subjects: Subjects,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
         Hub {
             client,
             subjects,
+            tasks,
+            shutdown,
             watches: Mutex::default(),
         }
     }
@@ -65,7 +61,11 @@ impl Hub {
     }
 
     /// Sends `target`'s presence events to `watcher` from now on.
-    pub async fn watch(self: &Arc<Self>, target: &UserId, watcher: Handle) -> anyhow::Result<()> {
+    pub(crate) async fn watch(
+        self: &Arc<Self>,
+        target: &UserId,
+        watcher: Handle,
+    ) -> anyhow::Result<()> {
         if let Some(watch) = self.lock().get_mut(target) {
             watch.watchers.insert(watcher.id.clone(), watcher);
             return Ok(());
@@ -81,8 +81,12 @@ impl Hub {
             return Ok(());
         }
         let (hub, user) = (Arc::downgrade(self), target.clone());
-        let task = tokio::spawn(async move {
-            while let Some(msg) = events.next().await {
+        let shutdown = self.shutdown.clone();
+        let task = self.tasks.spawn(async move {
+            while let Some(msg) = tokio::select! {
+                () = shutdown.cancelled() => None,
+                msg = events.next() => msg,
+            } {
                 let Some(hub) = hub.upgrade() else { return };
                 let Ok(event) = serde_json::from_slice::<Presence>(&msg.payload) else {
                     continue;
@@ -116,7 +120,7 @@ impl Hub {
     }
 
     /// Stops sending `target`'s events to the session `watcher`.
-    pub fn unwatch(&self, target: &UserId, watcher: &SessionId) {
+    pub(crate) fn unwatch(&self, target: &UserId, watcher: &SessionId) {
         let mut watches = self.lock();
         let Some(watch) = watches.get_mut(target) else {
             return;
@@ -126,10 +130,5 @@ impl Hub {
             watch.task.abort();
             watches.remove(target);
         }
-    }
-
-    /// Users watched by at least one session here.
-    pub fn watched(&self) -> usize {
-        self.lock().len()
     }
 }

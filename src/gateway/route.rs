@@ -189,10 +189,6 @@ impl Router {
         }
     }
 
-    pub fn resolver(&self) -> &Resolver {
-        &self.resolver
-    }
-
     /// Routes `message` and says what happened to each distinct receiver.
     pub async fn route(&self, message: &Message) -> Report {
         let (users, rejected) = receivers(&message.to, self.max_id_bytes);

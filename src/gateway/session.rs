@@ -271,10 +271,6 @@ impl Sessions {
         self.count.load(Ordering::Relaxed)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn digest(&self) -> MutexGuard<'_, Digest> {
         sync::lock(&self.digest)
     }

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, RateLimiter};
 use tokio::sync::Semaphore;
 
+use super::Context;
 use super::{finish, say_bye, too_large, Close, Conn, Door, Inbound, Reader, Writer};
 use crate::gateway::session::{self, End};
-use crate::gateway::Gateway;
 use crate::ident::UserId;
 use crate::protocol::client::{Frame, FrameError};
 use crate::telemetry;
@@ -20,7 +20,7 @@ use crate::telemetry;
 /// A logged-in session: what its connection keeps while it is served. (The gateway's
 /// registry of sessions is `gateway::session::Sessions`; this is one connection's side.)
 pub(super) struct Live {
-    pub(super) gw: Arc<Gateway>,
+    pub(super) cx: Arc<Context>,
     pub(super) user: UserId,
     pub(super) door: Door,
     /// This session's own queue, for reports, pongs and errors of routed sends.
@@ -38,15 +38,15 @@ impl Live {
     /// The session of `user` that [`login::start`](super::login::start) registered, with
     /// its queue (`reports`, `outbox`) and a full rate bucket.
     pub(super) fn new(
-        gw: Arc<Gateway>,
+        cx: Arc<Context>,
         user: UserId,
         door: Door,
         reports: session::Handle,
         outbox: session::Outbox,
     ) -> Self {
-        let rate = RateLimiter::direct_with_clock(gw.limits.rate, shared_clock());
+        let rate = RateLimiter::direct_with_clock(cx.ops.limits.rate, shared_clock());
         Live {
-            gw,
+            cx,
             user,
             door,
             reports,
@@ -63,7 +63,7 @@ impl Live {
         Frame::Welcome {
             user: self.user.as_str(),
             session: self.reports.id.as_str(),
-            gateway: self.gw.id.as_str(),
+            gateway: self.cx.id.as_str(),
         }
         .encode()
     }
@@ -75,16 +75,16 @@ impl Live {
         ended: Option<Close>,
         conn: &mut Conn<R, W>,
     ) {
-        let gw = &self.gw;
+        let cx = &self.cx;
         let id = &self.reports.id;
         for target in std::mem::take(&mut self.watching) {
-            gw.presence.unwatch(&target, id);
+            cx.presence.unwatch(&target, id);
         }
-        gw.sessions.remove(&self.user, id);
+        cx.sessions.remove(&self.user, id);
         // The directory first: saying goodbye to a slow client can take a while. On
         // shutdown the gateway purges all its sessions in one request instead.
-        if !gw.shutdown.is_cancelled() {
-            gw.registrar.forget(&self.user, id);
+        if !cx.shutdown.is_cancelled() {
+            cx.registrar.forget(&self.user, id);
         }
         if let Some(reason) = ended {
             if reason == Close::SlowConsumer {
@@ -107,13 +107,13 @@ impl Live {
         let (reader, writer) = (&mut conn.reader, &mut conn.writer);
         let tick_every = |idle: Duration| (idle / 3).max(Duration::from_millis(10));
         // A bare `Sleep` in this future, not an `Interval` (which boxes one).
-        let tick = tokio::time::sleep(tick_every(self.gw.limits.idle_timeout));
+        let tick = tokio::time::sleep(tick_every(self.cx.ops.limits.idle_timeout));
         tokio::pin!(tick);
         let mut last_heard = Instant::now();
         loop {
             tokio::select! {
                 biased;
-                () = self.gw.shutdown.cancelled() => return Some(Close::Shutdown),
+                () = self.cx.shutdown.cancelled() => return Some(Close::Shutdown),
                 ready = self.outbox.ready() => {
                     match ready {
                         Ok(()) => {}
@@ -125,7 +125,7 @@ impl Live {
                     tokio::select! {
                         written = write_queued(writer, &self.outbox) => written.ok()?,
                         () = self.outbox.slow() => return Some(Close::SlowConsumer),
-                        () = self.gw.shutdown.cancelled() => return Some(Close::Shutdown),
+                        () = self.cx.shutdown.cancelled() => return Some(Close::Shutdown),
                     }
                 }
                 inbound = reader.next() => {
@@ -137,13 +137,13 @@ impl Live {
                             Err(Some(reason)) => return Some(reason),
                             Err(None) => {}
                         },
-                        Inbound::TooLarge(n) => self.error(too_large(n, self.gw.limits.max_frame_bytes)),
+                        Inbound::TooLarge(n) => self.error(too_large(n, self.cx.ops.limits.max_frame_bytes)),
                         Inbound::Other => {}
                         Inbound::Closed => return None,
                     }
                 }
                 () = &mut tick => {
-                    let idle = self.gw.limits.idle_timeout;
+                    let idle = self.cx.ops.limits.idle_timeout;
                     tick.as_mut().reset(tokio::time::Instant::now() + tick_every(idle));
                     let silent = last_heard.elapsed();
                     if silent >= idle {

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use super::live::Live;
+use super::Context;
 use super::{finish, say_bye, send_error, too_large, Close, Conn, Inbound, Reader, Writer};
 use crate::gateway::auth::Identity;
-use crate::gateway::{session, Gateway};
+use crate::gateway::session;
 use crate::ident::{DeviceClass, SessionId};
 use crate::protocol::client::{parse, Frame, FrameError, Request};
 use crate::protocol::code::ErrorCode;
@@ -15,13 +16,13 @@ use crate::protocol::code::ErrorCode;
 /// Waits for a valid login within the login timeout; when there is none, tells the client
 /// why (or completes its close) and gives `None`.
 pub(super) async fn log_in<R: Reader, W: Writer>(
-    gw: &Gateway,
+    cx: &Context,
     conn: &mut Conn<R, W>,
 ) -> Option<Identity> {
     let (reader, writer) = (&mut conn.reader, &mut conn.writer);
     let login = tokio::select! {
-        () = gw.shutdown.cancelled() => Err(Some(Close::Shutdown)),
-        login = tokio::time::timeout(gw.limits.login_timeout, login(gw, reader, writer)) => match login {
+        () = cx.shutdown.cancelled() => Err(Some(Close::Shutdown)),
+        login = tokio::time::timeout(cx.ops.limits.login_timeout, login(cx, reader, writer)) => match login {
             Ok(result) => result,
             Err(_) => {
                 send_error(writer, &FrameError::new(ErrorCode::NotLoggedIn, "no login in time")).await;
@@ -45,7 +46,7 @@ pub(super) async fn log_in<R: Reader, W: Writer>(
 /// Reads frames until a valid login. `Err(Some(reason))`: close with that reason;
 /// `Err(None)`: the client left.
 async fn login<R: Reader, W: Writer>(
-    gw: &Gateway,
+    cx: &Context,
     reader: &mut R,
     writer: &mut W,
 ) -> Result<Identity, Option<Close>> {
@@ -53,7 +54,7 @@ async fn login<R: Reader, W: Writer>(
         let text = match reader.next().await {
             Inbound::Text(text) => text,
             Inbound::TooLarge(n) => {
-                send_error(writer, &too_large(n, gw.limits.max_frame_bytes)).await;
+                send_error(writer, &too_large(n, cx.ops.limits.max_frame_bytes)).await;
                 continue;
             }
             Inbound::Other => continue,
@@ -65,7 +66,7 @@ async fn login<R: Reader, W: Writer>(
                 token,
                 device,
             }) => {
-                match gw
+                match cx
                     .auth
                     .login(user.as_deref(), token.as_deref(), device.as_deref())
                 {
@@ -95,7 +96,7 @@ async fn login<R: Reader, W: Writer>(
 /// Registers a new session of `identity`. `None` when the directory refused it (the
 /// client was told why and the connection closed).
 pub(super) async fn start<R: Reader, W: Writer>(
-    gw: Arc<Gateway>,
+    cx: Arc<Context>,
     identity: Identity,
     conn: &mut Conn<R, W>,
 ) -> Option<Live> {
@@ -103,18 +104,24 @@ pub(super) async fn start<R: Reader, W: Writer>(
     let user = identity.user;
     let id = SessionId::generate();
     let device = identity.device.as_ref().map(DeviceClass::as_str);
-    let (handle, outbox) = session::channel(id.clone(), device, gw.limits.outbound_queue);
+    let (handle, outbox) = session::channel(id.clone(), device, cx.ops.limits.outbound_queue);
     // Insert before registering: a message routed here right after the registration
     // must find the session.
-    gw.sessions.insert(user.clone(), handle.clone());
-    let refused = match gw
+    cx.sessions.insert(user.clone(), handle.clone());
+    let refused = match cx
         .registrar
         .register(&user, &id, device, false)
         .await
         .map(|r| r.sessions)
     {
-        Ok(n) if gw.limits.max_sessions_per_user > 0 && n > gw.limits.max_sessions_per_user => {
-            let message = format!("{n} sessions, limit {}", gw.limits.max_sessions_per_user);
+        Ok(n)
+            if cx.ops.limits.max_sessions_per_user > 0
+                && n > cx.ops.limits.max_sessions_per_user =>
+        {
+            let message = format!(
+                "{n} sessions, limit {}",
+                cx.ops.limits.max_sessions_per_user
+            );
             Some((
                 FrameError::new(ErrorCode::TooManySessions, message),
                 Close::TooManySessions,
@@ -133,13 +140,13 @@ pub(super) async fn start<R: Reader, W: Writer>(
         }
     };
     if let Some((error, reason)) = refused {
-        gw.sessions.remove(&user, &id);
+        cx.sessions.remove(&user, &id);
         // Even a failed registration may have been applied (its reply lost).
-        gw.registrar.forget(&user, &id);
+        cx.registrar.forget(&user, &id);
         send_error(&mut conn.writer, &error).await;
         say_bye(&mut conn.writer, reason).await;
         return None;
     }
     tracing::debug!(%user, session = %id, %peer, door = door.label(), "logged in");
-    Some(Live::new(gw, user, door, handle, outbox))
+    Some(Live::new(cx, user, door, handle, outbox))
 }

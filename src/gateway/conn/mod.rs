@@ -3,8 +3,8 @@
 //!
 //! A transport gives a [`Reader`] of inbound text frames and a [`Writer`]; everything else
 //! (the protocol, authentication, limits, registration) lives here once:
-//! - this module: the transport traits, why a connection closes ([`Close`]), the
-//!   [`Limits`] every door enforces, and [`serve`], a connection from start to end;
+//! - this module: the transport traits, why a connection closes ([`Close`]), what
+//!   connections share ([`Context`]), and [`serve`], a connection from start to end;
 //! - [`login`]: waiting for a valid login, then registering the session;
 //! - [`live`]: the logged-in session ([`Live`](live::Live)): its loop (outbound queue,
 //!   inbound frames, idle timer) and its end;
@@ -17,17 +17,20 @@ mod request;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use governor::Quota;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::auth::Identity;
-use super::Gateway;
-use crate::config;
+use super::auth::{Auth, Identity};
+use super::ops::Ops;
+use super::presence::Hub;
+use super::registrar::Registrar;
+use super::session::Sessions;
+use crate::ident::GatewayId;
 use crate::protocol::client::{Frame, FrameError};
 use crate::protocol::code::ErrorCode;
 use crate::telemetry;
@@ -135,40 +138,21 @@ impl Close {
     }
 }
 
-/// Limits every door enforces.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_frame_bytes: usize,
-    pub max_body_bytes: usize,
-    pub max_receivers: usize,
-    pub max_id_bytes: usize,
-    pub rate: Quota,
-    /// Rate-limited sends in a row after which the connection is closed as a flood.
-    pub flood_after: u32,
-    pub max_sessions_per_user: usize,
-    pub outbound_queue: usize,
-    pub login_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub sends_in_flight: usize,
-}
-
-impl Limits {
-    pub fn from_config(l: &config::Limits) -> Self {
-        let nonzero = |n: u32| NonZeroU32::new(n).expect("validated to be > 0");
-        Limits {
-            max_frame_bytes: l.max_frame_bytes,
-            max_body_bytes: l.max_body_bytes,
-            max_receivers: l.max_receivers,
-            max_id_bytes: l.max_id_bytes,
-            rate: Quota::per_second(nonzero(l.rate_per_sec)).allow_burst(nonzero(l.rate_burst)),
-            flood_after: l.rate_burst,
-            max_sessions_per_user: l.max_sessions_per_user,
-            outbound_queue: l.outbound_queue,
-            login_timeout: Duration::from_millis(l.login_timeout_ms),
-            idle_timeout: Duration::from_millis(l.idle_timeout_ms),
-            sends_in_flight: l.sends_in_flight,
-        }
-    }
+/// What every client connection of a gateway shares.
+pub(crate) struct Context {
+    pub(crate) id: GatewayId,
+    pub(crate) ops: Arc<Ops>,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) registrar: Arc<Registrar>,
+    /// Presence subscriptions of this gateway's sessions.
+    pub(crate) presence: Arc<Hub>,
+    /// One permit per client send being routed, all connections together.
+    pub(crate) routing: Arc<Semaphore>,
+    /// Cancelled when the gateway starts to stop.
+    pub(crate) shutdown: CancellationToken,
+    /// Every connection and in-flight send; the stop waits for them.
+    pub(crate) tracker: TaskTracker,
 }
 
 /// Counts an open connection for as long as it lives.
@@ -208,8 +192,8 @@ pub struct Conn<R, W> {
 /// [`Live`](live::Live) and its wait (docs/PERFORMANCE.md, idle memory; the size is tested in `listener::ws`).
 // Not an `async fn`: its arguments would be kept twice, as arguments and as locals.
 #[allow(clippy::manual_async_fn)]
-pub fn serve<R: Reader, W: Writer>(
-    gw: Arc<Gateway>,
+pub(crate) fn serve<R: Reader, W: Writer>(
+    cx: Arc<Context>,
     mut conn: Conn<R, W>,
     identity: Option<Identity>,
 ) -> impl Future<Output = ()> + Send {
@@ -217,12 +201,12 @@ pub fn serve<R: Reader, W: Writer>(
         let _open = Open::new();
         let identity = match identity {
             Some(identity) => identity,
-            None => match Box::pin(login::log_in(&gw, &mut conn)).await {
+            None => match Box::pin(login::log_in(&cx, &mut conn)).await {
                 Some(identity) => identity,
                 None => return,
             },
         };
-        let start = login::start(gw, identity, &mut conn);
+        let start = login::start(cx, identity, &mut conn);
         let Some(mut live) = Box::pin(start).await else {
             return;
         };

@@ -11,12 +11,11 @@ use tokio::sync::Semaphore;
 
 use super::live::Live;
 use super::{too_large, Close};
-use crate::gateway::{groups, ops, presence, Gateway};
+use crate::gateway::ops::{self, Caller, Ops};
+use crate::gateway::presence;
 use crate::ident::UserId;
 use crate::protocol::client::{parse, Frame, FrameError, Request};
 use crate::protocol::code::ErrorCode;
-use crate::protocol::group::ListRequest;
-use crate::protocol::nats::PresenceRequest;
 use crate::telemetry;
 
 impl Live {
@@ -24,8 +23,8 @@ impl Live {
     /// `sends_in_flight` at once; more wait, which slows reading this connection only).
     /// `Err(Some(reason))` closes the connection; errors for the client are queued here.
     pub(super) async fn on_frame(&mut self, text: &str) -> Result<(), Option<Close>> {
-        let gw = Arc::clone(&self.gw);
-        let limits = &gw.limits;
+        let cx = Arc::clone(&self.cx);
+        let limits = &cx.ops.limits;
         if text.len() > limits.max_frame_bytes {
             self.error(too_large(text.len(), limits.max_frame_bytes));
             return Ok(());
@@ -37,7 +36,7 @@ impl Live {
                 return Ok(());
             }
         };
-        let user = self.user.to_string();
+        let caller = Caller::User(self.user.clone());
         match request {
             Request::Login { .. } => {
                 self.error(FrameError::new(
@@ -52,10 +51,10 @@ impl Live {
             Request::Send { to, id, body } => {
                 self.rate_limit(&id)?;
                 let door = self.door.label();
-                match ops::Send::check(limits, door, Some(user), to, id, body) {
+                match ops::Send::check(&cx.ops, door, &caller, None, to, id, body) {
                     Ok(send) => {
-                        self.spawn(move |gw| async move {
-                            let report = send.run(&gw.router).await;
+                        self.spawn(move |ops| async move {
+                            let report = send.run(&ops).await;
                             Ok(Frame::Report { report: &report }.encode())
                         })
                         .await
@@ -66,11 +65,10 @@ impl Live {
             Request::GroupSend { group, id, body } => {
                 self.rate_limit(&id)?;
                 let door = self.door.label();
-                match ops::GroupSend::check(limits, door, Some(user), &group, id, body) {
+                match ops::GroupSend::check(&cx.ops, door, &caller, None, &group, id, body) {
                     Ok(send) => {
-                        let by = self.user.clone();
-                        self.spawn(move |gw| async move {
-                            let report = send.run(&gw.router, Some(&by)).await?;
+                        self.spawn(move |ops| async move {
+                            let report = send.run(&ops).await?;
                             Ok(Frame::Report { report: &report }.encode())
                         })
                         .await
@@ -81,24 +79,20 @@ impl Live {
             Request::Group {
                 endpoint,
                 id,
-                mut request,
+                request,
             } => {
                 self.rate_limit(&id)?;
-                request.by = Some(user);
-                self.spawn(move |gw| async move {
-                    answer(id, groups::call(&gw, endpoint, &request).await)
+                self.spawn(move |ops| async move {
+                    answer(
+                        id,
+                        ops::manage_group(&ops, &caller, endpoint, request).await,
+                    )
                 })
                 .await;
             }
             Request::Presence { id, users } => {
-                let request = PresenceRequest {
-                    users,
-                    by: Some(user),
-                };
-                self.spawn(move |gw| async move {
-                    let reply =
-                        presence::query(&gw.client, &gw.subjects, gw.request_timeout, &request)
-                            .await;
+                self.spawn(move |ops| async move {
+                    let reply = ops::presence(&ops, &caller, users).await;
                     answer(
                         id,
                         reply.map(|r| serde_json::to_value(&r).expect("replies are serializable")),
@@ -114,18 +108,17 @@ impl Live {
                 self.rate_limit(&id)?;
                 // Boxed: rare, and four times the room of the rest of this future, which
                 // is allocated for every frame.
-                let subscribing = Box::pin(self.presence_subscribe(users, subscribe, &id));
+                let subscribing = Box::pin(self.presence_subscribe(caller, users, subscribe, &id));
                 if let Err(e) = subscribing.await {
                     self.error(e.with_id(id));
                 }
             }
             Request::GroupList { id } => {
-                let request = ListRequest {
-                    user: user.clone(),
-                    by: Some(user),
-                };
-                self.spawn(move |gw| async move { answer(id, groups::list(&gw, &request).await) })
-                    .await;
+                let user = self.user.to_string();
+                self.spawn(move |ops| async move {
+                    answer(id, ops::list_groups(&ops, &caller, user).await)
+                })
+                .await;
             }
         }
         Ok(())
@@ -135,6 +128,7 @@ impl Live {
     /// the current presence of the users now watched, and those the policy refused.
     async fn presence_subscribe(
         &mut self,
+        caller: Caller,
         users: Vec<String>,
         subscribe: bool,
         id: &Option<String>,
@@ -149,7 +143,7 @@ impl Live {
         let me = &self.reports.id;
         if !subscribe {
             for target in &targets {
-                self.gw.presence.unwatch(target, me);
+                self.cx.presence.unwatch(target, me);
                 self.watching.remove(target);
             }
             let result = serde_json::json!({ "unsubscribed": users });
@@ -170,17 +164,13 @@ impl Live {
             let message = format!("a session watches at most {} users", presence::MAX_WATCHED);
             return Err(FrameError::new(ErrorCode::TooManyReceivers, message));
         }
-        let request = PresenceRequest {
-            users,
-            by: Some(self.user.to_string()),
-        };
-        let gw = &self.gw;
-        let reply = presence::query(&gw.client, &gw.subjects, gw.request_timeout, &request).await?;
+        let cx = &self.cx;
+        let reply = ops::presence(&cx.ops, &caller, users).await?;
         for target in targets
             .iter()
             .filter(|t| reply.users.contains_key(t.as_str()))
         {
-            gw.presence
+            cx.presence
                 .watch(target, self.reports.clone())
                 .await
                 .map_err(|e| {
@@ -206,7 +196,7 @@ impl Live {
             return Ok(());
         }
         self.limited_in_a_row += 1;
-        if self.limited_in_a_row >= self.gw.limits.flood_after {
+        if self.limited_in_a_row >= self.cx.ops.limits.flood_after {
             return Err(Some(Close::Flood));
         }
         let mut e = FrameError::new(
@@ -222,13 +212,13 @@ impl Live {
     /// makes, or its error, on this session.
     async fn spawn<F, Fut>(&mut self, work: F)
     where
-        F: FnOnce(Arc<Gateway>) -> Fut + Send + 'static,
+        F: FnOnce(Arc<Ops>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Bytes, FrameError>> + Send + 'static,
     {
         // This connection's share, then the gateway's: when the gateway is saturated it
         // stops reading its clients (TCP pushes back) instead of piling up routes that
         // would time out and be retried (docs/PERFORMANCE.md, overload).
-        let in_flight = self.gw.limits.sends_in_flight;
+        let in_flight = self.cx.ops.limits.sends_in_flight;
         let permit = self
             .sends
             .get_or_insert_with(|| Arc::new(Semaphore::new(in_flight)))
@@ -237,7 +227,7 @@ impl Live {
             .await
             .expect("the send semaphore is never closed");
         let routing = self
-            .gw
+            .cx
             .routing
             .clone()
             .acquire_owned()
@@ -246,8 +236,8 @@ impl Live {
         let reports = self.reports.clone();
         // Boxed: a routing future is several KiB, and spawning moves a task's future more
         // than once (3% of a gateway's instructions were those copies).
-        let work = Box::pin(work(self.gw.clone()));
-        self.gw.tracker.spawn(async move {
+        let work = Box::pin(work(self.cx.ops.clone()));
+        self.cx.tracker.spawn(async move {
             let frame = match work.await {
                 Ok(frame) => frame,
                 Err(e) => {

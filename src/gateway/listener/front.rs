@@ -2,8 +2,8 @@
 //! connected: `/healthz`, `/readyz` and `/metrics` answer at once. Every other route (the
 //! WebSocket door at `/ws`, the HTTP API under `/v1`) goes through one gate, which answers
 //! 503 `unavailable` until the gateway is attached ([`Front::open`]), while NATS is not
-//! connected and while its [`Readiness`] says not ready ([`closed_because`], which the TCP
-//! door reads too). Clients already connected are not affected by the gate.
+//! connected and while its [`Readiness`] says not ready ([`Gate`], which the TCP door
+//! reads too). Clients already connected are not affected by the gate.
 
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
@@ -23,11 +23,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use super::http::{error_response, lookup};
-use super::ws;
+use super::http::error_response;
+use super::Doors;
 use crate::gateway::readiness::Readiness;
-use crate::gateway::Gateway;
 use crate::protocol::code::ErrorCode;
+use crate::protocol::nats::{encode, LookupReply, LookupRequest};
+use crate::subject::DIR_LOOKUP;
 use crate::telemetry;
 
 /// The reason given before NATS is connected.
@@ -48,8 +49,8 @@ struct Shared {
     /// Renders `/metrics`; `None` when no recorder is installed.
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
-    /// The gateway and its routes (WebSocket and API), once NATS is connected.
-    gateway: OnceLock<(Arc<Gateway>, axum::Router)>,
+    /// The gateway's doors and their routes (WebSocket and API), once NATS is connected.
+    gateway: OnceLock<(Arc<Doors>, axum::Router)>,
 }
 
 impl Front {
@@ -101,9 +102,9 @@ impl Front {
     }
 
     /// Attaches the gateway: its routes are served from now on, behind the gate.
-    pub(crate) fn open(&self, gw: Arc<Gateway>) {
-        let routes = ws::routes().merge(super::api(&gw)).with_state(gw.clone());
-        if self.shared.gateway.set((gw, routes)).is_err() {
+    pub(crate) fn open(&self, doors: Arc<Doors>) {
+        let routes = super::routes(&doors);
+        if self.shared.gateway.set((doors, routes)).is_err() {
             tracing::warn!("the HTTP listener was opened twice; keeping the first gateway");
         }
     }
@@ -120,10 +121,10 @@ impl Front {
 /// Every route but the probes: 503 `unavailable` (the reason in the message) while the
 /// gateway is not ready, else the gateway's routes.
 async fn gate(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let Some((gw, routes)) = shared.gateway.get() else {
+    let Some((doors, routes)) = shared.gateway.get() else {
         return not_ready(CONNECTING);
     };
-    if let Some(reason) = closed_because(gw) {
+    if let Some(reason) = doors.gate.closed_because() {
         return not_ready(&reason);
     }
     match routes.clone().oneshot(request).await {
@@ -132,13 +133,21 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     }
 }
 
-/// Why the doors take no new clients now, if they do not: NATS is not connected, or no
-/// center has answered yet. Cheap: read on every accept and every request.
-pub(crate) fn closed_because(gw: &Gateway) -> Option<String> {
-    if gw.client.connection_state() != async_nats::connection::State::Connected {
-        return Some(NATS_DOWN.to_string());
+/// Whether the doors take new clients.
+pub(crate) struct Gate {
+    pub(crate) client: async_nats::Client,
+    pub(crate) readiness: Arc<Readiness>,
+}
+
+impl Gate {
+    /// Why the doors take no new clients now, if they do not: NATS is not connected, or
+    /// no center has answered yet. Cheap: read on every accept and every request.
+    pub(crate) fn closed_because(&self) -> Option<String> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Some(NATS_DOWN.to_string());
+        }
+        self.readiness.doors_closed_because().map(str::to_string)
     }
-    gw.readiness.doors_closed_because().map(str::to_string)
 }
 
 /// The answer of a door while the gateway is not ready.
@@ -168,21 +177,29 @@ async fn unready_reason(shared: &Shared) -> Option<String> {
     if shared.shutdown.is_cancelled() {
         return Some("shutting down".to_string());
     }
-    let Some((gw, _)) = shared.gateway.get() else {
+    let Some((doors, _)) = shared.gateway.get() else {
         return Some(CONNECTING.to_string());
     };
-    if let Some(reason) = closed_because(gw).or_else(|| gw.readiness.reason()) {
+    let gate = &doors.gate;
+    if let Some(reason) = gate.closed_because().or_else(|| gate.readiness.reason()) {
         return Some(reason);
     }
-    lookup(gw, Vec::new())
+    let centers = &doors.conn.ops.centers;
+    let (subject, lookup) = (
+        centers.subjects.dir(DIR_LOOKUP),
+        LookupRequest { users: vec![] },
+    );
+    let timeout = centers.timeout;
+    let reply = centers.ask_once::<LookupReply>("directory", subject, encode(&lookup), timeout);
+    reply
         .await
         .err()
-        .map(|e| format!("no center answers look-ups: {e}"))
+        .map(|e| format!("no center answers look-ups: {}", e.message))
 }
 
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
-    if let Some((gw, _)) = shared.gateway.get() {
-        metrics::gauge!(telemetry::GATEWAY_SESSIONS).set(gw.sessions.len() as f64);
+    if let Some((doors, _)) = shared.gateway.get() {
+        metrics::gauge!(telemetry::GATEWAY_SESSIONS).set(doors.conn.sessions.len() as f64);
     }
     let text = shared
         .metrics

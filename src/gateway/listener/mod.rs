@@ -1,31 +1,48 @@
 //! The gateway's front doors. Each adapts its transport to `conn::{Reader, Writer}` (the
-//! protocol itself lives in `conn`, once):
+//! protocol itself lives in `conn`, once) or, for HTTP, its requests to `ops`:
 //! - [`ws`]: WebSocket at `/ws` on the HTTP listener;
 //! - [`front`]: the HTTP listener itself, served from the start: health, readiness,
 //!   metrics, and the gate that keeps clients out while the gateway is not ready;
 //! - [`http`]: the HTTP API (`/v1/...`), same listener; [`groups`]: its group routes;
 //! - [`tcp`]: newline-delimited JSON on its own listener.
 
-pub mod front;
-pub mod groups;
-pub mod http;
-pub mod tcp;
-pub mod ws;
+pub(crate) mod front;
+pub(crate) mod groups;
+pub(crate) mod http;
+pub(crate) mod tcp;
+pub(crate) mod ws;
 
 pub use front::Front;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use tokio::sync::Semaphore;
 
-use crate::gateway::Gateway;
+use crate::gateway::conn;
 
-/// The whole HTTP API: [`http`]'s routes and [`groups`]'s, under one body limit. Bodies a
-/// little over the frame limit still get a JSON `too_large`; far over, axum's 413.
-fn api(gw: &Gateway) -> axum::Router<Arc<Gateway>> {
-    http::routes()
+/// What the doors share: the client connections' context, the cap on open connections,
+/// and the gate that says whether they take clients.
+pub(crate) struct Doors {
+    pub(crate) conn: Arc<conn::Context>,
+    /// One permit per open client connection (`--max-connections`).
+    pub(crate) connections: Arc<Semaphore>,
+    pub(crate) gate: front::Gate,
+}
+
+/// The routes behind the gate: the WebSocket door and the whole HTTP API ([`http`]'s
+/// routes and [`groups`]'s) under one body limit. Bodies a little over the frame limit
+/// still get a JSON `too_large`; far over, axum's 413.
+fn routes(doors: &Arc<Doors>) -> axum::Router {
+    let cx = &doors.conn;
+    let api = Arc::new(http::Api {
+        ops: cx.ops.clone(),
+        auth: cx.auth.clone(),
+    });
+    let body_limit = cx.ops.limits.max_frame_bytes.saturating_mul(2);
+    let api = http::routes()
         .merge(groups::routes())
-        .layer(DefaultBodyLimit::max(
-            gw.limits.max_frame_bytes.saturating_mul(2),
-        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(api);
+    ws::routes().with_state(doors.clone()).merge(api)
 }

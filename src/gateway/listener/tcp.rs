@@ -13,16 +13,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 
+use super::Doors;
 use crate::gateway::conn::{self, Close, Conn, Door, Inbound};
-use crate::gateway::Gateway;
 use crate::protocol::client::{Frame, FrameError};
 use crate::protocol::code::ErrorCode;
 
 /// Accepts TCP clients until the gateway's shutdown token fires.
-pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) -> anyhow::Result<()> {
+pub(crate) async fn serve(doors: Arc<Doors>, listener: TcpListener) -> anyhow::Result<()> {
     loop {
         let (stream, peer) = tokio::select! {
-            () = gw.shutdown.cancelled() => return Ok(()),
+            () = doors.conn.shutdown.cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -34,19 +34,26 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) -> anyhow::Result<()
             },
         };
         // Not ready (NATS down, no center yet): say why, close.
-        if let Some(reason) = super::front::closed_because(&gw) {
-            gw.tracker
+        if let Some(reason) = doors.gate.closed_because() {
+            doors
+                .conn
+                .tracker
                 .spawn(refuse(stream, format!("not ready: {reason}")));
             continue;
         }
-        let Ok(permit) = gw.connections.clone().try_acquire_owned() else {
-            gw.tracker
+        let Ok(permit) = doors.connections.clone().try_acquire_owned() else {
+            doors
+                .conn
+                .tracker
                 .spawn(refuse(stream, "connection limit reached".to_string()));
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = connection(&gw, stream, peer, permit);
-        gw.tracker.spawn(conn::serve(gw.clone(), conn, None));
+        let conn = connection(&doors, stream, peer, permit);
+        doors
+            .conn
+            .tracker
+            .spawn(conn::serve(doors.conn.clone(), conn, None));
     }
 }
 
@@ -67,12 +74,12 @@ fn halves(stream: TcpStream, max: usize) -> (TcpReader, TcpWriter) {
 }
 
 fn connection(
-    gw: &Gateway,
+    doors: &Doors,
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
 ) -> Conn<TcpReader, TcpWriter> {
-    let (reader, writer) = halves(stream, gw.limits.max_frame_bytes);
+    let (reader, writer) = halves(stream, doors.conn.ops.limits.max_frame_bytes);
     Conn {
         reader,
         writer,

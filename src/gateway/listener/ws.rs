@@ -16,8 +16,8 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 
 use super::http::{bearer, error_response};
+use super::Doors;
 use crate::gateway::conn::{self, Close, Conn, Door, Inbound};
-use crate::gateway::Gateway;
 use crate::protocol::code::ErrorCode;
 
 /// Bytes read from a WebSocket at once; frames larger than this simply take more reads.
@@ -32,36 +32,42 @@ const WRITE_BUFFER: usize = 4 * 1024;
 /// The header that declares the device class when the token comes with the upgrade.
 pub const DEVICE_HEADER: &str = "x-mrc-device";
 
-pub fn routes() -> axum::Router<Arc<Gateway>> {
+pub(crate) fn routes() -> axum::Router<Arc<Doors>> {
     axum::Router::new().route("/ws", get(upgrade))
 }
 
 async fn upgrade(
-    State(gw): State<Arc<Gateway>>,
+    State(doors): State<Arc<Doors>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if gw.shutdown.is_cancelled() {
+    if doors.conn.shutdown.is_cancelled() {
         return error_response(ErrorCode::ShuttingDown, "the gateway is stopping");
     }
     let identity = match bearer(&headers) {
         Some(token) => {
             let device = headers.get(DEVICE_HEADER).and_then(|d| d.to_str().ok());
-            match gw.auth.login(None, Some(token), device) {
+            match doors.conn.auth.login(None, Some(token), device) {
                 Ok(identity) => Some(identity),
                 Err(e) => return error_response(e.code, &e.message),
             }
         }
         None => None,
     };
-    let Ok(permit) = gw.connections.clone().try_acquire_owned() else {
+    let Ok(permit) = doors.connections.clone().try_acquire_owned() else {
         return error_response(ErrorCode::Unavailable, "connection limit reached");
     };
     // The transport refuses frames far beyond the protocol limit; frames between the two
     // get a `too_large` error and the connection lives on.
-    let hard_limit = gw.limits.max_frame_bytes.saturating_mul(4).max(4096);
-    let task = gw.tracker.token();
+    let hard_limit = doors
+        .conn
+        .ops
+        .limits
+        .max_frame_bytes
+        .saturating_mul(4)
+        .max(4096);
+    let task = doors.conn.tracker.token();
     // A small read buffer: tungstenite zero-fills the whole buffer (128 KiB by default)
     // before every read, and keeps it per connection (docs/PERFORMANCE.md).
     ws.max_message_size(hard_limit)
@@ -81,7 +87,11 @@ async fn upgrade(
             // The connection gets a task of its own, the size of `conn::serve`'s future:
             // axum's task would also keep the upgrade's state and this closure's
             // captures for the connection's whole life (docs/PERFORMANCE.md).
-            gw.tracker.clone().spawn(conn::serve(gw, conn, identity));
+            doors
+                .conn
+                .tracker
+                .clone()
+                .spawn(conn::serve(doors.conn.clone(), conn, identity));
             drop(task);
             std::future::ready(())
         })

@@ -1,18 +1,17 @@
-//! The messaging operations of a gateway, the same for every door (WebSocket, TCP, HTTP,
-//! NATS): a send to users, a send to a group, a broadcast.
+//! The messaging operations: a send to users, a send to a group, a broadcast.
 //!
-//! Each is two steps. `check` validates the request against the limits (receivers, body
-//! size, ids), counts the message in for its door and returns an owned operation, so a door
-//! can answer a refusal at once and carry the operation out wherever it likes (a client's
-//! connection spawns it, HTTP and NATS await it). `run` carries it out. The doors only
-//! decode their input into a `check` and encode what `run` returns.
+//! Each is two steps. `check` validates the request against the caller's rights and the
+//! limits (receivers, body size, ids), counts the message in for its door and returns an
+//! owned operation, so a door can answer a refusal at once and carry the operation out
+//! wherever it likes (a client's connection spawns it, HTTP and NATS await it). `run`
+//! carries it out.
 
 use serde_json::value::RawValue;
 
-use super::broadcast;
-use super::conn::Limits;
-use super::route::{Message, Router};
-use super::Gateway;
+use super::{Caller, Ops};
+use crate::gateway::broadcast;
+use crate::gateway::limits::Limits;
+use crate::gateway::route::Message;
 use crate::ident::{GroupId, MessageId, UserId};
 use crate::protocol::client::{FrameError, Report};
 use crate::protocol::code::ErrorCode;
@@ -23,15 +22,19 @@ use crate::telemetry;
 pub(crate) struct Send(Message);
 
 impl Send {
+    /// `from` is what the request names (a user caller sends only as itself).
     pub(crate) fn check(
-        limits: &Limits,
+        ops: &Ops,
         door: &'static str,
+        caller: &Caller,
         from: Option<String>,
         to: Vec<String>,
         id: Option<String>,
         body: &RawValue,
     ) -> Result<Self, FrameError> {
+        let limits = &ops.limits;
         let error = |code, message: String| FrameError::new(code, message).with_id(id.clone());
+        let from = caller.sender(from).map_err(|e| e.with_id(id.clone()))?;
         if to.is_empty() {
             return Err(error(ErrorCode::BadFrame, "`to` lists no receiver".into()));
         }
@@ -45,8 +48,8 @@ impl Send {
     }
 
     /// Routes it: the per-receiver report.
-    pub(crate) async fn run(self, router: &Router) -> Report {
-        router.route(&self.0).await
+    pub(crate) async fn run(self, ops: &Ops) -> Report {
+        ops.router.route(&self.0).await
     }
 }
 
@@ -54,12 +57,16 @@ impl Send {
 pub(crate) struct GroupSend {
     group: GroupId,
     message: Message,
+    /// The sending user, whose right to send the group's policy checks (`None`: a
+    /// trusted backend).
+    by: Option<UserId>,
 }
 
 impl GroupSend {
     pub(crate) fn check(
-        limits: &Limits,
+        ops: &Ops,
         door: &'static str,
+        caller: &Caller,
         from: Option<String>,
         group: &str,
         id: Option<String>,
@@ -68,19 +75,17 @@ impl GroupSend {
         let group = GroupId::new(group).map_err(|e| {
             FrameError::new(ErrorCode::BadId, format!("group: {e}")).with_id(id.clone())
         })?;
-        let message = message(limits, from, id, body)?;
+        let from = caller.sender(from).map_err(|e| e.with_id(id.clone()))?;
+        let message = message(&ops.limits, from, id, body)?;
         telemetry::message_in(door);
-        Ok(GroupSend { group, message })
+        let by = caller.user().cloned();
+        Ok(GroupSend { group, message, by })
     }
 
-    /// Routes it to the group's online members; `by` is the sending user, whose right to
-    /// send the group's policy checks (`None`: a trusted backend).
-    pub(crate) async fn run(
-        self,
-        router: &Router,
-        by: Option<&UserId>,
-    ) -> Result<Report, FrameError> {
-        router.route_group(&self.message, &self.group, by).await
+    /// Routes it to the group's online members.
+    pub(crate) async fn run(self, ops: &Ops) -> Result<Report, FrameError> {
+        let by = self.by.as_ref();
+        ops.router.route_group(&self.message, &self.group, by).await
     }
 }
 
@@ -91,22 +96,29 @@ pub(crate) struct Broadcast {
 }
 
 impl Broadcast {
+    /// Backends only: a user caller is refused.
     pub(crate) fn check(
-        limits: &Limits,
+        ops: &Ops,
         door: &'static str,
+        caller: &Caller,
         from: Option<String>,
         id: Option<String>,
         body: &RawValue,
         gateways: Option<Vec<String>>,
     ) -> Result<Self, FrameError> {
-        let message = message(limits, from, id, body)?;
+        if let Caller::User(_) = caller {
+            let message = "broadcasts need the API key";
+            return Err(FrameError::new(ErrorCode::Forbidden, message));
+        }
+        let message = message(&ops.limits, from, id, body)?;
         telemetry::message_in(door);
         Ok(Broadcast { message, gateways })
     }
 
     /// Hands it to every gateway that holds sessions (or the ones named).
-    pub(crate) async fn run(self, gw: &Gateway) -> Result<BroadcastReport, FrameError> {
-        broadcast::fan_out(gw, &self.message, self.gateways.as_deref()).await
+    pub(crate) async fn run(self, ops: &Ops) -> Result<BroadcastReport, FrameError> {
+        let only = self.gateways.as_deref();
+        broadcast::fan_out(&ops.centers, &ops.broadcasts, &self.message, only).await
     }
 }
 
