@@ -183,7 +183,7 @@ fn decode<T: DeserializeOwned>(reply: &[u8]) -> Result<T, RequestFailure> {
 }
 
 /// `[a,b,c]` from already encoded JSON values.
-pub fn json_array<'a>(values: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
+pub(crate) fn json_array<'a>(values: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
     let len: usize = values.clone().map(|v| v.len() + 1).sum();
     let mut out = BytesMut::with_capacity(len + 2);
     out.put_u8(b'[');
@@ -198,7 +198,7 @@ pub fn json_array<'a>(values: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
 }
 
 /// Whether a request payload is a batch (a JSON array) rather than one request.
-pub fn is_batch(payload: &[u8]) -> bool {
+pub(crate) fn is_batch(payload: &[u8]) -> bool {
     payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 

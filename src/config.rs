@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::directory::LoginPolicy;
+
 use anyhow::{bail, Context as _};
 use clap::Args;
 
@@ -168,7 +170,7 @@ pub struct Center {
         value_enum,
         default_value = "allow"
     )]
-    pub login_policy: crate::directory::LoginPolicy,
+    pub login_policy: LoginPolicy,
     /// Whose presence a user may see: `anyone`'s, or only of users sharing a group.
     #[arg(
         long = "presence-policy",

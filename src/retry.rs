@@ -11,13 +11,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// First delay between attempts.
-pub const FIRST_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const FIRST_DELAY: Duration = Duration::from_millis(100);
 /// Longest delay between attempts.
-pub const MAX_DELAY: Duration = Duration::from_secs(5);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// Endless delays from `first`, doubling up to `max`, each with up to as much again of
 /// random jitter so that many retriers never move in step.
-pub fn delays(first: Duration, max: Duration) -> impl Iterator<Item = Duration> {
+pub(crate) fn delays(first: Duration, max: Duration) -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(first)
         .with_max_delay(max)
@@ -27,7 +27,7 @@ pub fn delays(first: Duration, max: Duration) -> impl Iterator<Item = Duration> 
 }
 
 /// What one attempt says.
-pub enum Attempt<T, E> {
+pub(crate) enum Attempt<T, E> {
     Done(T),
     /// Nothing left to do: the write is no longer needed.
     Moot,
@@ -37,7 +37,7 @@ pub enum Attempt<T, E> {
 /// Runs `attempt` until it is done or moot (`Some(Done)`/`None`), or `shutdown` is
 /// cancelled (`None`). Failures are logged as `what` on the first attempt and then every
 /// tenth, so a long outage does not flood the log.
-pub async fn until_done<T, E, F, Fut>(
+pub(crate) async fn until_done<T, E, F, Fut>(
     what: &str,
     shutdown: &CancellationToken,
     attempt: F,
@@ -52,7 +52,7 @@ where
 
 /// [`until_done`], where a notification on `wake` cuts the wait before the next attempt
 /// short: news that it may succeed now (a center is back) need not wait out the backoff.
-pub async fn until_done_or_woken<T, E, F, Fut>(
+pub(crate) async fn until_done_or_woken<T, E, F, Fut>(
     what: &str,
     shutdown: &CancellationToken,
     wake: Option<&Notify>,

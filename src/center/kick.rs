@@ -17,17 +17,17 @@ use crate::protocol::nats::{encode, KickReply, KickRequest, REPLACED};
 use crate::subject::Subjects;
 
 #[derive(Clone)]
-pub struct Kicker {
-    pub client: Client,
-    pub subjects: Subjects,
-    pub timeout: Duration,
+pub(crate) struct Kicker {
+    pub(crate) client: Client,
+    pub(crate) subjects: Subjects,
+    pub(crate) timeout: Duration,
     /// The center's tasks: a kick in flight is one of them.
-    pub tasks: TaskTracker,
+    pub(crate) tasks: TaskTracker,
 }
 
 impl Kicker {
     /// Asks each gateway holding one of `sessions` to close them, in the background.
-    pub fn kick(&self, user: &UserId, sessions: &[&Session]) {
+    pub(crate) fn kick(&self, user: &UserId, sessions: &[&Session]) {
         let mut by_gateway: BTreeMap<GatewayId, Vec<String>> = BTreeMap::new();
         for s in sessions {
             by_gateway

@@ -33,7 +33,7 @@ use crate::sync::lock;
 
 /// Heartbeats in a row whose digest disagrees with the mirror before the gateway is asked
 /// to reconcile: a login or logout in flight makes one or two beats disagree.
-pub const DISAGREEMENTS_BEFORE_NUDGE: u32 = 3;
+pub(crate) const DISAGREEMENTS_BEFORE_NUDGE: u32 = 3;
 
 /// What this center knows of one gateway.
 struct Seen {
@@ -43,7 +43,7 @@ struct Seen {
 }
 
 /// When each gateway was last heard from, and whether its heartbeats agree.
-pub struct Liveness {
+pub(crate) struct Liveness {
     timeout: Duration,
     /// Every gateway counts as heard at least this late: this center's start, or the end
     /// of a stall of its own NATS connection (it heard nobody then, through no fault of
@@ -56,7 +56,7 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    pub fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration) -> Self {
         Liveness {
             timeout,
             fresh_since: Mutex::new(Instant::now()),
@@ -75,7 +75,7 @@ impl Liveness {
     }
 
     /// Notes a sign of life (a heartbeat, or a request from the gateway).
-    pub fn touch(&self, gateway: &GatewayId) {
+    pub(crate) fn touch(&self, gateway: &GatewayId) {
         let mut seen = self.seen();
         match seen.get_mut(gateway) {
             Some(s) => s.at = Instant::now(),
@@ -157,19 +157,19 @@ impl Liveness {
 
 /// Everything eviction and nudging need.
 #[derive(Clone)]
-pub struct Evictor {
-    pub client: Client,
-    pub subjects: Subjects,
-    pub center: CenterId,
-    pub directory: Directory,
-    pub announcer: Announcer,
+pub(crate) struct Evictor {
+    pub(crate) client: Client,
+    pub(crate) subjects: Subjects,
+    pub(crate) center: CenterId,
+    pub(crate) directory: Directory,
+    pub(crate) announcer: Announcer,
     /// The center's tasks: evictions, nudges and the connection probe are among them.
-    pub tasks: TaskTracker,
+    pub(crate) tasks: TaskTracker,
 }
 
 /// Follows heartbeats, evicts silent gateways and nudges disagreeing ones until
 /// `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     liveness: Arc<Liveness>,
     evictor: Evictor,
     shutdown: CancellationToken,

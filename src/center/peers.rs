@@ -14,18 +14,18 @@ use crate::protocol::nats::{encode, CenterAnnounce, GatewayDown};
 use crate::subject::{Subjects, GATEWAY_DOWN};
 use crate::sync;
 
-pub const HELLO: &str = "hello";
-pub const HERE: &str = "here";
-pub const BYE: &str = "bye";
+pub(crate) const HELLO: &str = "hello";
+pub(crate) const HERE: &str = "here";
+pub(crate) const BYE: &str = "bye";
 
 /// Other centers this one has heard from and not heard leave.
 #[derive(Default)]
-pub struct Peers {
+pub(crate) struct Peers {
     known: Mutex<BTreeSet<String>>,
 }
 
 impl Peers {
-    pub fn list(&self) -> Vec<String> {
+    pub(crate) fn list(&self) -> Vec<String> {
         sync::lock(&self.known).iter().cloned().collect()
     }
 
@@ -41,7 +41,7 @@ impl Peers {
 
 /// Announces this center, then answers and records the others until `shutdown`, then
 /// says `bye`.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     subjects: Subjects,
     id: CenterId,

@@ -13,18 +13,18 @@ use crate::protocol::now_ms;
 use crate::subject::Subjects;
 
 #[derive(Clone)]
-pub struct Announcer {
+pub(crate) struct Announcer {
     client: Client,
     subjects: Subjects,
 }
 
 impl Announcer {
-    pub fn new(client: Client, subjects: Subjects) -> Self {
+    pub(crate) fn new(client: Client, subjects: Subjects) -> Self {
         Announcer { client, subjects }
     }
 
     /// Publishes what `transition` means; `gateway` is the gateway whose session changed.
-    pub async fn announce(&self, transition: &Transition, gateway: &GatewayId) {
+    pub(crate) async fn announce(&self, transition: &Transition, gateway: &GatewayId) {
         let status = if transition.came_online() {
             Some(PresenceStatus::Online)
         } else if transition.went_offline() {

@@ -38,18 +38,18 @@ use crate::subject::{
 
 /// What the endpoint handlers share.
 #[derive(Clone)]
-pub struct Handlers {
-    pub directory: Directory,
-    pub groups: Groups,
-    pub login_policy: LoginPolicy,
-    pub presence_policy: PresencePolicy,
-    pub kicker: Kicker,
-    pub announcer: Announcer,
-    pub liveness: Arc<Liveness>,
+pub(crate) struct Handlers {
+    pub(crate) directory: Directory,
+    pub(crate) groups: Groups,
+    pub(crate) login_policy: LoginPolicy,
+    pub(crate) presence_policy: PresencePolicy,
+    pub(crate) kicker: Kicker,
+    pub(crate) announcer: Announcer,
+    pub(crate) liveness: Arc<Liveness>,
 }
 
 /// Starts the service and one task per endpoint; the tasks end when the service stops.
-pub async fn start(
+pub(crate) async fn start(
     client: &Client,
     id: &CenterId,
     subjects: &Subjects,

@@ -15,14 +15,14 @@ use crate::sync;
 
 /// One directory change, decoded from a bucket entry.
 #[derive(Debug)]
-pub struct Change {
+pub(crate) struct Change {
     /// The stream sequence of the change (the key's new revision).
-    pub revision: u64,
-    pub kind: ChangeKind,
+    pub(crate) revision: u64,
+    pub(crate) kind: ChangeKind,
 }
 
 #[derive(Debug)]
-pub enum ChangeKind {
+pub(crate) enum ChangeKind {
     /// The user's sessions are now these.
     Put(UserId, UserRecord),
     /// The user has no sessions any more.
@@ -33,7 +33,7 @@ pub enum ChangeKind {
 }
 
 impl Change {
-    pub fn decode(entry: BucketEntry) -> Self {
+    pub(crate) fn decode(entry: BucketEntry) -> Self {
         let kind = match (UserId::from_token(&entry.key), entry.value) {
             (Err(e), _) => ChangeKind::Foreign(format!("key {:?}: {e}", entry.key)),
             (Ok(user), Some(value)) => match UserRecord::decode(&value) {
@@ -54,24 +54,24 @@ impl Change {
 
 /// One live session of a user, as the mirror keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    pub id: Arc<str>,
-    pub gateway: GatewayId,
-    pub since: u64,
+pub(crate) struct Session {
+    pub(crate) id: Arc<str>,
+    pub(crate) gateway: GatewayId,
+    pub(crate) since: u64,
     /// The device class the client declared, if any.
-    pub device: Option<Arc<str>>,
+    pub(crate) device: Option<Arc<str>>,
 }
 
 /// A user's sessions and the bucket revision they come from.
 #[derive(Debug, Clone, Default)]
-pub struct Entry {
-    pub revision: u64,
-    pub sessions: Vec<Session>,
+pub(crate) struct Entry {
+    pub(crate) revision: u64,
+    pub(crate) sessions: Vec<Session>,
 }
 
 /// The map itself, also built on the side while (re)loading.
 #[derive(Default)]
-pub struct State {
+pub(crate) struct State {
     users: HashMap<UserId, Entry>,
     /// What the directory holds of each gateway: eviction and reconciliation need it.
     by_gateway: HashMap<GatewayId, GatewayIndex>,
@@ -109,7 +109,7 @@ impl GatewayIndex {
 
 impl State {
     /// Applies one change; returns false for a change older than what is held.
-    pub fn apply(&mut self, change: Change) -> bool {
+    pub(crate) fn apply(&mut self, change: Change) -> bool {
         let (user, sessions) = match change.kind {
             ChangeKind::Foreign(_) => return true,
             ChangeKind::Put(user, record) => {
@@ -161,7 +161,7 @@ impl State {
 
     /// Decodes a record's sessions, sharing one allocation per gateway id and skipping
     /// sessions whose gateway id is not valid.
-    pub fn sessions_of(&self, record: &UserRecord) -> Vec<Session> {
+    pub(crate) fn sessions_of(&self, record: &UserRecord) -> Vec<Session> {
         record
             .sessions
             .iter()
@@ -182,7 +182,7 @@ impl State {
 }
 
 /// The distinct gateways of some sessions, in first-seen order.
-pub fn gateways(sessions: &[Session]) -> Vec<&GatewayId> {
+pub(crate) fn gateways(sessions: &[Session]) -> Vec<&GatewayId> {
     let mut out: Vec<&GatewayId> = Vec::with_capacity(sessions.len());
     for s in sessions {
         if !out.contains(&&s.gateway) {
@@ -193,7 +193,7 @@ pub fn gateways(sessions: &[Session]) -> Vec<&GatewayId> {
 }
 
 /// The record to store for some sessions.
-pub fn record_of(sessions: &[Session]) -> UserRecord {
+pub(crate) fn record_of(sessions: &[Session]) -> UserRecord {
     UserRecord {
         sessions: sessions
             .iter()
@@ -208,7 +208,7 @@ pub fn record_of(sessions: &[Session]) -> UserRecord {
 }
 
 /// Shared handle to the mirror.
-pub struct Mirror {
+pub(crate) struct Mirror {
     state: RwLock<State>,
     /// The highest bucket revision applied; look-ups wait on it to read their own writes.
     applied: Applied,
@@ -246,12 +246,12 @@ impl Replica for Mirror {
 
 impl Mirror {
     /// The highest bucket revision applied.
-    pub fn applied(&self) -> u64 {
+    pub(crate) fn applied(&self) -> u64 {
         self.applied.get()
     }
 
     /// The applied revision, to wait on.
-    pub fn applied_watch(&self) -> &Applied {
+    pub(crate) fn applied_watch(&self) -> &Applied {
         &self.applied
     }
 
@@ -260,19 +260,19 @@ impl Mirror {
     }
 
     /// Applies one decoded change.
-    pub fn apply_change(&self, change: Change) {
+    pub(crate) fn apply_change(&self, change: Change) {
         let revision = change.revision;
         sync::write(&self.state).apply(change);
         self.applied.advance(revision);
     }
 
     /// A user's entry, if the user has sessions.
-    pub fn entry(&self, user: &UserId) -> Option<Entry> {
+    pub(crate) fn entry(&self, user: &UserId) -> Option<Entry> {
         self.read().users.get(user).cloned()
     }
 
     /// The sessions of each user (empty when offline), in the order asked.
-    pub fn sessions(&self, users: &[UserId]) -> Vec<Vec<Session>> {
+    pub(crate) fn sessions(&self, users: &[UserId]) -> Vec<Vec<Session>> {
         let state = self.read();
         users
             .iter()
@@ -287,7 +287,7 @@ impl Mirror {
     }
 
     /// Users with at least one session on `gateway`.
-    pub fn users_on(&self, gateway: &GatewayId) -> Vec<UserId> {
+    pub(crate) fn users_on(&self, gateway: &GatewayId) -> Vec<UserId> {
         self.read()
             .by_gateway
             .get(gateway)
@@ -296,7 +296,7 @@ impl Mirror {
     }
 
     /// The digest of every session on `gateway`, kept up to date change by change.
-    pub fn digest_of(&self, gateway: &GatewayId) -> Digest {
+    pub(crate) fn digest_of(&self, gateway: &GatewayId) -> Digest {
         self.read()
             .by_gateway
             .get(gateway)
@@ -306,7 +306,7 @@ impl Mirror {
 
     /// The sessions on `gateway` of users whose bucket passes `wanted` (all of them for
     /// `|_| true`), as (user, session id) pairs.
-    pub fn sessions_on(
+    pub(crate) fn sessions_on(
         &self,
         gateway: &GatewayId,
         wanted: impl Fn(usize) -> bool,
@@ -328,7 +328,7 @@ impl Mirror {
     }
 
     /// Per-bucket digests of the sessions on `gateway`, kept up to date like `digest_of`.
-    pub fn buckets_of(&self, gateway: &GatewayId) -> Buckets {
+    pub(crate) fn buckets_of(&self, gateway: &GatewayId) -> Buckets {
         self.read()
             .by_gateway
             .get(gateway)
@@ -336,12 +336,12 @@ impl Mirror {
     }
 
     /// Gateways that hold at least one session.
-    pub fn gateways(&self) -> Vec<GatewayId> {
+    pub(crate) fn gateways(&self) -> Vec<GatewayId> {
         self.read().by_gateway.keys().cloned().collect()
     }
 
     /// (users online, gateways with sessions).
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         let state = self.read();
         (state.users.len(), state.by_gateway.len())
     }

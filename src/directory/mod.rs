@@ -9,7 +9,7 @@
 //! Fencing: register and unregister name one session; an unregister or a gateway purge
 //! removes only the sessions it names, never a newer login.
 
-pub mod mirror;
+pub(crate) mod mirror;
 
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ident::{GatewayId, SessionId, UserId};
 use crate::protocol::record::UserRecord;
 use crate::store::{self, Bucket, Freshness, WriteError};
-pub use mirror::{Mirror, Session};
+pub(crate) use mirror::{Mirror, Session};
 
 /// Compare-and-swap attempts before a write gives up (each lost race means another
 /// center wrote the same user in between).
@@ -42,36 +42,36 @@ pub enum LoginPolicy {
 }
 
 /// One registration.
-pub struct Login<'a> {
-    pub user: &'a UserId,
-    pub session: &'a SessionId,
-    pub gateway: &'a GatewayId,
-    pub since: u64,
-    pub device: Option<&'a str>,
-    pub policy: LoginPolicy,
+pub(crate) struct Login<'a> {
+    pub(crate) user: &'a UserId,
+    pub(crate) session: &'a SessionId,
+    pub(crate) gateway: &'a GatewayId,
+    pub(crate) since: u64,
+    pub(crate) device: Option<&'a str>,
+    pub(crate) policy: LoginPolicy,
     /// A gateway re-registering a session it holds (after a reconnect or an eviction).
-    pub reassert: bool,
+    pub(crate) reassert: bool,
 }
 
 /// What one write did to a user: the sessions before and after.
 #[derive(Debug, Clone)]
-pub struct Transition {
-    pub user: UserId,
-    pub before: Vec<Session>,
-    pub after: Vec<Session>,
+pub(crate) struct Transition {
+    pub(crate) user: UserId,
+    pub(crate) before: Vec<Session>,
+    pub(crate) after: Vec<Session>,
 }
 
 impl Transition {
-    pub fn came_online(&self) -> bool {
+    pub(crate) fn came_online(&self) -> bool {
         self.before.is_empty() && !self.after.is_empty()
     }
 
-    pub fn went_offline(&self) -> bool {
+    pub(crate) fn went_offline(&self) -> bool {
         !self.before.is_empty() && self.after.is_empty()
     }
 
     /// Whether the set of gateways that hold the user changed (cached routes are stale).
-    pub fn gateways_changed(&self) -> bool {
+    pub(crate) fn gateways_changed(&self) -> bool {
         let (mut a, mut b) = (
             mirror::gateways(&self.before),
             mirror::gateways(&self.after),
@@ -81,13 +81,13 @@ impl Transition {
         a != b
     }
 
-    pub fn changed(&self) -> bool {
+    pub(crate) fn changed(&self) -> bool {
         self.before != self.after
     }
 
     /// Sessions that were there before and are gone, other than `except`: the sessions
     /// a login replaced.
-    pub fn replaced(&self, except: &str) -> Vec<&Session> {
+    pub(crate) fn replaced(&self, except: &str) -> Vec<&Session> {
         self.before
             .iter()
             .filter(|s| &*s.id != except && !self.after.iter().any(|a| a.id == s.id))
@@ -95,23 +95,23 @@ impl Transition {
     }
 
     /// Whether the session `id` is registered after the write.
-    pub fn holds(&self, id: &str) -> bool {
+    pub(crate) fn holds(&self, id: &str) -> bool {
         self.after.iter().any(|s| &*s.id == id)
     }
 }
 
 /// What a purge of one gateway did.
 #[derive(Default)]
-pub struct Purge {
+pub(crate) struct Purge {
     /// The users whose sessions were removed.
-    pub transitions: Vec<Transition>,
+    pub(crate) transitions: Vec<Transition>,
     /// Why some users could not be written, if any.
-    pub failed: Option<anyhow::Error>,
+    pub(crate) failed: Option<anyhow::Error>,
 }
 
 impl Purge {
     /// Sessions removed.
-    pub fn removed(&self) -> usize {
+    pub(crate) fn removed(&self) -> usize {
         self.transitions
             .iter()
             .map(|t| t.before.len() - t.after.len())
@@ -121,7 +121,7 @@ impl Purge {
 
 /// The directory as a center uses it.
 #[derive(Clone)]
-pub struct Directory {
+pub(crate) struct Directory {
     store: Bucket,
     mirror: Arc<Mirror>,
     /// Asks the follower to reload the mirror (it fell behind).
@@ -129,7 +129,7 @@ pub struct Directory {
 }
 
 impl Directory {
-    pub fn new(store: Bucket) -> Self {
+    pub(crate) fn new(store: Bucket) -> Self {
         Directory {
             store,
             mirror: Arc::new(Mirror::default()),
@@ -137,13 +137,13 @@ impl Directory {
         }
     }
 
-    pub fn mirror(&self) -> &Arc<Mirror> {
+    pub(crate) fn mirror(&self) -> &Arc<Mirror> {
         &self.mirror
     }
 
     /// Loads the whole bucket into the mirror, then keeps following it in a task until
     /// `shutdown`. Returns once the initial load is complete.
-    pub async fn follow(
+    pub(crate) async fn follow(
         &self,
         shutdown: CancellationToken,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -157,7 +157,7 @@ impl Directory {
     /// compare-and-swap, so two concurrent logins end with exactly one winner. A
     /// `reassert` (a gateway re-registering a live session) never replaces anyone: if it
     /// conflicts it loses, and the returned transition does not contain it.
-    pub async fn register(&self, login: &Login<'_>) -> anyhow::Result<Transition> {
+    pub(crate) async fn register(&self, login: &Login<'_>) -> anyhow::Result<Transition> {
         let new = Session {
             id: Arc::from(login.session.as_str()),
             gateway: login.gateway.clone(),
@@ -185,7 +185,7 @@ impl Directory {
     }
 
     /// Removes exactly one session of `user`; other sessions are untouched.
-    pub async fn unregister(
+    pub(crate) async fn unregister(
         &self,
         user: &UserId,
         session: &SessionId,
@@ -199,7 +199,7 @@ impl Directory {
     /// Removes every session on `gateway`. Each user is a write of its own: the result
     /// holds the users that changed, and the first failure if some writes failed (the
     /// caller announces what changed and tries again for the rest).
-    pub async fn purge_gateway(&self, gateway: &GatewayId) -> Purge {
+    pub(crate) async fn purge_gateway(&self, gateway: &GatewayId) -> Purge {
         self.barrier().await;
         let users = self.mirror.users_on(gateway);
         let results: Vec<anyhow::Result<Transition>> = futures::stream::iter(users)
@@ -229,7 +229,7 @@ impl Directory {
     /// ago, or a logout. When the mirror cannot catch up, the users it does not know are
     /// read from the bucket directly; if such a read fails the look-up fails (an unknown
     /// user is not an offline one).
-    pub async fn lookup(&self, users: &[UserId]) -> anyhow::Result<Vec<Vec<Session>>> {
+    pub(crate) async fn lookup(&self, users: &[UserId]) -> anyhow::Result<Vec<Vec<Session>>> {
         let freshness = self.catch_up().await;
         let mut found = self.mirror.sessions(users);
         match freshness {
@@ -274,7 +274,7 @@ impl Directory {
     /// Waits until the mirror holds everything the bucket held when called. False when the
     /// bucket could not be read or the mirror did not catch up in time (a mirror found
     /// behind is reloaded).
-    pub async fn barrier(&self) -> bool {
+    pub(crate) async fn barrier(&self) -> bool {
         match self.catch_up().await {
             Freshness::Current => true,
             Freshness::Behind => {

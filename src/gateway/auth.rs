@@ -14,24 +14,24 @@ use crate::protocol::client::{FrameError, TokenClaims};
 use crate::protocol::code::ErrorCode;
 
 /// The scope that lets a token use the HTTP send API.
-pub const SEND_SCOPE: &str = "mrc:send";
+pub(crate) const SEND_SCOPE: &str = "mrc:send";
 
 /// A declared device class, checked.
-pub fn device_class(device: &str) -> Result<DeviceClass, FrameError> {
+pub(crate) fn device_class(device: &str) -> Result<DeviceClass, FrameError> {
     DeviceClass::new(device).map_err(|e| FrameError::new(ErrorCode::BadId, format!("device: {e}")))
 }
 
 /// A verified client.
 #[derive(Debug, Clone)]
-pub struct Identity {
-    pub user: UserId,
+pub(crate) struct Identity {
+    pub(crate) user: UserId,
     /// The token carried the `mrc:send` scope.
-    pub may_send_http: bool,
+    pub(crate) may_send_http: bool,
     /// The device class the client declared, if any.
-    pub device: Option<DeviceClass>,
+    pub(crate) device: Option<DeviceClass>,
 }
 
-pub struct Auth {
+pub(crate) struct Auth {
     jwt: Option<(DecodingKey, Validation)>,
     dev: bool,
     api_key: Option<String>,
@@ -43,7 +43,7 @@ fn unauthorized(message: impl Into<String>) -> FrameError {
 }
 
 impl Auth {
-    pub fn from_config(auth: &config::Auth, max_id_bytes: usize) -> anyhow::Result<Self> {
+    pub(crate) fn from_config(auth: &config::Auth, max_id_bytes: usize) -> anyhow::Result<Self> {
         let jwt = match (&auth.jwt_secret, &auth.jwt_public_key) {
             (Some(secret), None) => Some((
                 DecodingKey::from_secret(secret.as_bytes()),
@@ -94,7 +94,7 @@ impl Auth {
     }
 
     /// Checks a client token.
-    pub fn verify(&self, token: &str) -> Result<Identity, FrameError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Identity, FrameError> {
         let Some((key, validation)) = &self.jwt else {
             return Err(unauthorized("this gateway does not accept tokens"));
         };
@@ -117,7 +117,7 @@ impl Auth {
 
     /// A `login` frame: a token (checked), or a bare user id in insecure dev mode. When
     /// both are given they must agree. `device` is the declared device class.
-    pub fn login(
+    pub(crate) fn login(
         &self,
         user: Option<&str>,
         token: Option<&str>,
@@ -148,7 +148,7 @@ impl Auth {
     }
 
     /// A user id within the configured length.
-    pub fn user(&self, id: &str) -> Result<UserId, FrameError> {
+    pub(crate) fn user(&self, id: &str) -> Result<UserId, FrameError> {
         if id.len() > self.max_id_bytes {
             return Err(FrameError::new(
                 ErrorCode::BadId,
@@ -159,7 +159,7 @@ impl Auth {
     }
 
     /// Whether `presented` is the configured API key (compared in constant time).
-    pub fn is_api_key(&self, presented: &str) -> bool {
+    pub(crate) fn is_api_key(&self, presented: &str) -> bool {
         let Some(key) = &self.api_key else {
             return false;
         };

@@ -27,7 +27,7 @@ const LIMITS: Limits = Limits {
 };
 
 /// The batchers, one per destination gateway.
-pub struct Batches {
+pub(crate) struct Batches {
     client: Client,
     subjects: Subjects,
     timeout: Duration,
@@ -36,7 +36,7 @@ pub struct Batches {
 }
 
 impl Batches {
-    pub fn new(client: Client, subjects: Subjects, timeout: Duration, in_flight: usize) -> Self {
+    pub(crate) fn new(client: Client, subjects: Subjects, timeout: Duration, in_flight: usize) -> Self {
         Batches {
             client,
             subjects,
@@ -50,7 +50,7 @@ impl Batches {
     }
 
     /// Sends one encoded deliver request to `gateway` and waits for its own reply.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         gateway: &GatewayId,
         payload: Bytes,

@@ -10,7 +10,7 @@ use crate::protocol::client::Frame;
 use crate::protocol::nats::{encode, DeliverReply, DeliverRequest, ErrorReply};
 
 /// Pushes one message to the local sessions of its receivers.
-pub fn deliver<'a>(sessions: &Sessions, request: &'a DeliverRequest<'_>) -> DeliverReply<'a> {
+pub(crate) fn deliver<'a>(sessions: &Sessions, request: &'a DeliverRequest<'_>) -> DeliverReply<'a> {
     let frame = Frame::Msg {
         id: &request.id,
         from: request.from.as_deref(),
@@ -37,7 +37,7 @@ pub fn deliver<'a>(sessions: &Sessions, request: &'a DeliverRequest<'_>) -> Deli
 }
 
 /// Serves deliver requests from `requests` until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     sessions: std::sync::Arc<Sessions>,
     requests: Subscriber,

@@ -14,7 +14,7 @@ use crate::protocol::code::ErrorCode;
 use crate::protocol::nats::{encode, ErrorReply, KickReply, KickRequest};
 
 /// Serves kick requests from `requests` until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     sessions: Arc<Sessions>,
     requests: Subscriber,

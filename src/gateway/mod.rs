@@ -21,10 +21,10 @@ pub(crate) mod heartbeat;
 pub(crate) mod ingress;
 pub(crate) mod kick;
 pub(crate) mod limits;
-pub mod listener;
+pub(crate) mod listener;
 pub(crate) mod ops;
 pub(crate) mod presence;
-pub(crate) mod readiness;
+pub mod readiness;
 pub mod reconcile;
 pub mod registrar;
 pub(crate) mod resolve;
@@ -49,9 +49,9 @@ use crate::ident::GatewayId;
 /// The listeners a gateway serves, bound before it connects anywhere.
 pub struct Listeners {
     /// WebSocket + HTTP API, already answering `/healthz` and `/readyz`.
-    pub http: listener::Front,
+    pub(crate) http: listener::Front,
     /// Newline-delimited JSON, when configured.
-    pub tcp: Option<TcpListener>,
+    pub(crate) tcp: Option<TcpListener>,
 }
 
 impl Listeners {

@@ -28,10 +28,10 @@ use crate::sync;
 /// How long a failed directory write keeps the gateway not ready when no write succeeds
 /// after it: twice the longest pause between retries of a write (`retry::MAX_DELAY`), so
 /// a write being retried through an outage keeps it not ready.
-pub const WRITE_FAILURE_HOLD: Duration = Duration::from_secs(2 * crate::retry::MAX_DELAY.as_secs());
+pub(crate) const WRITE_FAILURE_HOLD: Duration = Duration::from_secs(2 * crate::retry::MAX_DELAY.as_secs());
 
 /// The reason given until a center has answered.
-pub const NO_CENTER: &str = "waiting for a center to answer";
+pub(crate) const NO_CENTER: &str = "waiting for a center to answer";
 
 /// Why the gateway is not ready, if it is not. Shared by the doors, `/readyz`, the
 /// start-up purge and the registrar.
@@ -59,7 +59,7 @@ impl Default for Readiness {
 
 impl Readiness {
     /// Not ready: no center has answered yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Readiness {
             clear: AtomicBool::new(false),
             state: Mutex::new(State::default()),
@@ -67,18 +67,18 @@ impl Readiness {
     }
 
     /// A center answered the start-up purge: this gateway may take clients.
-    pub fn center_answered(&self) {
+    pub(crate) fn center_answered(&self) {
         self.update(|state| state.center_answered = true);
     }
 
     /// A directory write failed with `error`: not ready until a write succeeds or
     /// [`WRITE_FAILURE_HOLD`] passes without another failure.
-    pub fn write_failed(&self, error: &str) {
+    pub(crate) fn write_failed(&self, error: &str) {
         self.update(|state| state.write_failure = Some((error.to_string(), Instant::now())));
     }
 
     /// A directory write succeeded: writes work again.
-    pub fn write_succeeded(&self) {
+    pub(crate) fn write_succeeded(&self) {
         if self.clear.load(Ordering::Acquire) {
             return;
         }
@@ -86,7 +86,7 @@ impl Readiness {
     }
 
     /// Why the gateway is not ready; `None` when it is.
-    pub fn reason(&self) -> Option<String> {
+    pub(crate) fn reason(&self) -> Option<String> {
         if self.clear.load(Ordering::Acquire) {
             return None;
         }
@@ -101,7 +101,7 @@ impl Readiness {
     /// Why the doors take no new clients, if they do not: only until a center answered.
     /// Failing writes do not close them: a login then fails on its own, and the next one
     /// that succeeds is what shows writes work again.
-    pub fn doors_closed_because(&self) -> Option<&'static str> {
+    pub(crate) fn doors_closed_because(&self) -> Option<&'static str> {
         if self.clear.load(Ordering::Acquire) || self.lock().center_answered {
             return None;
         }
@@ -109,7 +109,8 @@ impl Readiness {
     }
 
     /// True when the gateway may take clients.
-    pub fn is_ready(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_ready(&self) -> bool {
         self.reason().is_none()
     }
 

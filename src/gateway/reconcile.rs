@@ -42,15 +42,15 @@ const REPAIR_CONCURRENCY: usize = 64;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Repaired {
+pub(crate) struct Repaired {
     /// Buckets whose digests differed.
-    pub buckets: usize,
+    pub(crate) buckets: usize,
     /// Ghost sessions unregistered.
-    pub ghosts: usize,
+    pub(crate) ghosts: usize,
     /// Lost sessions registered again.
-    pub reasserted: usize,
+    pub(crate) reasserted: usize,
     /// Sessions closed because a newer login had replaced them.
-    pub kicked: usize,
+    pub(crate) kicked: usize,
 }
 
 /// What reconciliation needs of the gateway: the sessions it holds and its line to the

@@ -113,7 +113,7 @@ impl Registrar {
 
     /// Removes `session` of `user` from the directory in the background, retrying with
     /// backoff until a center confirms it (or the gateway stops: its purge covers it).
-    pub fn forget(&self, user: &UserId, session: &SessionId) {
+    pub(crate) fn forget(&self, user: &UserId, session: &SessionId) {
         let payload = unregister_payload(user, session);
         let (unregisters, shutdown) = (self.unregisters.clone(), self.shutdown.clone());
         let readiness = self.readiness.clone();
@@ -153,7 +153,7 @@ impl Registrar {
     }
 
     /// Removes every session registered under this gateway id; returns how many.
-    pub async fn purge(&self) -> Result<usize, RequestFailure> {
+    pub(crate) async fn purge(&self) -> Result<usize, RequestFailure> {
         let payload = PurgeRequest {
             gateway: self.gateway.to_string(),
         };

@@ -21,9 +21,9 @@ use crate::telemetry;
 const LOOKUP_CHUNK: usize = MAX_LOOKUP_USERS;
 
 /// The gateways holding one user's sessions.
-pub type Route = Arc<[GatewayId]>;
+pub(crate) type Route = Arc<[GatewayId]>;
 
-pub struct Resolver {
+pub(crate) struct Resolver {
     cache: Cache<UserId, Route>,
     client: Client,
     lookup_subject: String,
@@ -31,7 +31,7 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         subjects: &Subjects,
         capacity: u64,
@@ -51,7 +51,7 @@ impl Resolver {
 
     /// The route of each of `users`, in order (`None`: offline). `fresh` skips the cache
     /// (used to re-resolve stale routes).
-    pub async fn resolve_each<'u>(
+    pub(crate) async fn resolve_each<'u>(
         &self,
         users: impl ExactSizeIterator<Item = &'u UserId>,
         fresh: bool,
@@ -114,13 +114,13 @@ impl Resolver {
         Ok(routes)
     }
 
-    pub async fn invalidate(&self, user: &UserId) {
+    pub(crate) async fn invalidate(&self, user: &UserId) {
         self.cache.invalidate(user).await;
     }
 }
 
 /// Drops cached routes of users whose gateways changed, until `shutdown`.
-pub async fn follow_changes(
+pub(crate) async fn follow_changes(
     resolver: Arc<Resolver>,
     client: Client,
     subjects: Subjects,

@@ -33,13 +33,13 @@ use crate::subject::{Subjects, GRP_RESOLVE};
 use crate::telemetry;
 
 /// A message ready to route (already validated for size and receiver count).
-pub struct Message {
-    pub id: MessageId,
+pub(crate) struct Message {
+    pub(crate) id: MessageId,
     /// The sending user, or what a backend put in `from`.
-    pub from: Option<String>,
+    pub(crate) from: Option<String>,
     /// Receivers as the sender wrote them (duplicates and bad ids are handled here).
-    pub to: Vec<String>,
-    pub body: Box<RawValue>,
+    pub(crate) to: Vec<String>,
+    pub(crate) body: Box<RawValue>,
 }
 
 /// A message and how its deliver requests name receivers.
@@ -85,8 +85,8 @@ impl Envelope<'_> {
 /// escaped to at most twice its size, plus a 32 KiB body stay under 1 MiB).
 const DELIVER_CHUNK: usize = 1000;
 
-pub struct Router {
-    pub gateway: GatewayId,
+pub(crate) struct Router {
+    pub(crate) gateway: GatewayId,
     client: Client,
     subjects: Subjects,
     resolver: Arc<Resolver>,
@@ -161,7 +161,7 @@ fn receivers(to: &[String], max_id_bytes: usize) -> (Vec<UserId>, Vec<&str>) {
 impl Router {
     /// The router of gateway `gateway`. From `config`: the NATS request timeout, the
     /// longest receiver id, and deliver requests in flight per destination.
-    pub fn new(
+    pub(crate) fn new(
         gateway: GatewayId,
         client: Client,
         subjects: Subjects,
@@ -190,7 +190,7 @@ impl Router {
     }
 
     /// Routes `message` and says what happened to each distinct receiver.
-    pub async fn route(&self, message: &Message) -> Report {
+    pub(crate) async fn route(&self, message: &Message) -> Report {
         let (users, rejected) = receivers(&message.to, self.max_id_bytes);
         let to = if users.len() == message.to.len() {
             Cow::Borrowed(&message.to[..])
@@ -220,7 +220,7 @@ impl Router {
     /// Routes `message` to every member of `group` but the sender: a center resolves the
     /// members by gateway, then one deliver request goes to each gateway. `by` is the
     /// sender whose right to send is checked (`None`: a trusted backend).
-    pub async fn route_group(
+    pub(crate) async fn route_group(
         &self,
         message: &Message,
         group: &GroupId,

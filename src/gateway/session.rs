@@ -19,22 +19,22 @@ use crate::sync;
 
 /// The pushing side of one session.
 #[derive(Clone, Debug)]
-pub struct Handle {
-    pub id: SessionId,
+pub(crate) struct Handle {
+    pub(crate) id: SessionId,
     /// The device class the client declared, re-sent when sessions are re-asserted.
-    pub device: Option<Arc<str>>,
+    pub(crate) device: Option<Arc<str>>,
     queue: Arc<Queue>,
 }
 
 /// The connection side of one session: frames to write, and why it must end.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     queue: Arc<Queue>,
 }
 
 /// Why a session must end, as its outbox tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// A push found the queue full: the client does not read fast enough.
     SlowConsumer,
     /// A newer login replaced the session.
@@ -78,7 +78,7 @@ impl Queue {
 }
 
 /// A new session's two halves, with room for `capacity` queued frames.
-pub fn channel(id: SessionId, device: Option<&str>, capacity: usize) -> (Handle, Outbox) {
+pub(crate) fn channel(id: SessionId, device: Option<&str>, capacity: usize) -> (Handle, Outbox) {
     let queue = Arc::new(Queue {
         capacity,
         state: Mutex::new(State::default()),
@@ -94,7 +94,7 @@ pub fn channel(id: SessionId, device: Option<&str>, capacity: usize) -> (Handle,
 
 impl Handle {
     /// Queues one frame; false (and the session is kicked) when the queue is full.
-    pub fn push(&self, frame: Bytes) -> bool {
+    pub(crate) fn push(&self, frame: Bytes) -> bool {
         let (queued, waker) = {
             let mut state = self.queue.state();
             if state.closed {
@@ -116,11 +116,11 @@ impl Handle {
     }
 
     /// The directory answered this session's login registration.
-    pub fn set_registered(&self) {
+    pub(crate) fn set_registered(&self) {
         self.queue.registered.store(true, Ordering::Relaxed);
     }
 
-    pub fn is_registered(&self) -> bool {
+    pub(crate) fn is_registered(&self) -> bool {
         self.queue.registered.load(Ordering::Relaxed)
     }
 
@@ -140,7 +140,7 @@ impl Handle {
 impl Outbox {
     /// Ready when a frame is queued (`Ok`) or the session must end (`Err`: a slow
     /// consumer before a kick, both before frames). Frames are taken by `try_next`.
-    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
         let mut state = self.queue.state();
         if state.slow {
             return Poll::Ready(Err(End::SlowConsumer));
@@ -157,12 +157,12 @@ impl Outbox {
     }
 
     /// Waits for [`Self::poll_ready`].
-    pub fn ready(&self) -> impl Future<Output = Result<(), End>> + '_ {
+    pub(crate) fn ready(&self) -> impl Future<Output = Result<(), End>> + '_ {
         std::future::poll_fn(|cx| self.poll_ready(cx))
     }
 
     /// A frame already queued, if any, without waiting (and whatever the session's end).
-    pub fn try_next(&self) -> Option<Bytes> {
+    pub(crate) fn try_next(&self) -> Option<Bytes> {
         let mut state = self.queue.state();
         let frame = state.frames.pop_front();
         if state.frames.is_empty() && state.frames.capacity() > KEEP_FRAMES {
@@ -172,7 +172,7 @@ impl Outbox {
     }
 
     /// Resolves once the session is a slow consumer (for racing a blocked write).
-    pub fn slow(&self) -> impl Future<Output = ()> + '_ {
+    pub(crate) fn slow(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| {
             let mut state = self.queue.state();
             if state.slow {
@@ -206,7 +206,7 @@ impl Drop for Outbox {
 
 /// Every session on this gateway.
 #[derive(Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     users: RwLock<HashMap<UserId, Vec<Handle>>>,
     count: AtomicUsize,
     /// Of every (user, session) held, changed under the `users` write lock: what the
@@ -215,7 +215,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn insert(&self, user: UserId, handle: Handle) {
+    pub(crate) fn insert(&self, user: UserId, handle: Handle) {
         let id = handle.id.clone();
         let mut users = sync::write(&self.users);
         // Most users have one session: room for one, not the four a first push makes.
@@ -228,7 +228,7 @@ impl Sessions {
     }
 
     /// Removes one session; true if it was there.
-    pub fn remove(&self, user: &UserId, id: &SessionId) -> bool {
+    pub(crate) fn remove(&self, user: &UserId, id: &SessionId) -> bool {
         let mut users = sync::write(&self.users);
         let Some(handles) = users.get_mut(user) else {
             return false;
@@ -249,7 +249,7 @@ impl Sessions {
     /// Queues `frame` for every session of each of `users` under one read lock (a group
     /// message names up to 1000 of them); `took(user, any)` says whether at least one
     /// session of `user` took it.
-    pub fn push_each<'a>(
+    pub(crate) fn push_each<'a>(
         &self,
         users: impl IntoIterator<Item = &'a str>,
         frame: &Bytes,
@@ -267,7 +267,7 @@ impl Sessions {
     }
 
     /// Number of live sessions.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
@@ -276,12 +276,12 @@ impl Sessions {
     }
 
     /// The digest of every (user, session) held, for the heartbeat.
-    pub fn summary(&self) -> Digest {
+    pub(crate) fn summary(&self) -> Digest {
         *self.digest()
     }
 
     /// Per-bucket digests of the sessions held.
-    pub fn buckets(&self) -> Buckets {
+    pub(crate) fn buckets(&self) -> Buckets {
         let mut buckets = empty_buckets();
         let users = sync::read(&self.users);
         for (user, handles) in users.iter() {
@@ -294,7 +294,7 @@ impl Sessions {
     }
 
     /// The (user, session) of every session whose user's bucket passes `wanted`.
-    pub fn in_buckets(&self, wanted: impl Fn(usize) -> bool) -> Vec<(UserId, Handle)> {
+    pub(crate) fn in_buckets(&self, wanted: impl Fn(usize) -> bool) -> Vec<(UserId, Handle)> {
         let users = sync::read(&self.users);
         users
             .iter()
@@ -304,7 +304,7 @@ impl Sessions {
     }
 
     /// Whether session `id` of `user` is held here.
-    pub fn holds(&self, user: &UserId, id: &SessionId) -> bool {
+    pub(crate) fn holds(&self, user: &UserId, id: &SessionId) -> bool {
         let users = sync::read(&self.users);
         users
             .get(user)
@@ -312,7 +312,7 @@ impl Sessions {
     }
 
     /// Every session's handle (for broadcasts).
-    pub fn handles(&self) -> Vec<Handle> {
+    pub(crate) fn handles(&self) -> Vec<Handle> {
         let users = sync::read(&self.users);
         users
             .values()
@@ -321,7 +321,7 @@ impl Sessions {
     }
 
     /// Closes the named sessions of `user` (a newer login replaced them); how many.
-    pub fn kick(&self, user: &UserId, ids: &[SessionId]) -> usize {
+    pub(crate) fn kick(&self, user: &UserId, ids: &[SessionId]) -> usize {
         let users = sync::read(&self.users);
         let Some(handles) = users.get(user) else {
             return 0;

@@ -14,26 +14,26 @@ use crate::store::{Applied, Entry, Replica};
 use crate::sync;
 
 /// The key of a group's settings.
-pub fn group_key(group: &GroupId) -> String {
+pub(crate) fn group_key(group: &GroupId) -> String {
     format!("g.{}", group.token())
 }
 
 /// The key of one membership.
-pub fn member_key(group: &GroupId, user: &UserId) -> String {
+pub(crate) fn member_key(group: &GroupId, user: &UserId) -> String {
     format!("m.{}.{}", group.token(), user.token())
 }
 
 /// One group as the mirror keeps it.
 #[derive(Debug, Clone)]
-pub struct Group {
-    pub owner: UserId,
-    pub policy: Policy,
-    pub epoch: String,
-    pub members: HashSet<UserId>,
+pub(crate) struct Group {
+    pub(crate) owner: UserId,
+    pub(crate) policy: Policy,
+    pub(crate) epoch: String,
+    pub(crate) members: HashSet<UserId>,
 }
 
 #[derive(Default)]
-pub struct State {
+pub(crate) struct State {
     groups: HashMap<GroupId, Group>,
     by_user: HashMap<UserId, HashSet<GroupId>>,
 }
@@ -129,7 +129,7 @@ impl State {
 }
 
 #[derive(Default)]
-pub struct Mirror {
+pub(crate) struct Mirror {
     state: RwLock<State>,
     applied: Applied,
 }
@@ -158,17 +158,17 @@ impl Replica for Mirror {
 }
 
 impl Mirror {
-    pub fn applied_watch(&self) -> &Applied {
+    pub(crate) fn applied_watch(&self) -> &Applied {
         &self.applied
     }
 
     /// A copy of one group.
-    pub fn group(&self, id: &GroupId) -> Option<Group> {
+    pub(crate) fn group(&self, id: &GroupId) -> Option<Group> {
         sync::read(&self.state).groups.get(id).cloned()
     }
 
     /// The groups `user` belongs to.
-    pub fn groups_of(&self, user: &UserId) -> Vec<GroupId> {
+    pub(crate) fn groups_of(&self, user: &UserId) -> Vec<GroupId> {
         let state = sync::read(&self.state);
         state
             .by_user
@@ -178,7 +178,7 @@ impl Mirror {
     }
 
     /// Whether `a` and `b` share at least one group.
-    pub fn share_a_group(&self, a: &UserId, b: &UserId) -> bool {
+    pub(crate) fn share_a_group(&self, a: &UserId, b: &UserId) -> bool {
         let state = sync::read(&self.state);
         match (state.by_user.get(a), state.by_user.get(b)) {
             (Some(x), Some(y)) => x.iter().any(|g| y.contains(g)),
@@ -186,7 +186,7 @@ impl Mirror {
         }
     }
 
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         sync::read(&self.state).groups.len()
     }
 }

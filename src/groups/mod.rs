@@ -18,7 +18,7 @@ use crate::protocol::group::{GroupInfo, Join, Policy, Visibility, Who};
 use crate::protocol::now_ms;
 use crate::protocol::record::{GroupRecord, MemberRecord};
 use crate::store::{self, Bucket, Freshness, WriteError};
-pub use mirror::{Group, Mirror};
+pub(crate) use mirror::{Group, Mirror};
 
 /// Most members one group may have.
 pub const MAX_GROUP_MEMBERS: usize = 20_000;
@@ -28,13 +28,13 @@ const WRITE_CONCURRENCY: usize = 64;
 /// Why a group request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
-pub struct GroupError {
-    pub code: ErrorCode,
-    pub message: String,
+pub(crate) struct GroupError {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
 }
 
 impl GroupError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         GroupError {
             code,
             message: message.into(),
@@ -48,14 +48,14 @@ impl GroupError {
 
 /// The groups as a center uses them.
 #[derive(Clone)]
-pub struct Groups {
+pub(crate) struct Groups {
     bucket: Bucket,
     mirror: Arc<Mirror>,
     resync: Arc<tokio::sync::Notify>,
 }
 
 /// Whether `user` (`None`: a trusted backend) is among `who` of `group`.
-pub fn allowed(who: Who, group: &Group, user: Option<&UserId>) -> bool {
+pub(crate) fn allowed(who: Who, group: &Group, user: Option<&UserId>) -> bool {
     let Some(user) = user else { return true };
     match who {
         Who::Anyone => true,
@@ -65,7 +65,7 @@ pub fn allowed(who: Who, group: &Group, user: Option<&UserId>) -> bool {
 }
 
 impl Groups {
-    pub fn new(bucket: Bucket) -> Self {
+    pub(crate) fn new(bucket: Bucket) -> Self {
         Groups {
             bucket,
             mirror: Arc::default(),
@@ -73,12 +73,12 @@ impl Groups {
         }
     }
 
-    pub fn mirror(&self) -> &Arc<Mirror> {
+    pub(crate) fn mirror(&self) -> &Arc<Mirror> {
         &self.mirror
     }
 
     /// Loads the bucket, then follows it until `shutdown`.
-    pub async fn follow(
+    pub(crate) async fn follow(
         &self,
         shutdown: CancellationToken,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -94,7 +94,7 @@ impl Groups {
     /// A read barrier: returns once the mirror holds every write the bucket held when
     /// called (or the barrier gave up; a lagging mirror is then reloaded). Whoever reads
     /// the mirror right after a write it was told about (its own or a client's) calls this.
-    pub async fn catch_up(&self) {
+    pub(crate) async fn catch_up(&self) {
         if store::catch_up(&self.bucket, self.mirror.applied_watch()).await == Freshness::Behind {
             self.resync.notify_one();
         }
@@ -102,7 +102,7 @@ impl Groups {
 
     /// The group, as fresh as the bucket: read from the mirror after a read barrier (it
     /// may have just been created or changed through another center).
-    pub async fn get(&self, id: &GroupId) -> Result<Group, GroupError> {
+    pub(crate) async fn get(&self, id: &GroupId) -> Result<Group, GroupError> {
         // Always behind a read barrier, even when the mirror has the group: it may have
         // the group's settings but not yet the memberships written after them (a send
         // right after `create` or `add` must see them all).
@@ -113,7 +113,7 @@ impl Groups {
     }
 
     /// Creates a group owned by `owner` with `members` (the owner is always one).
-    pub async fn create(
+    pub(crate) async fn create(
         &self,
         id: &GroupId,
         owner: &UserId,
@@ -154,7 +154,7 @@ impl Groups {
     }
 
     /// Deletes a group: its settings first (it is gone at once), then its memberships.
-    pub async fn delete(&self, id: &GroupId, by: Option<&UserId>) -> Result<GroupInfo, GroupError> {
+    pub(crate) async fn delete(&self, id: &GroupId, by: Option<&UserId>) -> Result<GroupInfo, GroupError> {
         let group = self.get(id).await?;
         if !allowed(Who::Owner, &group, by) {
             return Err(GroupError::new(
@@ -181,7 +181,7 @@ impl Groups {
     }
 
     /// `user` joins by themselves (open groups), or `by` adds them.
-    pub async fn join(
+    pub(crate) async fn join(
         &self,
         id: &GroupId,
         user: &UserId,
@@ -205,7 +205,7 @@ impl Groups {
     }
 
     /// `by` adds `members`.
-    pub async fn add_members(
+    pub(crate) async fn add_members(
         &self,
         id: &GroupId,
         by: Option<&UserId>,
@@ -249,14 +249,14 @@ impl Groups {
     }
 
     /// `user` leaves by themselves.
-    pub async fn leave(&self, id: &GroupId, user: &UserId) -> Result<GroupInfo, GroupError> {
+    pub(crate) async fn leave(&self, id: &GroupId, user: &UserId) -> Result<GroupInfo, GroupError> {
         let group = self.get(id).await?;
         self.remove(id, None, std::slice::from_ref(user), group)
             .await
     }
 
     /// `by` removes `members`.
-    pub async fn remove_members(
+    pub(crate) async fn remove_members(
         &self,
         id: &GroupId,
         by: Option<&UserId>,
@@ -302,7 +302,7 @@ impl Groups {
     }
 
     /// The member list, for members of private groups and anyone for public ones.
-    pub async fn members(
+    pub(crate) async fn members(
         &self,
         id: &GroupId,
         by: Option<&UserId>,

@@ -9,7 +9,7 @@
 
 mod replica;
 
-pub use replica::{catch_up, follow, Applied, Freshness, Replica};
+pub(crate) use replica::{catch_up, follow, Applied, Freshness, Replica};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,14 +41,14 @@ struct StateReads {
 
 /// One entry seen by a watch, in stream order.
 #[derive(Debug, Clone)]
-pub struct Entry {
-    pub key: String,
+pub(crate) struct Entry {
+    pub(crate) key: String,
     /// The stream sequence of the change (the key's new revision).
-    pub revision: u64,
+    pub(crate) revision: u64,
     /// How many changes the watch still has to deliver to be current (0 = caught up).
-    pub pending: u64,
+    pub(crate) pending: u64,
     /// The new value, or `None` when the key was deleted or purged.
-    pub value: Option<Bytes>,
+    pub(crate) value: Option<Bytes>,
 }
 
 /// See [`Bucket::state`].
@@ -60,7 +60,7 @@ pub struct BucketState {
 
 /// A write lost a compare-and-swap race, or failed outright.
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     #[error("key changed since revision {0:?}")]
     Conflict(Option<u64>),
     #[error(transparent)]
@@ -122,7 +122,7 @@ impl Bucket {
     }
 
     /// A key's current value and revision, read from the bucket (not a mirror).
-    pub async fn get(&self, key: &str) -> anyhow::Result<Option<(u64, Bytes)>> {
+    pub(crate) async fn get(&self, key: &str) -> anyhow::Result<Option<(u64, Bytes)>> {
         let entry = self
             .kv
             .entry(key)
@@ -134,7 +134,7 @@ impl Bucket {
     }
 
     /// Writes `value` if the key is still at `expected` (`None`: absent or deleted).
-    pub async fn write(
+    pub(crate) async fn write(
         &self,
         key: &str,
         expected: Option<u64>,
@@ -156,7 +156,7 @@ impl Bucket {
     }
 
     /// Deletes the key if it is still at revision `expected`.
-    pub async fn remove(&self, key: &str, expected: u64) -> Result<(), WriteError> {
+    pub(crate) async fn remove(&self, key: &str, expected: u64) -> Result<(), WriteError> {
         let result = self
             .kv
             .delete_expect_revision(key, Some(expected))
@@ -175,7 +175,7 @@ impl Bucket {
     }
 
     /// Deletes the key whatever it holds.
-    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+    pub(crate) async fn delete(&self, key: &str) -> anyhow::Result<()> {
         self.kv
             .delete(key)
             .await

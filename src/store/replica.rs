@@ -13,7 +13,7 @@ use super::{Bucket, Changes, Entry};
 
 /// The highest revision a replica has applied, which readers wait on to read their own
 /// writes.
-pub struct Applied(watch::Sender<u64>);
+pub(crate) struct Applied(watch::Sender<u64>);
 
 impl Default for Applied {
     fn default() -> Self {
@@ -22,17 +22,17 @@ impl Default for Applied {
 }
 
 impl Applied {
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         *self.0.borrow()
     }
 
     /// After a reload: the revision may go down (a recreated bucket).
-    pub fn reset(&self, revision: u64) {
+    pub(crate) fn reset(&self, revision: u64) {
         self.0.send_replace(revision);
     }
 
     /// After applying one change.
-    pub fn advance(&self, revision: u64) {
+    pub(crate) fn advance(&self, revision: u64) {
         self.0.send_if_modified(|applied| {
             let newer = revision > *applied;
             if newer {
@@ -43,7 +43,7 @@ impl Applied {
     }
 
     /// Waits until `revision` is applied; false if `timeout` ran out first.
-    pub async fn wait(&self, revision: u64, timeout: Duration) -> bool {
+    pub(crate) async fn wait(&self, revision: u64, timeout: Duration) -> bool {
         let mut rx = self.0.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= revision))
             .await
@@ -53,7 +53,7 @@ impl Applied {
 
 /// Whether a replica holds everything its bucket holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
+pub(crate) enum Freshness {
     Current,
     /// It did not catch up in time: its watch may be stalled.
     Behind,
@@ -69,7 +69,7 @@ const STATE_TIMEOUT: Duration = Duration::from_millis(300);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_millis(700);
 
 /// A read barrier: waits until `applied` reaches what `bucket` holds now.
-pub async fn catch_up(bucket: &Bucket, applied: &Applied) -> Freshness {
+pub(crate) async fn catch_up(bucket: &Bucket, applied: &Applied) -> Freshness {
     let state = match tokio::time::timeout(STATE_TIMEOUT, bucket.state()).await {
         Ok(Ok(state)) => state,
         Ok(Err(e)) => {
@@ -88,7 +88,7 @@ pub async fn catch_up(bucket: &Bucket, applied: &Applied) -> Freshness {
 }
 
 /// An in-memory mirror of a bucket, kept current by [`follow`].
-pub trait Replica: Send + Sync + 'static {
+pub(crate) trait Replica: Send + Sync + 'static {
     /// The mirrored data, also built on the side while (re)loading.
     type State: Default + Send + 'static;
     /// Applies one entry to a state being loaded.
@@ -104,7 +104,7 @@ pub trait Replica: Send + Sync + 'static {
 /// Loads the whole bucket into `replica`, then keeps following it in a task until
 /// `shutdown`. Returns once the initial load is complete. Notifying `resync` makes the
 /// task reload the bucket (for a replica seen to lag).
-pub async fn follow<R: Replica>(
+pub(crate) async fn follow<R: Replica>(
     bucket: Bucket,
     replica: Arc<R>,
     resync: Arc<Notify>,

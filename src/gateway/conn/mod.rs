@@ -37,7 +37,7 @@ use crate::telemetry;
 
 /// What a transport read.
 #[derive(Debug)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     /// One text frame (a JSON object).
     Text(String),
     /// A frame larger than the transport accepts (its size, as far as known).
@@ -48,12 +48,12 @@ pub enum Inbound {
     Closed,
 }
 
-pub trait Reader: Send {
+pub(crate) trait Reader: Send {
     /// The next inbound frame. Must be cancel-safe: it is raced against other events.
     fn next(&mut self) -> impl Future<Output = Inbound> + Send;
 }
 
-pub trait Writer: Send {
+pub(crate) trait Writer: Send {
     /// Writes one frame, or buffers it until [`Writer::flush`]; an error means the
     /// connection is gone.
     fn feed(&mut self, frame: Bytes) -> impl Future<Output = anyhow::Result<()>> + Send;
@@ -76,7 +76,7 @@ pub trait Writer: Send {
 
 /// Which door a connection came through (a metrics label).
 #[derive(Debug, Clone, Copy)]
-pub enum Door {
+pub(crate) enum Door {
     Ws,
     Tcp,
 }
@@ -92,7 +92,7 @@ impl Door {
 
 /// Why the gateway closes a connection; sent as the `bye` reason and close reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Close {
+pub(crate) enum Close {
     /// The gateway is stopping (WebSocket 1001 "going away").
     Shutdown,
     /// The client did not read its frames fast enough.
@@ -114,7 +114,7 @@ pub enum Close {
 }
 
 impl Close {
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Close::Shutdown => "shutdown",
             Close::SlowConsumer => "slow_consumer",
@@ -129,7 +129,7 @@ impl Close {
     }
 
     /// The WebSocket close code.
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         match self {
             Close::Shutdown => 1001,
             Close::Unavailable => 1011,
@@ -172,14 +172,14 @@ impl Drop for Open {
 }
 
 /// A client connection, as a door hands it over.
-pub struct Conn<R, W> {
-    pub reader: R,
-    pub writer: W,
-    pub peer: SocketAddr,
-    pub door: Door,
+pub(crate) struct Conn<R, W> {
+    pub(crate) reader: R,
+    pub(crate) writer: W,
+    pub(crate) peer: SocketAddr,
+    pub(crate) door: Door,
     /// The connection's place under `--max-connections`, held until it ends.
     #[allow(dead_code, reason = "held for its drop, which frees the place")]
-    pub permit: OwnedSemaphorePermit,
+    pub(crate) permit: OwnedSemaphorePermit,
 }
 
 /// Serves one connection to the end. `identity` is set when the transport already

@@ -32,12 +32,12 @@ use crate::subject::DIR_LOOKUP;
 use crate::telemetry;
 
 /// The reason given before NATS is connected.
-pub const CONNECTING: &str = "connecting to NATS";
+pub(crate) const CONNECTING: &str = "connecting to NATS";
 /// The reason given while the NATS connection is lost.
-pub const NATS_DOWN: &str = "NATS is not connected";
+pub(crate) const NATS_DOWN: &str = "NATS is not connected";
 
 /// The HTTP listener being served.
-pub struct Front {
+pub(crate) struct Front {
     shared: Arc<Shared>,
     addr: SocketAddr,
     server: JoinHandle<std::io::Result<()>>,
@@ -55,7 +55,7 @@ struct Shared {
 
 impl Front {
     /// Starts serving `listener` until `shutdown`; the gateway is not ready yet.
-    pub fn serve(
+    pub(crate) fn serve(
         listener: TcpListener,
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
@@ -92,12 +92,12 @@ impl Front {
     }
 
     /// The address the listener is bound to.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The readiness `/readyz` and the gate read.
-    pub fn readiness(&self) -> Arc<Readiness> {
+    pub(crate) fn readiness(&self) -> Arc<Readiness> {
         self.shared.readiness.clone()
     }
 
@@ -110,7 +110,7 @@ impl Front {
     }
 
     /// Waits until the server has stopped (after the shutdown token fired).
-    pub async fn closed(self) -> anyhow::Result<()> {
+    pub(crate) async fn closed(self) -> anyhow::Result<()> {
         self.server
             .await
             .context("the HTTP server task panicked")??;

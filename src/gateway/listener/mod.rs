@@ -12,7 +12,7 @@ pub(crate) mod http;
 pub(crate) mod tcp;
 pub(crate) mod ws;
 
-pub use front::Front;
+pub(crate) use front::Front;
 
 use std::sync::Arc;
 

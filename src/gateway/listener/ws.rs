@@ -30,7 +30,7 @@ const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
 
 /// The header that declares the device class when the token comes with the upgrade.
-pub const DEVICE_HEADER: &str = "x-mrc-device";
+pub(crate) const DEVICE_HEADER: &str = "x-mrc-device";
 
 pub(crate) fn routes() -> axum::Router<Arc<Doors>> {
     axum::Router::new().route("/ws", get(upgrade))
