@@ -61,7 +61,7 @@ impl WsClient {
             .context("writing to the gateway")
     }
 
-    pub async fn send_frame(&mut self, frame: &Outgoing<'_>) -> anyhow::Result<()> {
+    pub(crate) async fn send_frame(&mut self, frame: &Outgoing<'_>) -> anyhow::Result<()> {
         self.send_text(&frame.encode()).await
     }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::directory::LoginPolicy;
+pub(crate) use crate::directory::LoginPolicy;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
@@ -225,7 +225,7 @@ impl Center {
         Ok(id)
     }
 
-    pub fn heartbeat_timeout(&self) -> Duration {
+    pub(crate) fn heartbeat_timeout(&self) -> Duration {
         Duration::from_millis(self.heartbeat_timeout_ms)
     }
 }
@@ -513,7 +513,7 @@ impl Gateway {
     /// The largest NATS payload a deliver request can need: the body, every receiver id
     /// (JSON-escaped: ids hold no control characters, so at most doubled) and its index,
     /// plus the envelope. Must fit the server's max_payload.
-    pub fn max_deliver_payload(&self) -> usize {
+    pub(crate) fn max_deliver_payload(&self) -> usize {
         let l = &self.limits;
         l.max_body_bytes + l.max_receivers * (2 * l.max_id_bytes + 3 + 6) + 1024
     }

@@ -103,7 +103,7 @@ pub enum RequestFailure {
 
 impl RequestFailure {
     /// The same failure, for each request of a batch that failed as a whole.
-    pub fn same(&self) -> Self {
+    pub(crate) fn same(&self) -> Self {
         match self {
             RequestFailure::NoResponders => RequestFailure::NoResponders,
             RequestFailure::TimedOut => RequestFailure::TimedOut,
@@ -139,7 +139,7 @@ pub async fn request<T: serde::de::DeserializeOwned>(
 /// shared, not copied, by the requests of a [`Batcher`](crate::batch::Batcher).
 ///
 /// [`Subject`]: async_nats::Subject
-pub async fn request_raw(
+pub(crate) async fn request_raw(
     client: &Client,
     subject: async_nats::Subject,
     payload: bytes::Bytes,
@@ -170,7 +170,7 @@ pub async fn request_raw(
 /// [`request`] for idempotent requests (look-ups, register, unregister, purge): one more
 /// try when nobody answered, which rides over a center that died with the request in
 /// hand or is restarting.
-pub async fn request_idempotent<T: serde::de::DeserializeOwned>(
+pub(crate) async fn request_idempotent<T: serde::de::DeserializeOwned>(
     client: &Client,
     subject: String,
     payload: bytes::Bytes,
@@ -180,7 +180,7 @@ pub async fn request_idempotent<T: serde::de::DeserializeOwned>(
 }
 
 /// Runs `attempt` once more, after a short pause, when nobody answered the first one.
-pub async fn retry_once<T, F, Fut>(attempt: F) -> Result<T, RequestFailure>
+pub(crate) async fn retry_once<T, F, Fut>(attempt: F) -> Result<T, RequestFailure>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, RequestFailure>>,
@@ -196,7 +196,7 @@ where
 
 /// Answers every request on `requests` with `answer(payload)` until `shutdown` or the
 /// end of the subscription. A message without a reply subject is handled, not answered.
-pub async fn answer(
+pub(crate) async fn answer(
     client: &Client,
     mut requests: async_nats::Subscriber,
     shutdown: &tokio_util::sync::CancellationToken,

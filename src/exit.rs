@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 /// Exit code for a configuration error (sysexits EX_USAGE).
-pub const CONFIG: u8 = 64;
+pub(crate) const CONFIG: u8 = 64;
 
 /// Reports a configuration `error` of `process` on stderr; exit 64.
 pub fn bad_config(process: &str, error: &anyhow::Error) -> ExitCode {
@@ -31,7 +31,7 @@ pub fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
 /// create as configured): trying again will not help, so the process exits 64.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct BadConfig(pub anyhow::Error);
+pub(crate) struct BadConfig(pub anyhow::Error);
 
 /// Exit 0 for a clean stop, 64 for a [`BadConfig`]; logs any other failure and exits 1.
 pub fn finished(process: &str, result: anyhow::Result<()>) -> ExitCode {

@@ -15,13 +15,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 /// Longest user id, in bytes.
-pub const MAX_USER_ID_BYTES: usize = 256;
+pub(crate) const MAX_USER_ID_BYTES: usize = 256;
 /// Longest group id, in bytes.
-pub const MAX_GROUP_ID_BYTES: usize = 128;
+pub(crate) const MAX_GROUP_ID_BYTES: usize = 128;
 /// Longest gateway, center or session id, in bytes (they go into subjects raw).
-pub const MAX_NODE_ID_BYTES: usize = 64;
+pub(crate) const MAX_NODE_ID_BYTES: usize = 64;
 /// Longest message id, in bytes.
-pub const MAX_MESSAGE_ID_BYTES: usize = 128;
+pub(crate) const MAX_MESSAGE_ID_BYTES: usize = 128;
 
 /// Why a string is not a valid id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -57,7 +57,7 @@ macro_rules! id_type {
         pub struct $name(Arc<str>);
 
         impl $name {
-            pub fn as_str(&self) -> &str {
+            pub(crate) fn as_str(&self) -> &str {
                 &self.0
             }
         }
@@ -108,7 +108,7 @@ macro_rules! opaque_id {
             }
 
             /// Inverts the token; refuses anything `token` could not have produced.
-            pub fn from_token(token: &str) -> Result<Self, IdError> {
+            pub(crate) fn from_token(token: &str) -> Result<Self, IdError> {
                 $name::new(&decode_token(token)?)
             }
         }
@@ -175,7 +175,8 @@ macro_rules! node_id {
             }
 
             /// A fresh random id (a NUID: 22 alphanumerics).
-            pub fn generate() -> Self {
+            #[allow(dead_code, reason = "not every kind of id is generated")]
+            pub(crate) fn generate() -> Self {
                 Self(Arc::from(nuid::next().as_str()))
             }
         }
@@ -203,10 +204,10 @@ node_id!(
 /// A message id: chosen by the sender (1..=128 bytes, no control characters) or generated.
 /// Every delivery of one message carries the same id so clients can drop duplicates.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct MessageId(Arc<str>);
+pub(crate) struct MessageId(Arc<str>);
 
 impl MessageId {
-    pub fn new(id: &str) -> Result<Self, IdError> {
+    pub(crate) fn new(id: &str) -> Result<Self, IdError> {
         if id.is_empty() {
             return Err(IdError::Empty);
         }
@@ -219,11 +220,11 @@ impl MessageId {
         Ok(MessageId(Arc::from(id)))
     }
 
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         MessageId(Arc::from(nuid::next().as_str()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

@@ -9,27 +9,27 @@ use std::sync::Arc;
 use crate::ident::{GatewayId, IdError, UserId};
 
 /// Names of the center's micro-service endpoints under [`Subjects::dir_group`].
-pub const DIR_REGISTER: &str = "register";
-pub const DIR_UNREGISTER: &str = "unregister";
+pub(crate) const DIR_REGISTER: &str = "register";
+pub(crate) const DIR_UNREGISTER: &str = "unregister";
 pub const DIR_LOOKUP: &str = "lookup";
-pub const DIR_PURGE: &str = "purge";
+pub(crate) const DIR_PURGE: &str = "purge";
 pub const DIR_PRESENCE: &str = "presence";
-pub const DIR_GATEWAYS: &str = "gateways";
-pub const DIR_DIGESTS: &str = "digests";
-pub const DIR_SESSIONS: &str = "sessions";
+pub(crate) const DIR_GATEWAYS: &str = "gateways";
+pub(crate) const DIR_DIGESTS: &str = "digests";
+pub(crate) const DIR_SESSIONS: &str = "sessions";
 
 /// Names of the centers' group endpoints under [`Subjects::group_group`].
-pub const GRP_CREATE: &str = "create";
+pub(crate) const GRP_CREATE: &str = "create";
 pub const GRP_DELETE: &str = "delete";
-pub const GRP_JOIN: &str = "join";
-pub const GRP_LEAVE: &str = "leave";
-pub const GRP_ADD: &str = "add";
-pub const GRP_REMOVE: &str = "remove";
-pub const GRP_MEMBERS: &str = "members";
-pub const GRP_LIST: &str = "list";
+pub(crate) const GRP_JOIN: &str = "join";
+pub(crate) const GRP_LEAVE: &str = "leave";
+pub(crate) const GRP_ADD: &str = "add";
+pub(crate) const GRP_REMOVE: &str = "remove";
+pub(crate) const GRP_MEMBERS: &str = "members";
+pub(crate) const GRP_LIST: &str = "list";
 pub const GRP_RESOLVE: &str = "resolve";
 /// Every center group endpoint.
-pub const GRP_ENDPOINTS: [&str; 9] = [
+pub(crate) const GRP_ENDPOINTS: [&str; 9] = [
     GRP_CREATE,
     GRP_DELETE,
     GRP_JOIN,
@@ -44,11 +44,11 @@ pub const GRP_ENDPOINTS: [&str; 9] = [
 /// The name centers answer `$SRV.PING/INFO/STATS` under.
 pub const CENTER_SERVICE: &str = "mrc-center";
 /// `mrc.center.gateway-down`: a center evicted a gateway (the gateway reconciles).
-pub const GATEWAY_DOWN: &str = "gateway-down";
+pub(crate) const GATEWAY_DOWN: &str = "gateway-down";
 /// Queue group of the centers' endpoints.
-pub const CENTER_QUEUE: &str = "mrc-center";
+pub(crate) const CENTER_QUEUE: &str = "mrc-center";
 /// Queue group of the gateways' ingress subscriptions.
-pub const GATEWAY_QUEUE: &str = "mrc-gateway";
+pub(crate) const GATEWAY_QUEUE: &str = "mrc-gateway";
 
 /// Builds every subject for one prefix.
 #[derive(Clone, Debug)]
@@ -58,7 +58,7 @@ pub struct Subjects {
 
 impl Subjects {
     /// A prefix is one or more dot-separated tokens of `[A-Za-z0-9_-]`.
-    pub fn new(prefix: &str) -> Result<Self, IdError> {
+    pub(crate) fn new(prefix: &str) -> Result<Self, IdError> {
         if prefix.is_empty() {
             return Err(IdError::Empty);
         }
@@ -76,12 +76,8 @@ impl Subjects {
         })
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// `mrc.dir`: the service group whose endpoints are `DIR_*`.
-    pub fn dir_group(&self) -> String {
+    pub(crate) fn dir_group(&self) -> String {
         format!("{}.dir", self.prefix)
     }
 
@@ -91,7 +87,7 @@ impl Subjects {
     }
 
     /// `mrc.grp`: the service group whose endpoints are `GRP_*`.
-    pub fn group_group(&self) -> String {
+    pub(crate) fn group_group(&self) -> String {
         format!("{}.grp", self.prefix)
     }
 
@@ -101,21 +97,21 @@ impl Subjects {
     }
 
     /// `mrc.grp.send`: backend ingress of group messages (gateways, not centers).
-    pub fn group_send(&self) -> String {
+    pub(crate) fn group_send(&self) -> String {
         format!("{}.grp.send", self.prefix)
     }
 
     /// `mrc.dir.changed.<user>`: a user's set of gateways changed; gateways drop cached routes.
-    pub fn dir_changed(&self, user: &UserId) -> String {
+    pub(crate) fn dir_changed(&self, user: &UserId) -> String {
         format!("{}.dir.changed.{}", self.prefix, user.token())
     }
 
-    pub fn dir_changed_all(&self) -> String {
+    pub(crate) fn dir_changed_all(&self) -> String {
         format!("{}.dir.changed.*", self.prefix)
     }
 
     /// The user whose route changed, from a `dir_changed` subject.
-    pub fn dir_changed_user(&self, subject: &str) -> Option<UserId> {
+    pub(crate) fn dir_changed_user(&self, subject: &str) -> Option<UserId> {
         let token = subject
             .strip_prefix(&*self.prefix)?
             .strip_prefix(".dir.changed.")?;
@@ -123,24 +119,24 @@ impl Subjects {
     }
 
     /// `mrc.center.>`: everything centers broadcast to each other.
-    pub fn center_all(&self) -> String {
+    pub(crate) fn center_all(&self) -> String {
         format!("{}.center.>", self.prefix)
     }
 
     /// `mrc.center.<event>`, event one of `hello`, `here`, `bye`, `gateway-down`.
-    pub fn center(&self, event: &str) -> String {
+    pub(crate) fn center(&self, event: &str) -> String {
         format!("{}.center.{event}", self.prefix)
     }
 
     /// The event name of a `center` subject.
-    pub fn center_event<'s>(&self, subject: &'s str) -> Option<&'s str> {
+    pub(crate) fn center_event<'s>(&self, subject: &'s str) -> Option<&'s str> {
         subject
             .strip_prefix(&*self.prefix)?
             .strip_prefix(".center.")
     }
 
     /// `mrc.gw.<gateway>.deliver`: one message for the listed receivers on that gateway.
-    pub fn deliver(&self, gateway: &GatewayId) -> String {
+    pub(crate) fn deliver(&self, gateway: &GatewayId) -> String {
         format!("{}.gw.{gateway}.deliver", self.prefix)
     }
 
@@ -150,31 +146,31 @@ impl Subjects {
     }
 
     /// `mrc.gw.<gateway>.broadcast`: push a message to every session of that gateway.
-    pub fn gateway_broadcast(&self, gateway: &GatewayId) -> String {
+    pub(crate) fn gateway_broadcast(&self, gateway: &GatewayId) -> String {
         format!("{}.gw.{gateway}.broadcast", self.prefix)
     }
 
     /// `mrc.gw.<gateway>.kick`: close sessions a newer login replaced.
-    pub fn kick(&self, gateway: &GatewayId) -> String {
+    pub(crate) fn kick(&self, gateway: &GatewayId) -> String {
         format!("{}.gw.{gateway}.kick", self.prefix)
     }
 
     /// `mrc.gw.<gateway>.reconcile`: a center asks the gateway to reconcile.
-    pub fn reconcile(&self, gateway: &GatewayId) -> String {
+    pub(crate) fn reconcile(&self, gateway: &GatewayId) -> String {
         format!("{}.gw.{gateway}.reconcile", self.prefix)
     }
 
     /// `mrc.gw.<gateway>.hb`: gateway liveness.
-    pub fn heartbeat(&self, gateway: &GatewayId) -> String {
+    pub(crate) fn heartbeat(&self, gateway: &GatewayId) -> String {
         format!("{}.gw.{gateway}.hb", self.prefix)
     }
 
-    pub fn heartbeat_all(&self) -> String {
+    pub(crate) fn heartbeat_all(&self) -> String {
         format!("{}.gw.*.hb", self.prefix)
     }
 
     /// The gateway that sent a heartbeat, from its subject.
-    pub fn heartbeat_gateway(&self, subject: &str) -> Option<GatewayId> {
+    pub(crate) fn heartbeat_gateway(&self, subject: &str) -> Option<GatewayId> {
         let rest = subject.strip_prefix(&*self.prefix)?.strip_prefix(".gw.")?;
         GatewayId::new(rest.strip_suffix(".hb")?).ok()
     }
@@ -184,17 +180,19 @@ impl Subjects {
         format!("{}.send", self.prefix)
     }
 
-    /// `mrc.to.<user>`: backend ingress, a raw body to one user.
-    pub fn to(&self, user: &UserId) -> String {
+    /// `mrc.to.<user>`: backend ingress, a raw body to one user (backends build it).
+    #[cfg(test)]
+    fn to(&self, user: &UserId) -> String {
         format!("{}.to.{}", self.prefix, user.token())
     }
 
-    pub fn to_all(&self) -> String {
+    /// `mrc.to.*`: what the gateways take raw bodies from.
+    pub(crate) fn to_all(&self) -> String {
         format!("{}.to.*", self.prefix)
     }
 
     /// The receiver of a `to` subject, or why the token is bad.
-    pub fn to_user(&self, subject: &str) -> Result<UserId, IdError> {
+    pub(crate) fn to_user(&self, subject: &str) -> Result<UserId, IdError> {
         let token = subject
             .strip_prefix(&*self.prefix)
             .and_then(|s| s.strip_prefix(".to."))
@@ -203,7 +201,7 @@ impl Subjects {
     }
 
     /// `mrc.presence.<user>`: online/offline events.
-    pub fn presence(&self, user: &UserId) -> String {
+    pub(crate) fn presence(&self, user: &UserId) -> String {
         format!("{}.presence.{}", self.prefix, user.token())
     }
 }

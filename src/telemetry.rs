@@ -48,30 +48,30 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 }
 
 /// Client connections open (any door), logged in or not.
-pub const GATEWAY_CONNECTIONS: &str = "mrc_gateway_connections";
+pub(crate) const GATEWAY_CONNECTIONS: &str = "mrc_gateway_connections";
 /// Logged-in sessions.
-pub const GATEWAY_SESSIONS: &str = "mrc_gateway_sessions";
+pub(crate) const GATEWAY_SESSIONS: &str = "mrc_gateway_sessions";
 /// Messages accepted for routing, by `door` (ws, tcp, http, nats).
-pub const GATEWAY_MESSAGES_IN: &str = "mrc_gateway_messages_in_total";
+pub(crate) const GATEWAY_MESSAGES_IN: &str = "mrc_gateway_messages_in_total";
 /// Frames queued to clients (messages, reports, errors...).
-pub const GATEWAY_FRAMES_OUT: &str = "mrc_gateway_frames_out_total";
+pub(crate) const GATEWAY_FRAMES_OUT: &str = "mrc_gateway_frames_out_total";
 /// Per-receiver results of routed messages, by `outcome`.
-pub const GATEWAY_DELIVERIES: &str = "mrc_gateway_deliveries_total";
+pub(crate) const GATEWAY_DELIVERIES: &str = "mrc_gateway_deliveries_total";
 /// Route cache look-ups, by `result` (hit, miss).
-pub const GATEWAY_ROUTE_CACHE: &str = "mrc_gateway_route_cache_total";
+pub(crate) const GATEWAY_ROUTE_CACHE: &str = "mrc_gateway_route_cache_total";
 /// `mrc.dir.lookup` requests sent.
-pub const GATEWAY_LOOKUP_REQUESTS: &str = "mrc_gateway_lookup_requests_total";
+pub(crate) const GATEWAY_LOOKUP_REQUESTS: &str = "mrc_gateway_lookup_requests_total";
 /// Deliver requests made, by `target` (local: this gateway, remote: over NATS).
-pub const GATEWAY_DELIVER_REQUESTS: &str = "mrc_gateway_deliver_requests_total";
+pub(crate) const GATEWAY_DELIVER_REQUESTS: &str = "mrc_gateway_deliver_requests_total";
 /// NATS requests that carried several requests at once (batches), by `kind` (deliver,
 /// register, unregister).
-pub const BATCHES: &str = "mrc_gateway_batches_total";
+pub(crate) const BATCHES: &str = "mrc_gateway_batches_total";
 /// Error frames and replies sent, by `code`.
-pub const GATEWAY_ERRORS: &str = "mrc_gateway_errors_total";
+pub(crate) const GATEWAY_ERRORS: &str = "mrc_gateway_errors_total";
 /// Sessions closed because their outbound queue was full.
-pub const GATEWAY_SLOW_CONSUMERS: &str = "mrc_gateway_slow_consumers_total";
+pub(crate) const GATEWAY_SLOW_CONSUMERS: &str = "mrc_gateway_slow_consumers_total";
 /// Duration of NATS requests, by `kind` (lookup, register, deliver...).
-pub const NATS_REQUEST_SECONDS: &str = "mrc_gateway_nats_request_seconds";
+pub(crate) const NATS_REQUEST_SECONDS: &str = "mrc_gateway_nats_request_seconds";
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -122,7 +122,7 @@ macro_rules! static_counter {
 pub(crate) use static_counter;
 
 /// Counts one message accepted for routing through `door` (ws, tcp, http, nats).
-pub fn message_in(door: &'static str) {
+pub(crate) fn message_in(door: &'static str) {
     let counter = match door {
         "ws" => static_counter!(GATEWAY_MESSAGES_IN, "door" => "ws"),
         "tcp" => static_counter!(GATEWAY_MESSAGES_IN, "door" => "tcp"),
@@ -134,7 +134,7 @@ pub fn message_in(door: &'static str) {
 }
 
 /// Counts `n` receivers of routed messages with `outcome`.
-pub fn deliveries(outcome: crate::protocol::code::Outcome, n: u64) {
+pub(crate) fn deliveries(outcome: crate::protocol::code::Outcome, n: u64) {
     use crate::protocol::code::Outcome;
     let counter = match outcome {
         Outcome::Delivered => static_counter!(GATEWAY_DELIVERIES, "outcome" => "delivered"),
@@ -169,7 +169,7 @@ pub(crate) fn metric_kind(subject: &str) -> &'static str {
 
 /// Records one NATS request's duration. `kind` is one of [`METRIC_KINDS`], whose handles
 /// are registered once each, at first use (a look-up by key hashed it every call).
-pub fn nats_request(kind: &'static str, took: Duration) {
+pub(crate) fn nats_request(kind: &'static str, took: Duration) {
     static HISTOGRAMS: [std::sync::OnceLock<metrics::Histogram>; METRIC_KINDS.len()] =
         [const { std::sync::OnceLock::new() }; METRIC_KINDS.len()];
     let seconds = took.as_secs_f64();
@@ -182,7 +182,7 @@ pub fn nats_request(kind: &'static str, took: Duration) {
 }
 
 /// Counts one error sent to a client or backend.
-pub fn error(code: crate::protocol::code::ErrorCode) {
+pub(crate) fn error(code: crate::protocol::code::ErrorCode) {
     metrics::counter!(GATEWAY_ERRORS, "code" => code.as_str()).increment(1);
 }
 

@@ -36,7 +36,12 @@ pub(crate) struct Batches {
 }
 
 impl Batches {
-    pub(crate) fn new(client: Client, subjects: Subjects, timeout: Duration, in_flight: usize) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        subjects: Subjects,
+        timeout: Duration,
+        in_flight: usize,
+    ) -> Self {
         Batches {
             client,
             subjects,

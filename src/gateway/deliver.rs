@@ -10,7 +10,10 @@ use crate::protocol::client::Frame;
 use crate::protocol::nats::{encode, DeliverReply, DeliverRequest, ErrorReply};
 
 /// Pushes one message to the local sessions of its receivers.
-pub(crate) fn deliver<'a>(sessions: &Sessions, request: &'a DeliverRequest<'_>) -> DeliverReply<'a> {
+pub(crate) fn deliver<'a>(
+    sessions: &Sessions,
+    request: &'a DeliverRequest<'_>,
+) -> DeliverReply<'a> {
     let frame = Frame::Msg {
         id: &request.id,
         from: request.from.as_deref(),

@@ -28,7 +28,8 @@ use crate::sync;
 /// How long a failed directory write keeps the gateway not ready when no write succeeds
 /// after it: twice the longest pause between retries of a write (`retry::MAX_DELAY`), so
 /// a write being retried through an outage keeps it not ready.
-pub(crate) const WRITE_FAILURE_HOLD: Duration = Duration::from_secs(2 * crate::retry::MAX_DELAY.as_secs());
+pub(crate) const WRITE_FAILURE_HOLD: Duration =
+    Duration::from_secs(2 * crate::retry::MAX_DELAY.as_secs());
 
 /// The reason given until a center has answered.
 pub(crate) const NO_CENTER: &str = "waiting for a center to answer";

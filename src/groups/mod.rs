@@ -154,7 +154,11 @@ impl Groups {
     }
 
     /// Deletes a group: its settings first (it is gone at once), then its memberships.
-    pub(crate) async fn delete(&self, id: &GroupId, by: Option<&UserId>) -> Result<GroupInfo, GroupError> {
+    pub(crate) async fn delete(
+        &self,
+        id: &GroupId,
+        by: Option<&UserId>,
+    ) -> Result<GroupInfo, GroupError> {
         let group = self.get(id).await?;
         if !allowed(Who::Owner, &group, by) {
             return Err(GroupError::new(

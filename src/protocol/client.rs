@@ -89,7 +89,7 @@ pub struct FrameError {
 
 impl Request<'_> {
     /// The frame's `id`, if it had one.
-    pub fn id(&self) -> Option<&str> {
+    pub(crate) fn id(&self) -> Option<&str> {
         match self {
             Request::Login { .. } => None,
             Request::Send { id, .. }
@@ -116,12 +116,12 @@ impl From<serde_json::Error> for FrameError {
 
 impl FrameError {
     /// The same error, for the frame with `id`.
-    pub fn with_id(mut self, id: Option<String>) -> Self {
+    pub(crate) fn with_id(mut self, id: Option<String>) -> Self {
         self.id = id;
         self
     }
 
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         FrameError {
             code,
             message: message.into(),
@@ -230,7 +230,7 @@ pub fn parse(frame: &str) -> Result<Request<'_>, FrameError> {
 /// The claims MRC reads from a client token (JWT). `exp` is required and, like `nbf`,
 /// `iss` and `aud`, checked by the token library.
 #[derive(Debug, Deserialize)]
-pub struct TokenClaims {
+pub(crate) struct TokenClaims {
     /// The user id.
     pub sub: String,
     /// Space-separated scopes; `mrc:send` allows the HTTP send API.
@@ -269,7 +269,7 @@ impl Report {
 
 /// `POST /v1/presence`: the users asked about.
 #[derive(Debug, Clone, Deserialize)]
-pub struct PresenceBody {
+pub(crate) struct PresenceBody {
     pub users: Vec<String>,
 }
 

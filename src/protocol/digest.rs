@@ -13,7 +13,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 /// Buckets a gateway's sessions are split into for reconciliation: at 100,000 sessions
 /// per gateway one bucket lists ~400 of them (~30 KB).
-pub const BUCKETS: usize = 256;
+pub(crate) const BUCKETS: usize = 256;
 
 /// The count and hash sum of a set of (user, session) pairs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,18 +27,19 @@ pub struct Digest {
 }
 
 impl Digest {
-    pub fn add(&mut self, user: &str, session: &str) {
+    pub(crate) fn add(&mut self, user: &str, session: &str) {
         self.sessions += 1;
         self.sum = self.sum.wrapping_add(pair_hash(user, session));
     }
 
-    pub fn remove(&mut self, user: &str, session: &str) {
+    pub(crate) fn remove(&mut self, user: &str, session: &str) {
         self.sessions = self.sessions.saturating_sub(1);
         self.sum = self.sum.wrapping_sub(pair_hash(user, session));
     }
 
     /// The digest of some pairs.
-    pub fn of<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn of<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut digest = Digest::default();
         for (user, session) in pairs {
             digest.add(user, session);
@@ -48,15 +49,15 @@ impl Digest {
 }
 
 /// Per-bucket digests of one gateway's sessions.
-pub type Buckets = Vec<Digest>;
+pub(crate) type Buckets = Vec<Digest>;
 
 /// Empty digests, one per bucket.
-pub fn empty_buckets() -> Buckets {
+pub(crate) fn empty_buckets() -> Buckets {
     vec![Digest::default(); BUCKETS]
 }
 
 /// The bucket a user's sessions fall into.
-pub fn bucket_of(user: &str) -> usize {
+pub(crate) fn bucket_of(user: &str) -> usize {
     (xxh3_64(user.as_bytes()) % BUCKETS as u64) as usize
 }
 
@@ -72,11 +73,11 @@ fn pair_hash(user: &str, session: &str) -> u64 {
 mod hex {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{value:016x}"))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         let text = <&str>::deserialize(d)?;
         u64::from_str_radix(text, 16).map_err(serde::de::Error::custom)
     }

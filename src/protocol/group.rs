@@ -94,7 +94,7 @@ pub struct GroupRequest {
 
 /// `mrc.grp.list`: the groups of a user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ListRequest {
+pub(crate) struct ListRequest {
     pub user: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
@@ -116,14 +116,14 @@ pub struct GroupInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListReply {
+pub(crate) struct ListReply {
     pub user: String,
     pub groups: Vec<String>,
 }
 
 /// Groups up to this size get per-member outcomes in send reports (`offline_members` is
 /// filled); larger ones get counts.
-pub const REPORT_DETAIL_LIMIT: usize = 100;
+pub(crate) const REPORT_DETAIL_LIMIT: usize = 100;
 
 /// `mrc.grp.resolve {group, by}`: a group's online members by gateway, for a send.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -141,7 +141,7 @@ pub struct ResolveReply {
 
 /// `mrc.grp.send`: a backend's message to a group (over HTTP the group is in the path).
 #[derive(Debug, Deserialize)]
-pub struct GroupSendRequest<'a> {
+pub(crate) struct GroupSendRequest<'a> {
     #[serde(default)]
     pub group: String,
     #[serde(default)]

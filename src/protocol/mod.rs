@@ -12,15 +12,15 @@
 
 pub mod client;
 pub mod code;
-pub mod digest;
+pub(crate) mod digest;
 pub mod group;
 pub mod nats;
-pub mod record;
+pub(crate) mod record;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch: the `ts` of messages and events.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -29,7 +29,9 @@ pub fn now_ms() -> u64 {
 
 /// Decodes any JSON payload of this module, with the stable code of what is wrong:
 /// `bad_json` (not JSON) or `bad_frame` (JSON of the wrong shape).
-pub fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, client::FrameError> {
+pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<T, client::FrameError> {
     serde_json::from_slice(bytes).map_err(client::FrameError::from)
 }
 

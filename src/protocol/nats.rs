@@ -69,7 +69,7 @@ pub struct UserPresence {
 
 /// `mrc.broadcast`: a message to every online user, or to those on some gateways.
 #[derive(Debug, Deserialize)]
-pub struct BroadcastRequest<'a> {
+pub(crate) struct BroadcastRequest<'a> {
     #[serde(default)]
     pub from: Option<String>,
     #[serde(default)]
@@ -83,7 +83,7 @@ pub struct BroadcastRequest<'a> {
 
 /// `mrc.gw.<gateway>.broadcast`: push this message to every session of that gateway.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct GatewayBroadcast<'a> {
+pub(crate) struct GatewayBroadcast<'a> {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
@@ -94,7 +94,7 @@ pub struct GatewayBroadcast<'a> {
 
 /// A gateway queued a broadcast for this many sessions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BroadcastAccepted {
+pub(crate) struct BroadcastAccepted {
     pub sessions: usize,
 }
 
@@ -113,13 +113,13 @@ pub struct BroadcastReport {
 
 /// `mrc.dir.gateways`: the gateways that hold sessions.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct GatewaysReply {
+pub(crate) struct GatewaysReply {
     pub gateways: Vec<String>,
 }
 
 /// `mrc.gw.<gateway>.kick`: close these sessions of `user` (a newer login replaced them).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KickRequest {
+pub(crate) struct KickRequest {
     pub user: String,
     pub sessions: Vec<String>,
     pub reason: String,
@@ -127,21 +127,21 @@ pub struct KickRequest {
 
 /// The `reason` of a `KickRequest` for sessions a newer login replaced; the gateway closes
 /// them with it.
-pub const REPLACED: &str = "replaced";
+pub(crate) const REPLACED: &str = "replaced";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KickReply {
+pub(crate) struct KickReply {
     pub kicked: usize,
 }
 
 /// `mrc.dir.purge`: remove every session of a gateway (it restarted or is stopping).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PurgeRequest {
+pub(crate) struct PurgeRequest {
     pub gateway: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PurgeReply {
+pub(crate) struct PurgeReply {
     /// Sessions removed.
     pub removed: usize,
 }
@@ -154,7 +154,7 @@ pub struct LookupRequest {
 
 /// Most users in one look-up (and in one `mrc.dir.presence` request): centers refuse more,
 /// gateways split larger look-ups into chunks of this size.
-pub const MAX_LOOKUP_USERS: usize = 10_000;
+pub(crate) const MAX_LOOKUP_USERS: usize = 10_000;
 
 /// Every requested user appears; an empty list means offline.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -176,7 +176,7 @@ pub struct Location {
 /// routes without copying any id; the receiving one borrows `id`, `from`, `group` and
 /// `members` (when unescaped) from the NATS payload.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct DeliverRequest<'a> {
+pub(crate) struct DeliverRequest<'a> {
     #[serde(borrow)]
     pub id: Cow<'a, str>,
     #[serde(
@@ -222,14 +222,14 @@ where
 /// Which receivers the gateway pushed to, and which it does not hold (stale route). The
 /// answering gateway borrows the ids from the request it answers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct DeliverReply<'a> {
+pub(crate) struct DeliverReply<'a> {
     pub delivered: Vec<Cow<'a, str>>,
     pub absent: Vec<Cow<'a, str>>,
 }
 
 /// `mrc.send`: a backend's message. `id` and `from` are optional.
 #[derive(Debug, Deserialize)]
-pub struct SendRequest<'a> {
+pub(crate) struct SendRequest<'a> {
     pub to: Vec<String>,
     #[serde(default)]
     pub from: Option<String>,
@@ -252,7 +252,7 @@ pub struct SendRequestOut<'a> {
 
 /// `mrc.gw.<gateway>.hb`: the gateway is alive, and holds the sessions `digest` sums up.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     pub gateway: String,
     pub sessions: usize,
     /// Absent from gateways that do not reconcile: centers then compare nothing.
@@ -263,7 +263,7 @@ pub struct Heartbeat {
 /// `mrc.gw.<gateway>.reconcile`: a center saw the directory disagree with the gateway's
 /// heartbeats for several beats in a row; the gateway compares and repairs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReconcileNudge {
+pub(crate) struct ReconcileNudge {
     pub center: String,
     /// The directory's view of the gateway, as that center's mirror holds it.
     pub directory: Digest,
@@ -271,25 +271,25 @@ pub struct ReconcileNudge {
 
 /// `mrc.dir.digests`: the directory's per-bucket digests of one gateway's sessions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DigestsRequest {
+pub(crate) struct DigestsRequest {
     pub gateway: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DigestsReply {
+pub(crate) struct DigestsReply {
     /// One per bucket, [`super::digest::BUCKETS`] of them.
     pub buckets: Vec<Digest>,
 }
 
 /// `mrc.dir.sessions`: the directory's sessions of one gateway in some buckets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GatewaySessionsRequest {
+pub(crate) struct GatewaySessionsRequest {
     pub gateway: String,
     pub buckets: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct GatewaySessionsReply {
+pub(crate) struct GatewaySessionsReply {
     pub sessions: Vec<HeldSession>,
 }
 
@@ -302,14 +302,14 @@ pub struct HeldSession {
 
 /// `mrc.center.hello` / `here` / `bye`: a center starts, answers a hello, or stops.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CenterAnnounce {
+pub(crate) struct CenterAnnounce {
     pub center: String,
     pub version: String,
 }
 
 /// `mrc.center.gateway-down`: a center removed a gateway's sessions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GatewayDown {
+pub(crate) struct GatewayDown {
     pub gateway: String,
     pub removed: usize,
     pub center: String,
@@ -347,7 +347,7 @@ pub struct ErrorBody {
 }
 
 impl ErrorReply {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ErrorReply {
             error: ErrorBody {
                 code,
@@ -366,7 +366,7 @@ pub fn encode<T: Serialize>(payload: &T) -> bytes::Bytes {
 
 /// Why a reply could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplyError {
+pub(crate) enum ReplyError {
     #[error("peer answered with an error: {0}")]
     Remote(ErrorBody),
     #[error("reply is not valid: {0}")]
@@ -374,7 +374,7 @@ pub enum ReplyError {
 }
 
 /// Decodes a reply that is either `T` or an [`ErrorReply`].
-pub fn decode_reply<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ReplyError> {
+pub(crate) fn decode_reply<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ReplyError> {
     // Fast path: what is not an error reply decodes straight into `T`, without the
     // buffering an untagged enum does (it was ~2% of a busy gateway's CPU).
     if !is_error_reply(payload) {

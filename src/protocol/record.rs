@@ -6,13 +6,13 @@ use serde::{Deserialize, Serialize};
 /// All live sessions of one user. The key is the user's token; an empty record is never
 /// stored (the key is deleted instead).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserRecord {
+pub(crate) struct UserRecord {
     #[serde(rename = "s")]
     pub sessions: Vec<SessionRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionRecord {
+pub(crate) struct SessionRecord {
     #[serde(rename = "id")]
     pub session: String,
     #[serde(rename = "gw")]
@@ -26,11 +26,11 @@ pub struct SessionRecord {
 }
 
 impl UserRecord {
-    pub fn encode(&self) -> bytes::Bytes {
+    pub(crate) fn encode(&self) -> bytes::Bytes {
         bytes::Bytes::from(serde_json::to_vec(self).expect("records are serializable"))
     }
 
-    pub fn decode(value: &[u8]) -> Result<Self, serde_json::Error> {
+    pub(crate) fn decode(value: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(value)
     }
 }
@@ -38,7 +38,7 @@ impl UserRecord {
 /// `g.<group>` in the groups bucket: a group's settings. `epoch` is new for every
 /// creation, so memberships left over from a deleted group of the same id never count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupRecord {
+pub(crate) struct GroupRecord {
     pub owner: String,
     pub policy: super::group::Policy,
     pub epoch: String,
@@ -47,19 +47,19 @@ pub struct GroupRecord {
 
 /// `m.<group>.<user>` in the groups bucket: one membership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberRecord {
+pub(crate) struct MemberRecord {
     pub epoch: String,
     pub since: u64,
 }
 
 impl GroupRecord {
-    pub fn encode(&self) -> bytes::Bytes {
+    pub(crate) fn encode(&self) -> bytes::Bytes {
         bytes::Bytes::from(serde_json::to_vec(self).expect("records are serializable"))
     }
 }
 
 impl MemberRecord {
-    pub fn encode(&self) -> bytes::Bytes {
+    pub(crate) fn encode(&self) -> bytes::Bytes {
         bytes::Bytes::from(serde_json::to_vec(self).expect("records are serializable"))
     }
 }
