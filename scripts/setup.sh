@@ -2,6 +2,7 @@
 # Installs what MRC needs that a fresh Linux machine may lack, then builds.
 #   - nats-server (pinned), into .tools/ when none >= 2.10 is on PATH
 #   - the Python packages the client tests use, into .tools/py
+#   - the JavaScript client's test packages (npm ci in clients/js), when npm is there
 #   - the release (or, with --debug, the debug) binaries
 # Idempotent: a second run only rebuilds what changed.
 set -euo pipefail
@@ -41,6 +42,18 @@ if [ "$(cat "$tools/py/.installed" 2>/dev/null)" != "$PYTHON_PACKAGES" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     --target "$tools/py" $PYTHON_PACKAGES
   echo "$PYTHON_PACKAGES" > "$tools/py/.installed"
+fi
+
+# The JavaScript client's test packages, from clients/js/package-lock.json, reinstalled
+# when the lock changes. Without npm, say so and go on: the JS client test
+# (tests/it/js_client.rs) then fails and names what is missing.
+js="$root/clients/js"
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: npm not found: the JavaScript client tests need Node.js 20+ with npm" >&2
+elif ! cmp -s "$js/package-lock.json" "$js/node_modules/.mrc-lock"; then
+  echo "setup: installing the JavaScript client's test packages (npm ci in clients/js)" >&2
+  (cd "$js" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  cp "$js/package-lock.json" "$js/node_modules/.mrc-lock"
 fi
 
 case "$profile" in

@@ -13,6 +13,7 @@ mod doors;
 mod failover;
 mod groups;
 mod ingress;
+mod js_client;
 mod limits;
 mod login_policy;
 mod permissions;
