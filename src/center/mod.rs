@@ -5,7 +5,7 @@
 //! Start-up order matters: the mirror is fully loaded before the service joins the queue
 //! group, so a center started later never answers from a partial directory.
 
-pub(crate) mod groups;
+pub(crate) mod group_endpoints;
 pub(crate) mod kick;
 pub(crate) mod liveness;
 pub(crate) mod peers;

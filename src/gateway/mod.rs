@@ -13,10 +13,10 @@
 //! - [`readiness`]: whether the gateway may take clients, and why not.
 
 pub(crate) mod auth;
-pub(crate) mod batch;
 pub(crate) mod broadcast;
 pub(crate) mod conn;
 pub(crate) mod deliver;
+pub(crate) mod destinations;
 pub(crate) mod heartbeat;
 pub(crate) mod ingress;
 pub(crate) mod kick;

@@ -17,8 +17,8 @@ use std::time::Duration;
 use async_nats::Client;
 use serde_json::value::RawValue;
 
-use super::batch::Batches;
 use super::deliver::deliver;
+use super::destinations::Batches;
 use super::resolve::{Resolver, Route};
 use super::session::Sessions;
 use crate::config;

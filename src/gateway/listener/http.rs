@@ -6,7 +6,7 @@
 //! | `GET /v1/users/{id}` | API key or any valid token | online? sessions per gateway |
 //! | `POST /v1/broadcast` `{"body","id"?,"from"?,"gateways"?}` | API key | to everyone online |
 //! | `POST /v1/presence` `{"users":[...]}` | API key, or a token (presence policy applies) | online, sessions, since, per user |
-//! | `/v1/groups/...` | API key or token | groups: see `listener::groups` |
+//! | `/v1/groups/...` | API key or token | groups: see `listener::http_groups` |
 //!
 //! Errors are JSON `{"error":{"code","message"}}` with the HTTP status that fits the code.
 //! `/healthz`, `/readyz` and `/metrics`, and the gate in front of these routes while the

@@ -3,12 +3,12 @@
 //! - [`ws`]: WebSocket at `/ws` on the HTTP listener;
 //! - [`front`]: the HTTP listener itself, served from the start: health, readiness,
 //!   metrics, and the gate that keeps clients out while the gateway is not ready;
-//! - [`http`]: the HTTP API (`/v1/...`), same listener; [`groups`]: its group routes;
+//! - [`http`]: the HTTP API (`/v1/...`), same listener; [`http_groups`]: its group routes;
 //! - [`tcp`]: newline-delimited JSON on its own listener.
 
 pub(crate) mod front;
-pub(crate) mod groups;
 pub(crate) mod http;
+pub(crate) mod http_groups;
 pub(crate) mod tcp;
 pub(crate) mod ws;
 
@@ -31,7 +31,7 @@ pub(crate) struct Doors {
 }
 
 /// The routes behind the gate: the WebSocket door and the whole HTTP API ([`http`]'s
-/// routes and [`groups`]'s) under one body limit. Bodies a little over the frame limit
+/// routes and [`http_groups`]'s) under one body limit. Bodies a little over the frame limit
 /// still get a JSON `too_large`; far over, axum's 413.
 fn routes(doors: &Arc<Doors>) -> axum::Router {
     let cx = &doors.conn;
@@ -41,7 +41,7 @@ fn routes(doors: &Arc<Doors>) -> axum::Router {
     });
     let body_limit = cx.ops.limits.max_frame_bytes.saturating_mul(2);
     let api = http::routes()
-        .merge(groups::routes())
+        .merge(http_groups::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(api);
     ws::routes().with_state(doors.clone()).merge(api)
