@@ -180,9 +180,86 @@ pub struct Center {
     )]
     pub presence_policy: PresencePolicy,
     #[command(flatten)]
+    pub inbox: Inbox,
+    #[command(flatten)]
     pub nats: Nats,
     #[command(flatten)]
     pub runtime: Runtime,
+}
+
+/// The durable inbox's stream, which centers create (with `--replicas`) and keep at
+/// these bounds. Give every center the same.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Inbox")]
+pub struct Inbox {
+    /// JetStream stream of stored messages (one subject per user).
+    #[arg(
+        long = "inbox-stream",
+        env = "MRC_INBOX_STREAM",
+        default_value = "mrc_inbox"
+    )]
+    pub stream: String,
+    /// Stored messages per user; a send to a full inbox reports `inbox_full`.
+    #[arg(
+        long = "inbox-max-per-user",
+        env = "MRC_INBOX_MAX_PER_USER",
+        default_value_t = 1000
+    )]
+    pub max_per_user: i64,
+    /// Stored messages are dropped after this many seconds (default: 7 days).
+    #[arg(
+        long = "inbox-max-age-s",
+        env = "MRC_INBOX_MAX_AGE_S",
+        default_value_t = 604_800
+    )]
+    pub max_age_s: u64,
+    /// Bytes the whole inbox stream may hold; a send beyond reports `inbox_full`.
+    #[arg(
+        long = "inbox-max-bytes",
+        env = "MRC_INBOX_MAX_BYTES",
+        default_value_t = 1 << 30
+    )]
+    pub max_bytes: i64,
+    /// A retried send with the same message id is stored once within this window (s).
+    #[arg(
+        long = "inbox-dedupe-s",
+        env = "MRC_INBOX_DEDUPE_S",
+        default_value_t = 120
+    )]
+    pub dedupe_s: u64,
+}
+
+impl Inbox {
+    pub(crate) fn limits(&self) -> crate::store::inbox::InboxLimits {
+        crate::store::inbox::InboxLimits {
+            per_user: self.max_per_user,
+            max_age: Duration::from_secs(self.max_age_s),
+            max_bytes: self.max_bytes,
+            duplicate_window: Duration::from_secs(self.dedupe_s),
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        valid_name("--inbox-stream", &self.stream)?;
+        if self.max_per_user < 1 || self.max_bytes < 1 || self.max_age_s == 0 {
+            bail!("--inbox-max-per-user, --inbox-max-bytes and --inbox-max-age-s must be > 0");
+        }
+        if self.dedupe_s == 0 || self.dedupe_s > self.max_age_s {
+            bail!("--inbox-dedupe-s must be > 0 and at most --inbox-max-age-s");
+        }
+        Ok(())
+    }
+}
+
+/// A bucket or stream name JetStream accepts.
+fn valid_name(flag: &str, name: &str) -> anyhow::Result<()> {
+    let valid = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if name.is_empty() || !valid {
+        bail!("{flag} {name:?}: use A-Z a-z 0-9 _ -");
+    }
+    Ok(())
 }
 
 /// Whose presence (online status and events) a user may see. Backends see everyone's.
@@ -202,17 +279,9 @@ impl Center {
             None => CenterId::generate(),
         };
         self.id = Some(id.to_string());
-        for (flag, bucket) in [
-            ("--bucket", &self.bucket),
-            ("--groups-bucket", &self.groups_bucket),
-        ] {
-            let valid = bucket
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if bucket.is_empty() || !valid {
-                bail!("{flag} {bucket:?}: use A-Z a-z 0-9 _ -");
-            }
-        }
+        valid_name("--bucket", &self.bucket)?;
+        valid_name("--groups-bucket", &self.groups_bucket)?;
+        self.inbox.validate()?;
         if !(1..=5).contains(&self.replicas) {
             bail!("--replicas must be 1..=5");
         }
@@ -300,6 +369,22 @@ pub struct Gateway {
         default_value_t = 50_000
     )]
     pub broadcast_rate: u32,
+    /// What becomes of a message for a receiver who is not online, unless the send
+    /// says: `drop` (outcome `offline`) or `store` in their inbox (outcome `stored`).
+    #[arg(
+        long = "offline",
+        env = "MRC_GATEWAY_OFFLINE",
+        value_enum,
+        default_value = "drop"
+    )]
+    pub offline: crate::protocol::inbox::Offline,
+    /// JetStream stream of stored messages (the centers create it).
+    #[arg(
+        long = "inbox-stream",
+        env = "MRC_INBOX_STREAM",
+        default_value = "mrc_inbox"
+    )]
+    pub inbox_stream: String,
     /// How long a graceful stop may take before it gives up (ms).
     #[arg(
         long = "shutdown-grace-ms",
@@ -453,6 +538,7 @@ impl Gateway {
             None => GatewayId::generate(),
         };
         self.id = Some(id.to_string());
+        valid_name("--inbox-stream", &self.inbox_stream)?;
         let l = &self.limits;
         let positive = [
             ("--heartbeat-ms", self.heartbeat_ms),

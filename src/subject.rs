@@ -47,6 +47,10 @@ pub const CENTER_SERVICE: &str = "mrc-center";
 pub(crate) const GATEWAY_DOWN: &str = "gateway-down";
 /// Queue group of the centers' endpoints.
 pub(crate) const CENTER_QUEUE: &str = "mrc-center";
+/// `mrc.inbox.fetch`: a user's stored messages (backends).
+pub const INBOX_FETCH: &str = "fetch";
+/// `mrc.inbox.ack`: remove a user's stored messages up to a sequence (backends).
+pub const INBOX_ACK: &str = "ack";
 /// Queue group of the gateways' ingress subscriptions.
 pub(crate) const GATEWAY_QUEUE: &str = "mrc-gateway";
 
@@ -148,6 +152,26 @@ impl Subjects {
     /// `mrc.gw.<gateway>.broadcast`: push a message to every session of that gateway.
     pub(crate) fn gateway_broadcast(&self, gateway: &GatewayId) -> String {
         format!("{}.gw.{gateway}.broadcast", self.prefix)
+    }
+
+    /// `mrc.gw.<gateway>.inbox`: users of that gateway have new stored messages.
+    pub(crate) fn gateway_inbox(&self, gateway: &GatewayId) -> String {
+        format!("{}.gw.{gateway}.inbox", self.prefix)
+    }
+
+    /// `mrc.inbox.msg.<user>`: the stored messages of one user (a JetStream subject).
+    pub(crate) fn inbox_messages(&self, user: &UserId) -> String {
+        format!("{}.inbox.msg.{}", self.prefix, user.token())
+    }
+
+    /// `mrc.inbox.msg.*`: the inbox stream's subjects.
+    pub(crate) fn inbox_all(&self) -> String {
+        format!("{}.inbox.msg.*", self.prefix)
+    }
+
+    /// `mrc.inbox.<endpoint>`: backend requests on inboxes ([`INBOX_FETCH`], [`INBOX_ACK`]).
+    pub fn inbox(&self, endpoint: &str) -> String {
+        format!("{}.inbox.{endpoint}", self.prefix)
     }
 
     /// `mrc.gw.<gateway>.kick`: close sessions a newer login replaced.

@@ -69,6 +69,7 @@ pub(crate) const BATCHES: &str = "mrc_gateway_batches_total";
 /// Error frames and replies sent, by `code`.
 pub(crate) const GATEWAY_ERRORS: &str = "mrc_gateway_errors_total";
 /// Sessions closed because their outbound queue was full.
+pub(crate) const GATEWAY_INBOX: &str = "mrc_gateway_inbox_total";
 pub(crate) const GATEWAY_SLOW_CONSUMERS: &str = "mrc_gateway_slow_consumers_total";
 /// Duration of NATS requests, by `kind` (lookup, register, deliver...).
 pub(crate) const NATS_REQUEST_SECONDS: &str = "mrc_gateway_nats_request_seconds";
@@ -101,6 +102,10 @@ fn describe() {
     );
     describe_counter!(GATEWAY_ERRORS, "Error frames and replies sent, by code");
     describe_counter!(GATEWAY_SLOW_CONSUMERS, "Sessions closed as slow consumers");
+    describe_counter!(
+        GATEWAY_INBOX,
+        "Durable inbox: messages stored, refused as inbox_full, pushed to sessions, acked"
+    );
     describe_histogram!(
         NATS_REQUEST_SECONDS,
         Unit::Seconds,
@@ -141,6 +146,32 @@ pub(crate) fn deliveries(outcome: crate::protocol::code::Outcome, n: u64) {
         Outcome::Offline => static_counter!(GATEWAY_DELIVERIES, "outcome" => "offline"),
         Outcome::Rejected => static_counter!(GATEWAY_DELIVERIES, "outcome" => "rejected"),
         Outcome::Unavailable => static_counter!(GATEWAY_DELIVERIES, "outcome" => "unavailable"),
+        Outcome::Stored => static_counter!(GATEWAY_DELIVERIES, "outcome" => "stored"),
+        Outcome::InboxFull => static_counter!(GATEWAY_DELIVERIES, "outcome" => "inbox_full"),
+    };
+    counter.increment(n);
+}
+
+/// What happened in the durable inbox, for [`inbox`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum InboxEvent {
+    /// A message kept for a receiver.
+    Stored,
+    /// Refused: the receiver's inbox (or the cluster's) is full.
+    Full,
+    /// A stored message pushed to a session.
+    Pushed,
+    /// Stored messages removed by an acknowledgement.
+    Acked,
+}
+
+/// Counts `n` inbox events.
+pub(crate) fn inbox(event: InboxEvent, n: u64) {
+    let counter = match event {
+        InboxEvent::Stored => static_counter!(GATEWAY_INBOX, "event" => "stored"),
+        InboxEvent::Full => static_counter!(GATEWAY_INBOX, "event" => "inbox_full"),
+        InboxEvent::Pushed => static_counter!(GATEWAY_INBOX, "event" => "pushed"),
+        InboxEvent::Acked => static_counter!(GATEWAY_INBOX, "event" => "acked"),
     };
     counter.increment(n);
 }

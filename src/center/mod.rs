@@ -27,7 +27,7 @@ use crate::exit::BadConfig;
 use crate::groups::Groups;
 use crate::ident::CenterId;
 use crate::retry::{self, Attempt};
-use crate::store::{Bucket, OpenError};
+use crate::store::{self, Bucket, OpenError};
 
 /// How long a stopping center waits for its tasks in flight.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -159,6 +159,9 @@ async fn load(
         return Ok(None);
     };
     let groups = Groups::new(store);
+    if !ensure_inbox(&js, config, shutdown).await? {
+        return Ok(None);
+    }
     let what = format!("loading the directory (bucket {})", config.bucket);
     let Some(users) = until_loaded(&what, shutdown, || directory.follow(shutdown.clone())).await
     else {
@@ -194,6 +197,37 @@ async fn open(
     })
     .await;
     Ok(opened.transpose()?)
+}
+
+/// Creates the inbox stream or brings it to the configured bounds, retrying while
+/// JetStream does not serve it; false when `shutdown` came first.
+async fn ensure_inbox(
+    js: &jetstream::Context,
+    config: &config::Center,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let inbox = &config.inbox;
+    let subjects = config.nats.subjects()?.inbox_all();
+    let what = format!("opening the inbox stream {}", inbox.stream);
+    let limits = inbox.limits();
+    let ensured = retry::until_done(&what, shutdown, || {
+        let subjects = subjects.clone();
+        let limits = &limits;
+        async move {
+            let ensured =
+                store::inbox::ensure(js, &inbox.stream, subjects, config.replicas, limits);
+            match ensured.await {
+                Ok(()) => Attempt::Done(Ok(())),
+                Err(OpenError::Config(e)) => Attempt::Done(Err(BadConfig(e))),
+                Err(e @ OpenError::Unavailable(_)) => Attempt::Failed(e),
+            }
+        }
+    })
+    .await;
+    match ensured {
+        Some(result) => result.map(|()| true).map_err(Into::into),
+        None => Ok(false),
+    }
 }
 
 /// Runs `follow` (a full load of a mirror, then a follower task) until it succeeds.

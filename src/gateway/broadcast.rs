@@ -63,6 +63,7 @@ impl Local {
             broadcast: true,
             ts: message.ts,
             body: message.body,
+            seq: None,
         }
         .encode();
         self.tx.try_send(frame).map_err(|_| {

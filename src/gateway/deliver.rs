@@ -22,6 +22,7 @@ pub(crate) fn deliver<'a>(
         broadcast: false,
         ts: request.ts,
         body: request.body,
+        seq: None,
     }
     .encode();
     let mut reply = DeliverReply::default();

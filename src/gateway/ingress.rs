@@ -1,6 +1,7 @@
 //! Backend ingress: `mrc.send` (JSON send requests, answered with the per-receiver report),
-//! `mrc.to.<user>` (a raw body to one user), `mrc.grp.send` (a message to a group) and
-//! `mrc.broadcast` (a message to everyone online). All
+//! `mrc.to.<user>` (a raw body to one user), `mrc.grp.send` (a message to a group),
+//! `mrc.broadcast` (a message to everyone online) and `mrc.inbox.fetch` / `mrc.inbox.ack`
+//! (a user's stored messages). All
 //! are queue subscriptions shared by every gateway, so plain `nats pub` / `nats req` reach
 //! exactly one of them.
 
@@ -18,8 +19,9 @@ use crate::protocol::body_from_bytes;
 use crate::protocol::client::FrameError;
 use crate::protocol::code::ErrorCode;
 use crate::protocol::group::GroupSendRequest;
+use crate::protocol::inbox::{AckRequest, FetchRequest};
 use crate::protocol::nats::{encode, BroadcastRequest, ErrorReply, SendRequest};
-use crate::subject::{Subjects, GATEWAY_QUEUE};
+use crate::subject::{Subjects, GATEWAY_QUEUE, INBOX_ACK, INBOX_FETCH};
 use crate::telemetry;
 
 /// What the NATS door uses.
@@ -43,6 +45,8 @@ pub(crate) async fn run(door: Ingress) -> anyhow::Result<()> {
     let mut raw = subscribe(subjects.to_all()).await?;
     let mut groups = subscribe(subjects.group_send()).await?;
     let mut broadcasts = subscribe(subjects.broadcast()).await?;
+    let mut fetches = subscribe(subjects.inbox(INBOX_FETCH)).await?;
+    let mut acks = subscribe(subjects.inbox(INBOX_ACK)).await?;
     let in_flight = Arc::new(Semaphore::new(door.in_flight));
     loop {
         let (msg, kind) = tokio::select! {
@@ -51,6 +55,8 @@ pub(crate) async fn run(door: Ingress) -> anyhow::Result<()> {
             msg = raw.next() => match msg { Some(m) => (m, Kind::Raw), None => break },
             msg = groups.next() => match msg { Some(m) => (m, Kind::Group), None => break },
             msg = broadcasts.next() => match msg { Some(m) => (m, Kind::Broadcast), None => break },
+            msg = fetches.next() => match msg { Some(m) => (m, Kind::Fetch), None => break },
+            msg = acks.next() => match msg { Some(m) => (m, Kind::Ack), None => break },
         };
         let permit = in_flight
             .clone()
@@ -64,6 +70,8 @@ pub(crate) async fn run(door: Ingress) -> anyhow::Result<()> {
                 Kind::Raw => on_raw(&ops, &subjects, &msg).await,
                 Kind::Group => on_group(&ops, &msg.payload).await,
                 Kind::Broadcast => on_broadcast(&ops, &msg.payload).await,
+                Kind::Fetch => on_fetch(&ops, &msg.payload).await,
+                Kind::Ack => on_ack(&ops, &msg.payload).await,
             };
             let reply = reply.unwrap_or_else(|e| error_reply(&e));
             if let Some(reply_to) = msg.reply {
@@ -79,6 +87,8 @@ pub(crate) async fn run(door: Ingress) -> anyhow::Result<()> {
     let _ = raw.unsubscribe().await;
     let _ = groups.unsubscribe().await;
     let _ = broadcasts.unsubscribe().await;
+    let _ = fetches.unsubscribe().await;
+    let _ = acks.unsubscribe().await;
     Ok(())
 }
 
@@ -92,6 +102,8 @@ enum Kind {
     Raw,
     Group,
     Broadcast,
+    Fetch,
+    Ack,
 }
 
 fn error_reply(e: &FrameError) -> Bytes {
@@ -102,8 +114,7 @@ fn error_reply(e: &FrameError) -> Bytes {
 /// `mrc.send`: `{"to":[...],"from":"...","id":"...","body":...}`.
 async fn on_send(ops: &Ops, payload: &[u8]) -> Result<Bytes, FrameError> {
     let request: SendRequest<'_> = crate::protocol::decode(payload)?;
-    let (from, to, id) = (request.from, request.to, request.id);
-    let send = ops::Send::check(ops, DOOR, &Caller::Backend, from, to, id, request.body)?;
+    let send = ops::Send::check(ops, DOOR, &Caller::Backend, request)?;
     Ok(encode(&send.run(ops).await))
 }
 
@@ -116,8 +127,14 @@ async fn on_raw(ops: &Ops, subjects: &Subjects, msg: &NatsMessage) -> Result<Byt
     let body = body_from_bytes(&msg.payload).ok_or_else(|| {
         FrameError::new(ErrorCode::BadBody, "body is neither JSON nor UTF-8 text")
     })?;
-    let to = vec![user.to_string()];
-    let send = ops::Send::check(ops, DOOR, &Caller::Backend, None, to, None, &body)?;
+    let request = SendRequest {
+        to: vec![user.to_string()],
+        from: None,
+        id: None,
+        body: &body,
+        offline: None,
+    };
+    let send = ops::Send::check(ops, DOOR, &Caller::Backend, request)?;
     Ok(encode(&send.run(ops).await))
 }
 
@@ -138,4 +155,25 @@ async fn on_broadcast(ops: &Ops, payload: &[u8]) -> Result<Bytes, FrameError> {
     let (caller, body) = (&Caller::Backend, request.body);
     let broadcast = ops::Broadcast::check(ops, DOOR, caller, from, id, body, gateways)?;
     Ok(encode(&broadcast.run(ops).await?))
+}
+
+/// `mrc.inbox.fetch`: `{"user","since"?,"limit"?}`, a user's stored messages.
+async fn on_fetch(ops: &Ops, payload: &[u8]) -> Result<Bytes, FrameError> {
+    let request: FetchRequest = crate::protocol::decode(payload)?;
+    let (user, since, limit) = (&request.user, request.since, request.limit);
+    let reply = ops
+        .inbox
+        .fetch(&Caller::Backend, user, since, limit)
+        .await?;
+    Ok(encode(&reply))
+}
+
+/// `mrc.inbox.ack`: `{"user","seq"}`, removes a user's stored messages up to `seq`.
+async fn on_ack(ops: &Ops, payload: &[u8]) -> Result<Bytes, FrameError> {
+    let request: AckRequest = crate::protocol::decode(payload)?;
+    let reply = ops
+        .inbox
+        .ack(&Caller::Backend, &request.user, request.seq)
+        .await?;
+    Ok(encode(&reply))
 }

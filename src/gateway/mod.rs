@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use async_nats::jetstream;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -45,6 +46,7 @@ use crate::config;
 use crate::connection::{Connection, RequestFailure};
 use crate::exit::BadConfig;
 use crate::ident::GatewayId;
+use crate::store::inbox::InboxStore;
 
 /// The listeners a gateway serves, bound before it connects anywhere.
 pub struct Listeners {
@@ -138,6 +140,13 @@ pub async fn run(
             &background,
             shutdown.clone(),
         ),
+        inbox: Arc::new(ops::inbox::Inbox {
+            store: InboxStore::attach(jetstream::new(client.clone()), &config.inbox_stream).await?,
+            client: client.clone(),
+            subjects: subjects.clone(),
+            offline: config.offline,
+            tasks: background.clone(),
+        }),
     });
     let readiness = listeners.http.readiness();
     let registrar = Arc::new(registrar::Registrar::new(
@@ -189,6 +198,12 @@ pub async fn run(
     let broadcasts = client.subscribe(subjects.gateway_broadcast(&id)).await?;
     let broadcast = broadcast::serve(client.clone(), ops.clone(), broadcasts, shutdown.clone());
     background.spawn(log_failure("broadcast", broadcast));
+    let nudges = client.subscribe(subjects.gateway_inbox(&id)).await?;
+    let nudged = ops
+        .inbox
+        .clone()
+        .serve_nudges(sessions.clone(), nudges, shutdown.clone());
+    background.spawn(log_failure("inbox nudges", nudged));
     let kicks = client.subscribe(subjects.kick(&id)).await?;
     let kick = kick::run(client.clone(), sessions.clone(), kicks, shutdown.clone());
     background.spawn(log_failure("kick", kick));

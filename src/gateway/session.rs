@@ -66,7 +66,25 @@ struct State {
     waker: Option<Waker>,
     /// Whether a queued frame wakes that task (not while it only waits for `slow`).
     wake_on_frame: bool,
+    /// Stored messages pushed to this session; made at the first.
+    inbox: Option<Box<Cursor>>,
 }
+
+/// Where a session is in its user's inbox.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// The highest sequence number pushed: the next drain reads after it.
+    last: u64,
+    /// Pushed and not acknowledged yet, in order.
+    unacked: VecDeque<u64>,
+    /// A drain is running; `again`: it should read once more before it stops.
+    draining: bool,
+    again: bool,
+}
+
+/// Stored messages pushed to one session and not yet acknowledged, at most: the client
+/// acknowledges to get more, so a big inbox never overflows the session's queue.
+pub(crate) const INBOX_WINDOW: usize = 64;
 
 /// A drained queue keeps its buffer up to this many frames and gives a larger one back.
 const KEEP_FRAMES: usize = 4;
@@ -122,6 +140,59 @@ impl Handle {
 
     pub(crate) fn is_registered(&self) -> bool {
         self.queue.registered.load(Ordering::Relaxed)
+    }
+
+    /// Starts a drain of this session's inbox: the sequence number to read after and how
+    /// many messages fit in its window. `None` when a drain runs already (it will read
+    /// once more) or the window is full.
+    pub(crate) fn begin_drain(&self) -> Option<(u64, usize)> {
+        let mut state = self.queue.state();
+        let cursor = state.inbox.get_or_insert_with(Box::default);
+        if cursor.draining {
+            cursor.again = true;
+            return None;
+        }
+        let room = INBOX_WINDOW.saturating_sub(cursor.unacked.len());
+        if room == 0 {
+            return None;
+        }
+        cursor.draining = true;
+        Some((cursor.last, room))
+    }
+
+    /// Ends a drain; `Some((after, room))` when it must read once more.
+    pub(crate) fn end_drain(&self) -> Option<(u64, usize)> {
+        let mut state = self.queue.state();
+        let cursor = state.inbox.get_or_insert_with(Box::default);
+        let room = INBOX_WINDOW.saturating_sub(cursor.unacked.len());
+        if std::mem::take(&mut cursor.again) && room > 0 {
+            return Some((cursor.last, room));
+        }
+        cursor.draining = false;
+        None
+    }
+
+    /// Queues stored message `seq`; false when it was not queued (the session ends).
+    pub(crate) fn push_stored(&self, seq: u64, frame: Bytes) -> bool {
+        if !self.push(frame) {
+            return false;
+        }
+        let mut state = self.queue.state();
+        let cursor = state.inbox.get_or_insert_with(Box::default);
+        cursor.last = cursor.last.max(seq);
+        cursor.unacked.push_back(seq);
+        true
+    }
+
+    /// The client acknowledged every stored message up to `seq`.
+    pub(crate) fn acked(&self, seq: u64) {
+        let mut state = self.queue.state();
+        if let Some(cursor) = state.inbox.as_mut() {
+            while cursor.unacked.front().is_some_and(|s| *s <= seq) {
+                cursor.unacked.pop_front();
+            }
+            cursor.last = cursor.last.max(seq);
+        }
     }
 
     /// Ends the session: a newer login replaced it.
@@ -309,6 +380,12 @@ impl Sessions {
         users
             .get(user)
             .is_some_and(|handles| handles.iter().any(|h| h.id == *id))
+    }
+
+    /// The sessions of `user` held here.
+    pub(crate) fn handles_of(&self, user: &UserId) -> Vec<Handle> {
+        let users = sync::read(&self.users);
+        users.get(user).cloned().unwrap_or_default()
     }
 
     /// Every session's handle (for broadcasts).

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use super::code::{ErrorCode, Outcome};
 use super::group::{Counts, GroupRequest, Policy};
+use super::inbox::Offline;
 use crate::subject::{
     GRP_ADD, GRP_CREATE, GRP_DELETE, GRP_JOIN, GRP_LEAVE, GRP_MEMBERS, GRP_REMOVE,
 };
@@ -29,12 +30,22 @@ pub enum Request<'a> {
         /// The device class (`mobile`, `desktop`, `web`...), for the `device` login policy.
         device: Option<String>,
     },
-    /// Send `body` to `to` (`{"op":"send","to":["bob"],"body":"hi","id":"m1"}`).
+    /// Send `body` to `to` (`{"op":"send","to":["bob"],"body":"hi","id":"m1"}`);
+    /// `offline` says what becomes of it for receivers who are not online.
     Send {
         to: Vec<String>,
         id: Option<String>,
         body: &'a RawValue,
+        offline: Option<Offline>,
     },
+    /// `fetch`: this user's stored messages after `since`, answered by a `result`.
+    Fetch {
+        id: Option<String>,
+        since: u64,
+        limit: Option<usize>,
+    },
+    /// `ack`: this user's stored messages up to `seq` are done with (removed).
+    Ack { id: Option<String>, seq: u64 },
     /// Liveness check, answered by `pong` with the same `id`.
     Ping { id: Option<String> },
     /// A group operation, answered by a `result` frame: `group_create`, `group_delete`,
@@ -93,6 +104,8 @@ impl Request<'_> {
         match self {
             Request::Login { .. } => None,
             Request::Send { id, .. }
+            | Request::Fetch { id, .. }
+            | Request::Ack { id, .. }
             | Request::Ping { id }
             | Request::Group { id, .. }
             | Request::GroupList { id }
@@ -143,6 +156,10 @@ struct Flat<'a> {
     members: Option<Vec<String>>,
     users: Option<Vec<String>>,
     policy: Option<Policy>,
+    offline: Option<Offline>,
+    since: Option<u64>,
+    limit: Option<usize>,
+    seq: Option<u64>,
     /// Present (even `null`) or absent: `null` is a body like any other.
     #[serde(default, borrow, deserialize_with = "present")]
     body: Option<&'a RawValue>,
@@ -176,7 +193,17 @@ pub fn parse(frame: &str) -> Result<Request<'_>, FrameError> {
                 to,
                 id: flat.id,
                 body,
+                offline: flat.offline,
             })
+        }
+        Some("fetch") => Ok(Request::Fetch {
+            id: flat.id,
+            since: flat.since.unwrap_or(0),
+            limit: flat.limit,
+        }),
+        Some("ack") => {
+            let seq = flat.seq.ok_or_else(|| missing("seq", &flat.id))?;
+            Ok(Request::Ack { id: flat.id, seq })
         }
         Some("ping") => Ok(Request::Ping { id: flat.id }),
         Some("group_list") => Ok(Request::GroupList { id: flat.id }),
@@ -309,6 +336,10 @@ pub enum Frame<'a> {
         broadcast: bool,
         ts: u64,
         body: &'a RawValue,
+        /// A stored message's sequence number in the receiver's inbox: acknowledge it
+        /// with `ack` (absent for messages that were not stored).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
     },
     /// The answer to a group operation: the centers' reply as it is.
     Result {
@@ -400,6 +431,9 @@ pub struct Incoming {
     pub gateway: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// A stored message's sequence number in the inbox.
+    #[serde(default)]
+    pub seq: Option<u64>,
 }
 
 /// Outbound-frame view used by clients of a gateway: what they send.
@@ -451,7 +485,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match parse(r#"{"op":"send","to":["a","b"],"id":"m1","body":{"x":[1, 2]}}"#).unwrap() {
-            Request::Send { to, id, body } => {
+            Request::Send { to, id, body, .. } => {
                 assert_eq!(to, ["a", "b"]);
                 assert_eq!(id.as_deref(), Some("m1"));
                 // The body is the sender's bytes, spacing included.
@@ -516,6 +550,7 @@ mod tests {
             broadcast: false,
             ts: 5,
             body: &body,
+            seq: None,
         };
         let text = String::from_utf8(msg.encode().to_vec()).unwrap();
         assert_eq!(

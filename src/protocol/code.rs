@@ -90,6 +90,11 @@ pub enum Outcome {
     /// Routing failed: no center answered the look-up, or the receiver's gateway timed out.
     /// The message may or may not have arrived; resending with the same id is safe.
     Unavailable,
+    /// Not online; kept in the receiver's inbox (JetStream acknowledged the write) until
+    /// the receiver acknowledges it.
+    Stored,
+    /// Not online, and the receiver's inbox (or the cluster's) is full: not kept.
+    InboxFull,
 }
 
 impl Outcome {
@@ -99,6 +104,8 @@ impl Outcome {
             Outcome::Offline => "offline",
             Outcome::Rejected => "rejected",
             Outcome::Unavailable => "unavailable",
+            Outcome::Stored => "stored",
+            Outcome::InboxFull => "inbox_full",
         }
     }
 }

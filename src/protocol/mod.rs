@@ -6,6 +6,7 @@
 //! - [`record`]: the values stored in the directory and groups KV buckets.
 //! - [`code`]: the stable error codes and per-receiver outcomes.
 //! - [`digest`]: order-independent digests of session sets (directory convergence).
+//! - [`inbox`]: stored messages and the inbox requests (fetch, ack).
 //!
 //! Message bodies are carried as `&RawValue`: validated as JSON, copied as bytes, never
 //! parsed into a tree and re-encoded.
@@ -14,6 +15,7 @@ pub mod client;
 pub mod code;
 pub(crate) mod digest;
 pub mod group;
+pub mod inbox;
 pub mod nats;
 pub(crate) mod record;
 

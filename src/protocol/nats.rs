@@ -237,6 +237,9 @@ pub(crate) struct SendRequest<'a> {
     pub id: Option<String>,
     #[serde(borrow)]
     pub body: &'a RawValue,
+    /// For receivers not online: `store` or `drop` (default: the gateway's `--offline`).
+    #[serde(default)]
+    pub offline: Option<super::inbox::Offline>,
 }
 
 /// Outbound form of [`SendRequest`], for the CLI and tests.
@@ -248,6 +251,8 @@ pub struct SendRequestOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
     pub body: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline: Option<super::inbox::Offline>,
 }
 
 /// `mrc.gw.<gateway>.hb`: the gateway is alive, and holds the sessions `digest` sums up.

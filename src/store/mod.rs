@@ -7,6 +7,7 @@
 //! what their keys and values mean is their own modules' business. [`replica`] holds the
 //! mirrors' side: following, read barriers.
 
+pub(crate) mod inbox;
 mod replica;
 
 pub(crate) use replica::{catch_up, follow, Applied, Freshness, Replica};

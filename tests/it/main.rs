@@ -12,6 +12,7 @@ mod directory;
 mod doors;
 mod failover;
 mod groups;
+mod inbox;
 mod ingress;
 mod js_client;
 mod limits;

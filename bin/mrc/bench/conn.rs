@@ -321,6 +321,7 @@ mod tests {
             broadcast: false,
             ts: 1,
             body: &b,
+            seq: None,
         }
         .encode();
         let text = std::str::from_utf8(&msg).unwrap();
@@ -390,6 +391,7 @@ mod tests {
             broadcast: false,
             ts: 1,
             body: &b,
+            seq: None,
         }
         .encode();
         let text = std::str::from_utf8(&group_msg).unwrap();

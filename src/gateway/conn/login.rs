@@ -129,6 +129,9 @@ pub(super) async fn start<R: Reader, W: Writer>(
         }
         Ok(_) => {
             handle.set_registered();
+            // Stored messages follow the welcome (the loop writes queued frames after it).
+            let inbox = cx.ops.inbox.clone();
+            cx.tracker.spawn(inbox.drain(user.clone(), handle.clone()));
             None
         }
         Err(e) => {

@@ -16,6 +16,7 @@ use crate::gateway::presence;
 use crate::ident::UserId;
 use crate::protocol::client::{parse, Frame, FrameError, Request};
 use crate::protocol::code::ErrorCode;
+use crate::protocol::nats::SendRequest;
 use crate::telemetry;
 
 impl Live {
@@ -48,10 +49,22 @@ impl Live {
                 self.reports
                     .push(Frame::Pong { id: id.as_deref() }.encode());
             }
-            Request::Send { to, id, body } => {
+            Request::Send {
+                to,
+                id,
+                body,
+                offline,
+            } => {
                 self.rate_limit(&id)?;
                 let door = self.door.label();
-                match ops::Send::check(&cx.ops, door, &caller, None, to, id, body) {
+                let request = SendRequest {
+                    to,
+                    from: None,
+                    id,
+                    body,
+                    offline,
+                };
+                match ops::Send::check(&cx.ops, door, &caller, request) {
                     Ok(send) => {
                         self.spawn(move |ops| async move {
                             let report = send.run(&ops).await;
@@ -112,6 +125,29 @@ impl Live {
                 if let Err(e) = subscribing.await {
                     self.error(e.with_id(id));
                 }
+            }
+            Request::Fetch { id, since, limit } => {
+                let user = self.user.to_string();
+                self.spawn(move |ops| async move {
+                    let fetched = ops.inbox.fetch(&caller, &user, since, limit).await;
+                    answer(id, fetched)
+                })
+                .await;
+            }
+            Request::Ack { id, seq } => {
+                let (user, handle) = (self.user.clone(), self.reports.clone());
+                self.spawn(move |ops| async move {
+                    let acked = ops.inbox.ack(&caller, user.as_str(), seq).await;
+                    if acked.is_ok() {
+                        // Room in the window: push what waits.
+                        handle.acked(seq);
+                        let inbox = ops.inbox.clone();
+                        inbox.tasks.spawn(inbox.clone().drain(user, handle));
+                    }
+                    let acked = acked.map(|r| serde_json::to_value(r).expect("replies serialize"));
+                    answer(id, acked)
+                })
+                .await;
             }
             Request::GroupList { id } => {
                 let user = self.user.to_string();

@@ -6,6 +6,8 @@
 //! | `GET /v1/users/{id}` | API key or any valid token | online? sessions per gateway |
 //! | `POST /v1/broadcast` `{"body","id"?,"from"?,"gateways"?}` | API key | to everyone online |
 //! | `POST /v1/presence` `{"users":[...]}` | API key, or a token (presence policy applies) | online, sessions, since, per user |
+//! | `GET /v1/users/{id}/inbox?since=&limit=` | API key, or a token (its own) | stored messages |
+//! | `POST /v1/users/{id}/inbox/ack` `{"seq":N}` | API key, or a token (its own) | remove stored messages up to `seq` |
 //! | `/v1/groups/...` | API key or token | groups: see `listener::http_groups` |
 //!
 //! Errors are JSON `{"error":{"code","message"}}` with the HTTP status that fits the code.
@@ -14,7 +16,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +28,7 @@ use crate::gateway::auth::{Auth, SEND_SCOPE};
 use crate::gateway::ops::{self, Caller, Ops};
 use crate::protocol::client::{FrameError, PresenceBody, Report, UserStatus};
 use crate::protocol::code::ErrorCode;
+use crate::protocol::inbox::{AckReply, AckRequest};
 use crate::protocol::nats::{
     BroadcastReport, BroadcastRequest, ErrorReply, PresenceReply, SendRequest,
 };
@@ -38,6 +41,8 @@ pub(crate) fn routes() -> axum::Router<Arc<Api>> {
         .route("/v1/users/{id}", get(user))
         .route("/v1/presence", post(presence))
         .route("/v1/broadcast", post(broadcast))
+        .route("/v1/users/{id}/inbox", get(inbox))
+        .route("/v1/users/{id}/inbox/ack", post(inbox_ack))
 }
 
 /// The status that fits an error code.
@@ -131,8 +136,7 @@ async fn send(
         return Err(FrameError::new(ErrorCode::TooLarge, message));
     }
     let request: SendRequest<'_> = crate::protocol::decode(&body)?;
-    let (from, to, id) = (request.from, request.to, request.id);
-    let send = ops::Send::check(&api.ops, DOOR, &caller, from, to, id, request.body)?;
+    let send = ops::Send::check(&api.ops, DOOR, &caller, request)?;
     Ok(Json(send.run(&api.ops).await))
 }
 
@@ -170,4 +174,36 @@ async fn presence(
     let caller = caller(&api, &headers, false)?;
     let users = crate::protocol::decode::<PresenceBody>(&body)?.users;
     Ok(Json(ops::presence(&api.ops, &caller, users).await?))
+}
+
+/// Query of `GET /v1/users/{id}/inbox`.
+#[derive(serde::Deserialize)]
+struct InboxQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/users/{id}/inbox?since=&limit=`: stored messages (a token: its own only).
+async fn inbox(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<InboxQuery>,
+) -> Result<Json<serde_json::Value>, FrameError> {
+    let caller = caller(&api, &headers, false)?;
+    let fetched = api.ops.inbox.fetch(&caller, &id, query.since, query.limit);
+    Ok(Json(fetched.await?))
+}
+
+/// `POST /v1/users/{id}/inbox/ack` `{"seq":N}`: removes stored messages up to `seq`.
+async fn inbox_ack(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<AckReply>, FrameError> {
+    let caller = caller(&api, &headers, false)?;
+    let request: AckRequest = crate::protocol::decode(&body)?;
+    Ok(Json(api.ops.inbox.ack(&caller, &id, request.seq).await?))
 }

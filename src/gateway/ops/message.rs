@@ -15,23 +15,31 @@ use crate::gateway::route::Message;
 use crate::ident::{GroupId, MessageId, UserId};
 use crate::protocol::client::{FrameError, Report};
 use crate::protocol::code::ErrorCode;
-use crate::protocol::nats::BroadcastReport;
+use crate::protocol::inbox::Offline;
+use crate::protocol::nats::{BroadcastReport, SendRequest};
 use crate::telemetry;
 
-/// A checked message to users.
-pub(crate) struct Send(Message);
+/// A checked message to users, and what becomes of it for receivers not online.
+pub(crate) struct Send {
+    message: Message,
+    offline: Offline,
+}
 
 impl Send {
-    /// `from` is what the request names (a user caller sends only as itself).
+    /// `request.from` is what the request names (a user caller sends only as itself).
     pub(crate) fn check(
         ops: &Ops,
         door: &'static str,
         caller: &Caller,
-        from: Option<String>,
-        to: Vec<String>,
-        id: Option<String>,
-        body: &RawValue,
+        request: SendRequest<'_>,
     ) -> Result<Self, FrameError> {
+        let SendRequest {
+            to,
+            from,
+            id,
+            body,
+            offline,
+        } = request;
         let limits = &ops.limits;
         let error = |code, message: String| FrameError::new(code, message).with_id(id.clone());
         let from = caller.sender(from).map_err(|e| e.with_id(id.clone()))?;
@@ -44,12 +52,22 @@ impl Send {
         }
         let message = message(limits, from, id, body)?;
         telemetry::message_in(door);
-        Ok(Send(Message { to, ..message }))
+        let offline = ops.inbox.offline(offline);
+        Ok(Send {
+            message: Message { to, ..message },
+            offline,
+        })
     }
 
-    /// Routes it: the per-receiver report.
+    /// Routes it, then stores it for receivers not online when asked: the per-receiver
+    /// report.
     pub(crate) async fn run(self, ops: &Ops) -> Report {
-        ops.router.route(&self.0).await
+        let mut report = ops.router.route(&self.message).await;
+        if self.offline == Offline::Store {
+            let inbox = &ops.inbox;
+            inbox.store_offline(ops, &self.message, &mut report).await;
+        }
+        report
     }
 }
 

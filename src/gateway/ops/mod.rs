@@ -7,9 +7,12 @@
 //! - [`message`]: a send to users, a send to a group, a broadcast: checked first (so a
 //!   door can answer a refusal at once), then run;
 //! - [`groups`]: group management, forwarded to the centers' `mrc.grp.*`;
-//! - [`presence`]: presence queries and a user's online status.
+//! - [`presence`]: presence queries and a user's online status;
+//! - [`inbox`]: the durable inbox: storing for receivers not online, pushing stored
+//!   messages to sessions, fetch and ack.
 
 mod groups;
+pub(crate) mod inbox;
 mod message;
 mod presence;
 
@@ -17,6 +20,7 @@ pub(crate) use groups::{list_groups, manage_group};
 pub(crate) use message::{Broadcast, GroupSend, Send};
 pub(crate) use presence::{presence, user_status};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
@@ -33,12 +37,13 @@ use crate::protocol::code::ErrorCode;
 use crate::subject::Subjects;
 
 /// What the operations use: the limits, the router, the centers, this gateway's
-/// broadcast queue.
+/// broadcast queue, the inbox.
 pub(crate) struct Ops {
     pub(crate) limits: Limits,
     pub(crate) router: Router,
     pub(crate) centers: Centers,
     pub(crate) broadcasts: broadcast::Local,
+    pub(crate) inbox: Arc<inbox::Inbox>,
 }
 
 /// Who asks for an operation.
