@@ -378,6 +378,14 @@ pub struct Gateway {
         default_value = "drop"
     )]
     pub offline: crate::protocol::inbox::Offline,
+    /// How long a receiver's gateway remembers a sender-chosen message id it pushed, so
+    /// a retried send is not pushed twice (s; 0: no filter).
+    #[arg(
+        long = "dedupe-window-s",
+        env = "MRC_GATEWAY_DEDUPE_WINDOW_S",
+        default_value_t = crate::gateway::recent::DEFAULT_WINDOW_S
+    )]
+    pub dedupe_window_s: u64,
     /// JetStream stream of stored messages (the centers create it).
     #[arg(
         long = "inbox-stream",

@@ -163,6 +163,9 @@ pub(crate) enum InboxEvent {
     Pushed,
     /// Stored messages removed by an acknowledgement.
     Acked,
+    /// Pushed to a session that ended before acknowledging them: the inbox keeps them
+    /// and pushes them again at the user's next login (counted when the session ends).
+    Redelivered,
 }
 
 /// Counts `n` inbox events.
@@ -172,6 +175,7 @@ pub(crate) fn inbox(event: InboxEvent, n: u64) {
         InboxEvent::Full => static_counter!(GATEWAY_INBOX, "event" => "inbox_full"),
         InboxEvent::Pushed => static_counter!(GATEWAY_INBOX, "event" => "pushed"),
         InboxEvent::Acked => static_counter!(GATEWAY_INBOX, "event" => "acked"),
+        InboxEvent::Redelivered => static_counter!(GATEWAY_INBOX, "event" => "redelivered"),
     };
     counter.increment(n);
 }

@@ -62,6 +62,10 @@ enum Command {
         /// gateway's `--offline`).
         #[arg(long, value_enum)]
         offline: Option<Offline>,
+        /// Acknowledged delivery: stored for every receiver, online or not, and kept until
+        /// the receiver acknowledges it (outcome `stored`).
+        #[arg(long)]
+        durable: bool,
         /// The body: JSON is sent as it is, any other text as a JSON string.
         body: String,
     },
@@ -177,6 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     from,
                     id,
                     offline,
+                    durable,
                     body,
                 } => {
                     let Some(body) = mrc::protocol::body_from_bytes(body.as_bytes()) else {
@@ -188,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                         id: id.as_deref(),
                         body: &body,
                         offline,
+                        durable,
                     };
                     let report: Report =
                         connection::request(&client, subjects.send(), encode(&request), timeout)

@@ -2,6 +2,8 @@
 //! The client frame is encoded once and shared by every session it goes to; the reply
 //! says which receivers got it and which this gateway does not hold (a stale route).
 
+use std::borrow::Cow;
+
 use async_nats::{Client, Subscriber};
 use tokio_util::sync::CancellationToken;
 
@@ -26,17 +28,32 @@ pub(crate) fn deliver<'a>(
     }
     .encode();
     let mut reply = DeliverReply::default();
+    let recent = &sessions.recent;
+    let id = &*request.id;
     let indexed = request.rcpt.iter().filter_map(|&i| request.to.get(i));
     let receivers = indexed
         .map(String::as_str)
         .chain(request.members.iter().map(|m| &**m));
-    sessions.push_each(receivers, &frame, |rcpt, delivered| {
+    // A repeat of a sender-chosen id was pushed already: delivered, not pushed again.
+    let mut repeated = Vec::new();
+    let fresh = receivers.filter(|rcpt| {
+        let first = !request.dedupe || recent.claim(id, rcpt);
+        if !first {
+            repeated.push(Cow::Borrowed(*rcpt));
+        }
+        first
+    });
+    sessions.push_each(fresh, &frame, |rcpt, delivered| {
         if delivered {
             reply.delivered.push(rcpt.into());
         } else {
+            if request.dedupe {
+                recent.release(id, rcpt);
+            }
             reply.absent.push(rcpt.into());
         }
     });
+    reply.delivered.extend(repeated);
     reply
 }
 

@@ -133,6 +133,7 @@ async fn on_raw(ops: &Ops, subjects: &Subjects, msg: &NatsMessage) -> Result<Byt
         id: None,
         body: &body,
         offline: None,
+        durable: false,
     };
     let send = ops::Send::check(ops, DOOR, &Caller::Backend, request)?;
     Ok(encode(&send.run(ops).await))

@@ -25,6 +25,7 @@ pub(crate) mod listener;
 pub(crate) mod ops;
 pub(crate) mod presence;
 pub mod readiness;
+pub(crate) mod recent;
 pub mod reconcile;
 pub mod registrar;
 pub(crate) mod resolve;
@@ -110,7 +111,8 @@ pub async fn run(
     }
     let timeout = config.nats.request_timeout();
     let background = TaskTracker::new();
-    let sessions = Arc::new(session::Sessions::default());
+    let dedupe_window = Duration::from_secs(config.dedupe_window_s);
+    let sessions = Arc::new(session::Sessions::new(dedupe_window));
     let resolver = Arc::new(resolve::Resolver::new(
         client.clone(),
         &subjects,

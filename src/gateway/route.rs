@@ -40,6 +40,9 @@ pub(crate) struct Message {
     /// Receivers as the sender wrote them (duplicates and bad ids are handled here).
     pub(crate) to: Vec<String>,
     pub(crate) body: Box<RawValue>,
+    /// The sender chose the id, so a retry may send it again: receivers' gateways filter
+    /// repeats (see `recent`).
+    pub(crate) dedupe: bool,
 }
 
 /// A message and how its deliver requests name receivers.
@@ -76,6 +79,7 @@ impl Envelope<'_> {
             members,
             ts: self.ts,
             body: &message.body,
+            dedupe: message.dedupe,
         }
     }
 }
@@ -159,6 +163,11 @@ fn receivers(to: &[String], max_id_bytes: usize) -> (Vec<UserId>, Vec<&str>) {
 }
 
 impl Router {
+    /// The distinct valid receivers of `to` in order, and the distinct invalid ids.
+    pub(crate) fn receivers<'a>(&self, to: &'a [String]) -> (Vec<UserId>, Vec<&'a str>) {
+        receivers(to, self.max_id_bytes)
+    }
+
     /// The router of gateway `gateway`. From `config`: the NATS request timeout, the
     /// longest receiver id, and deliver requests in flight per destination.
     pub(crate) fn new(
@@ -644,6 +653,7 @@ mod tests {
             from: Some("s".into()),
             to: vec!["a".into(), "b".into(), "c".into()],
             body: RawValue::from_string("{}".into()).unwrap(),
+            dedupe: false,
         };
         let users = [user("a"), user("b"), user("c")];
         let direct = Envelope {

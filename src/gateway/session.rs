@@ -13,6 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
+use super::recent::Recent;
 use crate::ident::{SessionId, UserId};
 use crate::protocol::digest::{bucket_of, empty_buckets, Buckets, Digest};
 use crate::sync;
@@ -265,13 +266,18 @@ fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        let frames = {
+        let (frames, unacked) = {
             let mut state = self.queue.state();
             state.closed = true;
             state.waker = None;
-            std::mem::take(&mut state.frames)
+            let unacked = state.inbox.as_ref().map_or(0, |c| c.unacked.len());
+            (std::mem::take(&mut state.frames), unacked)
         };
         drop(frames);
+        // Pushed and never acknowledged: the inbox still holds them for the next login.
+        if unacked > 0 {
+            crate::telemetry::inbox(crate::telemetry::InboxEvent::Redelivered, unacked as u64);
+        }
     }
 }
 
@@ -283,9 +289,19 @@ pub(crate) struct Sessions {
     /// Of every (user, session) held, changed under the `users` write lock: what the
     /// heartbeat tells the centers.
     digest: Mutex<Digest>,
+    /// What was pushed under a sender-chosen id, so a retried send is not pushed twice.
+    pub(crate) recent: Recent,
 }
 
 impl Sessions {
+    /// An empty registry whose duplicate filter remembers pushes for `dedupe_window`.
+    pub(crate) fn new(dedupe_window: std::time::Duration) -> Self {
+        Sessions {
+            recent: Recent::new(dedupe_window),
+            ..Sessions::default()
+        }
+    }
+
     pub(crate) fn insert(&self, user: UserId, handle: Handle) {
         let id = handle.id.clone();
         let mut users = sync::write(&self.users);

@@ -31,12 +31,14 @@ pub enum Request<'a> {
         device: Option<String>,
     },
     /// Send `body` to `to` (`{"op":"send","to":["bob"],"body":"hi","id":"m1"}`);
-    /// `offline` says what becomes of it for receivers who are not online.
+    /// `offline` says what becomes of it for receivers who are not online; `durable`
+    /// asks for acknowledged delivery (stored for every receiver until acked).
     Send {
         to: Vec<String>,
         id: Option<String>,
         body: &'a RawValue,
         offline: Option<Offline>,
+        durable: bool,
     },
     /// `fetch`: this user's stored messages after `since`, answered by a `result`.
     Fetch {
@@ -157,6 +159,7 @@ struct Flat<'a> {
     users: Option<Vec<String>>,
     policy: Option<Policy>,
     offline: Option<Offline>,
+    durable: Option<bool>,
     since: Option<u64>,
     limit: Option<usize>,
     seq: Option<u64>,
@@ -194,6 +197,7 @@ pub fn parse(frame: &str) -> Result<Request<'_>, FrameError> {
                 id: flat.id,
                 body,
                 offline: flat.offline,
+                durable: flat.durable.unwrap_or(false),
             })
         }
         Some("fetch") => Ok(Request::Fetch {

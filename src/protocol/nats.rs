@@ -206,6 +206,10 @@ pub(crate) struct DeliverRequest<'a> {
     pub ts: u64,
     #[serde(borrow)]
     pub body: &'a RawValue,
+    /// The sender chose the id: a receiver already pushed this id within the window is
+    /// answered delivered and not pushed again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dedupe: bool,
 }
 
 /// An optional string borrowed from the payload when it has no escapes (serde borrows a
@@ -240,6 +244,10 @@ pub(crate) struct SendRequest<'a> {
     /// For receivers not online: `store` or `drop` (default: the gateway's `--offline`).
     #[serde(default)]
     pub offline: Option<super::inbox::Offline>,
+    /// Acknowledged delivery: stored for every receiver, online or not, pushed from the
+    /// inbox and kept until the receiver acks it.
+    #[serde(default)]
+    pub durable: bool,
 }
 
 /// Outbound form of [`SendRequest`], for the CLI and tests.
@@ -253,6 +261,8 @@ pub struct SendRequestOut<'a> {
     pub body: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offline: Option<super::inbox::Offline>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub durable: bool,
 }
 
 /// `mrc.gw.<gateway>.hb`: the gateway is alive, and holds the sessions `digest` sums up.

@@ -207,3 +207,60 @@ async fn an_ack_without_a_sequence_number_is_a_bad_frame() {
         Some("missing field `seq`")
     );
 }
+
+#[tokio::test]
+async fn a_durable_send_is_pushed_live_and_kept_until_acknowledged() {
+    let cluster = Cluster::start(1, 2);
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let mut bob = login(cluster.ws(1), "bob").await;
+    let frame = json!({"op": "send", "id": "d1", "to": ["bob", "carol", ""], "body": "hi", "durable": true});
+    let report = call_ok(&mut alice, frame).await.frame.status.unwrap();
+    // Online or not, every valid receiver's copy is stored first; bad ids are rejected.
+    assert_eq!(report["bob"], Stored);
+    assert_eq!(report["carol"], Stored);
+    assert_eq!(report[""], Outcome::Rejected);
+    let live = pushed(&mut bob, 1).await;
+    assert_eq!(ids(&live), ["d1"]);
+
+    // Dropped before the ack: pushed again at the next login, and counted.
+    let gateway = cluster.gateways[1].http.clone();
+    bob.close().await;
+    let redelivered = r#"mrc_gateway_inbox_total{event="redelivered"}"#;
+    crate::support::eventually(Duration::from_secs(5), "the unacked push counted", || {
+        let gateway = gateway.clone();
+        async move { (crate::support::counter(&gateway, redelivered).await >= 1.0).then_some(()) }
+    })
+    .await;
+    let mut bob = login(cluster.ws(0), "bob").await;
+    assert_eq!(pushed(&mut bob, 1).await, live);
+    call_ok(&mut bob, json!({"op": "ack", "id": "a", "seq": live[0].1})).await;
+    bob.close().await;
+    let mut bob = login(cluster.ws(1), "bob").await;
+    expect_silence(&mut bob, Duration::from_millis(300)).await;
+    let mut carol = login(cluster.ws(1), "carol").await;
+    assert_eq!(ids(&pushed(&mut carol, 1).await), ["d1"]);
+}
+
+#[tokio::test]
+async fn a_live_message_retried_with_its_id_is_pushed_once() {
+    let cluster = Cluster::start(1, 2);
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let mut carol = login(cluster.ws(0), "carol").await;
+    let mut bob = login(cluster.ws(1), "bob").await;
+    let (first, _) = crate::support::client::send(&mut alice, &["bob"], "r1", "1").await;
+    // The retry reports what the first did, and bob sees the message once.
+    let (again, _) = crate::support::client::send(&mut carol, &["bob"], "r1", "1").await;
+    assert_eq!(first, outcomes(&[("bob", Delivered)]));
+    assert_eq!(again, first);
+    assert_eq!(
+        expect_op(&mut bob, "msg").await.frame.id.as_deref(),
+        Some("r1")
+    );
+    expect_silence(&mut bob, Duration::from_millis(300)).await;
+    // Messages whose ids the gateway generates are never filtered.
+    let frame = json!({"op": "send", "to": ["bob"], "body": "same"}).to_string();
+    for _ in 0..2 {
+        alice.send_text(&frame).await.unwrap();
+        expect_op(&mut bob, "msg").await;
+    }
+}

@@ -54,6 +54,7 @@ impl Live {
                 id,
                 body,
                 offline,
+                durable,
             } => {
                 self.rate_limit(&id)?;
                 let door = self.door.label();
@@ -63,6 +64,7 @@ impl Live {
                     id,
                     body,
                     offline,
+                    durable,
                 };
                 match ops::Send::check(&cx.ops, door, &caller, request) {
                     Ok(send) => {

@@ -55,9 +55,31 @@ impl Inbox {
             .filter(|(_, outcome)| **outcome == Outcome::Offline)
             .filter_map(|(user, _)| UserId::new(user).ok())
             .collect();
-        if offline.is_empty() {
+        self.store(ops, message, offline, report).await;
+    }
+
+    /// Acknowledged delivery: keeps `message` for every valid receiver, online or not,
+    /// and tells the gateways of those online to push it. The report says `stored` (or
+    /// why not) for each; invalid ids are `rejected`.
+    pub(crate) async fn store_all(&self, ops: &Ops, message: &Message) -> Report {
+        let (valid, rejected) = ops.router.receivers(&message.to);
+        let mut report = Report::direct(message.id.as_str().into(), Default::default());
+        for id in rejected {
+            report.status.insert(id.into(), Outcome::Rejected);
+        }
+        if !report.status.is_empty() {
+            telemetry::deliveries(Outcome::Rejected, report.status.len() as u64);
+        }
+        self.store(ops, message, valid, &mut report).await;
+        report
+    }
+
+    /// Keeps `message` for each of `users` and records each one's outcome in `report`.
+    async fn store(&self, ops: &Ops, message: &Message, users: Vec<UserId>, report: &mut Report) {
+        if users.is_empty() {
             return;
         }
+        let offline = users;
         let record = StoredMessage {
             id: message.id.as_str().into(),
             from: message.from.as_deref().map(Into::into),

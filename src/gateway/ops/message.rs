@@ -23,6 +23,8 @@ use crate::telemetry;
 pub(crate) struct Send {
     message: Message,
     offline: Offline,
+    /// Acknowledged delivery: stored for every receiver, pushed from the inbox.
+    durable: bool,
 }
 
 impl Send {
@@ -39,6 +41,7 @@ impl Send {
             id,
             body,
             offline,
+            durable,
         } = request;
         let limits = &ops.limits;
         let error = |code, message: String| FrameError::new(code, message).with_id(id.clone());
@@ -56,12 +59,17 @@ impl Send {
         Ok(Send {
             message: Message { to, ..message },
             offline,
+            durable,
         })
     }
 
     /// Routes it, then stores it for receivers not online when asked: the per-receiver
-    /// report.
+    /// report. A durable send is stored for every receiver instead, and the gateways of
+    /// those online push it from the inbox.
     pub(crate) async fn run(self, ops: &Ops) -> Report {
+        if self.durable {
+            return ops.inbox.store_all(ops, &self.message).await;
+        }
         let mut report = ops.router.route(&self.message).await;
         if self.offline == Offline::Store {
             let inbox = &ops.inbox;
@@ -172,5 +180,6 @@ fn message(
         from,
         to: Vec::new(),
         body: body.to_owned(),
+        dedupe: id.is_some(),
     })
 }
