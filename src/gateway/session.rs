@@ -134,6 +134,12 @@ impl Handle {
         queued
     }
 
+    /// The connection side is gone (or was kicked): nothing will be queued any more.
+    pub(crate) fn is_closed(&self) -> bool {
+        let state = self.queue.state();
+        state.closed || state.kicked || state.slow
+    }
+
     /// The directory answered this session's login registration.
     pub(crate) fn set_registered(&self) {
         self.queue.registered.store(true, Ordering::Relaxed);

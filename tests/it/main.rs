@@ -13,6 +13,7 @@ mod doors;
 mod failover;
 mod groups;
 mod inbox;
+mod inbox_faults;
 mod ingress;
 mod js_client;
 mod limits;

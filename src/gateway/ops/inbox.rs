@@ -119,57 +119,37 @@ impl Inbox {
             }
         }
         if !stored.is_empty() {
-            self.nudge(ops, stored).await;
-        }
-    }
-
-    /// A receiver who logged in between the route's look-up and the store would wait for
-    /// its next login: so look again (a fresh directory read, after the store) and tell
-    /// the gateways now holding them to drain. Best effort: the message is stored.
-    async fn nudge(&self, ops: &Ops, users: Vec<UserId>) {
-        let request = LookupRequest {
-            users: users.iter().map(ToString::to_string).collect(),
-        };
-        let subject = self.subjects.dir(DIR_LOOKUP);
-        let looked = ops.centers.ask("directory", subject, encode(&request));
-        let Ok(reply) = looked.await.map(|r: LookupReply| r) else {
-            return;
-        };
-        let mut by_gateway: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (user, locations) in reply.users {
-            for location in locations {
-                by_gateway
-                    .entry(location.gateway)
-                    .or_default()
-                    .push(user.clone());
-            }
-        }
-        for (gateway, users) in by_gateway {
-            let Ok(gateway) = GatewayId::new(&gateway) else {
-                continue;
-            };
-            let subject = self.subjects.gateway_inbox(&gateway);
-            let nudge = encode(&Nudge { users });
-            if let Err(e) = self.client.publish(subject, nudge).await {
-                tracing::debug!(error = %e, "inbox nudge not sent");
-            }
+            let (centers, client) = (ops.centers.clone(), self.client.clone());
+            let subjects = self.subjects.clone();
+            self.tasks.spawn(nudge(centers, client, subjects, stored));
         }
     }
 
     /// Pushes `user`'s stored messages to the session `handle`, in order, as far as its
     /// window allows; another call while one runs makes that one read again.
+    /// A read that fails (JetStream electing a stream leader, say) is retried with
+    /// backoff while the session lives: what is stored reaches the session by itself.
     pub(crate) async fn drain(self: Arc<Self>, user: UserId, handle: Handle) {
         let subject = self.subjects.inbox_messages(&user);
         let mut next = handle.begin_drain();
+        let mut backoff = READ_RETRY_FIRST;
         while let Some((after, room)) = next {
             match self.store.read(&subject, after, room).await {
                 Ok((messages, _)) => {
                     if !push(&handle, &messages) {
                         return;
                     }
+                    backoff = READ_RETRY_FIRST;
                 }
                 Err(e) => {
-                    tracing::debug!(%user, error = %format!("{e:#}"), "inbox not read");
+                    tracing::debug!(%user, error = %format!("{e:#}"), "inbox not read; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(READ_RETRY_MAX);
+                    if handle.is_closed() {
+                        return;
+                    }
+                    next = Some((after, room));
+                    continue;
                 }
             }
             next = handle.end_drain();
@@ -261,6 +241,58 @@ impl Inbox {
         asked.unwrap_or(self.offline)
     }
 }
+
+/// Tells the gateways holding `users` to push their new stored messages. A receiver
+/// who logged in between the route's look-up and the store would otherwise wait for its
+/// next login, and a durable send's online receivers get it this way: so the look-up is
+/// a fresh directory read, after the store, tried again with backoff when no center
+/// answers.
+async fn nudge(centers: super::Centers, client: Client, subjects: Subjects, users: Vec<UserId>) {
+    let request = encode(&LookupRequest {
+        users: users.iter().map(ToString::to_string).collect(),
+    });
+    let mut backoff = READ_RETRY_FIRST;
+    let reply = loop {
+        let subject = subjects.dir(DIR_LOOKUP);
+        match centers
+            .ask::<LookupReply>("directory", subject, request.clone())
+            .await
+        {
+            Ok(reply) => break reply,
+            Err(e) if backoff > READ_RETRY_MAX => {
+                tracing::warn!(error = %e.message, "stored; receivers not told (next login pushes)");
+                return;
+            }
+            Err(_) => tokio::time::sleep(backoff).await,
+        }
+        backoff *= 2;
+    };
+    let mut by_gateway: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (user, locations) in reply.users {
+        for location in locations {
+            by_gateway
+                .entry(location.gateway)
+                .or_default()
+                .push(user.clone());
+        }
+    }
+    for (gateway, users) in by_gateway {
+        let Ok(gateway) = GatewayId::new(&gateway) else {
+            continue;
+        };
+        let nudge = encode(&Nudge { users });
+        if let Err(e) = client
+            .publish(subjects.gateway_inbox(&gateway), nudge)
+            .await
+        {
+            tracing::debug!(error = %e, "inbox nudge not sent");
+        }
+    }
+}
+
+/// The first wait before a failed inbox read is tried again, and the longest.
+const READ_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const READ_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Queues stored messages on a session; false when the session is gone.
 fn push(handle: &Handle, messages: &[(u64, Bytes)]) -> bool {

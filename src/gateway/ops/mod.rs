@@ -92,6 +92,7 @@ impl Caller {
 }
 
 /// Request-reply to the centers' endpoints, with the gateway's timeout.
+#[derive(Clone)]
 pub(crate) struct Centers {
     pub(crate) client: Client,
     pub(crate) subjects: Subjects,
