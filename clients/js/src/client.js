@@ -15,6 +15,7 @@ import { backoffDelay } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { MrcError } from './error.js';
 import { RecentIds, randomId } from './ids.js';
+import { Acker } from './inbox.js';
 
 /** Close and login-error reasons after which a reconnect would fail again, or would
  * replace the newer session that replaced this one (PROTOCOL.md 2.8, 6.2). */
@@ -27,6 +28,7 @@ const TERMINAL = new Set(['unauthorized', 'too_many_sessions', 'replaced', 'bad_
 const REPLAYABLE = new Set([
   'send', 'group_send', 'ping', 'presence', 'presence_subscribe', 'presence_unsubscribe',
   'group_members', 'group_list', 'group_join', 'group_leave', 'group_add', 'group_remove',
+  'fetch', 'ack',
 ]);
 
 /** What answers each request op, besides an `error` with the same id. */
@@ -40,6 +42,7 @@ const DEFAULTS = {
   offline: /** @type {'queue' | 'reject'} */ ('queue'),
   maxQueued: 1000,
   dedupeSize: 5000,
+  autoAck: true,
 };
 
 /**
@@ -88,6 +91,8 @@ export class MrcClient extends Emitter {
   #welcomed = false;
   #prefix = randomId().slice(0, 8);
   #seq = 0;
+  /** Acknowledges stored messages (`seq`), coalesced. */
+  #acker = new Acker((seq) => this.request('ack', { seq }));
 
   /**
    * @param {string | string[]} url  one gateway (`ws://host:8080/ws`) or several, tried in
@@ -135,6 +140,7 @@ export class MrcClient extends Emitter {
    * with code `closed`. */
   close() {
     clearTimeout(this.#reconnectTimer);
+    this.#acker.stop();
     const conn = this.#conn;
     if (conn) {
       conn.terminal = true;
@@ -238,6 +244,7 @@ export class MrcClient extends Emitter {
    * @param {MrcError} error @param {number} code @param {string} reason */
   #finish(error, code, reason) {
     this.state = 'closed';
+    this.#acker.stop();
     for (const id of [...this.#pending.keys()]) {
       this.#settle(id, null, new MrcError(error.code, error.message, { id }));
     }
@@ -261,8 +268,7 @@ export class MrcClient extends Emitter {
       case 'welcome':
         return this.#onWelcome(conn, frame);
       case 'msg':
-        if (!this.#seen.seen(`${frame.from ?? ''}\u0000${frame.id}`)) this.emit('message', frame);
-        return;
+        return this.#onMessage(frame);
       case 'report':
       case 'pong':
         return this.#answer(frame.op, frame.id, frame);
@@ -285,6 +291,18 @@ export class MrcClient extends Emitter {
         return;
       default:
       // A frame of a newer gateway: seen only through the `frame` event.
+    }
+  }
+
+  /** A message, once per id; one from the inbox (`seq`) is acknowledged after the
+   * `message` listeners ran (with `autoAck`), and a copy of one already seen is
+   * acknowledged in any case: the app had the first.
+   * @param {any} frame */
+  #onMessage(frame) {
+    const first = !this.#seen.seen(`${frame.from ?? ''}\u0000${frame.id}`);
+    if (first) this.emit('message', frame);
+    if (typeof frame.seq === 'number' && (this.#options.autoAck || !first)) {
+      this.#acker.ack(frame.seq);
     }
   }
 
@@ -336,8 +354,7 @@ export class MrcClient extends Emitter {
   /**
    * Sends any request op and resolves with its answer: the `result` object, the whole
    * `report` frame, or for `ping` the round trip in milliseconds. The typed helpers below
-   * are built on it, and so will the inbox's `ack` / `fetch` be once the gateway has
-   * them: a new op needs no change here (see "Extending" in README.md).
+   * are built on it: a new op needs no change here (see "Extending" in README.md).
    * @param {string} op
    * @param {Record<string, unknown>} [fields]
    * @param {{ id?: string, timeoutMs?: number }} [options]
@@ -430,16 +447,43 @@ export class MrcClient extends Emitter {
 
   /**
    * Sends `body` (any JSON value) to one user or several; resolves with the report,
-   * whose `status` maps each receiver to `delivered`, `offline`, `rejected` or
-   * `unavailable`. Resend after `unavailable` or a `timeout` with the same `id`.
+   * whose `status` maps each receiver to `delivered`, `offline`, `stored`, `inbox_full`,
+   * `rejected` or `unavailable`. Resend after `unavailable` or a `timeout` with the same
+   * `id`. `offline: 'store'` keeps it for receivers not online; `durable: true` stores
+   * it for every receiver until acknowledged (PROTOCOL.md 8).
    * @param {string | string[]} to
    * @param {unknown} body
-   * @param {{ id?: string, timeoutMs?: number }} [options]
+   * @param {{ id?: string, timeoutMs?: number, offline?: 'store' | 'drop', durable?: boolean }} [options]
    */
   send(to, body, options = {}) {
     const receivers = Array.isArray(to) ? to : [to];
+    const { offline, durable, ...rest } = options;
     const id = options.id ?? randomId();
-    return this.request('send', { to: receivers, body: body ?? null }, { ...options, id });
+    /** @type {Record<string, unknown>} */
+    const fields = { to: receivers, body: body ?? null };
+    if (offline !== undefined) fields.offline = offline;
+    if (durable) fields.durable = true;
+    return this.request('send', fields, { ...rest, id });
+  }
+
+  // ---- the inbox ---------------------------------------------------------------------
+
+  /** This user's stored messages after `since` (oldest first, at most `limit`, 100).
+   * @param {{ since?: number, limit?: number, timeoutMs?: number }} [options] */
+  fetch(options = {}) {
+    const { since, limit, ...rest } = options;
+    /** @type {Record<string, unknown>} */
+    const fields = {};
+    if (since !== undefined) fields.since = since;
+    if (limit !== undefined) fields.limit = limit;
+    return this.request('fetch', fields, rest);
+  }
+
+  /** Acknowledges (removes) every stored message up to `seq`; with `autoAck` (the
+   * default) the client does this itself after the `message` listeners ran.
+   * @param {number} seq @param {{ timeoutMs?: number }} [options] */
+  ack(seq, options) {
+    return this.request('ack', { seq }, options);
   }
 
   /** Sends `body` to every member of `group` but this user; resolves with the report.

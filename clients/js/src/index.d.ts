@@ -2,7 +2,13 @@
 // (npm run typecheck). The frames are those of docs/PROTOCOL.md section 2.
 
 /** A receiver's outcome in a report (PROTOCOL.md 2.5). */
-export type Outcome = 'delivered' | 'offline' | 'rejected' | 'unavailable';
+export type Outcome =
+  | 'delivered'
+  | 'offline'
+  | 'stored'
+  | 'inbox_full'
+  | 'rejected'
+  | 'unavailable';
 
 /** Any JSON value: a message body is carried unchanged. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -27,6 +33,31 @@ export interface Message {
   /** The group of a group message. */
   group?: string;
   broadcast?: true;
+  /** Set on a message pushed from the inbox (PROTOCOL.md 8): its sequence number there. */
+  seq?: number;
+}
+
+/** One stored message, as `fetch` returns it. */
+export interface StoredMessage {
+  seq: number;
+  id: string;
+  from?: string;
+  to?: string[];
+  ts: number;
+  body: Json;
+}
+
+export interface FetchResult {
+  user: string;
+  messages: StoredMessage[];
+  /** The limit cut the page: fetch again after the last `seq`. */
+  more: boolean;
+}
+
+export interface AckResult {
+  user: string;
+  acked: number;
+  removed: number;
 }
 
 /** What became of a `send` or `groupSend`, per receiver. */
@@ -151,6 +182,10 @@ export interface MrcClientOptions {
   maxQueued?: number;
   /** How many recent message ids are remembered to drop duplicates (default 5000). */
   dedupeSize?: number;
+  /** Acknowledge messages from the inbox (`seq`) once the `message` listeners ran
+   * (default true). With false, call `ack(seq)` when a message is safely processed;
+   * copies of messages already seen are acknowledged by the client in either case. */
+  autoAck?: boolean;
 }
 
 export interface RequestOptions {
@@ -160,6 +195,11 @@ export interface RequestOptions {
 export interface SendOptions extends RequestOptions {
   /** The message id (generated when absent). Reuse it to resend after `unavailable`. */
   id?: string;
+  /** For receivers not online: keep it in their inbox (`stored`) or drop it (`offline`).
+   * Default: the gateway's `--offline`. Direct sends only. */
+  offline?: 'store' | 'drop';
+  /** Acknowledged delivery: stored for every receiver until they acknowledge it. */
+  durable?: boolean;
 }
 
 /** Codes: MRC's error codes (PROTOCOL.md 2.6: `forbidden`, `not_found`, `too_large`...),
@@ -212,8 +252,13 @@ export class MrcClient {
     options?: RequestOptions,
   ): Promise<{ unsubscribed: string[] }>;
 
+  /** This user's stored messages after `since`, oldest first (at most `limit`, 100). */
+  fetch(options?: RequestOptions & { since?: number; limit?: number }): Promise<FetchResult>;
+  /** Removes every stored message up to `seq` (done by the client with `autoAck`). */
+  ack(seq: number, options?: RequestOptions): Promise<AckResult>;
+
   /** Any request op: resolves with its `result` (a `report` for sends). The extension
-   * point for ops newer than this client, such as the inbox's future `ack` / `fetch`. */
+   * point for ops newer than this client. */
   request<T = unknown>(
     op: string,
     fields?: Record<string, unknown>,

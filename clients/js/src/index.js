@@ -3,7 +3,8 @@
  * mrc-client: the JavaScript client of MRC (docs/PROTOCOL.md section 2), for browsers and
  * Node, with no dependencies. Types: index.d.ts beside this file.
  *
- *   client.js   MrcClient: connection, login, reconnect, requests, presence
+ *   client.js   MrcClient: connection, login, reconnect, requests, presence, inbox
+ *   inbox.js    Acker: coalesced acknowledgements of stored messages
  *   error.js    MrcError, the error every rejected promise carries
  *   ids.js      randomId (message ids) and RecentIds (duplicate drop)
  *   backoff.js  the reconnect delay (full jitter)

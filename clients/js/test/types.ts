@@ -28,6 +28,12 @@ async function example(): Promise<void> {
   const members: string[] | undefined = (await client.groupMembers('team')).members;
   const groups: string[] = (await client.groupList()).groups;
   const counts = (await client.groupSend('team', 'hello')).counts?.delivered;
+  const stored = await client.send('carol', 'later', { offline: 'store', durable: false });
+  const kept: boolean = stored.status?.carol === 'stored' || stored.status?.carol === 'inbox_full';
+  const page = await client.fetch({ since: 0, limit: 10 });
+  const last: number | undefined = page.messages.at(-1)?.seq;
+  if (last !== undefined && page.more) console.log((await client.ack(last)).removed, kept);
+  client.on('message', (m) => m.seq !== undefined && client.ack(m.seq));
   const online: boolean = (await client.presence(['bob'])).users.bob.online;
   await client.subscribePresence(['bob']);
   const unsubscribed: string[] = (await client.unsubscribePresence(['bob'])).unsubscribed;

@@ -282,3 +282,34 @@ test('presence subscriptions are renewed after a reconnect, with missed changes'
   assert.deepEqual(events, ['bob:online', 'carol:online:resync']);
   client.close();
 });
+
+test('inbox messages are acknowledged once, coalesced, copies included', async () => {
+  const { client, ws } = await ready();
+  const got = [];
+  client.on('message', (m) => got.push(m.seq));
+  const msg = (id, seq) => ({ op: 'msg', id, from: 'bob', to: ['alice'], ts: 1, body: 1, seq });
+  ws.receive(msg('a', 3));
+  ws.receive(msg('b', 5));
+  ws.receive(msg('a', 3)); // a copy: dropped, and needs no second ack
+  await until(() => ws.ops().includes('ack'), 'an ack');
+  const acks = () => ws.sent.filter((f) => f.op === 'ack');
+  assert.deepEqual(acks().map((f) => f.seq), [5]);
+  assert.deepEqual(got, [3, 5]);
+  // A failed ack is sent again.
+  ws.receive({ op: 'error', code: 'unavailable', message: 'inbox', id: acks()[0].id });
+  await until(() => acks().length === 2, 'the ack again');
+  assert.equal(acks()[1].seq, 5);
+  client.close();
+});
+
+test('without autoAck only copies of seen messages are acknowledged by the client', async () => {
+  const { client, ws } = await ready({ autoAck: false });
+  const msg = { op: 'msg', id: 'a', from: 'bob', to: ['alice'], ts: 1, body: 1, seq: 7 };
+  ws.receive(msg);
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.ok(!ws.ops().includes('ack'), 'the app acks what it processed');
+  ws.receive({ ...msg, seq: 9 });
+  await until(() => ws.ops().includes('ack'), 'the copy acknowledged');
+  assert.equal(ws.sent.find((f) => f.op === 'ack').seq, 9);
+  client.close();
+});
