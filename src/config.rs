@@ -2,6 +2,8 @@
 //! (flags win). Each config has a `validate` that runs before anything binds or connects;
 //! a bad config exits with code 64 (EX_USAGE, see `exit`).
 
+mod web;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use clap::Args;
 
 use crate::ident::{CenterId, GatewayId};
 use crate::subject::Subjects;
+pub use web::Web;
 
 /// How to reach NATS, shared by every process.
 #[derive(Args, Debug, Clone)]
@@ -408,6 +411,8 @@ pub struct Gateway {
     pub auth: Auth,
     #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub web: Web,
 }
 
 /// How clients prove who they are.
@@ -547,6 +552,7 @@ impl Gateway {
         };
         self.id = Some(id.to_string());
         valid_name("--inbox-stream", &self.inbox_stream)?;
+        self.web.validate()?;
         let l = &self.limits;
         let positive = [
             ("--heartbeat-ms", self.heartbeat_ms),

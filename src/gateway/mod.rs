@@ -60,14 +60,22 @@ pub struct Listeners {
 impl Listeners {
     /// Starts serving `http` at once (probes answer, doors say not ready) and prints the
     /// `mrc-gateway listening` line naming every address.
+    /// A certificate or key that cannot be loaded is a bad configuration (exit 64).
     pub fn serve(
         id: &GatewayId,
         http: TcpListener,
         tcp: Option<TcpListener>,
+        web: &config::Web,
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Listeners> {
-        let http = listener::Front::serve(http, metrics, shutdown)?;
+        let tls = match (&web.tls_cert, &web.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(listener::tls::server_config(cert, key).map_err(BadConfig)?)
+            }
+            _ => None,
+        };
+        let http = listener::Front::serve(http, tls, metrics, shutdown)?;
         let listeners = Listeners { http, tcp };
         let line = format!("mrc-gateway listening: {}", listeners.describe(id)?);
         tracing::info!(gateway = %id, "{line}");
@@ -78,7 +86,12 @@ impl Listeners {
     /// `id=... http=http://... ws=ws://.../ws [tcp=...]`
     fn describe(&self, id: &GatewayId) -> std::io::Result<String> {
         let http = self.http.addr();
-        let mut text = format!("id={id} http=http://{http} ws=ws://{http}/ws");
+        let (h, w) = if self.http.tls {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
+        let mut text = format!("id={id} http={h}://{http} ws={w}://{http}/ws");
         if let Some(tcp) = &self.tcp {
             text.push_str(&format!(" tcp={}", tcp.local_addr()?));
         }
@@ -185,6 +198,8 @@ pub async fn run(
             client: client.clone(),
             readiness: readiness.clone(),
         },
+        origins: listener::origin::Origins::new(&config.web.allowed_origins),
+        cors: listener::origin::cors(&config.web.cors_origins),
     });
     listeners.http.open(doors.clone());
 

@@ -24,3 +24,4 @@ mod python;
 mod readiness;
 mod shutdown;
 mod support;
+mod web;

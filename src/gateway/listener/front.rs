@@ -10,20 +10,23 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
+use axum::extract::connect_info::Connected;
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
+use axum::serve::{IncomingStream, ListenerExt};
 use axum::Json;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use super::http::error_response;
+use super::tls::TlsListener;
 use super::Doors;
 use crate::gateway::readiness::Readiness;
 use crate::protocol::code::ErrorCode;
@@ -40,6 +43,8 @@ pub(crate) const NATS_DOWN: &str = "NATS is not connected";
 pub(crate) struct Front {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// Serving HTTPS / WSS.
+    pub(crate) tls: bool,
     server: JoinHandle<std::io::Result<()>>,
 }
 
@@ -54,9 +59,11 @@ struct Shared {
 }
 
 impl Front {
-    /// Starts serving `listener` until `shutdown`; the gateway is not ready yet.
+    /// Starts serving `listener` (over TLS with `tls`) until `shutdown`; the gateway is not
+    /// ready yet.
     pub(crate) fn serve(
         listener: TcpListener,
+        tls: Option<Arc<ServerConfig>>,
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
     ) -> std::io::Result<Front> {
@@ -73,20 +80,26 @@ impl Front {
             .route("/metrics", get(metrics_text))
             .fallback(gate)
             .with_state(shared.clone());
-        // Without TCP_NODELAY every frame written while an earlier one is unacknowledged
-        // waits for the client's delayed ACK (40 ms): docs/PERFORMANCE.md, "what limits".
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.cancelled_owned());
-        let server = tokio::spawn(server.into_future());
+        let server = match tls.clone() {
+            // Without TCP_NODELAY every frame written while an earlier one is
+            // unacknowledged waits for the client's delayed ACK (40 ms): PERFORMANCE.md.
+            None => spawn(
+                listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                app,
+                shutdown,
+            ),
+            Some(config) => spawn(
+                TlsListener::new(listener, config)?.tap_io(|_| {}),
+                app,
+                shutdown,
+            ),
+        };
         Ok(Front {
             shared,
             addr,
+            tls: tls.is_some(),
             server,
         })
     }
@@ -116,6 +129,21 @@ impl Front {
             .context("the HTTP server task panicked")??;
         Ok(())
     }
+}
+
+/// Serves `app` on `listener` until `shutdown`, with each request knowing its peer.
+fn spawn<L>(
+    listener: L,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> JoinHandle<std::io::Result<()>>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: Connected<IncomingStream<'a, L>>,
+{
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned());
+    tokio::spawn(server.into_future())
 }
 
 /// Every route but the probes: 503 `unavailable` (the reason in the message) while the

@@ -9,7 +9,9 @@
 pub(crate) mod front;
 pub(crate) mod http;
 pub(crate) mod http_groups;
+pub(crate) mod origin;
 pub(crate) mod tcp;
+pub(crate) mod tls;
 pub(crate) mod ws;
 
 pub(crate) use front::Front;
@@ -28,6 +30,10 @@ pub(crate) struct Doors {
     /// One permit per open client connection (`--max-connections`).
     pub(crate) connections: Arc<Semaphore>,
     pub(crate) gate: front::Gate,
+    /// Pages of which origins may open `/ws` (`--allowed-origins`).
+    pub(crate) origins: origin::Origins,
+    /// CORS of the HTTP API (`--cors-origins`; `None`: no CORS headers).
+    pub(crate) cors: Option<tower_http::cors::CorsLayer>,
 }
 
 /// The routes behind the gate: the WebSocket door and the whole HTTP API ([`http`]'s
@@ -40,9 +46,12 @@ fn routes(doors: &Arc<Doors>) -> axum::Router {
         auth: cx.auth.clone(),
     });
     let body_limit = cx.ops.limits.max_frame_bytes.saturating_mul(2);
-    let api = http::routes()
+    let mut api = http::routes()
         .merge(http_groups::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(api);
+    if let Some(cors) = &doors.cors {
+        api = api.layer(cors.clone());
+    }
     ws::routes().with_state(doors.clone()).merge(api)
 }

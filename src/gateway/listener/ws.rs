@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
+use axum::http::header::ORIGIN;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
@@ -44,6 +45,10 @@ async fn upgrade(
 ) -> Response {
     if doors.conn.shutdown.is_cancelled() {
         return error_response(ErrorCode::ShuttingDown, "the gateway is stopping");
+    }
+    if !doors.origins.allows(headers.get(ORIGIN)) {
+        let message = "pages of this origin may not connect (--allowed-origins)";
+        return error_response(ErrorCode::Forbidden, message);
     }
     let identity = match bearer(&headers) {
         Some(token) => {
