@@ -57,16 +57,17 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Starts serving `http` at once (probes answer, doors say not ready) and prints the
-    /// `mrc-gateway listening` line naming every address.
+    /// Starts serving `http` at once (probes and, with `demo`, the demo page answer; doors
+    /// say not ready) and prints the `mrc-gateway listening` line naming every address.
     pub fn serve(
         id: &GatewayId,
         http: TcpListener,
         tcp: Option<TcpListener>,
         metrics: Option<PrometheusHandle>,
+        demo: bool,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Listeners> {
-        let http = listener::Front::serve(http, metrics, shutdown)?;
+        let http = listener::Front::serve(http, metrics, demo, shutdown)?;
         let listeners = Listeners { http, tcp };
         let line = format!("mrc-gateway listening: {}", listeners.describe(id)?);
         tracing::info!(gateway = %id, "{line}");
@@ -74,12 +75,15 @@ impl Listeners {
         Ok(listeners)
     }
 
-    /// `id=... http=http://... ws=ws://.../ws [tcp=...]`
+    /// `id=... http=http://... ws=ws://.../ws [tcp=...] [demo=http://.../]`
     fn describe(&self, id: &GatewayId) -> std::io::Result<String> {
         let http = self.http.addr();
         let mut text = format!("id={id} http=http://{http} ws=ws://{http}/ws");
         if let Some(tcp) = &self.tcp {
             text.push_str(&format!(" tcp={}", tcp.local_addr()?));
+        }
+        if self.http.demo() {
+            text.push_str(&format!(" demo=http://{http}/"));
         }
         Ok(text)
     }
