@@ -52,7 +52,7 @@ async fn run(config: config::Gateway, id: mrc::ident::GatewayId) -> anyhow::Resu
         None => None,
     };
     // `/healthz` and `/readyz` answer from here on, while NATS is still being connected.
-    let listeners = Listeners::serve(&id, http, tcp, &config.web, Some(metrics), shutdown.clone())?;
+    let listeners = Listeners::serve(&id, http, tcp, &config, Some(metrics), shutdown.clone())?;
     let name = format!("mrc-gateway {id}");
     let connecting = connection::connect(&config.nats, &name);
     let connection = tokio::select! {

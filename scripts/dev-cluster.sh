@@ -5,7 +5,9 @@
 #                   nats-config/cluster/ (JetStream R3)
 #   mrc-center x2   center-1, center-2 (with --cluster: --replicas 3 and all 3 URLs)
 #   mrc-gateway x2  gw-1 on ws://127.0.0.1:8080/ws, gw-2 on ws://127.0.0.1:8081/ws, both
-#                   with --insecure-dev-auth (log in with a bare user id, no token)
+#                   with --insecure-dev-auth (log in with a bare user id, no token) and
+#                   --demo: open http://127.0.0.1:8080/ (and :8081/) in a browser, log in
+#                   as alice in one window and bob in the other, and chat
 #
 # It runs scripts/setup.sh first (installs nats-server into .tools/ when missing, builds
 # the binaries), waits until every process is ready, then stays in the foreground.
@@ -266,13 +268,14 @@ for id in "${center_names[@]}"; do wait_line "$id" "mrc-center ready:"; done
 say "centers ready: ${center_names[*]}"
 
 # --insecure-dev-auth: clients log in with a bare user id (`mrc listen alice`), no token.
+# --demo: the demo page at http://127.0.0.1:8080/ and :8081/.
 # Set MRC_GATEWAY_JWT_SECRET (32+ bytes) to also accept tokens, MRC_GATEWAY_API_KEY for
 # the HTTP API; the gateways read both from the environment.
 declare -A gateway_listen=([gw-1]=127.0.0.1:8080 [gw-2]=127.0.0.1:8081)
 for id in gw-1 gw-2; do
   gateway_names+=("$id")
   start "$id" "$bin/mrc-gateway" "${nats_flags[@]}" --id "$id" \
-    --listen "${gateway_listen[$id]}" --insecure-dev-auth
+    --listen "${gateway_listen[$id]}" --insecure-dev-auth --demo
 done
 for id in "${gateway_names[@]}"; do wait_line "$id" "mrc-gateway ready:"; done
 say "gateways ready: ${gateway_names[*]}"
@@ -291,9 +294,11 @@ MRC dev cluster is ready ($profile build)
   centers      ${center_names[*]}
   gateways     gw-1 ws://127.0.0.1:8080/ws   gw-2 ws://127.0.0.1:8081/ws
                (INSECURE dev auth: any client may log in as any user id)
+  demo page    http://127.0.0.1:8080/   http://127.0.0.1:8081/
   logs         .dev/logs/
 
-Try it (two terminals):
+Try it in a browser: open both demo pages, log in as alice in one and bob in the other.
+Or in two terminals:
   $shown_bin/mrc listen alice --gateway ws://127.0.0.1:8080/ws
   $shown_bin/mrc send --to alice hello
   $shown_bin/mrc listen bob --gateway ws://127.0.0.1:8081/ws      # a user on the other gateway

@@ -318,6 +318,10 @@ pub struct Gateway {
     /// Raw TCP listener for newline-delimited JSON frames (off unless set).
     #[arg(long = "tcp-listen", env = "MRC_GATEWAY_TCP_LISTEN")]
     pub tcp_listen: Option<SocketAddr>,
+    /// Serve the demo page at `/` on the HTTP listener: a two-user chat in the browser,
+    /// to try MRC without writing a client (pair it with --insecure-dev-auth).
+    #[arg(long, env = "MRC_GATEWAY_DEMO")]
+    pub demo: bool,
     /// Heartbeat period towards the centers (ms); keep it well below their timeout.
     #[arg(
         long = "heartbeat-ms",

@@ -58,24 +58,25 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Starts serving `http` at once (probes answer, doors say not ready) and prints the
-    /// `mrc-gateway listening` line naming every address.
-    /// A certificate or key that cannot be loaded is a bad configuration (exit 64).
+    /// Starts serving `http` at once (probes and, with `--demo`, the demo page answer;
+    /// doors say not ready) and prints the `mrc-gateway listening` line naming every
+    /// address. A certificate or key that cannot be loaded is a bad configuration (exit 64).
     pub fn serve(
         id: &GatewayId,
         http: TcpListener,
         tcp: Option<TcpListener>,
-        web: &config::Web,
+        config: &config::Gateway,
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Listeners> {
+        let web = &config.web;
         let tls = match (&web.tls_cert, &web.tls_key) {
             (Some(cert), Some(key)) => {
                 Some(listener::tls::server_config(cert, key).map_err(BadConfig)?)
             }
             _ => None,
         };
-        let http = listener::Front::serve(http, tls, metrics, shutdown)?;
+        let http = listener::Front::serve(http, tls, metrics, config.demo, shutdown)?;
         let listeners = Listeners { http, tcp };
         let line = format!("mrc-gateway listening: {}", listeners.describe(id)?);
         tracing::info!(gateway = %id, "{line}");
@@ -83,7 +84,7 @@ impl Listeners {
         Ok(listeners)
     }
 
-    /// `id=... http=http://... ws=ws://.../ws [tcp=...]`
+    /// `id=... http=http://... ws=ws://.../ws [tcp=...] [demo=http://.../]`
     fn describe(&self, id: &GatewayId) -> std::io::Result<String> {
         let http = self.http.addr();
         let (h, w) = if self.http.tls {
@@ -94,6 +95,9 @@ impl Listeners {
         let mut text = format!("id={id} http={h}://{http} ws={w}://{http}/ws");
         if let Some(tcp) = &self.tcp {
             text.push_str(&format!(" tcp={}", tcp.local_addr()?));
+        }
+        if self.http.demo() {
+            text.push_str(&format!(" demo={h}://{http}/"));
         }
         Ok(text)
     }

@@ -3,42 +3,18 @@
 //! (`clients/js/test/support/cluster.js` reads them). Node and the npm packages come from
 //! the machine and `scripts/setup.sh` (`npm ci`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::support::cluster::Cluster;
+use crate::support::node;
 use crate::support::token::{API_KEY, SECRET};
-
-/// Fails with what to install when Node or the client's packages are missing.
-fn check_node(js: &Path) {
-    let version = Command::new("node").arg("--version").output();
-    let version = match version {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        _ => {
-            panic!("`node` not found: the JavaScript client tests need Node.js 20 or newer on PATH")
-        }
-    };
-    let major: u32 = version
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        major >= 20,
-        "Node.js {version} is too old: need 20 or newer"
-    );
-    assert!(
-        js.join("node_modules/ws").exists(),
-        "{} has no node_modules/ws: run scripts/setup.sh (npm ci in clients/js)",
-        js.display()
-    );
-}
 
 #[tokio::test]
 async fn js_client_passes_its_node_tests_against_a_real_cluster() {
     let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/js");
-    check_node(&js);
+    let setup = "scripts/setup.sh (npm ci in clients/js)";
+    node::require(&js, "ws", setup);
 
     // g0, g1 for every test; g2 and g3 are stopped by the reconnect tests. The `device`
     // login policy lets a test kick a client with a second login.
@@ -71,18 +47,5 @@ async fn js_client_passes_its_node_tests_against_a_real_cluster() {
         command.env(format!("MRC_WS_{i}"), &gateway.ws);
         command.env(format!("MRC_PID_{i}"), gateway.process.pid().to_string());
     }
-    let output = tokio::task::spawn_blocking(move || command.output().expect("running node"))
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "node --test failed:\n{stdout}\n{stderr}"
-    );
-    // Every test ran: none was skipped for want of the cluster.
-    assert!(
-        stdout.contains("\n# fail 0") && stdout.contains("\n# skipped 0"),
-        "{stdout}"
-    );
+    node::run_tests(command).await;
 }

@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod bench;
 mod broadcast;
+mod browser;
 mod cli;
 mod convergence;
 mod delivery;

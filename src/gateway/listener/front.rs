@@ -3,7 +3,8 @@
 //! WebSocket door at `/ws`, the HTTP API under `/v1`) goes through one gate, which answers
 //! 503 `unavailable` until the gateway is attached ([`Front::open`]), while NATS is not
 //! connected and while its [`Readiness`] says not ready ([`Gate`], which the TCP door
-//! reads too). Clients already connected are not affected by the gate.
+//! reads too). Clients already connected are not affected by the gate. With `--demo` it
+//! also serves the demo page ([`super::demo`]), static files that need no gate.
 
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ pub(crate) struct Front {
     addr: SocketAddr,
     /// Serving HTTPS / WSS.
     pub(crate) tls: bool,
+    /// Whether the demo page is served at `/` (`--demo`).
+    demo: bool,
     server: JoinHandle<std::io::Result<()>>,
 }
 
@@ -59,12 +62,13 @@ struct Shared {
 }
 
 impl Front {
-    /// Starts serving `listener` (over TLS with `tls`) until `shutdown`; the gateway is not
-    /// ready yet.
+    /// Starts serving `listener` (over TLS with `tls`) until `shutdown`, with the demo
+    /// page when `demo`; the gateway is not ready yet.
     pub(crate) fn serve(
         listener: TcpListener,
         tls: Option<Arc<ServerConfig>>,
         metrics: Option<PrometheusHandle>,
+        demo: bool,
         shutdown: CancellationToken,
     ) -> std::io::Result<Front> {
         let addr = listener.local_addr()?;
@@ -74,12 +78,14 @@ impl Front {
             shutdown: shutdown.clone(),
             gateway: OnceLock::new(),
         });
-        let app = axum::Router::new()
+        let mut app = axum::Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics_text))
-            .fallback(gate)
-            .with_state(shared.clone());
+            .route("/metrics", get(metrics_text));
+        if demo {
+            app = app.merge(super::demo::routes());
+        }
+        let app = app.fallback(gate).with_state(shared.clone());
         let server = match tls.clone() {
             // Without TCP_NODELAY every frame written while an earlier one is
             // unacknowledged waits for the client's delayed ACK (40 ms): PERFORMANCE.md.
@@ -100,6 +106,7 @@ impl Front {
             shared,
             addr,
             tls: tls.is_some(),
+            demo,
             server,
         })
     }
@@ -107,6 +114,11 @@ impl Front {
     /// The address the listener is bound to.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether the demo page is served.
+    pub(crate) fn demo(&self) -> bool {
+        self.demo
     }
 
     /// The readiness `/readyz` and the gate read.

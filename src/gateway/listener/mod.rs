@@ -4,8 +4,10 @@
 //! - [`front`]: the HTTP listener itself, served from the start: health, readiness,
 //!   metrics, and the gate that keeps clients out while the gateway is not ready;
 //! - [`http`]: the HTTP API (`/v1/...`), same listener; [`http_groups`]: its group routes;
-//! - [`tcp`]: newline-delimited JSON on its own listener.
+//! - [`tcp`]: newline-delimited JSON on its own listener;
+//! - [`demo`]: the demo page at `/` with `--demo`, static, on the HTTP listener.
 
+pub(crate) mod demo;
 pub(crate) mod front;
 pub(crate) mod http;
 pub(crate) mod http_groups;

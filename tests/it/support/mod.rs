@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod converge;
 pub mod ledger;
 pub mod nats;
+pub mod node;
 pub mod peer;
 pub mod process;
 pub mod token;
