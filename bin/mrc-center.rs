@@ -21,7 +21,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     telemetry::init();
-    let mut config = match exit::parse::<Cli>() {
+    let mut config = match exit::parse::<Cli>(config::Process::Center) {
         Ok(cli) => cli.config,
         Err(code) => return code,
     };

@@ -23,7 +23,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     telemetry::init();
-    let mut config = match exit::parse::<Cli>() {
+    let mut config = match exit::parse::<Cli>(config::Process::Gateway) {
         Ok(cli) => cli.config,
         Err(code) => return code,
     };

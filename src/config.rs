@@ -2,6 +2,7 @@
 //! (flags win). Each config has a `validate` that runs before anything binds or connects;
 //! a bad config exits with code 64 (EX_USAGE, see `exit`).
 
+pub mod file;
 mod web;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use clap::Args;
 
 use crate::ident::{CenterId, GatewayId};
 use crate::subject::Subjects;
+pub use file::{Process, Source};
 pub use web::Web;
 
 /// How to reach NATS, shared by every process.
@@ -188,6 +190,8 @@ pub struct Center {
     pub nats: Nats,
     #[command(flatten)]
     pub runtime: Runtime,
+    #[command(flatten)]
+    pub source: Source,
 }
 
 /// The durable inbox's stream, which centers create (with `--replicas`) and keep at
@@ -411,6 +415,8 @@ pub struct Gateway {
     pub nats: Nats,
     #[command(flatten)]
     pub runtime: Runtime,
+    #[command(flatten)]
+    pub source: Source,
     #[command(flatten)]
     pub auth: Auth,
     #[command(flatten)]

@@ -4,6 +4,8 @@
 
 use std::process::ExitCode;
 
+use crate::config::Process;
+
 /// Exit code for a configuration error (sysexits EX_USAGE).
 pub(crate) const CONFIG: u8 = 64;
 
@@ -13,11 +15,28 @@ pub fn bad_config(process: &str, error: &anyhow::Error) -> ExitCode {
     ExitCode::from(CONFIG)
 }
 
-/// The command line of a server binary, or the exit code to end with: clap's own usage
-/// errors (an unknown flag, a value that does not parse) are configuration errors too,
-/// so they exit 64 like every other, not clap's 2; `--help` and `--version` exit 0.
-pub fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
-    T::try_parse().map_err(|e| {
+/// The command line of a server binary (with its config file's settings in front, see
+/// `config::file`), or the exit code to end with: clap's own usage errors (an unknown
+/// flag, a value that does not parse) are configuration errors too, so they exit 64 like
+/// every other, not clap's 2; `--help` and `--version` exit 0. With `--check-config`, the
+/// effective settings are printed and the process ends here: 0 when valid, else 64.
+pub fn parse<T: clap::Parser>(process: Process) -> Result<T, ExitCode> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let name = format!("mrc-{}", process.section());
+    if argv.iter().any(|a| a == "--check-config") {
+        return Err(match crate::config::file::check(process, argv) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => bad_config(&name, &e),
+        });
+    }
+    let args = match crate::config::file::with_file(process, argv) {
+        Ok((args, _)) => args,
+        Err(e) => return Err(bad_config(&name, &e)),
+    };
+    T::try_parse_from(args).map_err(|e| {
         let _ = e.print();
         if e.use_stderr() {
             ExitCode::from(CONFIG)

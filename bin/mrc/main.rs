@@ -131,6 +131,10 @@ enum Command {
         #[arg(required = true)]
         users: Vec<String>,
     },
+    /// Check a config file: each process it configures (`[center]`, `[gateway]`, or both
+    /// when it has only top-level keys) is validated with the flags' defaults and the
+    /// `MRC_*` variables set here, and its effective settings printed. Exit 0 or 64.
+    CheckConfig { file: std::path::PathBuf },
     /// List the centers that answer `$SRV.PING.mrc-center`.
     Centers {
         /// How long to collect answers (ms).
@@ -168,6 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             count,
         } => listen(user.as_deref(), token.as_deref(), &gateway, count).await,
         Command::Bench(args) => bench::run(args, cli.nats).await,
+        Command::CheckConfig { file } => Ok(check_config(&file)),
         command => {
             let mut nats = cli.nats.clone();
             nats.connect_timeout_ms = nats.connect_timeout_ms.min(3000);
@@ -287,7 +292,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 Command::Centers { wait_ms } => {
                     centers(&client, Duration::from_millis(wait_ms)).await?
                 }
-                Command::Listen { .. } | Command::Bench(_) => unreachable!("handled above"),
+                Command::Listen { .. } | Command::Bench(_) | Command::CheckConfig { .. } => {
+                    unreachable!("handled above")
+                }
             };
             client.flush().await.ok();
             Ok(code)
@@ -404,4 +411,29 @@ async fn listen(
     }
     eprintln!("mrc: the gateway closed the connection");
     Ok(1)
+}
+
+/// `mrc check-config FILE`: 0 when every process the file configures is valid, else 64.
+fn check_config(file: &std::path::Path) -> u8 {
+    use mrc::config::file;
+    let processes = match file::read(file).and_then(|table| file::processes_in(&table)) {
+        Ok(processes) => processes,
+        Err(e) => {
+            eprintln!("mrc: bad configuration: {e:#}");
+            return 64;
+        }
+    };
+    let mut code = 0;
+    for process in processes {
+        let name = format!("mrc-{}", process.section());
+        let argv = vec![name.clone().into(), "--config".into(), file.into()];
+        match file::check(process, argv) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("{name}: bad configuration: {e:#}");
+                code = 64;
+            }
+        }
+    }
+    code
 }

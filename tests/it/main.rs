@@ -7,6 +7,7 @@ mod bench;
 mod broadcast;
 mod browser;
 mod cli;
+mod config_file;
 mod convergence;
 mod delivery;
 mod directory;
