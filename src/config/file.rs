@@ -62,7 +62,7 @@ pub fn with_file(
         let env_set = arg
             .get_env()
             .is_some_and(|env| std::env::var_os(env).is_some());
-        if typed.iter().any(|t| *t == key) || env_set {
+        if typed.contains(&key) || env_set {
             continue;
         }
         let flag = format!("--{key}");
