@@ -7,6 +7,7 @@
 //! 69 nobody answered (no gateway or center running).
 
 mod bench;
+mod token;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -135,6 +136,8 @@ enum Command {
     /// when it has only top-level keys) is validated with the flags' defaults and the
     /// `MRC_*` variables set here, and its effective settings printed. Exit 0 or 64.
     CheckConfig { file: std::path::PathBuf },
+    /// Mint a client token (JWT) for a user: HS256 with --secret, RS256/ES256 with --key.
+    Token(token::Args),
     /// List the centers that answer `$SRV.PING.mrc-center`.
     Centers {
         /// How long to collect answers (ms).
@@ -173,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         } => listen(user.as_deref(), token.as_deref(), &gateway, count).await,
         Command::Bench(args) => bench::run(args, cli.nats).await,
         Command::CheckConfig { file } => Ok(check_config(&file)),
+        Command::Token(args) => token::run(args),
         command => {
             let mut nats = cli.nats.clone();
             nats.connect_timeout_ms = nats.connect_timeout_ms.min(3000);
@@ -292,7 +296,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 Command::Centers { wait_ms } => {
                     centers(&client, Duration::from_millis(wait_ms)).await?
                 }
-                Command::Listen { .. } | Command::Bench(_) | Command::CheckConfig { .. } => {
+                Command::Listen { .. }
+                | Command::Bench(_)
+                | Command::CheckConfig { .. }
+                | Command::Token(_) => {
                     unreachable!("handled above")
                 }
             };

@@ -145,3 +145,65 @@ async fn listen_prints_what_arrives() {
     let text = stdout(&out);
     assert!(text.contains(r#""op":"msg","id":"l1""#), "{text}");
 }
+
+/// `mrc token` with `args`: the token it printed.
+fn mint(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mrc"))
+        .arg("token")
+        .args(args)
+        .env_remove("MRC_GATEWAY_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn tokens_minted_by_mrc_token_log_in_with_hs256_and_es256() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = (dir.path().join("k.pem"), dir.path().join("p.pem"));
+    let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    let (key, public) = (key.to_str().unwrap(), public.to_str().unwrap());
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        key,
+    ]);
+    openssl(&["pkey", "-in", key, "-pubout", "-out", public]);
+
+    let secret = "minted-secret-0123456789abcdef-0123456789";
+    let mut cluster = Cluster::start(1, 0);
+    cluster.dev_auth = false;
+    cluster.gateway_args = vec!["--jwt-secret".into(), secret.into()];
+    cluster.start_gateway("g0");
+    cluster.gateway_args = vec!["--jwt-public-key".into(), public.into()];
+    cluster.start_gateway("g1");
+
+    let hs = mint(&["--secret", secret, "--sub", "alice", "--ttl", "10m"]);
+    let es = mint(&[
+        "--key", key, "--sub", "张伟", "--ttl", "1h", "--scope", "mrc:send",
+    ]);
+    for (gateway, token, user) in [(0, hs, "alice"), (1, es, "张伟")] {
+        let mut ws = mrc::client::WsClient::connect(cluster.ws(gateway))
+            .await
+            .unwrap();
+        let welcome = ws.login_with_token(&token).await.unwrap();
+        assert_eq!(welcome.user.as_deref(), Some(user));
+    }
+}
