@@ -404,7 +404,16 @@ pub struct Gateway {
         default_value = "mrc_inbox"
     )]
     pub inbox_stream: String,
-    /// How long a graceful stop may take before it gives up (ms).
+    /// Lame-duck drain on stop (ms): sessions close spread over this window instead of
+    /// all at once, so their clients do not all reconnect to the other gateways in the
+    /// same instant. Each keeps working until its turn. 0: all at once.
+    #[arg(
+        long = "drain-window-ms",
+        env = "MRC_GATEWAY_DRAIN_WINDOW_MS",
+        default_value_t = 0
+    )]
+    pub drain_window_ms: u64,
+    /// How long a graceful stop may take, after the drain window, before it gives up (ms).
     #[arg(
         long = "shutdown-grace-ms",
         env = "MRC_GATEWAY_SHUTDOWN_GRACE_MS",

@@ -193,6 +193,7 @@ pub async fn run(
         )),
         routing: Arc::new(Semaphore::new(config.limits.routing_in_flight)),
         shutdown: shutdown.clone(),
+        drain_window: Duration::from_millis(config.drain_window_ms),
         tracker: TaskTracker::new(),
     });
     let doors = Arc::new(listener::Doors {
@@ -207,26 +208,29 @@ pub async fn run(
     });
     listeners.http.open(doors.clone());
 
+    // What serves the sessions lives on through a stop's drain window, until the last
+    // session closed (`stopped`); what takes new work (listeners, ingress) ends at once.
+    let stopped = CancellationToken::new();
     // Deliveries must reach us before the directory points anywhere at us.
     let deliveries = client.subscribe(subjects.deliver(&id)).await?;
     let deliver = deliver::run(
         client.clone(),
         sessions.clone(),
         deliveries,
-        shutdown.clone(),
+        stopped.clone(),
     );
     background.spawn(log_failure("deliver", deliver));
     let broadcasts = client.subscribe(subjects.gateway_broadcast(&id)).await?;
-    let broadcast = broadcast::serve(client.clone(), ops.clone(), broadcasts, shutdown.clone());
+    let broadcast = broadcast::serve(client.clone(), ops.clone(), broadcasts, stopped.clone());
     background.spawn(log_failure("broadcast", broadcast));
     let nudges = client.subscribe(subjects.gateway_inbox(&id)).await?;
     let nudged = ops
         .inbox
         .clone()
-        .serve_nudges(sessions.clone(), nudges, shutdown.clone());
+        .serve_nudges(sessions.clone(), nudges, stopped.clone());
     background.spawn(log_failure("inbox nudges", nudged));
     let kicks = client.subscribe(subjects.kick(&id)).await?;
-    let kick = kick::run(client.clone(), sessions.clone(), kicks, shutdown.clone());
+    let kick = kick::run(client.clone(), sessions.clone(), kicks, stopped.clone());
     background.spawn(log_failure("kick", kick));
     let period = Duration::from_millis(config.heartbeat_ms);
     let reconcile = Arc::new(tokio::sync::Notify::new());
@@ -235,7 +239,7 @@ pub async fn run(
         client: client.clone(),
         subjects: subjects.clone(),
         sessions: sessions.clone(),
-        shutdown: shutdown.clone(),
+        shutdown: stopped.clone(),
     };
     let reconnects = connection.reconnects.clone();
     let beating = heartbeat::run(beat, period, reconnects, reconcile.clone());
@@ -243,14 +247,14 @@ pub async fn run(
     let reconciler = reconcile::Reconciler {
         sessions: sessions.clone(),
         registrar: registrar.clone(),
-        shutdown: shutdown.clone(),
+        shutdown: stopped.clone(),
         quiet: period * QUIET_BEATS,
     };
     let reconciling = reconcile::run(reconciler, reconcile);
     background.spawn(log_failure("reconcile", reconciling));
     if config.follow_route_changes {
         let changes =
-            resolve::follow_changes(resolver, client.clone(), subjects.clone(), shutdown.clone());
+            resolve::follow_changes(resolver, client.clone(), subjects.clone(), stopped.clone());
         background.spawn(log_failure("route changes", changes));
     }
     let ready = format!("mrc-gateway ready: {}", listeners.describe(&id)?);
@@ -278,8 +282,10 @@ pub async fn run(
 
     // Stopped before a center answered: no session was taken, none to remove.
     if started {
-        stop(&cx, Duration::from_millis(config.shutdown_grace_ms)).await;
+        let grace = cx.drain_window + Duration::from_millis(config.shutdown_grace_ms);
+        stop(&cx, grace).await;
     }
+    stopped.cancel();
     background.close();
     background.wait().await;
     Ok(())
@@ -333,7 +339,12 @@ async fn purge_previous_run(
 /// The graceful part of a stop: connections say `bye` and close (they watch the shutdown
 /// token), in-flight sends finish, then one purge removes every session of this gateway.
 async fn stop(cx: &conn::Context, grace: Duration) {
-    tracing::info!(sessions = cx.sessions.len(), "stopping: closing sessions");
+    let (sessions, window) = (cx.sessions.len(), cx.drain_window);
+    tracing::info!(
+        sessions,
+        window_ms = window.as_millis() as u64,
+        "stopping: closing sessions"
+    );
     cx.tracker.close();
     if tokio::time::timeout(grace, cx.tracker.wait())
         .await

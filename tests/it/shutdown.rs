@@ -69,3 +69,49 @@ async fn a_gateway_stops_within_its_grace_period_even_when_nats_is_gone() {
         .expect("the gateway exits in time");
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test]
+async fn a_drain_window_spreads_the_closes_and_sessions_work_until_their_turn() {
+    let mut cluster = Cluster::start(1, 1);
+    cluster.gateway_args = vec!["--drain-window-ms".into(), "3000".into()];
+    cluster.start_gateway("g1");
+    let mut sender = login(cluster.ws(0), "sender").await;
+    let mut clients = Vec::new();
+    for i in 0..16 {
+        clients.push(login(cluster.ws(1), &format!("u{i}")).await);
+    }
+    cluster.gateways[1].process.terminate();
+    let started = std::time::Instant::now();
+    // Sent during the window: a session still gets what is sent to it until its `bye`.
+    let mut delivered = Vec::new();
+    for i in 0..clients.len() {
+        let user = format!("u{i}");
+        let (report, _) = crate::support::client::send(&mut sender, &[&user], "late", "1").await;
+        delivered.push(report[&user] == mrc::protocol::code::Outcome::Delivered);
+    }
+    assert!(
+        delivered.iter().any(|d| *d),
+        "sessions work during the window"
+    );
+    let closes = clients
+        .iter_mut()
+        .zip(delivered)
+        .map(|(ws, delivered)| async move {
+            if delivered {
+                expect_op(ws, "msg").await;
+            }
+            expect_op(ws, "bye").await;
+            started.elapsed()
+        });
+    let mut byes = futures::future::join_all(closes).await;
+    byes.sort();
+    let spread = byes[byes.len() - 1] - byes[0];
+    assert!(
+        spread > Duration::from_millis(1000),
+        "16 closes over a 3 s window arrived within {spread:?}: {byes:?}"
+    );
+    let status = cluster.gateways[1]
+        .process
+        .wait_exit(Duration::from_secs(20));
+    assert!(status.expect("the gateway exits").success());
+}

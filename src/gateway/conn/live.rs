@@ -90,8 +90,13 @@ impl Live {
             if reason == Close::SlowConsumer {
                 metrics::counter!(telemetry::GATEWAY_SLOW_CONSUMERS).increment(1);
             }
-            tracing::info!(user = %self.user, session = %id, peer = %conn.peer,
-                door = self.door.label(), reason = reason.reason(), "closing session");
+            // A stop closes every session: the gateway logs that once, not per session.
+            if reason == Close::Shutdown {
+                tracing::debug!(user = %self.user, session = %id, "closing session: shutdown");
+            } else {
+                tracing::info!(user = %self.user, session = %id, peer = %conn.peer,
+                    door = self.door.label(), reason = reason.reason(), "closing session");
+            }
             say_bye(&mut conn.writer, reason).await;
         } else {
             finish(&mut conn.writer).await;
@@ -110,10 +115,12 @@ impl Live {
         let tick = tokio::time::sleep(tick_every(self.cx.ops.limits.idle_timeout));
         tokio::pin!(tick);
         let mut last_heard = Instant::now();
+        let drained = drained(self.cx.clone(), self.reports.id.clone());
+        tokio::pin!(drained);
         loop {
             tokio::select! {
                 biased;
-                () = self.cx.shutdown.cancelled() => return Some(Close::Shutdown),
+                () = &mut drained => return Some(Close::Shutdown),
                 ready = self.outbox.ready() => {
                     match ready {
                         Ok(()) => {}
@@ -125,7 +132,7 @@ impl Live {
                     tokio::select! {
                         written = write_queued(writer, &self.outbox) => written.ok()?,
                         () = self.outbox.slow() => return Some(Close::SlowConsumer),
-                        () = self.cx.shutdown.cancelled() => return Some(Close::Shutdown),
+                        () = &mut drained => return Some(Close::Shutdown),
                     }
                 }
                 inbound = reader.next() => {
@@ -238,4 +245,17 @@ mod tests {
         assert_eq!((writer.fed.len(), writer.flushes), (WRITE_BATCH + 1, 2));
         assert_eq!(writer.fed.last().unwrap(), &format!("g{WRITE_BATCH}"));
     }
+}
+
+/// Resolves when this session's turn to close has come in a stop: the drain window's
+/// point that its id picks (ids are random, so turns spread evenly), right away without
+/// a window.
+async fn drained(cx: Arc<Context>, id: crate::ident::SessionId) {
+    cx.shutdown.cancelled().await;
+    let window = cx.drain_window;
+    if window.is_zero() {
+        return;
+    }
+    let turn = xxhash_rust::xxh3::xxh3_64(id.as_str().as_bytes()) % 1_000_000;
+    tokio::time::sleep(window.mul_f64(turn as f64 / 1e6)).await;
 }

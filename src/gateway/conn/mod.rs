@@ -151,6 +151,8 @@ pub(crate) struct Context {
     pub(crate) routing: Arc<Semaphore>,
     /// Cancelled when the gateway starts to stop.
     pub(crate) shutdown: CancellationToken,
+    /// Sessions close spread over this window after `shutdown` (`--drain-window-ms`).
+    pub(crate) drain_window: std::time::Duration,
     /// Every connection and in-flight send; the stop waits for them.
     pub(crate) tracker: TaskTracker,
 }
