@@ -195,6 +195,19 @@ fn shared_clock() -> governor::clock::QuantaClock {
     CLOCK.get_or_init(Default::default).clone()
 }
 
+/// Resolves when this session's turn to close has come in a stop: the drain window's
+/// point that its id picks (ids are random, so turns spread evenly), right away without
+/// a window.
+async fn drained(cx: Arc<Context>, id: crate::ident::SessionId) {
+    cx.shutdown.cancelled().await;
+    let window = cx.drain_window;
+    if window.is_zero() {
+        return;
+    }
+    let turn = xxhash_rust::xxh3::xxh3_64(id.as_str().as_bytes()) % 1_000_000;
+    tokio::time::sleep(window.mul_f64(turn as f64 / 1e6)).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,17 +258,4 @@ mod tests {
         assert_eq!((writer.fed.len(), writer.flushes), (WRITE_BATCH + 1, 2));
         assert_eq!(writer.fed.last().unwrap(), &format!("g{WRITE_BATCH}"));
     }
-}
-
-/// Resolves when this session's turn to close has come in a stop: the drain window's
-/// point that its id picks (ids are random, so turns spread evenly), right away without
-/// a window.
-async fn drained(cx: Arc<Context>, id: crate::ident::SessionId) {
-    cx.shutdown.cancelled().await;
-    let window = cx.drain_window;
-    if window.is_zero() {
-        return;
-    }
-    let turn = xxhash_rust::xxh3::xxh3_64(id.as_str().as_bytes()) % 1_000_000;
-    tokio::time::sleep(window.mul_f64(turn as f64 / 1e6)).await;
 }
