@@ -37,6 +37,11 @@ fn main() -> ExitCode {
 
 async fn run(config: config::Center, id: mrc::ident::CenterId) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
+    // SIGHUP never kills a center; it has nothing to reload.
+    let hangups = shutdown::hangups().context("installing signal handlers")?;
+    tokio::spawn(hangups.serve(shutdown.clone(), || {
+        tracing::info!("SIGHUP: a center has nothing to reload")
+    }));
     let connection = connection::connect(&config.nats, &format!("mrc-center {id}")).await?;
     let client = connection.client.clone();
     center::run(config, id, client.clone(), shutdown).await?;

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
 
 async fn run(config: config::Gateway, id: mrc::ident::GatewayId) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
+    let hangups = shutdown::hangups().context("installing signal handlers")?;
     let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
     let http = TcpListener::bind(config.listen)
         .await
@@ -60,7 +61,7 @@ async fn run(config: config::Gateway, id: mrc::ident::GatewayId) -> anyhow::Resu
         () = shutdown.cancelled() => return Ok(()),
     };
     let client = connection.client.clone();
-    gateway::run(config, id, connection, listeners, shutdown).await?;
+    gateway::run(config, id, connection, listeners, shutdown, hangups).await?;
     connection::drain(&client).await;
     Ok(())
 }

@@ -25,3 +25,28 @@ pub fn on_signal() -> std::io::Result<CancellationToken> {
     });
     Ok(token)
 }
+
+/// SIGHUP, which must never kill a server (its default action would): created at start,
+/// it keeps the signal handled for the process's lifetime; whoever can reload something
+/// waits on it.
+pub struct Hangups(tokio::signal::unix::Signal);
+
+/// Handles SIGHUP from now on.
+pub fn hangups() -> std::io::Result<Hangups> {
+    Ok(Hangups(signal(SignalKind::hangup())?))
+}
+
+impl Hangups {
+    /// Calls `reload` on every SIGHUP until `shutdown`.
+    pub async fn serve(mut self, shutdown: CancellationToken, reload: impl Fn()) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                got = self.0.recv() => match got {
+                    Some(()) => reload(),
+                    None => return,
+                },
+            }
+        }
+    }
+}

@@ -5,6 +5,8 @@
 //! none` and algorithm confusion (an HS256 token "signed" with the RSA public key) are
 //! refused. `exp` is required; `exp` and `nbf` are checked with a small leeway.
 
+use std::sync::{Arc, RwLock};
+
 use anyhow::{bail, Context as _};
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 
@@ -12,6 +14,7 @@ use crate::config;
 use crate::ident::{DeviceClass, UserId};
 use crate::protocol::client::{FrameError, TokenClaims};
 use crate::protocol::code::ErrorCode;
+use crate::sync;
 
 /// The scope that lets a token use the HTTP send API.
 pub(crate) const SEND_SCOPE: &str = "mrc:send";
@@ -31,11 +34,18 @@ pub(crate) struct Identity {
     pub(crate) device: Option<DeviceClass>,
 }
 
+/// How clients and backends prove who they are. The keys can be replaced while the
+/// gateway runs ([`Auth::reload`], on SIGHUP): the next login or API request uses them.
 pub(crate) struct Auth {
+    keys: RwLock<Arc<Keys>>,
+    max_id_bytes: usize,
+}
+
+/// What `--jwt-*`, `--insecure-dev-auth` and `--api-key` configure.
+struct Keys {
     jwt: Option<(DecodingKey, Validation)>,
     dev: bool,
     api_key: Option<String>,
-    max_id_bytes: usize,
 }
 
 fn unauthorized(message: impl Into<String>) -> FrameError {
@@ -44,6 +54,29 @@ fn unauthorized(message: impl Into<String>) -> FrameError {
 
 impl Auth {
     pub(crate) fn from_config(auth: &config::Auth, max_id_bytes: usize) -> anyhow::Result<Self> {
+        if auth.insecure_dev_auth {
+            tracing::warn!("INSECURE: --insecure-dev-auth lets any client log in as any user; never use it in production");
+        }
+        Ok(Auth {
+            keys: RwLock::new(Arc::new(Keys::from_config(auth)?)),
+            max_id_bytes,
+        })
+    }
+
+    /// Takes the keys of a reloaded configuration; sessions already logged in stay.
+    pub(crate) fn reload(&self, auth: &config::Auth) -> anyhow::Result<()> {
+        let keys = Keys::from_config(auth)?;
+        *sync::write(&self.keys) = Arc::new(keys);
+        Ok(())
+    }
+
+    fn keys(&self) -> Arc<Keys> {
+        sync::read(&self.keys).clone()
+    }
+}
+
+impl Keys {
+    fn from_config(auth: &config::Auth) -> anyhow::Result<Self> {
         let jwt = match (&auth.jwt_secret, &auth.jwt_public_key) {
             (Some(secret), None) => Some((
                 DecodingKey::from_secret(secret.as_bytes()),
@@ -82,20 +115,19 @@ impl Auth {
             validation.set_required_spec_claims(&required);
             (key, validation)
         });
-        if auth.insecure_dev_auth {
-            tracing::warn!("INSECURE: --insecure-dev-auth lets any client log in as any user; never use it in production");
-        }
-        Ok(Auth {
+        Ok(Keys {
             jwt,
             dev: auth.insecure_dev_auth,
             api_key: auth.api_key.clone(),
-            max_id_bytes,
         })
     }
+}
 
+impl Auth {
     /// Checks a client token.
     pub(crate) fn verify(&self, token: &str) -> Result<Identity, FrameError> {
-        let Some((key, validation)) = &self.jwt else {
+        let keys = self.keys();
+        let Some((key, validation)) = &keys.jwt else {
             return Err(unauthorized("this gateway does not accept tokens"));
         };
         let data = decode::<TokenClaims>(token, key, validation)
@@ -137,7 +169,7 @@ impl Auth {
                 }
                 Ok(identity)
             }
-            (None, Some(user)) if self.dev => Ok(Identity {
+            (None, Some(user)) if self.keys().dev => Ok(Identity {
                 user: self.user(user)?,
                 may_send_http: false,
                 device: None,
@@ -160,7 +192,8 @@ impl Auth {
 
     /// Whether `presented` is the configured API key (compared in constant time).
     pub(crate) fn is_api_key(&self, presented: &str) -> bool {
-        let Some(key) = &self.api_key else {
+        let keys = self.keys();
+        let Some(key) = &keys.api_key else {
             return false;
         };
         let (a, b) = (key.as_bytes(), presented.as_bytes());

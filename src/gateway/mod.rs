@@ -115,6 +115,7 @@ pub async fn run(
     connection: Connection,
     listeners: Listeners,
     shutdown: CancellationToken,
+    hangups: crate::shutdown::Hangups,
 ) -> anyhow::Result<()> {
     let subjects = config.nats.subjects()?;
     let client = connection.client.clone();
@@ -257,6 +258,7 @@ pub async fn run(
             resolve::follow_changes(resolver, client.clone(), subjects.clone(), stopped.clone());
         background.spawn(log_failure("route changes", changes));
     }
+    background.spawn(hangups.serve(stopped.clone(), reload(cx.auth.clone())));
     let ready = format!("mrc-gateway ready: {}", listeners.describe(&id)?);
     // The TCP door answers at once too: `unavailable` until the gateway is ready.
     if let Some(tcp) = listeners.tcp {
@@ -363,6 +365,22 @@ async fn stop(cx: &conn::Context, grace: Duration) {
         Ok(removed) => tracing::info!(removed, "sessions removed from the directory"),
         Err(e) => {
             tracing::warn!(error = %e, "purge at stop failed; centers will evict this gateway")
+        }
+    }
+}
+
+/// What SIGHUP does: the configuration is read again and what can change while the
+/// gateway runs is applied (the JWT keys and the API key); a configuration that no
+/// longer validates is refused and the running one kept.
+fn reload(auth: Arc<auth::Auth>) -> impl Fn() {
+    move || {
+        let reread = config::file::reread_gateway();
+        match reread.and_then(|config| auth.reload(&config.auth)) {
+            Ok(()) => tracing::info!("SIGHUP: configuration reloaded (JWT keys, API key)"),
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "SIGHUP: configuration not reloaded; the running one stays"
+            ),
         }
     }
 }

@@ -96,3 +96,49 @@ async fn a_gateway_takes_its_settings_from_the_file_and_flags_and_env_win() {
     let stored = mrc::protocol::code::Outcome::Stored;
     assert_eq!(report["bob"], stored, "offline = store from the file");
 }
+
+/// Whether `token` logs in on `ws`.
+async fn logs_in(ws: &str, token: &str) -> bool {
+    let mut client = crate::support::client::connect(ws).await;
+    client.login_with_token(token).await.is_ok()
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_jwt_keys_and_never_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (
+        "old-secret-0123456789abcdef-0123456789",
+        "new-secret-0123456789abcdef-0123456789",
+    );
+    let file = write(&dir, &format!("[gateway]\njwt-secret = \"{old}\"\n"));
+    let mut cluster = Cluster::start(1, 0);
+    cluster.dev_auth = false;
+    cluster.gateway_args = vec!["--config".into(), file.clone()];
+    cluster.start_gateway("g0");
+    let claims = crate::support::token::claims("alice", serde_json::json!({}));
+    let sign = |secret: &str| {
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    };
+    let ws = cluster.ws(0).to_string();
+    assert!(logs_in(&ws, &sign(old)).await);
+
+    write(&dir, &format!("[gateway]\njwt-secret = \"{new}\"\n"));
+    let gateway = &mut cluster.gateways[0].process;
+    gateway.hangup();
+    gateway.wait_line("configuration reloaded", std::time::Duration::from_secs(10));
+    assert!(!logs_in(&ws, &sign(old)).await, "the old key is gone");
+    assert!(logs_in(&ws, &sign(new)).await);
+
+    // A file that no longer validates is refused; the running keys stay.
+    write(&dir, "[gateway]\njwt-secret = \"short\"\n");
+    gateway.hangup();
+    gateway.wait_line("not reloaded", std::time::Duration::from_secs(10));
+    assert!(gateway.running());
+    assert!(logs_in(&ws, &sign(new)).await);
+
+    let center = &mut cluster.centers[0].process;
+    center.hangup();
+    center.wait_line("nothing to reload", std::time::Duration::from_secs(10));
+    assert!(center.running());
+}

@@ -99,6 +99,11 @@ impl Process {
         self.signal("-STOP");
     }
 
+    /// SIGHUP: reload the configuration.
+    pub fn hangup(&self) {
+        self.signal("-HUP");
+    }
+
     /// SIGCONT after [`Process::pause`].
     pub fn resume(&self) {
         self.signal("-CONT");
