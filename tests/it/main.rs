@@ -10,6 +10,7 @@ mod cli;
 mod config_file;
 mod convergence;
 mod delivery;
+mod deployment;
 mod directory;
 mod doors;
 mod failover;
