@@ -22,7 +22,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    telemetry::init();
+    if let Err(e) = telemetry::init("info") {
+        return exit::bad_config("mrc-gateway", &e);
+    }
     let mut config = match exit::parse::<Cli>() {
         Ok(cli) => cli.config,
         Err(code) => return code,

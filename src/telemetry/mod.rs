@@ -1,4 +1,5 @@
-//! Logging and metrics. Logs: `tracing` to stderr, filtered by `MRC_LOG` (default `info`).
+//! Logging and metrics. Logs: `tracing` to stderr, filtered by `MRC_LOG`, as text or, with
+//! `MRC_LOG_FORMAT=json`, one JSON object per line for log collectors.
 //! Metrics: the `metrics` facade, rendered in Prometheus text by whoever serves `/metrics`;
 //! every metric name is declared here (`mrc_<process>_<what>_<unit>`).
 
@@ -7,19 +8,49 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-/// What `--help` of the server binaries says about logging.
-pub const LOG_HELP: &str = "Logging: MRC_LOG sets what is logged to stderr, as a tracing \
-filter (default: info), e.g. MRC_LOG=warn or MRC_LOG=info,mrc::gateway::reconcile=debug.";
+/// What `--help` of every binary says about logging.
+pub const LOG_HELP: &str = "Logging (to stderr):
+  MRC_LOG         what is logged, as a tracing filter (default: info; for mrc: warn),
+                  e.g. MRC_LOG=warn or MRC_LOG=info,mrc::gateway::reconcile=debug
+  MRC_LOG_FORMAT  text (default) or json: one JSON object per line, the event's fields
+                  at the top level next to timestamp, level and target";
 
-/// Installs the global log subscriber. Call once, first thing in `main`.
-pub fn init() {
+/// How log lines are written (`MRC_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// The format `MRC_LOG_FORMAT` names; unset or empty is text.
+    fn parse(value: Option<&str>) -> anyhow::Result<LogFormat> {
+        match value.map(str::trim) {
+            None | Some("" | "text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => anyhow::bail!("MRC_LOG_FORMAT {other:?}: use text or json"),
+        }
+    }
+}
+
+/// Installs the global log subscriber, logging `default_filter` unless `MRC_LOG` says
+/// otherwise. Call once, first thing in `main`; an unknown `MRC_LOG_FORMAT` is a
+/// configuration error (nothing is logged yet, so the caller reports it).
+pub fn init(default_filter: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_env("MRC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let format = LogFormat::parse(std::env::var("MRC_LOG_FORMAT").ok().as_deref())?;
+    let filter =
+        EnvFilter::try_from_env("MRC_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Flattened: `message` and the event's fields sit beside `timestamp` and `level`,
+        // where log collectors look for them.
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+    }
+    Ok(())
 }
 
 /// How often the exporter folds buffered histogram samples into its buckets.
@@ -224,6 +255,16 @@ pub(crate) fn error(code: crate::protocol::code::ErrorCode) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_are_text_unless_json_is_asked_for() {
+        assert_eq!(LogFormat::parse(None).unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::parse(Some("")).unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::parse(Some("text")).unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::parse(Some(" json")).unwrap(), LogFormat::Json);
+        let e = LogFormat::parse(Some("xml")).unwrap_err().to_string();
+        assert!(e.contains("MRC_LOG_FORMAT"), "{e}");
+    }
 
     #[test]
     fn metric_kinds_are_the_known_last_tokens_and_never_an_id() {
