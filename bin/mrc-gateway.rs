@@ -41,7 +41,8 @@ fn main() -> ExitCode {
 
 async fn run(config: config::Gateway, id: mrc::ident::GatewayId) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
-    let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
+    let metrics =
+        telemetry::install_metrics("mrc-gateway").context("installing the metrics recorder")?;
     let http = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the HTTP/WebSocket listener to {}", config.listen))?;

@@ -1,7 +1,11 @@
 //! Logging and metrics. Logs: `tracing` to stderr, filtered by `MRC_LOG`, as text or, with
 //! `MRC_LOG_FORMAT=json`, one JSON object per line for log collectors.
-//! Metrics: the `metrics` facade, rendered in Prometheus text by whoever serves `/metrics`;
-//! every metric name is declared here (`mrc_<process>_<what>_<unit>`).
+//! Metrics: the `metrics` facade, rendered in Prometheus text by whoever serves `/metrics`
+//! ([`Exporter`], which adds the process's own metrics from `/proc`); every metric name is
+//! declared here (`mrc_<process>_<what>_<unit>`).
+
+pub(crate) mod http;
+mod process;
 
 use std::time::Duration;
 
@@ -56,18 +60,24 @@ pub fn init(default_filter: &str) -> anyhow::Result<()> {
 /// How often the exporter folds buffered histogram samples into its buckets.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
-/// Installs the global metrics recorder; the handle renders the Prometheus text. Call it
-/// inside the runtime: it spawns the recorder's upkeep task. The exporter buffers every
-/// histogram sample until an upkeep or a scrape folds it in, so without that task a
-/// process nobody scraped grew by about 8 bytes per NATS request, without bound.
-pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+/// Installs the global metrics recorder of server process `process` (`mrc-gateway`,
+/// `mrc-center`) and sets its `mrc_build_info`. Call it inside the runtime: it spawns the
+/// recorder's upkeep task. The exporter buffers every histogram sample until an upkeep or
+/// a scrape folds it in, so without that task a process nobody scraped grew by about 8
+/// bytes per NATS request, without bound.
+pub fn install_metrics(process: &'static str) -> anyhow::Result<Exporter> {
     let buckets = [
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     ];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
         .install_recorder()?;
-    describe();
+    describe_gateway();
+    metrics::describe_gauge!(
+        BUILD_INFO,
+        "Always 1: the version and process of this build"
+    );
+    metrics::gauge!(BUILD_INFO, "version" => crate::VERSION, "process" => process).set(1.0);
     let upkept = handle.clone();
     tokio::spawn(async move {
         loop {
@@ -75,8 +85,27 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             upkept.run_upkeep();
         }
     });
-    Ok(handle)
+    Ok(Exporter { handle })
 }
+
+/// Renders `/metrics` of a server process: what the recorder holds, then the process's own
+/// metrics, read from `/proc` at each scrape.
+#[derive(Clone)]
+pub struct Exporter {
+    handle: PrometheusHandle,
+}
+
+impl Exporter {
+    /// The Prometheus text of every metric.
+    pub fn render(&self) -> String {
+        let mut text = self.handle.render();
+        process::Sample::read().render(&mut text);
+        text
+    }
+}
+
+/// `mrc_build_info{version,process}`, always 1: which build runs where.
+pub(crate) const BUILD_INFO: &str = "mrc_build_info";
 
 /// Client connections open (any door), logged in or not.
 pub(crate) const GATEWAY_CONNECTIONS: &str = "mrc_gateway_connections";
@@ -105,7 +134,7 @@ pub(crate) const GATEWAY_SLOW_CONSUMERS: &str = "mrc_gateway_slow_consumers_tota
 /// Duration of NATS requests, by `kind` (lookup, register, deliver...).
 pub(crate) const NATS_REQUEST_SECONDS: &str = "mrc_gateway_nats_request_seconds";
 
-fn describe() {
+fn describe_gateway() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!(
         GATEWAY_CONNECTIONS,
