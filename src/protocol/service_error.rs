@@ -6,6 +6,7 @@
 //!
 //! [`ErrorCode::status`]: super::code::ErrorCode::status
 
+use async_nats::service::error::Error as ServiceError;
 use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
 use async_nats::HeaderMap;
 
@@ -20,6 +21,14 @@ pub(crate) fn headers(error: &ErrorBody) -> HeaderMap {
         error.code.status().to_string().as_str(),
     );
     headers
+}
+
+/// The same error as async-nats's service framework counts it (`num_errors`, `last_error`).
+pub(crate) fn service_error(error: &ErrorBody) -> ServiceError {
+    ServiceError {
+        status: description(error),
+        code: usize::from(error.code.status()),
+    }
 }
 
 /// `<code>: <message>` on one line: a header value must not break the protocol line, and
@@ -49,5 +58,7 @@ mod tests {
             headers.get(NATS_SERVICE_ERROR_CODE).unwrap().as_str(),
             "400"
         );
+        let counted = service_error(&error);
+        assert_eq!((counted.code, counted.status.as_str()), (400, text));
     }
 }

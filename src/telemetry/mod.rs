@@ -73,6 +73,7 @@ pub fn install_metrics(process: &'static str) -> anyhow::Result<Exporter> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
         .install_recorder()?;
     describe_gateway();
+    describe_center();
     metrics::describe_gauge!(
         BUILD_INFO,
         "Always 1: the version and process of this build"
@@ -279,6 +280,69 @@ pub(crate) fn nats_request(kind: &'static str, took: Duration) {
 /// Counts one error sent to a client or backend.
 pub(crate) fn error(code: crate::protocol::code::ErrorCode) {
     metrics::counter!(GATEWAY_ERRORS, "code" => code.as_str()).increment(1);
+}
+
+/// Requests a center answered, by `endpoint` (`dir.lookup`, `grp.create`...).
+pub(crate) const CENTER_REQUESTS: &str = "mrc_center_requests_total";
+/// Errors a center answered, by `endpoint` and `code`: whole replies, and the elements of
+/// batched (un)registrations answered with an error.
+pub(crate) const CENTER_ERRORS: &str = "mrc_center_errors_total";
+/// How long a center took to answer a request, by `endpoint`.
+pub(crate) const CENTER_REQUEST_SECONDS: &str = "mrc_center_request_seconds";
+/// Purges of a silent gateway's sessions by this center that removed some (an eviction
+/// retried after a partial failure counts once per purge).
+pub(crate) const CENTER_EVICTIONS: &str = "mrc_center_evictions_total";
+
+fn describe_center() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(CENTER_REQUESTS, "Requests answered, by endpoint");
+    describe_counter!(
+        CENTER_ERRORS,
+        "Errors answered (whole replies and batch elements), by endpoint and code"
+    );
+    describe_histogram!(
+        CENTER_REQUEST_SECONDS,
+        Unit::Seconds,
+        "Time to answer a request, by endpoint"
+    );
+    describe_counter!(
+        CENTER_EVICTIONS,
+        "Purges of silent gateways' sessions that removed some"
+    );
+}
+
+/// The metrics of one center endpoint, registered once when the service starts (a look-up
+/// by key per request would hash name and labels every time).
+#[derive(Clone)]
+pub(crate) struct EndpointMetrics {
+    /// `dir.lookup`, `grp.create`...: the same whatever `--prefix` is.
+    endpoint: metrics::SharedString,
+    requests: metrics::Counter,
+    seconds: metrics::Histogram,
+}
+
+impl EndpointMetrics {
+    pub(crate) fn new(endpoint: String) -> EndpointMetrics {
+        let endpoint = metrics::SharedString::from(endpoint);
+        EndpointMetrics {
+            requests: metrics::counter!(CENTER_REQUESTS, "endpoint" => endpoint.clone()),
+            seconds: metrics::histogram!(CENTER_REQUEST_SECONDS, "endpoint" => endpoint.clone()),
+            endpoint,
+        }
+    }
+
+    /// Counts one request answered after `took`.
+    pub(crate) fn answered(&self, took: Duration) {
+        self.requests.increment(1);
+        self.seconds.record(took.as_secs_f64());
+    }
+
+    /// Counts one error answered (errors are rare: looked up by key).
+    pub(crate) fn error(&self, code: crate::protocol::code::ErrorCode) {
+        let endpoint = self.endpoint.clone();
+        metrics::counter!(CENTER_ERRORS, "endpoint" => endpoint, "code" => code.as_str())
+            .increment(1);
+    }
 }
 
 #[cfg(test)]
