@@ -2,6 +2,7 @@
 //! (flags win). Each config has a `validate` that runs before anything binds or connects;
 //! a bad config exits with code 64 (EX_USAGE, see `exit`).
 
+mod observe;
 mod web;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use clap::Args;
 
 use crate::ident::{CenterId, GatewayId};
 use crate::subject::Subjects;
+pub use observe::Observe;
 pub use web::Web;
 
 /// How to reach NATS, shared by every process.
@@ -182,6 +184,8 @@ pub struct Center {
         default_value = "anyone"
     )]
     pub presence_policy: PresencePolicy,
+    #[command(flatten)]
+    pub observe: Observe,
     #[command(flatten)]
     pub inbox: Inbox,
     #[command(flatten)]

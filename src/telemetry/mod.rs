@@ -289,12 +289,21 @@ pub(crate) const CENTER_REQUESTS: &str = "mrc_center_requests_total";
 pub(crate) const CENTER_ERRORS: &str = "mrc_center_errors_total";
 /// How long a center took to answer a request, by `endpoint`.
 pub(crate) const CENTER_REQUEST_SECONDS: &str = "mrc_center_request_seconds";
+/// Online users in the center's mirror of the directory, read at each scrape.
+pub(crate) const CENTER_USERS: &str = "mrc_center_users";
+/// Gateways holding sessions in the center's mirror of the directory.
+pub(crate) const CENTER_GATEWAYS: &str = "mrc_center_gateways";
+/// Groups in the center's mirror of the groups bucket.
+pub(crate) const CENTER_GROUPS: &str = "mrc_center_groups";
+/// The last directory bucket revision the center's mirror applied: compare centers to see
+/// one lag.
+pub(crate) const CENTER_DIRECTORY_REVISION: &str = "mrc_center_directory_revision";
 /// Purges of a silent gateway's sessions by this center that removed some (an eviction
 /// retried after a partial failure counts once per purge).
 pub(crate) const CENTER_EVICTIONS: &str = "mrc_center_evictions_total";
 
 fn describe_center() {
-    use metrics::{describe_counter, describe_histogram, Unit};
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(CENTER_REQUESTS, "Requests answered, by endpoint");
     describe_counter!(
         CENTER_ERRORS,
@@ -304,6 +313,16 @@ fn describe_center() {
         CENTER_REQUEST_SECONDS,
         Unit::Seconds,
         "Time to answer a request, by endpoint"
+    );
+    describe_gauge!(
+        CENTER_USERS,
+        "Online users in this center's directory mirror"
+    );
+    describe_gauge!(CENTER_GATEWAYS, "Gateways holding sessions in the mirror");
+    describe_gauge!(CENTER_GROUPS, "Groups in this center's groups mirror");
+    describe_gauge!(
+        CENTER_DIRECTORY_REVISION,
+        "Last directory bucket revision the mirror applied"
     );
     describe_counter!(
         CENTER_EVICTIONS,
