@@ -1,10 +1,13 @@
-//! `mrc-center`: one directory center. Flags → config → telemetry → `center::run`.
+//! `mrc-center`: one directory center. Flags → config → telemetry → (HTTP listener) →
+//! `center::run`.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use mrc::{center, config, connection, exit, shutdown, telemetry};
+use mrc::center::{self, Http};
+use mrc::{config, connection, exit, shutdown, telemetry};
+use tokio::net::TcpListener;
 
 /// Many threads allocating small, short-lived objects: glibc malloc was ~23% of the
 /// gateway's CPU under load (docs/PERFORMANCE.md).
@@ -20,7 +23,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    telemetry::init();
+    if let Err(e) = telemetry::init("info") {
+        return exit::bad_config("mrc-center", &e);
+    }
     let mut config = match exit::parse::<Cli>(config::Process::Center) {
         Ok(cli) => cli.config,
         Err(code) => return code,
@@ -42,9 +47,46 @@ async fn run(config: config::Center, id: mrc::ident::CenterId) -> anyhow::Result
     tokio::spawn(hangups.serve(shutdown.clone(), || {
         tracing::info!("SIGHUP: a center has nothing to reload")
     }));
-    let connection = connection::connect(&config.nats, &format!("mrc-center {id}")).await?;
+    // `/healthz` and `/readyz` answer from here on, while NATS is still being connected.
+    let http = match config.observe.http_listen {
+        Some(addr) => Some(serve_http(addr, &config, &id, shutdown.clone()).await?),
+        None => None,
+    };
+    let name = format!("mrc-center {id}");
+    let connection = tokio::select! {
+        connection = connection::connect(&config.nats, &name) => connection?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
     let client = connection.client.clone();
-    center::run(config, id, client.clone(), shutdown).await?;
+    if let Some(http) = &http {
+        http.connected(client.clone());
+    }
+    center::run(config, id, client.clone(), http.as_ref(), shutdown).await?;
     connection::drain(&client).await;
+    if let Some(http) = http {
+        http.closed().await?;
+    }
     Ok(())
+}
+
+/// Binds and serves the operators' listener, with the metrics recorder (installed only
+/// here: without a listener nobody could read it), and prints `mrc-center listening`.
+async fn serve_http(
+    addr: std::net::SocketAddr,
+    config: &config::Center,
+    id: &mrc::ident::CenterId,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Http> {
+    let metrics =
+        telemetry::install_metrics("mrc-center").context("installing the metrics recorder")?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the HTTP listener to {addr}"))?;
+    let timeout = config.nats.request_timeout();
+    let http = Http::serve(listener, Some(metrics), timeout, shutdown)
+        .context("serving the HTTP listener")?;
+    let line = format!("mrc-center listening: id={id} http=http://{}", http.addr());
+    tracing::info!(center = %id, "{line}");
+    println!("{line}");
+    Ok(http)
 }

@@ -22,7 +22,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    telemetry::init();
+    if let Err(e) = telemetry::init("info") {
+        return exit::bad_config("mrc-gateway", &e);
+    }
     let mut config = match exit::parse::<Cli>(config::Process::Gateway) {
         Ok(cli) => cli.config,
         Err(code) => return code,
@@ -40,7 +42,8 @@ fn main() -> ExitCode {
 async fn run(config: config::Gateway, id: mrc::ident::GatewayId) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
     let hangups = shutdown::hangups().context("installing signal handlers")?;
-    let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
+    let metrics =
+        telemetry::install_metrics("mrc-gateway").context("installing the metrics recorder")?;
     let http = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the HTTP/WebSocket listener to {}", config.listen))?;

@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::connection::{request_raw, RequestFailure};
-use crate::protocol::nats::{decode_reply, encode, ErrorReply};
+use crate::protocol::nats::{decode_reply, encode, ErrorBody, ErrorReply};
 
 /// How a [`Batcher`] may batch.
 #[derive(Debug, Clone, Copy)]
@@ -202,24 +202,26 @@ pub(crate) fn is_batch(payload: &[u8]) -> bool {
     payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
-/// Answers a request that may be a batch: one request is answered by `answer`; an array
-/// is answered element by element, concurrently, as an array in the same order (an array
-/// that does not parse gets one error reply).
-pub async fn answer_each<'a, F, Fut>(payload: &'a [u8], answer: F) -> Bytes
+/// Answers a request that may be a batch: one request is answered by `answer`, error or
+/// not; an array is answered element by element, concurrently, as an array in the same
+/// order whose failed elements are error replies (an array that does not parse is one
+/// error).
+pub async fn answer_each<'a, F, Fut>(payload: &'a [u8], answer: F) -> Result<Bytes, ErrorBody>
 where
     F: Fn(&'a [u8]) -> Fut,
-    Fut: Future<Output = Bytes>,
+    Fut: Future<Output = Result<Bytes, ErrorBody>>,
 {
     if !is_batch(payload) {
         return answer(payload).await;
     }
-    let elements: Vec<&RawValue> = match crate::protocol::decode(payload) {
-        Ok(elements) => elements,
-        Err(e) => return encode(&ErrorReply::new(e.code, e.message)),
-    };
+    let elements: Vec<&RawValue> = crate::protocol::decode(payload)?;
     let replies =
         futures::future::join_all(elements.iter().map(|raw| answer(raw.get().as_bytes()))).await;
-    json_array(replies.iter().map(|r| &r[..]))
+    let replies: Vec<Bytes> = replies
+        .into_iter()
+        .map(|reply| reply.unwrap_or_else(|error| encode(&ErrorReply { error })))
+        .collect();
+    Ok(json_array(replies.iter().map(|r| &r[..])))
 }
 
 #[cfg(test)]
@@ -253,25 +255,35 @@ mod tests {
         let echo = |p: &[u8]| {
             let n: u64 = serde_json::from_slice(p).unwrap_or(0);
             async move {
-                encode(&SessionsReply {
+                if n == 0 {
+                    return Err(ErrorReply::new(ErrorCode::BadFrame, "zero").error);
+                }
+                Ok(encode(&SessionsReply {
                     sessions: n as usize,
                     kicked: false,
-                })
+                }))
             }
         };
-        let one = answer_each(b"7", echo).await;
+        let one = answer_each(b"7", echo).await.unwrap();
         assert_eq!(decode::<SessionsReply>(&one).unwrap().sessions, 7);
-        let many = answer_each(b" [3, 1,2]", echo).await;
+        let refused = answer_each(b"0", echo).await.unwrap_err();
+        assert_eq!(
+            refused.code,
+            ErrorCode::BadFrame,
+            "one request fails as itself"
+        );
+        let many = answer_each(b" [3, 0,2]", echo).await.unwrap();
         let parts = split(&many, 3).unwrap();
-        let sessions: Vec<usize> = parts
+        let sessions: Vec<Option<usize>> = parts
             .iter()
-            .map(|p| decode::<SessionsReply>(p).unwrap().sessions)
+            .map(|p| decode::<SessionsReply>(p).ok().map(|r| r.sessions))
             .collect();
-        assert_eq!(sessions, [3, 1, 2]);
-        let bad = answer_each(b"[1,", echo).await;
-        match decode::<SessionsReply>(&bad) {
-            Err(RequestFailure::Remote(body)) => assert_eq!(body.code, ErrorCode::BadJson),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            sessions,
+            [Some(3), None, Some(2)],
+            "a failed element in its place"
+        );
+        let bad = answer_each(b"[1,", echo).await.unwrap_err();
+        assert_eq!(bad.code, ErrorCode::BadJson);
     }
 }

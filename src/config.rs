@@ -3,6 +3,7 @@
 //! a bad config exits with code 64 (EX_USAGE, see `exit`).
 
 pub mod file;
+mod observe;
 mod web;
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use clap::Args;
 use crate::ident::{CenterId, GatewayId};
 use crate::subject::Subjects;
 pub use file::{Process, Source};
+pub use observe::Observe;
 pub use web::Web;
 
 /// How to reach NATS, shared by every process.
@@ -184,6 +186,8 @@ pub struct Center {
         default_value = "anyone"
     )]
     pub presence_policy: PresencePolicy,
+    #[command(flatten)]
+    pub observe: Observe,
     #[command(flatten)]
     pub inbox: Inbox,
     #[command(flatten)]

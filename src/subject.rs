@@ -54,6 +54,12 @@ pub const INBOX_ACK: &str = "ack";
 /// Queue group of the gateways' ingress subscriptions.
 pub(crate) const GATEWAY_QUEUE: &str = "mrc-gateway";
 
+/// `$SRV.PING.mrc-center.<id>`: the micro-service ping of one center instance (`id` is the
+/// service instance id async-nats made), whatever the prefix.
+pub(crate) fn center_ping(service_id: &str) -> String {
+    format!("$SRV.PING.{CENTER_SERVICE}.{service_id}")
+}
+
 /// Builds every subject for one prefix.
 #[derive(Clone, Debug)]
 pub struct Subjects {

@@ -38,7 +38,12 @@ const EXIT_REFUSED: u8 = 65;
 const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser)]
-#[command(name = "mrc", version, about = "Command-line client of an MRC cluster")]
+#[command(
+    name = "mrc",
+    version,
+    about = "Command-line client of an MRC cluster",
+    after_help = mrc::telemetry::LOG_HELP
+)]
 struct Cli {
     #[command(flatten)]
     nats: config::Nats,
@@ -148,6 +153,11 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Warnings only by default: the library's (a NATS server not reachable yet, a
+    // reconnect) on stderr; stdout stays the command's output.
+    if let Err(e) = mrc::telemetry::init("warn") {
+        return mrc::exit::bad_config("mrc", &e);
+    }
     let cli = Cli::parse();
     if let Err(e) = cli.nats.validate() {
         return mrc::exit::bad_config("mrc", &e);

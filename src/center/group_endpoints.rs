@@ -12,17 +12,17 @@ use crate::protocol::code::ErrorCode;
 use crate::protocol::group::{
     GroupRequest, ListReply, ListRequest, ResolveReply, REPORT_DETAIL_LIMIT,
 };
-use crate::protocol::nats::encode;
+use crate::protocol::nats::{encode, ErrorBody};
 use crate::subject::{
     GRP_ADD, GRP_CREATE, GRP_DELETE, GRP_JOIN, GRP_LEAVE, GRP_LIST, GRP_MEMBERS, GRP_REMOVE,
     GRP_RESOLVE,
 };
 
-fn refused(e: GroupError) -> Bytes {
+fn refused(e: GroupError) -> ErrorBody {
     error(e.code, e.message)
 }
 
-fn users(raw: &[String]) -> Result<Vec<UserId>, Bytes> {
+fn users(raw: &[String]) -> Result<Vec<UserId>, ErrorBody> {
     raw.iter().map(|u| id(UserId::new, "user", u)).collect()
 }
 
@@ -31,7 +31,7 @@ impl Handlers {
         &self,
         endpoint: &str,
         payload: &[u8],
-    ) -> Result<Bytes, Bytes> {
+    ) -> Result<Bytes, ErrorBody> {
         if endpoint == GRP_LIST {
             let req: ListRequest = decode(payload)?;
             let user = id(UserId::new, "user", &req.user)?;
@@ -110,7 +110,7 @@ impl Handlers {
     }
 
     /// The online members of a group (all but the sender) grouped by gateway.
-    async fn resolve(&self, group: &GroupId, by: Option<&UserId>) -> Result<Bytes, Bytes> {
+    async fn resolve(&self, group: &GroupId, by: Option<&UserId>) -> Result<Bytes, ErrorBody> {
         let found = self.groups.get(group).await.map_err(refused)?;
         if !allowed(found.policy.send, &found, by) {
             return Err(error(

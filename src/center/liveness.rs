@@ -312,6 +312,7 @@ async fn evict(
         }
         let removed = purge.removed();
         if removed > 0 {
+            metrics::counter!(crate::telemetry::CENTER_EVICTIONS).increment(1);
             tracing::warn!(%gateway, users = purge.transitions.len(), sessions = removed, "gateway silent: sessions removed");
         }
         // The gateway hears of it even when some writes failed (it may only be paused).

@@ -3,9 +3,11 @@
 //! gateways' behalf, publishes presence, and evicts gateways that stop heartbeating.
 //!
 //! Start-up order matters: the mirror is fully loaded before the service joins the queue
-//! group, so a center started later never answers from a partial directory.
+//! group, so a center started later never answers from a partial directory. With
+//! `--http-listen` it also answers operators' probes and scrapes ([`http`]).
 
 pub(crate) mod group_endpoints;
+pub mod http;
 pub(crate) mod kick;
 pub(crate) mod liveness;
 pub(crate) mod peers;
@@ -16,18 +18,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::service::Service;
 use async_nats::Client;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config;
+use crate::directory::mirror::Mirror as DirectoryMirror;
 use crate::directory::Directory;
 use crate::exit::BadConfig;
+use crate::groups::mirror::Mirror as GroupsMirror;
 use crate::groups::Groups;
 use crate::ident::CenterId;
 use crate::retry::{self, Attempt};
 use crate::store::{self, Bucket, OpenError};
+use crate::subject;
+pub use http::Http;
 
 /// How long a stopping center waits for its tasks in flight.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -36,11 +43,13 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 ///
 /// Opening the buckets and loading the mirrors are retried with backoff until they succeed
 /// (JetStream may have no quorum, or a stream leader may be paused); only a configuration
-/// JetStream can never accept ends the center, as a [`BadConfig`] (exit 64).
+/// JetStream can never accept ends the center, as a [`BadConfig`] (exit 64). `http`, the
+/// operators' listener when there is one, is told once the service answers.
 pub async fn run(
     config: config::Center,
     id: CenterId,
     client: Client,
+    http: Option<&Http>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let subjects = config.nats.subjects()?;
@@ -62,6 +71,7 @@ pub async fn run(
     let announcer = presence::Announcer::new(client.clone(), subjects.clone());
     let liveness = Arc::new(liveness::Liveness::new(config.heartbeat_timeout()));
     let peers = Arc::new(peers::Peers::default());
+    let mirrors = (directory.mirror().clone(), groups.mirror().clone());
     let handlers = service::Handlers {
         directory: directory.clone(),
         groups,
@@ -86,6 +96,7 @@ pub async fn run(
         &tasks,
     )
     .await?;
+    let ready = serving(&id, http, &service, mirrors).await;
     let evictor = liveness::Evictor {
         client: client.clone(),
         subjects: subjects.clone(),
@@ -104,14 +115,27 @@ pub async fn run(
     ));
 
     tracing::info!(center = %id, "center ready");
-    println!("mrc-center ready: id={id}");
+    println!("{ready}");
     shutdown.cancelled().await;
 
     tracing::info!(center = %id, "stopping: leaving the queue group");
     if let Err(e) = service.stop().await {
         tracing::warn!(error = %e, "stopping the service");
     }
-    for (name, task) in [("liveness", watching), ("broadcast", broadcast)] {
+    let loops = [("liveness", watching), ("broadcast", broadcast)];
+    stop(loops, followers, tasks).await;
+    Ok(())
+}
+
+/// After the service stopped: waits for the center's loops (which saw the shutdown),
+/// stops following the buckets, and lets requests being answered, kicks and evictions in
+/// flight finish, within a bound.
+async fn stop(
+    loops: [(&str, JoinHandle<anyhow::Result<()>>); 2],
+    followers: [JoinHandle<()>; 2],
+    tasks: TaskTracker,
+) {
+    for (name, task) in loops {
         match task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(task = name, error = %format!("{e:#}"), "task failed"),
@@ -121,7 +145,6 @@ pub async fn run(
     for follower in followers {
         follower.abort();
     }
-    // Requests being answered, kicks and evictions in flight finish, within a bound.
     tasks.close();
     if tokio::time::timeout(STOP_GRACE, tasks.wait())
         .await
@@ -129,7 +152,27 @@ pub async fn run(
     {
         tracing::warn!(left = tasks.len(), "tasks still running at stop");
     }
-    Ok(())
+}
+
+/// Tells the operators' listener, if any, that the service answers from `mirrors`; the
+/// `mrc-center ready` line, naming that listener.
+async fn serving(
+    id: &CenterId,
+    http: Option<&Http>,
+    service: &Service,
+    (directory, groups): (Arc<DirectoryMirror>, Arc<GroupsMirror>),
+) -> String {
+    let mut ready = format!("mrc-center ready: id={id}");
+    if let Some(http) = http {
+        let ping = subject::center_ping(&service.info().await.id);
+        http.serving(http::Serving {
+            directory,
+            groups,
+            ping,
+        });
+        ready.push_str(&format!(" http=http://{}", http.addr()));
+    }
+    ready
 }
 
 /// Both buckets, their mirrors fully loaded, and the tasks that keep them current.

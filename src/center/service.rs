@@ -2,12 +2,14 @@
 //! `purge` under `mrc.dir`, in one queue group so NATS spreads requests over the centers
 //! and `$SRV.PING/INFO/STATS` find every one of them.
 //!
-//! Every reply is JSON: the endpoint's reply type, or `{"error":{"code","message"}}`.
+//! Every reply is JSON: the endpoint's reply type, or `{"error":{"code","message"}}` with
+//! the `Nats-Service-Error*` headers, counted as an error in `$SRV.STATS` ([`answer`]).
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use async_nats::service::{Service, ServiceExt};
-use async_nats::Client;
+use async_nats::service::{Request, Service, ServiceExt};
+use async_nats::{Client, Subject};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -25,16 +27,18 @@ use crate::ident::{CenterId, DeviceClass, GatewayId, SessionId, UserId};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::digest::BUCKETS;
 use crate::protocol::nats::{
-    encode, DigestsReply, DigestsRequest, ErrorReply, GatewaySessionsReply, GatewaySessionsRequest,
-    GatewaysReply, HeldSession, Location, LookupReply, LookupRequest, PresenceReply,
-    PresenceRequest, PurgeReply, PurgeRequest, RegisterRequest, SessionsReply, UnregisterRequest,
-    UserPresence, MAX_LOOKUP_USERS,
+    encode, DigestsReply, DigestsRequest, ErrorBody, ErrorReply, GatewaySessionsReply,
+    GatewaySessionsRequest, GatewaysReply, HeldSession, Location, LookupReply, LookupRequest,
+    PresenceReply, PresenceRequest, PurgeReply, PurgeRequest, RegisterRequest, SessionsReply,
+    UnregisterRequest, UserPresence, MAX_LOOKUP_USERS,
 };
 use crate::protocol::now_ms;
+use crate::protocol::service_error;
 use crate::subject::{
     Subjects, CENTER_QUEUE, CENTER_SERVICE, DIR_DIGESTS, DIR_GATEWAYS, DIR_LOOKUP, DIR_PRESENCE,
     DIR_PURGE, DIR_REGISTER, DIR_SESSIONS, DIR_UNREGISTER, GRP_ENDPOINTS,
 };
+use crate::telemetry::EndpointMetrics;
 
 /// What the endpoint handlers share.
 #[derive(Clone)]
@@ -91,60 +95,118 @@ pub(crate) async fn start(
         DIR_SESSIONS,
     ]
     .into_iter()
-    .map(|name| (&dir, name))
-    .chain(GRP_ENDPOINTS.into_iter().map(|name| (&grp, name)));
-    for (group, name) in endpoints {
+    .map(|name| (&dir, "dir", name))
+    .chain(GRP_ENDPOINTS.into_iter().map(|name| (&grp, "grp", name)));
+    for (group, prefix, name) in endpoints {
         let endpoint = group
             .endpoint(name)
             .await
             .map_err(|e| anyhow::anyhow!("adding endpoint {name}: {e}"))?;
-        let handlers = handlers.clone();
+        let (handlers, client) = (handlers.clone(), client.clone());
+        let metrics = EndpointMetrics::new(format!("{prefix}.{name}"));
         tasks.spawn(endpoint.for_each_concurrent(concurrency, move |request| {
-            let handlers = handlers.clone();
+            let (handlers, client, metrics) = (handlers.clone(), client.clone(), metrics.clone());
             async move {
-                let reply = handlers.handle(name, &request.message.payload).await;
-                if let Err(e) = request.respond(Ok(reply)).await {
-                    tracing::debug!(endpoint = name, error = %e, "reply not sent");
-                }
+                let started = Instant::now();
+                let reply = handlers
+                    .handle(name, &request.message.payload, &metrics)
+                    .await;
+                answer(&client, request, reply, &metrics).await;
+                metrics.answered(started.elapsed());
             }
         }));
     }
     Ok(service)
 }
 
-pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> Bytes {
-    encode(&ErrorReply::new(code, message))
+/// Sends `reply` to `request`. An error goes out as the JSON body clients read, with the
+/// `Nats-Service-Error*` headers, and counts in the service's `$SRV.STATS`
+/// (`num_errors`, `last_error`).
+///
+/// async-nats's own error response (`respond(Err(..))`) carries the headers but an empty
+/// payload: the body clients rely on would be lost. So the reply is published here, and
+/// `respond(Err(..))` is then called only for the service's stats, with the reply subject
+/// emptied: async-nats 0.51 counts the error and the request before it publishes, and
+/// refuses an empty subject before anything is sent (pinned by
+/// `tests/it/observe.rs`).
+async fn answer(
+    client: &Client,
+    mut request: Request,
+    reply: Result<Bytes, ErrorBody>,
+    metrics: &EndpointMetrics,
+) {
+    let error = match reply {
+        Ok(reply) => {
+            if let Err(e) = request.respond(Ok(reply)).await {
+                tracing::debug!(error = %e, "reply not sent");
+            }
+            return;
+        }
+        Err(error) => error,
+    };
+    metrics.error(error.code);
+    // A plain publish: nobody to answer, and async-nats counts no request without a reply.
+    let Some(reply_to) = request.message.reply.take() else {
+        return;
+    };
+    let (headers, counted) = (
+        service_error::headers(&error),
+        service_error::service_error(&error),
+    );
+    let sent = client.publish_with_headers(reply_to, headers, encode(&ErrorReply { error }));
+    if let Err(e) = sent.await {
+        tracing::debug!(error = %e, "error reply not sent");
+    }
+    request.message.reply = Some(Subject::from(""));
+    let _nothing_sent = request.respond(Err(counted)).await;
+}
+
+pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+    ErrorReply::new(code, message).error
 }
 
 /// A directory that could not be read, as an error reply.
-pub(super) fn unavailable(e: anyhow::Error) -> Bytes {
+pub(super) fn unavailable(e: anyhow::Error) -> ErrorBody {
     error(ErrorCode::Unavailable, format!("{e:#}"))
 }
 
-pub(super) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Bytes> {
-    crate::protocol::decode(payload).map_err(|e| error(e.code, e.message))
+pub(super) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ErrorBody> {
+    crate::protocol::decode(payload).map_err(ErrorBody::from)
 }
 
 pub(super) fn id<T>(
     parse: fn(&str) -> Result<T, crate::ident::IdError>,
     what: &str,
     value: &str,
-) -> Result<T, Bytes> {
+) -> Result<T, ErrorBody> {
     parse(value).map_err(|e| error(ErrorCode::BadId, format!("{what} {value:?}: {e}")))
 }
 
 impl Handlers {
-    async fn handle(&self, endpoint: &str, payload: &[u8]) -> Bytes {
-        let result = match endpoint {
-            // Gateways batch these in login storms (crate::batch).
-            DIR_REGISTER => Ok(batch::answer_each(payload, |one| async move {
-                self.register(one).await.unwrap_or_else(|reply| reply)
-            })
-            .await),
-            DIR_UNREGISTER => Ok(batch::answer_each(payload, |one| async move {
-                self.unregister(one).await.unwrap_or_else(|reply| reply)
-            })
-            .await),
+    async fn handle(
+        &self,
+        endpoint: &str,
+        payload: &[u8],
+        metrics: &EndpointMetrics,
+    ) -> Result<Bytes, ErrorBody> {
+        match endpoint {
+            // Gateways batch these in login storms (crate::batch). A batch's reply is no
+            // error, but its failed elements count in the metrics.
+            DIR_REGISTER | DIR_UNREGISTER => {
+                let batched = batch::is_batch(payload);
+                batch::answer_each(payload, |one| async move {
+                    let reply = if endpoint == DIR_REGISTER {
+                        self.register(one).await
+                    } else {
+                        self.unregister(one).await
+                    };
+                    if let (true, Err(e)) = (batched, &reply) {
+                        metrics.error(e.code);
+                    }
+                    reply
+                })
+                .await
+            }
             DIR_LOOKUP => self.lookup(payload).await,
             DIR_PURGE => self.purge(payload).await,
             DIR_PRESENCE => self.presence(payload).await,
@@ -162,11 +224,10 @@ impl Handlers {
             }
             name if GRP_ENDPOINTS.contains(&name) => self.group_request(name, payload).await,
             other => Err(error(ErrorCode::UnknownOp, format!("no endpoint {other}"))),
-        };
-        result.unwrap_or_else(|reply| reply)
+        }
     }
 
-    async fn register(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+    async fn register(&self, payload: &[u8]) -> Result<Bytes, ErrorBody> {
         let req: RegisterRequest = decode(payload)?;
         let user = id(UserId::new, "user", &req.user)?;
         let session = id(SessionId::new, "session", &req.session)?;
@@ -199,7 +260,7 @@ impl Handlers {
         }))
     }
 
-    async fn unregister(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+    async fn unregister(&self, payload: &[u8]) -> Result<Bytes, ErrorBody> {
         let req: UnregisterRequest = decode(payload)?;
         let user = id(UserId::new, "user", &req.user)?;
         let session = id(SessionId::new, "session", &req.session)?;
@@ -217,7 +278,7 @@ impl Handlers {
         }))
     }
 
-    async fn lookup(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+    async fn lookup(&self, payload: &[u8]) -> Result<Bytes, ErrorBody> {
         let req: LookupRequest = decode(payload)?;
         if req.users.len() > MAX_LOOKUP_USERS {
             return Err(error(
@@ -251,7 +312,7 @@ impl Handlers {
     }
 
     /// Online status of many users, as far as the presence policy lets `by` see.
-    async fn presence(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+    async fn presence(&self, payload: &[u8]) -> Result<Bytes, ErrorBody> {
         let req: PresenceRequest = decode(payload)?;
         if req.users.len() > MAX_LOOKUP_USERS {
             let message = format!("at most {MAX_LOOKUP_USERS} users per request");
@@ -300,7 +361,7 @@ impl Handlers {
         Ok(encode(&reply))
     }
 
-    async fn purge(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+    async fn purge(&self, payload: &[u8]) -> Result<Bytes, ErrorBody> {
         let req: PurgeRequest = decode(payload)?;
         let gateway = id(GatewayId::new, "gateway", &req.gateway)?;
         let purge = self.directory.purge_gateway(&gateway).await;
@@ -318,7 +379,7 @@ impl Handlers {
 
     /// Per-bucket digests of one gateway's sessions, for its reconciliation. Read after
     /// the mirror caught up, so every write acknowledged before the request counts.
-    async fn digests(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+    async fn digests(&self, payload: &[u8]) -> Result<Bytes, ErrorBody> {
         let req: DigestsRequest = decode(payload)?;
         let gateway = id(GatewayId::new, "gateway", &req.gateway)?;
         self.current().await?;
@@ -327,7 +388,7 @@ impl Handlers {
     }
 
     /// One gateway's sessions in some buckets, for its reconciliation.
-    async fn sessions(&self, payload: &[u8]) -> Result<Bytes, Bytes> {
+    async fn sessions(&self, payload: &[u8]) -> Result<Bytes, ErrorBody> {
         let req: GatewaySessionsRequest = decode(payload)?;
         let gateway = id(GatewayId::new, "gateway", &req.gateway)?;
         if let Some(bad) = req.buckets.iter().find(|&&b| b >= BUCKETS) {
@@ -353,7 +414,7 @@ impl Handlers {
 
     /// Waits until the mirror holds every acknowledged write; `unavailable` if it cannot
     /// (a reconciliation against a stale view would repair the wrong things).
-    async fn current(&self) -> Result<(), Bytes> {
+    async fn current(&self) -> Result<(), ErrorBody> {
         if self.directory.barrier().await {
             Ok(())
         } else {

@@ -21,6 +21,7 @@ use crate::protocol::code::ErrorCode;
 use crate::protocol::group::GroupSendRequest;
 use crate::protocol::inbox::{AckRequest, FetchRequest};
 use crate::protocol::nats::{encode, BroadcastRequest, ErrorReply, SendRequest};
+use crate::protocol::service_error;
 use crate::subject::{Subjects, GATEWAY_QUEUE, INBOX_ACK, INBOX_FETCH};
 use crate::telemetry;
 
@@ -73,11 +74,19 @@ pub(crate) async fn run(door: Ingress) -> anyhow::Result<()> {
                 Kind::Fetch => on_fetch(&ops, &msg.payload).await,
                 Kind::Ack => on_ack(&ops, &msg.payload).await,
             };
-            let reply = reply.unwrap_or_else(|e| error_reply(&e));
             if let Some(reply_to) = msg.reply {
-                if let Err(e) = client.publish(reply_to, reply).await {
+                let sent = match reply {
+                    Ok(reply) => client.publish(reply_to, reply).await,
+                    Err(e) => {
+                        let (headers, body) = error_reply(e);
+                        client.publish_with_headers(reply_to, headers, body).await
+                    }
+                };
+                if let Err(e) = sent {
                     tracing::debug!(error = %e, "ingress reply not sent");
                 }
+            } else if let Err(e) = reply {
+                telemetry::error(e.code);
             }
             drop(permit);
         });
@@ -106,9 +115,11 @@ enum Kind {
     Ack,
 }
 
-fn error_reply(e: &FrameError) -> Bytes {
+/// An error reply: the JSON body, and the `Nats-Service-Error*` headers NATS tooling reads.
+fn error_reply(e: FrameError) -> (async_nats::HeaderMap, Bytes) {
     telemetry::error(e.code);
-    encode(&ErrorReply::new(e.code, e.message.clone()))
+    let reply = ErrorReply::new(e.code, e.message);
+    (service_error::headers(&reply.error), encode(&reply))
 }
 
 /// `mrc.send`: `{"to":[...],"from":"...","id":"...","body":...}`.

@@ -37,7 +37,6 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use async_nats::jetstream;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +47,7 @@ use crate::connection::{Connection, RequestFailure};
 use crate::exit::BadConfig;
 use crate::ident::GatewayId;
 use crate::store::inbox::InboxStore;
+use crate::telemetry::Exporter;
 
 /// The listeners a gateway serves, bound before it connects anywhere.
 pub struct Listeners {
@@ -66,7 +66,7 @@ impl Listeners {
         http: TcpListener,
         tcp: Option<TcpListener>,
         config: &config::Gateway,
-        metrics: Option<PrometheusHandle>,
+        metrics: Option<Exporter>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Listeners> {
         let web = &config.web;

@@ -70,6 +70,30 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The HTTP status that fits the code: the HTTP API answers with it, and every NATS
+    /// error reply carries it as `Nats-Service-Error-Code` (400 bad input, 401, 403, 404,
+    /// 409 conflict, 413, 429, 503 unavailable, 500 internal). The one mapping.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::Unauthorized | ErrorCode::NotLoggedIn => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::AlreadyLoggedIn | ErrorCode::TooManySessions | ErrorCode::GroupExists => 409,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
+            ErrorCode::Unavailable | ErrorCode::ShuttingDown => 503,
+            ErrorCode::BadJson
+            | ErrorCode::BadFrame
+            | ErrorCode::UnknownOp
+            | ErrorCode::BadId
+            | ErrorCode::BadBody
+            | ErrorCode::TooManyReceivers => 400,
+        }
+    }
+}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -7,6 +7,7 @@
 //! - [`code`]: the stable error codes and per-receiver outcomes.
 //! - [`digest`]: order-independent digests of session sets (directory convergence).
 //! - [`inbox`]: stored messages and the inbox requests (fetch, ack).
+//! - [`service_error`]: the NATS micro-service headers every error reply carries.
 //!
 //! Message bodies are carried as `&RawValue`: validated as JSON, copied as bytes, never
 //! parsed into a tree and re-encoded.
@@ -18,6 +19,7 @@ pub mod group;
 pub mod inbox;
 pub mod nats;
 pub(crate) mod record;
+pub(crate) mod service_error;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -361,6 +361,12 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+impl From<super::client::FrameError> for ErrorBody {
+    fn from(e: super::client::FrameError) -> Self {
+        ErrorReply::new(e.code, e.message).error
+    }
+}
+
 impl ErrorReply {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ErrorReply {

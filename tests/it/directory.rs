@@ -267,12 +267,13 @@ async fn a_batcher_sends_calls_that_pile_up_as_one_array_and_each_gets_its_own_r
             }
             let reply = answer_each(&msg.payload, |one| async move {
                 let n: usize = serde_json::from_slice(one).unwrap();
-                encode(&SessionsReply {
+                Ok(encode(&SessionsReply {
                     sessions: n * 2,
                     kicked: false,
-                })
+                }))
             })
-            .await;
+            .await
+            .expect("every element is a number");
             server.publish(msg.reply.unwrap(), reply).await.unwrap();
         }
     });

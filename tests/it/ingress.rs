@@ -122,12 +122,23 @@ async fn bad_ingress_requests_get_error_replies_with_stable_codes() {
         let error: ErrorReply = serde_json::from_slice(&reply.payload)
             .unwrap_or_else(|e| panic!("{subject} {payload:?}: {e}: {:?}", reply.payload));
         assert_eq!(error.error.code, code, "{subject} {payload:?}");
+        // NATS tooling sees the failure without reading the body.
+        let headers = reply.headers.expect("an error reply carries headers");
+        let status = headers.get("Nats-Service-Error-Code").map(|v| v.as_str());
+        assert_eq!(
+            status,
+            Some(code.status().to_string().as_str()),
+            "{subject}"
+        );
+        let text = headers.get("Nats-Service-Error").unwrap().as_str();
+        assert!(text.starts_with(&format!("{code}: ")), "{text}");
     }
     // The gateway is still there.
     let reply = nats
         .request("mrc.send", r#"{"to":["x"],"body":1}"#.into())
         .await
         .unwrap();
+    assert!(reply.headers.is_none(), "a report is no error");
     let report: Report = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(report.status["x"], Outcome::Offline);
 }

@@ -21,6 +21,7 @@ mod ingress;
 mod js_client;
 mod limits;
 mod login_policy;
+mod observe;
 mod permissions;
 mod presence;
 mod python;

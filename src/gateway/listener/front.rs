@@ -13,13 +13,9 @@ use std::sync::{Arc, OnceLock};
 use anyhow::Context as _;
 use axum::extract::connect_info::Connected;
 use axum::extract::{Request, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::serve::{IncomingStream, ListenerExt};
-use axum::Json;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls::ServerConfig;
@@ -33,12 +29,8 @@ use crate::gateway::readiness::Readiness;
 use crate::protocol::code::ErrorCode;
 use crate::protocol::nats::{encode, LookupReply, LookupRequest};
 use crate::subject::DIR_LOOKUP;
-use crate::telemetry;
-
-/// The reason given before NATS is connected.
-pub(crate) const CONNECTING: &str = "connecting to NATS";
-/// The reason given while the NATS connection is lost.
-pub(crate) const NATS_DOWN: &str = "NATS is not connected";
+use crate::telemetry::http::{self as probe, CONNECTING};
+use crate::telemetry::{self, Exporter};
 
 /// The HTTP listener being served.
 pub(crate) struct Front {
@@ -55,7 +47,7 @@ pub(crate) struct Front {
 struct Shared {
     readiness: Arc<Readiness>,
     /// Renders `/metrics`; `None` when no recorder is installed.
-    metrics: Option<PrometheusHandle>,
+    metrics: Option<Exporter>,
     shutdown: CancellationToken,
     /// The gateway's doors and their routes (WebSocket and API), once NATS is connected.
     gateway: OnceLock<(Arc<Doors>, axum::Router)>,
@@ -67,7 +59,7 @@ impl Front {
     pub(crate) fn serve(
         listener: TcpListener,
         tls: Option<Arc<ServerConfig>>,
-        metrics: Option<PrometheusHandle>,
+        metrics: Option<Exporter>,
         demo: bool,
         shutdown: CancellationToken,
     ) -> std::io::Result<Front> {
@@ -79,7 +71,7 @@ impl Front {
             gateway: OnceLock::new(),
         });
         let mut app = axum::Router::new()
-            .route("/healthz", get(healthz))
+            .route("/healthz", get(probe::healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_text));
         if demo {
@@ -183,8 +175,8 @@ impl Gate {
     /// Why the doors take no new clients now, if they do not: NATS is not connected, or
     /// no center has answered yet. Cheap: read on every accept and every request.
     pub(crate) fn closed_because(&self) -> Option<String> {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Some(NATS_DOWN.to_string());
+        if let Some(reason) = probe::nats_unready(&self.client) {
+            return Some(reason.to_string());
         }
         self.readiness.doors_closed_because().map(str::to_string)
     }
@@ -195,19 +187,9 @@ fn not_ready(reason: &str) -> Response {
     error_response(ErrorCode::Unavailable, &format!("not ready: {reason}"))
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
 /// 200 `{"ready":true}`, or 503 `{"ready":false,"reason":...}`.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    match unready_reason(&shared).await {
-        None => (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response(),
-        Some(reason) => {
-            let body = serde_json::json!({"ready": false, "reason": reason});
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-        }
-    }
+    probe::readyz(unready_reason(&shared).await)
 }
 
 /// Why the gateway is not ready, checked in this order: stopping, NATS, the readiness
@@ -215,7 +197,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 /// here: the doors do not send a request per client).
 async fn unready_reason(shared: &Shared) -> Option<String> {
     if shared.shutdown.is_cancelled() {
-        return Some("shutting down".to_string());
+        return Some(probe::SHUTTING_DOWN.to_string());
     }
     let Some((doors, _)) = shared.gateway.get() else {
         return Some(CONNECTING.to_string());
@@ -241,10 +223,5 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
     if let Some((doors, _)) = shared.gateway.get() {
         metrics::gauge!(telemetry::GATEWAY_SESSIONS).set(doors.conn.sessions.len() as f64);
     }
-    let text = shared
-        .metrics
-        .as_ref()
-        .map(|m| m.render())
-        .unwrap_or_default();
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    probe::metrics(shared.metrics.as_ref())
 }

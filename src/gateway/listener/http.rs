@@ -47,24 +47,7 @@ pub(crate) fn routes() -> axum::Router<Arc<Api>> {
 
 /// The status that fits an error code.
 pub(crate) fn status_of(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::Unauthorized | ErrorCode::NotLoggedIn => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::AlreadyLoggedIn | ErrorCode::TooManySessions | ErrorCode::GroupExists => {
-            StatusCode::CONFLICT
-        }
-        ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::Unavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorCode::BadJson
-        | ErrorCode::BadFrame
-        | ErrorCode::UnknownOp
-        | ErrorCode::BadId
-        | ErrorCode::BadBody
-        | ErrorCode::TooManyReceivers => StatusCode::BAD_REQUEST,
-    }
+    StatusCode::from_u16(code.status()).expect("ErrorCode::status gives valid HTTP statuses")
 }
 
 /// The door messages from the HTTP API are counted under.

@@ -14,6 +14,9 @@ pub const HEARTBEAT_TIMEOUT_MS: u64 = 1500;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Center {
+    /// `http://127.0.0.1:PORT` of the operators' listener, when started with
+    /// `--http-listen` (and waited for up to a line that names it).
+    pub http: Option<String>,
     pub process: Process,
 }
 
@@ -50,6 +53,8 @@ pub struct Cluster {
     pub gateway_args: Vec<String>,
     /// Start gateways with `--insecure-dev-auth` (clients log in with a bare user id).
     pub dev_auth: bool,
+    /// Extra environment of every process started from now on (`MRC_LOG_FORMAT`...).
+    pub env: Vec<(String, String)>,
     /// NATS user and password of centers and of gateways (`nats-config/auth.conf`).
     credentials: Option<[(&'static str, &'static str); 2]>,
 }
@@ -133,6 +138,7 @@ impl Cluster {
             gateways: Vec::new(),
             gateway_args: owned(gateway_args),
             dev_auth: true,
+            env: Vec::new(),
             credentials: None,
         };
         for i in 0..centers {
@@ -153,7 +159,8 @@ impl Cluster {
             )
             .env("MRC_LOG", "info,mrc=debug")
             .env("MRC_REQUEST_TIMEOUT_MS", "1000")
-            .env("MRC_CONNECT_TIMEOUT_MS", "10000");
+            .env("MRC_CONNECT_TIMEOUT_MS", "10000")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 
@@ -178,8 +185,9 @@ impl Cluster {
             command.args(["--worker-threads", "1"]);
         }
         self.credentials(&mut command, 0);
-        let (process, _) = Process::spawn(&format!("center {id}"), command, line, READY_TIMEOUT);
-        self.centers.push(Center { process });
+        let (process, line) = Process::spawn(&format!("center {id}"), command, line, READY_TIMEOUT);
+        let http = field(&line, "http=");
+        self.centers.push(Center { http, process });
         self.centers.last().unwrap()
     }
 
@@ -204,17 +212,12 @@ impl Cluster {
         self.credentials(&mut command, 1);
         let (process, line) =
             Process::spawn(&format!("gateway {id}"), command, line, READY_TIMEOUT);
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|f| f.strip_prefix(name))
-                .map(str::to_string)
-        };
-        let ws = field("ws=").expect("the ready line names the WebSocket URL");
-        let http = field("http=").expect("the ready line names the HTTP URL");
+        let ws = field(&line, "ws=").expect("the ready line names the WebSocket URL");
+        let http = field(&line, "http=").expect("the ready line names the HTTP URL");
         self.gateways.push(Gateway {
             ws,
             http,
-            tcp: field("tcp="),
+            tcp: field(&line, "tcp="),
             process,
         });
         self.gateways.last().unwrap()
@@ -237,6 +240,14 @@ impl Cluster {
             .await
             .expect("connecting a test client to NATS")
     }
+}
+
+/// The value of `name` (`http=`) in a process's ready or listening line: the line printed
+/// on stdout, or the log line repeating it (in JSON logs, inside a quoted string).
+fn field(line: &str, name: &str) -> Option<String> {
+    line.split(|c: char| c.is_whitespace() || c == '"')
+        .find_map(|f| f.strip_prefix(name))
+        .map(str::to_string)
 }
 
 /// Asks the centers where `users` are, as a gateway would.

@@ -1,42 +1,84 @@
-//! Logging and metrics. Logs: `tracing` to stderr, filtered by `MRC_LOG` (default `info`).
-//! Metrics: the `metrics` facade, rendered in Prometheus text by whoever serves `/metrics`;
-//! every metric name is declared here (`mrc_<process>_<what>_<unit>`).
+//! Logging and metrics. Logs: `tracing` to stderr, filtered by `MRC_LOG`, as text or, with
+//! `MRC_LOG_FORMAT=json`, one JSON object per line for log collectors.
+//! Metrics: the `metrics` facade, rendered in Prometheus text by whoever serves `/metrics`
+//! ([`Exporter`], which adds the process's own metrics from `/proc`); every metric name is
+//! declared here (`mrc_<process>_<what>_<unit>`).
+
+pub(crate) mod http;
+mod process;
 
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-/// What `--help` of the server binaries says about logging.
-pub const LOG_HELP: &str = "Logging: MRC_LOG sets what is logged to stderr, as a tracing \
-filter (default: info), e.g. MRC_LOG=warn or MRC_LOG=info,mrc::gateway::reconcile=debug.";
+/// What `--help` of every binary says about logging.
+pub const LOG_HELP: &str = "Logging (to stderr):
+  MRC_LOG         what is logged, as a tracing filter (default: info; for mrc: warn),
+                  e.g. MRC_LOG=warn or MRC_LOG=info,mrc::gateway::reconcile=debug
+  MRC_LOG_FORMAT  text (default) or json: one JSON object per line, the event's fields
+                  at the top level next to timestamp, level and target";
 
-/// Installs the global log subscriber. Call once, first thing in `main`.
-pub fn init() {
+/// How log lines are written (`MRC_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// The format `MRC_LOG_FORMAT` names; unset or empty is text.
+    fn parse(value: Option<&str>) -> anyhow::Result<LogFormat> {
+        match value.map(str::trim) {
+            None | Some("" | "text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => anyhow::bail!("MRC_LOG_FORMAT {other:?}: use text or json"),
+        }
+    }
+}
+
+/// Installs the global log subscriber, logging `default_filter` unless `MRC_LOG` says
+/// otherwise. Call once, first thing in `main`; an unknown `MRC_LOG_FORMAT` is a
+/// configuration error (nothing is logged yet, so the caller reports it).
+pub fn init(default_filter: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_env("MRC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let format = LogFormat::parse(std::env::var("MRC_LOG_FORMAT").ok().as_deref())?;
+    let filter =
+        EnvFilter::try_from_env("MRC_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Flattened: `message` and the event's fields sit beside `timestamp` and `level`,
+        // where log collectors look for them.
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+    }
+    Ok(())
 }
 
 /// How often the exporter folds buffered histogram samples into its buckets.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
-/// Installs the global metrics recorder; the handle renders the Prometheus text. Call it
-/// inside the runtime: it spawns the recorder's upkeep task. The exporter buffers every
-/// histogram sample until an upkeep or a scrape folds it in, so without that task a
-/// process nobody scraped grew by about 8 bytes per NATS request, without bound.
-pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+/// Installs the global metrics recorder of server process `process` (`mrc-gateway`,
+/// `mrc-center`) and sets its `mrc_build_info`. Call it inside the runtime: it spawns the
+/// recorder's upkeep task. The exporter buffers every histogram sample until an upkeep or
+/// a scrape folds it in, so without that task a process nobody scraped grew by about 8
+/// bytes per NATS request, without bound.
+pub fn install_metrics(process: &'static str) -> anyhow::Result<Exporter> {
     let buckets = [
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     ];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
         .install_recorder()?;
-    describe();
+    describe_gateway();
+    describe_center();
+    metrics::describe_gauge!(
+        BUILD_INFO,
+        "Always 1: the version and process of this build"
+    );
+    metrics::gauge!(BUILD_INFO, "version" => crate::VERSION, "process" => process).set(1.0);
     let upkept = handle.clone();
     tokio::spawn(async move {
         loop {
@@ -44,8 +86,27 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             upkept.run_upkeep();
         }
     });
-    Ok(handle)
+    Ok(Exporter { handle })
 }
+
+/// Renders `/metrics` of a server process: what the recorder holds, then the process's own
+/// metrics, read from `/proc` at each scrape.
+#[derive(Clone)]
+pub struct Exporter {
+    handle: PrometheusHandle,
+}
+
+impl Exporter {
+    /// The Prometheus text of every metric.
+    pub fn render(&self) -> String {
+        let mut text = self.handle.render();
+        process::Sample::read().render(&mut text);
+        text
+    }
+}
+
+/// `mrc_build_info{version,process}`, always 1: which build runs where.
+pub(crate) const BUILD_INFO: &str = "mrc_build_info";
 
 /// Client connections open (any door), logged in or not.
 pub(crate) const GATEWAY_CONNECTIONS: &str = "mrc_gateway_connections";
@@ -74,7 +135,7 @@ pub(crate) const GATEWAY_SLOW_CONSUMERS: &str = "mrc_gateway_slow_consumers_tota
 /// Duration of NATS requests, by `kind` (lookup, register, deliver...).
 pub(crate) const NATS_REQUEST_SECONDS: &str = "mrc_gateway_nats_request_seconds";
 
-fn describe() {
+fn describe_gateway() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!(
         GATEWAY_CONNECTIONS,
@@ -221,9 +282,101 @@ pub(crate) fn error(code: crate::protocol::code::ErrorCode) {
     metrics::counter!(GATEWAY_ERRORS, "code" => code.as_str()).increment(1);
 }
 
+/// Requests a center answered, by `endpoint` (`dir.lookup`, `grp.create`...).
+pub(crate) const CENTER_REQUESTS: &str = "mrc_center_requests_total";
+/// Errors a center answered, by `endpoint` and `code`: whole replies, and the elements of
+/// batched (un)registrations answered with an error.
+pub(crate) const CENTER_ERRORS: &str = "mrc_center_errors_total";
+/// How long a center took to answer a request, by `endpoint`.
+pub(crate) const CENTER_REQUEST_SECONDS: &str = "mrc_center_request_seconds";
+/// Online users in the center's mirror of the directory, read at each scrape.
+pub(crate) const CENTER_USERS: &str = "mrc_center_users";
+/// Gateways holding sessions in the center's mirror of the directory.
+pub(crate) const CENTER_GATEWAYS: &str = "mrc_center_gateways";
+/// Groups in the center's mirror of the groups bucket.
+pub(crate) const CENTER_GROUPS: &str = "mrc_center_groups";
+/// The last directory bucket revision the center's mirror applied: compare centers to see
+/// one lag.
+pub(crate) const CENTER_DIRECTORY_REVISION: &str = "mrc_center_directory_revision";
+/// Purges of a silent gateway's sessions by this center that removed some (an eviction
+/// retried after a partial failure counts once per purge).
+pub(crate) const CENTER_EVICTIONS: &str = "mrc_center_evictions_total";
+
+fn describe_center() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(CENTER_REQUESTS, "Requests answered, by endpoint");
+    describe_counter!(
+        CENTER_ERRORS,
+        "Errors answered (whole replies and batch elements), by endpoint and code"
+    );
+    describe_histogram!(
+        CENTER_REQUEST_SECONDS,
+        Unit::Seconds,
+        "Time to answer a request, by endpoint"
+    );
+    describe_gauge!(
+        CENTER_USERS,
+        "Online users in this center's directory mirror"
+    );
+    describe_gauge!(CENTER_GATEWAYS, "Gateways holding sessions in the mirror");
+    describe_gauge!(CENTER_GROUPS, "Groups in this center's groups mirror");
+    describe_gauge!(
+        CENTER_DIRECTORY_REVISION,
+        "Last directory bucket revision the mirror applied"
+    );
+    describe_counter!(
+        CENTER_EVICTIONS,
+        "Purges of silent gateways' sessions that removed some"
+    );
+}
+
+/// The metrics of one center endpoint, registered once when the service starts (a look-up
+/// by key per request would hash name and labels every time).
+#[derive(Clone)]
+pub(crate) struct EndpointMetrics {
+    /// `dir.lookup`, `grp.create`...: the same whatever `--prefix` is.
+    endpoint: metrics::SharedString,
+    requests: metrics::Counter,
+    seconds: metrics::Histogram,
+}
+
+impl EndpointMetrics {
+    pub(crate) fn new(endpoint: String) -> EndpointMetrics {
+        let endpoint = metrics::SharedString::from(endpoint);
+        EndpointMetrics {
+            requests: metrics::counter!(CENTER_REQUESTS, "endpoint" => endpoint.clone()),
+            seconds: metrics::histogram!(CENTER_REQUEST_SECONDS, "endpoint" => endpoint.clone()),
+            endpoint,
+        }
+    }
+
+    /// Counts one request answered after `took`.
+    pub(crate) fn answered(&self, took: Duration) {
+        self.requests.increment(1);
+        self.seconds.record(took.as_secs_f64());
+    }
+
+    /// Counts one error answered (errors are rare: looked up by key).
+    pub(crate) fn error(&self, code: crate::protocol::code::ErrorCode) {
+        let endpoint = self.endpoint.clone();
+        metrics::counter!(CENTER_ERRORS, "endpoint" => endpoint, "code" => code.as_str())
+            .increment(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_are_text_unless_json_is_asked_for() {
+        assert_eq!(LogFormat::parse(None).unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::parse(Some("")).unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::parse(Some("text")).unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::parse(Some(" json")).unwrap(), LogFormat::Json);
+        let e = LogFormat::parse(Some("xml")).unwrap_err().to_string();
+        assert!(e.contains("MRC_LOG_FORMAT"), "{e}");
+    }
 
     #[test]
     fn metric_kinds_are_the_known_last_tokens_and_never_an_id() {
