@@ -34,6 +34,9 @@ fn main() -> ExitCode {
         Ok(id) => id,
         Err(e) => return exit::bad_config("mrc-center", &e),
     };
+    if let Err(e) = config.runtime.apply_log(false) {
+        return exit::bad_config("mrc-center", &e);
+    }
     match config.runtime.build() {
         Ok(runtime) => exit::finished("mrc-center", runtime.block_on(run(config, id))),
         Err(e) => exit::finished("mrc-center", Err(e)),
@@ -42,10 +45,17 @@ fn main() -> ExitCode {
 
 async fn run(config: config::Center, id: mrc::ident::CenterId) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
-    // SIGHUP never kills a center; it has nothing to reload.
+    // SIGHUP never kills a center; it applies the log filter again.
     let hangups = shutdown::hangups().context("installing signal handlers")?;
     tokio::spawn(hangups.serve(shutdown.clone(), || {
-        tracing::info!("SIGHUP: a center has nothing to reload")
+        let reread = config::file::reread::<config::Center>(config::Process::Center);
+        match reread.and_then(|mut config| {
+            config.validate()?;
+            config.runtime.apply_log(true)
+        }) {
+            Ok(()) => tracing::info!("SIGHUP: log filter reloaded"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "SIGHUP: nothing reloaded"),
+        }
     }));
     // `/healthz` and `/readyz` answer from here on, while NATS is still being connected.
     let http = match config.observe.http_listen {

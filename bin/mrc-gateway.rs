@@ -33,6 +33,9 @@ fn main() -> ExitCode {
         Ok(id) => id,
         Err(e) => return exit::bad_config("mrc-gateway", &e),
     };
+    if let Err(e) = config.runtime.apply_log(false) {
+        return exit::bad_config("mrc-gateway", &e);
+    }
     match config.runtime.build() {
         Ok(runtime) => exit::finished("mrc-gateway", runtime.block_on(run(config, id))),
         Err(e) => exit::finished("mrc-gateway", Err(e)),

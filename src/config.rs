@@ -122,9 +122,32 @@ pub struct Runtime {
         default_value_t = 0
     )]
     pub worker_threads: usize,
+    /// What is logged, as a tracing filter (`info`, `warn,mrc::gateway=debug`...). Set
+    /// here or in the config file, it is applied again on SIGHUP.
+    #[arg(long = "log", env = "MRC_LOG")]
+    pub log: Option<String>,
 }
 
 impl Runtime {
+    /// The log filter parses.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(log) = &self.log {
+            tracing_subscriber::EnvFilter::try_new(log)
+                .map_err(|e| anyhow::anyhow!("--log {log:?}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Applies `--log` (when given) to the running process: at start, and on SIGHUP
+    /// (then back to `info` when it is gone).
+    pub fn apply_log(&self, on_reload: bool) -> anyhow::Result<()> {
+        match (&self.log, on_reload) {
+            (Some(log), _) => crate::telemetry::set_log_filter(log),
+            (None, true) => crate::telemetry::set_log_filter("info"),
+            (None, false) => Ok(()),
+        }
+    }
+
     /// The multi-threaded tokio runtime these settings describe.
     pub fn build(&self) -> anyhow::Result<tokio::runtime::Runtime> {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -285,6 +308,7 @@ impl Center {
     /// Checks everything and fills in a generated id.
     pub fn validate(&mut self) -> anyhow::Result<CenterId> {
         self.nats.validate()?;
+        self.runtime.validate()?;
         let id = match &self.id {
             Some(id) => CenterId::new(id).with_context(|| format!("--id {id:?}"))?,
             None => CenterId::generate(),
@@ -569,6 +593,7 @@ impl Gateway {
     /// Checks everything and fills in a generated id.
     pub fn validate(&mut self) -> anyhow::Result<GatewayId> {
         self.nats.validate()?;
+        self.runtime.validate()?;
         let id = match &self.id {
             Some(id) => GatewayId::new(id).with_context(|| format!("--id {id:?}"))?,
             None => GatewayId::generate(),

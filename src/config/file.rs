@@ -270,14 +270,11 @@ pub fn check(process: Process, argv: Vec<OsString>) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// The gateway's configuration read again as at start (command line, `MRC_*` variables
-/// of the process, the config file as it is now), validated: what SIGHUP applies.
-pub fn reread_gateway() -> anyhow::Result<super::Gateway> {
-    use clap::FromArgMatches as _;
+/// `process`'s configuration read again as at start (command line, `MRC_*` variables of
+/// the process, the config file as it is now), not validated yet: what SIGHUP applies.
+pub fn reread<T: clap::FromArgMatches>(process: Process) -> anyhow::Result<T> {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let (args, _) = with_file(Process::Gateway, argv)?;
-    let matches = Process::Gateway.command().try_get_matches_from(args)?;
-    let mut config = super::Gateway::from_arg_matches(&matches)?;
-    config.validate()?;
-    Ok(config)
+    let (args, _) = with_file(process, argv)?;
+    let matches = process.command().try_get_matches_from(args)?;
+    Ok(T::from_arg_matches(&matches)?)
 }

@@ -370,13 +370,18 @@ async fn stop(cx: &conn::Context, grace: Duration) {
 }
 
 /// What SIGHUP does: the configuration is read again and what can change while the
-/// gateway runs is applied (the JWT keys and the API key); a configuration that no
-/// longer validates is refused and the running one kept.
+/// gateway runs is applied (the JWT keys, the API key, the log filter); a configuration
+/// that no longer validates is refused and the running one kept.
 fn reload(auth: Arc<auth::Auth>) -> impl Fn() {
     move || {
-        let reread = config::file::reread_gateway();
-        match reread.and_then(|config| auth.reload(&config.auth)) {
-            Ok(()) => tracing::info!("SIGHUP: configuration reloaded (JWT keys, API key)"),
+        let reread = config::file::reread::<config::Gateway>(config::Process::Gateway);
+        let applied = reread.and_then(|mut config| {
+            config.validate()?;
+            auth.reload(&config.auth)?;
+            config.runtime.apply_log(true)
+        });
+        match applied {
+            Ok(()) => tracing::info!("SIGHUP: configuration reloaded (JWT keys, API key, log)"),
             Err(e) => tracing::warn!(
                 error = %format!("{e:#}"),
                 "SIGHUP: configuration not reloaded; the running one stays"

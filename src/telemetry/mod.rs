@@ -49,12 +49,50 @@ pub fn init(default_filter: &str) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => {
+            let builder = builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter_reloading();
+            keep_filter_handle(builder.reload_handle());
+            builder.init();
+        }
         // Flattened: `message` and the event's fields sit beside `timestamp` and `level`,
         // where log collectors look for them.
-        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+        LogFormat::Json => {
+            let builder = builder
+                .json()
+                .flatten_event(true)
+                .with_ansi(false)
+                .with_filter_reloading();
+            keep_filter_handle(builder.reload_handle());
+            builder.init();
+        }
     }
     Ok(())
+}
+
+/// Replaces the log filter (`--log` / `MRC_LOG` syntax), e.g. from a configuration
+/// reloaded on SIGHUP.
+pub fn set_log_filter(filter: &str) -> anyhow::Result<()> {
+    let set = LOG_FILTER
+        .get()
+        .ok_or_else(|| anyhow::anyhow!("logging is not set up"))?;
+    set(filter)
+}
+
+type SetFilter = Box<dyn Fn(&str) -> anyhow::Result<()> + Send + Sync>;
+
+/// What replaces the filter of the subscriber `init` installed.
+static LOG_FILTER: std::sync::OnceLock<SetFilter> = std::sync::OnceLock::new();
+
+fn keep_filter_handle<S: 'static>(handle: tracing_subscriber::reload::Handle<EnvFilter, S>) {
+    let set: SetFilter = Box::new(move |filter| {
+        let filter = EnvFilter::try_new(filter)
+            .map_err(|e| anyhow::anyhow!("log filter {filter:?}: {e}"))?;
+        handle.reload(filter)?;
+        Ok(())
+    });
+    let _ = LOG_FILTER.set(set);
 }
 
 /// How often the exporter folds buffered histogram samples into its buckets.

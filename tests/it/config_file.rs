@@ -139,6 +139,6 @@ async fn sighup_reloads_the_jwt_keys_and_never_kills() {
 
     let center = &mut cluster.centers[0].process;
     center.hangup();
-    center.wait_line("nothing to reload", std::time::Duration::from_secs(10));
+    center.wait_line("log filter reloaded", std::time::Duration::from_secs(10));
     assert!(center.running());
 }
