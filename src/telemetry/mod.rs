@@ -172,6 +172,7 @@ pub(crate) const GATEWAY_INBOX: &str = "mrc_gateway_inbox_total";
 pub(crate) const GATEWAY_SLOW_CONSUMERS: &str = "mrc_gateway_slow_consumers_total";
 /// Duration of NATS requests, by `kind` (lookup, register, deliver...).
 pub(crate) const NATS_REQUEST_SECONDS: &str = "mrc_gateway_nats_request_seconds";
+pub(crate) const ROUTE_SECONDS: &str = "mrc_gateway_route_seconds";
 
 fn describe_gateway() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -210,6 +211,34 @@ fn describe_gateway() {
         Unit::Seconds,
         "NATS request duration, by kind"
     );
+    describe_histogram!(
+        ROUTE_SECONDS,
+        Unit::Seconds,
+        "From a message accepted to its report ready (every receiver's outcome known), by kind (direct, group, durable)"
+    );
+}
+
+/// Records how long one message took from accepted to reported: `kind` is `direct`,
+/// `group` or `durable`.
+pub(crate) fn routed(kind: Routed, took: Duration) {
+    static HISTOGRAMS: [std::sync::OnceLock<metrics::Histogram>; 3] =
+        [const { std::sync::OnceLock::new() }; 3];
+    let label = match kind {
+        Routed::Direct => "direct",
+        Routed::Group => "group",
+        Routed::Durable => "durable",
+    };
+    HISTOGRAMS[kind as usize]
+        .get_or_init(|| metrics::histogram!(ROUTE_SECONDS, "kind" => label))
+        .record(took.as_secs_f64());
+}
+
+/// The kinds of [`routed`] messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Routed {
+    Direct = 0,
+    Group = 1,
+    Durable = 2,
 }
 
 /// A counter registered once and kept in a static where it is written:

@@ -265,3 +265,16 @@ fn every_binary_documents_its_logging_and_a_bad_log_format_is_bad_configuration(
     let help = String::from_utf8(help.stdout).unwrap();
     assert!(help.contains("--http-listen") && help.contains("MRC_CENTER_HTTP_LISTEN"));
 }
+
+#[tokio::test]
+async fn a_gateway_measures_each_message_from_accepted_to_reported() {
+    let cluster = Cluster::start(1, 2);
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let _bob = login(cluster.ws(1), "bob").await;
+    for id in ["r1", "r2"] {
+        crate::support::client::send(&mut alice, &["bob"], id, "1").await;
+    }
+    let base = &cluster.gateways[0].http;
+    let count = r#"mrc_gateway_route_seconds_count{kind="direct"}"#;
+    assert_eq!(crate::support::counter(base, count).await, 2.0);
+}

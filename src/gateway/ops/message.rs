@@ -6,6 +6,8 @@
 //! wherever it likes (a client's connection spawns it, HTTP and NATS await it). `run`
 //! carries it out.
 
+use std::time::Instant;
+
 use serde_json::value::RawValue;
 
 use super::{Caller, Ops};
@@ -17,7 +19,7 @@ use crate::protocol::client::{FrameError, Report};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::inbox::Offline;
 use crate::protocol::nats::{BroadcastReport, SendRequest};
-use crate::telemetry;
+use crate::telemetry::{self, Routed};
 
 /// A checked message to users, and what becomes of it for receivers not online.
 pub(crate) struct Send {
@@ -67,14 +69,18 @@ impl Send {
     /// report. A durable send is stored for every receiver instead, and the gateways of
     /// those online push it from the inbox.
     pub(crate) async fn run(self, ops: &Ops) -> Report {
+        let started = Instant::now();
         if self.durable {
-            return ops.inbox.store_all(ops, &self.message).await;
+            let report = ops.inbox.store_all(ops, &self.message).await;
+            telemetry::routed(Routed::Durable, started.elapsed());
+            return report;
         }
         let mut report = ops.router.route(&self.message).await;
         if self.offline == Offline::Store {
             let inbox = &ops.inbox;
             inbox.store_offline(ops, &self.message, &mut report).await;
         }
+        telemetry::routed(Routed::Direct, started.elapsed());
         report
     }
 }
@@ -110,8 +116,10 @@ impl GroupSend {
 
     /// Routes it to the group's online members.
     pub(crate) async fn run(self, ops: &Ops) -> Result<Report, FrameError> {
-        let by = self.by.as_ref();
-        ops.router.route_group(&self.message, &self.group, by).await
+        let (started, by) = (Instant::now(), self.by.as_ref());
+        let report = ops.router.route_group(&self.message, &self.group, by).await;
+        telemetry::routed(Routed::Group, started.elapsed());
+        report
     }
 }
 
