@@ -48,6 +48,8 @@ before(async () => {
     defaultViewport: VIEWPORT,
     // A hung DevTools call fails its step soon rather than after 3 minutes.
     protocolTimeout: 3 * STEP_MS,
+    // Chromium can take long to start on a busy 2-core machine (CI runs tests in parallel).
+    timeout: 120000,
   });
 });
 

@@ -165,27 +165,8 @@ fn mint(args: &[&str]) -> String {
 #[tokio::test]
 async fn tokens_minted_by_mrc_token_log_in_with_hs256_and_es256() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, public) = (dir.path().join("k.pem"), dir.path().join("p.pem"));
-    let openssl = |args: &[&str]| {
-        let ok = Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap()
-            .status
-            .success();
-        assert!(ok, "openssl {args:?}");
-    };
+    let (key, public) = crate::support::keys::jwt_key_pair(dir.path(), "k.pem", "p.pem");
     let (key, public) = (key.to_str().unwrap(), public.to_str().unwrap());
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        key,
-    ]);
-    openssl(&["pkey", "-in", key, "-pubout", "-out", public]);
 
     let secret = "minted-secret-0123456789abcdef-0123456789";
     let mut cluster = Cluster::start(1, 0);

@@ -11,43 +11,8 @@ const SYSTEMD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/systemd");
 /// example config names them (`/etc/mrc/...`).
 fn files_for_the_example(dir: &Path) {
     std::fs::create_dir_all(dir.join("tls")).unwrap();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ]
-        .iter()
-        .chain(&["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .chain(&["-keyout", "tls/key.pem", "-out", "tls/cert.pem"])
-        .copied()
-        .collect::<Vec<_>>(),
-    );
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        "jwt.pem",
-    ]);
-    openssl(&["pkey", "-in", "jwt.pem", "-pubout", "-out", "jwt.pub.pem"]);
+    crate::support::keys::certificate(dir, "tls/cert.pem", "tls/key.pem");
+    crate::support::keys::jwt_key_pair(dir, "jwt.pem", "jwt.pub.pem");
 }
 
 #[test]

@@ -11,21 +11,7 @@ use crate::support::client::login;
 use crate::support::cluster::{lookup, Broker, Cluster};
 use crate::support::eventually;
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-/// `/readyz`: its status and `reason` (`None` when ready).
-async fn readyz(base: &str) -> (u16, Option<String>) {
-    let response = http().get(format!("{base}/readyz")).send().await.unwrap();
-    let status = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["ready"], status == 200, "{body}");
-    (status, body["reason"].as_str().map(str::to_string))
-}
+use crate::support::{http, readyz};
 
 async fn get_text(url: String) -> (u16, String) {
     let response = http().get(url).send().await.unwrap();

@@ -14,21 +14,7 @@ use crate::support::cluster::{online, Broker, Cluster};
 use crate::support::eventually;
 use crate::support::peer::Peer;
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-/// `/readyz`: its status and `reason` (`None` when ready).
-async fn readyz(base: &str) -> (u16, Option<String>) {
-    let response = http().get(format!("{base}/readyz")).send().await.unwrap();
-    let status = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["ready"], status == 200, "{body}");
-    (status, body["reason"].as_str().map(str::to_string))
-}
+use crate::support::{http, readyz};
 
 /// The first line the TCP door writes to a new client, and whether it closed after it.
 async fn tcp_greeting(addr: &str) -> (serde_json::Value, bool) {

@@ -17,29 +17,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::support::cluster::Cluster;
 
-/// A self-signed certificate for 127.0.0.1 and its key, written into `dir` by openssl.
+/// A self-signed certificate for 127.0.0.1 and its key, written into `dir`.
 fn certificate(dir: &Path) -> (String, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl makes the test certificate");
-    assert!(status.success());
+    let (cert, key) = crate::support::keys::certificate(dir, "cert.pem", "key.pem");
     let path = |p: &Path| p.to_str().unwrap().to_string();
     (path(&cert), path(&key))
 }

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod cluster;
 pub mod converge;
+pub mod keys;
 pub mod ledger;
 pub mod nats;
 pub mod node;
@@ -43,4 +44,21 @@ pub async fn counter(base: &str, name: &str) -> f64 {
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// An HTTP client whose requests give up after 10 s.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// `/readyz`: its status and `reason` (`None` when ready).
+pub async fn readyz(base: &str) -> (u16, Option<String>) {
+    let response = http().get(format!("{base}/readyz")).send().await.unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["ready"], status == 200, "{body}");
+    (status, body["reason"].as_str().map(str::to_string))
 }
