@@ -3,7 +3,8 @@
 //! measured; `scripts/bench.sh` starts a cluster and runs every scenario.
 //!
 //! - [`load`]: `1to1`, `multi` and `group` — stepped offered rates, latency, loss,
-//!   reports; [`group`] logs the members in and creates the group first.
+//!   reports ([`receive`]: what arrives); [`group`] logs the members in and creates the
+//!   group first.
 //! - [`baseline`]: NATS request-reply (N in flight) and publish-subscribe, same payload.
 //! - [`storm`]: `login-storm` and `idle` — logins per second, memory per connection.
 //! - [`conn`], [`fleet`]: the bench's WebSocket clients; [`sender`]: the threads that send
@@ -21,6 +22,7 @@ pub mod group;
 pub mod load;
 pub mod output;
 pub mod procs;
+pub mod receive;
 pub mod schedule;
 pub mod sender;
 pub mod stats;

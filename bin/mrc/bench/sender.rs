@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 use super::conn::{self, Ws};
-use super::load::{Shared, StepCounters, NOT_SENT};
+use super::receive::{Shared, StepCounters, NOT_SENT};
 use super::schedule::Plan;
 
 /// How long one write may block before the connection is given up.

@@ -1,0 +1,124 @@
+//! The receiving side of the stepped load ([`super::load`]): the counters of each step,
+//! which sender threads and connection readers update without locks, and the reader of
+//! each connection, which classifies what arrives.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{self, Frame, Ws};
+use super::stats::Sharded;
+use mrc::protocol::code::Outcome;
+use mrc::sync;
+
+/// Marks a message number that was never sent (skipped when counting losses); far above
+/// any count of deliveries (a group has at most 20,000 members).
+pub(super) const NOT_SENT: u32 = 0xF000_0000;
+/// Steps with more messages than this count losses from totals only (4 bytes each).
+pub(super) const MAX_TRACKED: u64 = 20_000_000;
+
+/// Counters of one step; readers and senders update them without locks.
+#[derive(Default)]
+pub(super) struct StepCounters {
+    /// Receipts per message number (`n` in the body).
+    pub(super) receipts: Box<[AtomicU32]>,
+    pub(super) sent: AtomicU64,
+    pub(super) unsent: AtomicU64,
+    pub(super) send_failed: AtomicU64,
+    pub(super) delivered: AtomicU64,
+    /// Reports received, and the receivers they said were delivered.
+    pub(super) reports: AtomicU64,
+    pub(super) reports_delivered: AtomicU64,
+    pub(super) lag_max_us: AtomicU64,
+}
+
+/// What senders and readers share.
+pub(super) struct Shared {
+    pub(super) epoch: Instant,
+    pub(super) steps: Vec<StepCounters>,
+    pub(super) current: AtomicUsize,
+    pub(super) latency: Sharded,
+    /// Rare events by name: non-delivered outcomes, error codes, bye reasons.
+    pub(super) events: Mutex<BTreeMap<(usize, String), u64>>,
+    pub(super) closed: AtomicU64,
+    pub(super) foreign: AtomicU64,
+}
+
+impl Shared {
+    fn event(&self, step: usize, name: String, n: u64) {
+        let mut events = sync::lock(&self.events);
+        *events.entry((step, name)).or_default() += n;
+    }
+
+    pub(super) fn events_of(&self, step: usize) -> BTreeMap<String, u64> {
+        let events = sync::lock(&self.events);
+        events
+            .iter()
+            .filter(|((s, _), _)| *s == step)
+            .map(|((_, name), n)| (name.clone(), *n))
+            .collect()
+    }
+
+    fn receipt(&self, shard: usize, text: &str) {
+        let current = self.current.load(Relaxed);
+        match conn::classify(text) {
+            Frame::Msg { t_us, step, seq } => {
+                let Some(counters) = self.steps.get(step) else {
+                    self.foreign.fetch_add(1, Relaxed);
+                    return;
+                };
+                if let Some(r) = counters.receipts.get(seq as usize) {
+                    r.fetch_add(1, Relaxed);
+                }
+                let now_us = self.epoch.elapsed().as_micros() as u64;
+                self.latency
+                    .record(shard, step, now_us.saturating_sub(t_us));
+                counters.delivered.fetch_add(1, Relaxed);
+            }
+            Frame::Report(outcomes) => {
+                let counters = &self.steps[current];
+                counters.reports.fetch_add(1, Relaxed);
+                for (outcome, n) in outcomes {
+                    if outcome == Outcome::Delivered {
+                        counters.reports_delivered.fetch_add(n, Relaxed);
+                    } else {
+                        self.event(current, format!("report:{}", outcome.as_str()), n);
+                    }
+                }
+            }
+            Frame::Error(code) => self.event(current, format!("error:{code}"), 1),
+            Frame::Bye(reason) => self.event(current, format!("bye:{reason}"), 1),
+            Frame::ForeignMsg | Frame::Welcome | Frame::Other => {
+                self.foreign.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// One reader per connection, until the connection ends or `cancel` (then it closes the
+/// connection). Senders write to the same socket directly ([`super::sender::Peer`]).
+pub(super) async fn read(mut ws: Ws, shared: Arc<Shared>, shard: usize, cancel: CancellationToken) {
+    loop {
+        let next = tokio::select! {
+            () = cancel.cancelled() => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+                return;
+            }
+            next = ws.next() => next,
+        };
+        match next {
+            Some(Ok(Message::Text(text))) => shared.receipt(shard, text.as_str()),
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                shared.closed.fetch_add(1, Relaxed);
+                return;
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+}
