@@ -1,17 +1,19 @@
 //! The receiving side of the stepped load ([`super::load`]): the counters of each step,
 //! which sender threads and connection readers update without locks, and the reader of
-//! each connection, which classifies what arrives.
+//! each connection, which classifies what arrives and, for durable sends, acknowledges
+//! stored messages as a real client does.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::ack::Acks;
 use super::conn::{self, Frame, Ws};
 use super::stats::Sharded;
 use mrc::protocol::code::Outcome;
@@ -32,10 +34,14 @@ pub(super) struct StepCounters {
     pub(super) unsent: AtomicU64,
     pub(super) send_failed: AtomicU64,
     pub(super) delivered: AtomicU64,
-    /// Reports received, and the receivers they said were delivered.
+    /// Reports received, and the receivers they said were delivered (stored, for
+    /// durable sends).
     pub(super) reports: AtomicU64,
     pub(super) reports_delivered: AtomicU64,
     pub(super) lag_max_us: AtomicU64,
+    /// Acks the receivers sent, and the stored messages their results said they removed.
+    pub(super) acks: AtomicU64,
+    pub(super) removed: AtomicU64,
 }
 
 /// What senders and readers share.
@@ -44,6 +50,9 @@ pub(super) struct Shared {
     pub(super) steps: Vec<StepCounters>,
     pub(super) current: AtomicUsize,
     pub(super) latency: Sharded,
+    /// The outcome a report should give each receiver: `delivered`, or `stored` for
+    /// durable sends.
+    pub(super) success: Outcome,
     /// Rare events by name: non-delivered outcomes, error codes, bye reasons.
     pub(super) events: Mutex<BTreeMap<(usize, String), u64>>,
     pub(super) closed: AtomicU64,
@@ -85,12 +94,15 @@ impl Shared {
                 let counters = &self.steps[current];
                 counters.reports.fetch_add(1, Relaxed);
                 for (outcome, n) in outcomes {
-                    if outcome == Outcome::Delivered {
+                    if outcome == self.success {
                         counters.reports_delivered.fetch_add(n, Relaxed);
                     } else {
                         self.event(current, format!("report:{}", outcome.as_str()), n);
                     }
                 }
+            }
+            Frame::Acked { removed, .. } => {
+                self.steps[current].removed.fetch_add(removed, Relaxed);
             }
             Frame::Error(code) => self.event(current, format!("error:{code}"), 1),
             Frame::Bye(reason) => self.event(current, format!("bye:{reason}"), 1),
@@ -103,17 +115,48 @@ impl Shared {
 
 /// One reader per connection, until the connection ends or `cancel` (then it closes the
 /// connection). Senders write to the same socket directly ([`super::sender::Peer`]).
-pub(super) async fn read(mut ws: Ws, shared: Arc<Shared>, shard: usize, cancel: CancellationToken) {
+/// With `acks` it acknowledges stored messages, coalesced: when a burst ends (nothing
+/// more to read at once) and every [`super::ack::ACK_EVERY`] messages.
+pub(super) async fn read(
+    mut ws: Ws,
+    shared: Arc<Shared>,
+    shard: usize,
+    cancel: CancellationToken,
+    mut acks: Option<Acks>,
+) {
     loop {
-        let next = tokio::select! {
-            () = cancel.cancelled() => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
-                return;
+        let ready = match acks {
+            Some(_) => ws.next().now_or_never(),
+            None => None,
+        };
+        let next = match ready {
+            Some(next) => next,
+            None => {
+                if let Some(frame) = acks.as_mut().and_then(Acks::flush) {
+                    if !send_ack(&mut ws, &shared, frame).await {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+                        return;
+                    }
+                    next = ws.next() => next,
+                }
             }
-            next = ws.next() => next,
         };
         match next {
-            Some(Ok(Message::Text(text))) => shared.receipt(shard, text.as_str()),
+            Some(Ok(Message::Text(text))) => {
+                shared.receipt(shard, text.as_str());
+                let seq = conn::inbox_seq(text.as_str());
+                let ack = acks.as_mut().zip(seq).and_then(|(a, seq)| a.pushed(seq));
+                if let Some(frame) = ack {
+                    if !send_ack(&mut ws, &shared, frame).await {
+                        return;
+                    }
+                }
+            }
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                 shared.closed.fetch_add(1, Relaxed);
                 return;
@@ -121,4 +164,17 @@ pub(super) async fn read(mut ws: Ws, shared: Arc<Shared>, shard: usize, cancel: 
             Some(Ok(_)) => {}
         }
     }
+}
+
+/// Sends an ack on a receiver's connection (only its reader writes to it); false when
+/// the connection failed.
+async fn send_ack(ws: &mut Ws, shared: &Shared, frame: String) -> bool {
+    shared.steps[shared.current.load(Relaxed)]
+        .acks
+        .fetch_add(1, Relaxed);
+    if ws.send(Message::text(frame)).await.is_err() {
+        shared.closed.fetch_add(1, Relaxed);
+        return false;
+    }
+    true
 }
