@@ -199,6 +199,7 @@ fn inbox_load_stores_and_drains_every_message_exactly_once() {
         "out_of_order",
         "unexpected",
         "logins_failed",
+        "left_in_inboxes",
     ] {
         assert_eq!(drain[field], 0, "{field}: {drain}");
     }

@@ -22,8 +22,11 @@ pub struct Acks {
     pending: u64,
     /// The highest `seq` whose ack the gateway answered.
     answered: u64,
-    /// Acks sent.
+    /// Acks sent, and answers to them (results or errors). The gateway runs each ack in
+    /// a task of its own, so answers can come in any order: until every ack is answered,
+    /// one that removed messages may still be on its way.
     pub sent: u64,
+    answers: u64,
 }
 
 impl Acks {
@@ -51,11 +54,17 @@ impl Acks {
     /// The gateway answered an ack up to `seq`.
     pub fn answered(&mut self, seq: u64) {
         self.answered = self.answered.max(seq);
+        self.answers += 1;
     }
 
-    /// Everything received is acknowledged, and the gateway said so.
+    /// The gateway refused an ack (an `error` frame): answered, nothing acknowledged.
+    pub fn refused(&mut self) {
+        self.answers += 1;
+    }
+
+    /// Everything received is acknowledged, and every ack answered.
     pub fn settled(&self) -> bool {
-        self.pending == 0 && self.answered >= self.highest
+        self.pending == 0 && self.answered >= self.highest && self.answers >= self.sent
     }
 }
 
@@ -78,9 +87,17 @@ mod tests {
         );
         assert_eq!(acks.flush(), None);
         assert_eq!(acks.sent, 3);
-        acks.answered(320);
-        assert!(!acks.settled(), "the last ack is not answered yet");
         acks.answered(400);
-        assert!(acks.settled());
+        assert!(!acks.settled(), "the answers to two acks are still to come");
+        acks.answered(160);
+        acks.refused();
+        assert!(acks.settled(), "answers in any order");
+        acks.pushed(410);
+        acks.flush();
+        acks.refused();
+        assert!(
+            !acks.settled(),
+            "410 was refused, so it is not acknowledged"
+        );
     }
 }

@@ -9,7 +9,8 @@
 //! missing is a stall, printed with what it got: the gateway's window (64 pushes, then
 //! wait for an ack) makes a lost push or a lost ack answer look exactly like that.
 //! Connections stay open until every receiver is done, so logouts do not overlap the
-//! drains still running.
+//! drains still running. Then every receiver's inbox is read as a backend would
+//! (`mrc.inbox.fetch`): what the acks removed must be gone.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::Client;
 use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -29,6 +31,10 @@ use super::output::{progress, Output};
 use super::procs::{self, Watched};
 use super::stats::{self, Micros, Percentiles, Rate};
 use super::storm;
+use mrc::connection;
+use mrc::protocol::inbox::{FetchRequest, MAX_FETCH};
+use mrc::protocol::nats::encode;
+use mrc::subject::{Subjects, INBOX_FETCH};
 
 /// A receiver still missing messages that gets nothing for this long has stalled.
 pub const STALL: Duration = Duration::from_secs(10);
@@ -140,6 +146,8 @@ impl Session<'_> {
                 None
             }
             Frame::Error(code) => {
+                // The receiver sends nothing but acks: this answers one.
+                self.acks.refused();
                 *self.r.errors.entry(code).or_default() += 1;
                 None
             }
@@ -228,15 +236,19 @@ pub struct Drained {
     duplicates: u64,
     out_of_order: u64,
     unexpected: u64,
+    /// Stored messages still in the inboxes afterwards (`None`: not checked).
+    left: Option<u64>,
 }
 
 impl Drained {
-    /// Every stored message arrived once, in order, and every receiver finished.
+    /// Every stored message arrived once, in order, every receiver finished, and no
+    /// inbox kept anything.
     pub fn exact(&self) -> bool {
         self.complete == self.users
             && self.received == self.expected
             && self.duplicates == 0
             && self.out_of_order == 0
+            && self.left.is_none_or(|n| n == 0)
     }
 }
 
@@ -245,6 +257,7 @@ pub async fn run(
     cfg: &inbox::Config,
     targets: &[Target],
     expect: Arc<Expect>,
+    nats: Option<(&Client, &Subjects)>,
     watched: &Watched,
     out: &mut Output,
 ) -> anyhow::Result<Drained> {
@@ -295,13 +308,43 @@ pub async fn run(
         conns.extend(ws);
     }
     storm::close_all(conns).await;
-    Ok(report(cfg, &receivers, &usage, out))
+    let left = left_over(nats, cfg).await;
+    Ok(report(cfg, &receivers, left, &usage, out))
+}
+
+/// Stored messages still in the receivers' inboxes (up to [`MAX_FETCH`] each), read as
+/// a backend reads them; `None` when NATS is not reachable or a read failed.
+async fn left_over(nats: Option<(&Client, &Subjects)>, cfg: &inbox::Config) -> Option<u64> {
+    let (client, subjects) = nats?;
+    let subject = subjects.inbox(INBOX_FETCH);
+    let reads = futures::stream::iter(0..cfg.users)
+        .map(|u| {
+            let request = encode(&FetchRequest {
+                user: receiver_id(&cfg.prefix, u),
+                since: 0,
+                limit: Some(MAX_FETCH),
+            });
+            let subject = subject.clone();
+            async move {
+                let timeout = Duration::from_secs(5);
+                let reply: serde_json::Value =
+                    connection::request(client, subject, request, timeout)
+                        .await
+                        .ok()?;
+                Some(reply["messages"].as_array()?.len() as u64)
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    reads.into_iter().sum()
 }
 
 /// Sums the receivers up, prints the figures and records them.
 fn report(
     cfg: &inbox::Config,
     receivers: &[Receiver],
+    left: Option<u64>,
     usage: &[procs::Usage],
     out: &mut Output,
 ) -> Drained {
@@ -335,13 +378,14 @@ fn report(
         duplicates: sum(|r| r.duplicates),
         out_of_order: sum(|r| r.out_of_order),
         unexpected: sum(|r| r.unexpected),
+        left,
     };
     let secs = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
     let per_sec = d.received as f64 / secs(last_ack);
     let (removed, acks) = (sum(|r| r.removed), sum(|r| r.acks));
     let failed = receivers.iter().filter(|r| r.logged_in.is_none()).count();
     println!(
-        "inbox: drain: {} users logged in at once ({} handshakes at a time): all in {:.2}s after the first ({failed} failed); {} of {} stored messages arrived and were acked by {:.2}s = {}; dup {}, out of order {}, unexpected {}; {acks} acks removed {removed}; per user, welcome to last ack: p50 {}, p99 {}{}",
+        "inbox: drain: {} users logged in at once ({} handshakes at a time): all in {:.2}s after the first ({failed} failed); {} of {} stored messages arrived and were acked by {:.2}s = {}; dup {}, out of order {}, unexpected {}; {acks} acks removed {removed}, {} left in the inboxes; per user, welcome to last ack: p50 {}, p99 {}{}",
         receivers.len(),
         cfg.connect_concurrency,
         secs(all_in),
@@ -352,6 +396,7 @@ fn report(
         d.duplicates,
         d.out_of_order,
         d.unexpected,
+        left.map_or("(not checked)".into(), |n| n.to_string()),
         Micros(per_user.p50),
         Micros(per_user.p99),
         if d.exact() { ": every one exactly once, in order" } else { "" },
@@ -382,6 +427,7 @@ fn report(
             "unexpected": d.unexpected,
             "acks_sent": acks,
             "removed": removed,
+            "left_in_inboxes": left,
             "exact": d.exact(),
             "drained_per_s": per_sec,
             "per_user": per_user.to_json(),

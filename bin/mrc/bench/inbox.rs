@@ -32,9 +32,9 @@ use super::output::Output;
 use super::procs::{self, Watched};
 use super::stats::{Micros, Rate};
 use super::{baseline, fleet, schedule, storm};
-use mrc::config;
 use mrc::protocol::code::Outcome;
 use mrc::protocol::inbox::StoredMessage;
+use mrc::{config, connection};
 
 /// What one run of `inbox` needs.
 pub struct Config {
@@ -97,7 +97,13 @@ pub async fn run(
     bases.extend(raw_publish(cfg, nats, record, "before", watched, out).await?);
     let stored = store(cfg, targets, watched, out).await?;
     let expect = Arc::new(Expect::new(cfg, &stored.stored));
-    let drained = drain::run(cfg, targets, expect, watched, out).await?;
+    let client = connection::connect(nats, "mrc bench")
+        .await
+        .ok()
+        .map(|c| c.client);
+    let subjects = nats.subjects()?;
+    let backend = client.as_ref().map(|c| (c, &subjects));
+    let drained = drain::run(cfg, targets, expect, backend, watched, out).await?;
     let mut costs = Vec::new();
     for durable in [false, true] {
         settle(watched).await;
