@@ -57,9 +57,14 @@ impl Acks {
         self.answers += 1;
     }
 
-    /// The gateway refused an ack (an `error` frame): answered, nothing acknowledged.
+    /// The gateway refused an ack (an `error` frame, e.g. `unavailable` when its purge
+    /// timed out): answered, and what is not acknowledged yet is acked again at the next
+    /// flush, as a client retries.
     pub fn refused(&mut self) {
         self.answers += 1;
+        if self.answered < self.highest {
+            self.pending = self.pending.max(1);
+        }
     }
 
     /// Everything received is acknowledged, and every ack answered.
@@ -99,5 +104,8 @@ mod tests {
             !acks.settled(),
             "410 was refused, so it is not acknowledged"
         );
+        assert_eq!(acks.flush(), Some(conn::ack_frame(410)), "acked again");
+        acks.answered(410);
+        assert!(acks.settled());
     }
 }

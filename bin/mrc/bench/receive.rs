@@ -149,6 +149,11 @@ pub(super) async fn read(
         match next {
             Some(Ok(Message::Text(text))) => {
                 shared.receipt(shard, text.as_str());
+                let refused = text.as_str().starts_with(r#"{"op":"error""#);
+                if let Some(acks) = acks.as_mut().filter(|_| refused) {
+                    // A receiver sends nothing but acks: one was refused.
+                    acks.refused();
+                }
                 let seq = conn::inbox_seq(text.as_str());
                 let ack = acks.as_mut().zip(seq).and_then(|(a, seq)| a.pushed(seq));
                 if let Some(frame) = ack {
