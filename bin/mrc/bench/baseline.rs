@@ -119,21 +119,44 @@ async fn request_reply(
         }
     });
     responder.flush().await?;
-    let mut latency = stats::histogram();
-    let one = |t0: Instant| {
+    let one = || {
         let (requester, subject, body) = (requester.clone(), subject.clone(), body.clone());
         async move {
             let r = tokio::time::timeout(Duration::from_secs(5), requester.request(subject, body))
                 .await;
-            (t0, matches!(r, Ok(Ok(_))))
+            matches!(r, Ok(Ok(_)))
         }
     };
+    let (rate, failed, latency) = keep_in_flight(in_flight, duration, one).await;
+    serving.abort();
+    if failed > 0 {
+        eprintln!("baseline: {failed} requests failed or timed out");
+    }
+    Ok((rate, latency))
+}
+
+/// Runs `one()` with `in_flight` of them outstanding at a time for `duration` (each says
+/// whether it succeeded): successes per second, failures, and the successes' latency.
+async fn keep_in_flight<F, Fut>(
+    in_flight: usize,
+    duration: Duration,
+    one: F,
+) -> (f64, u64, Percentiles)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let timed = |t0: Instant| {
+        let op = one();
+        async move { (t0, op.await) }
+    };
+    let mut latency = stats::histogram();
     let mut pending = FuturesUnordered::new();
     let start = Instant::now();
     let end = start + duration;
     let (mut done, mut failed) = (0u64, 0u64);
     for _ in 0..in_flight.max(1) {
-        pending.push(one(Instant::now()));
+        pending.push(timed(Instant::now()));
     }
     while let Some((t0, ok)) = pending.next().await {
         if ok {
@@ -143,18 +166,11 @@ async fn request_reply(
             failed += 1;
         }
         if Instant::now() < end && done + failed < MAX_OPS {
-            pending.push(one(Instant::now()));
+            pending.push(timed(Instant::now()));
         }
     }
-    let elapsed = start.elapsed();
-    serving.abort();
-    if failed > 0 {
-        eprintln!("baseline: {failed} requests failed or timed out");
-    }
-    Ok((
-        done as f64 / elapsed.as_secs_f64(),
-        Percentiles::of(&latency),
-    ))
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    (rate, failed, Percentiles::of(&latency))
 }
 
 /// Publishes as fast as the client takes messages for `duration`; returns the publish
@@ -245,40 +261,20 @@ pub async fn jetstream_publish(
     .await
     .with_context(|| format!("creating the baseline stream {name}"))?;
     let body = Bytes::from(vec![b'x'; payload]);
-    let one = |t0: Instant| {
+    let one = || {
         let (js, subject, body) = (js.clone(), subject.clone(), body.clone());
         async move {
             let publish = async move { js.publish(subject, body).await.ok()?.await.ok() };
             let acked = tokio::time::timeout(Duration::from_secs(5), publish).await;
-            (t0, matches!(acked, Ok(Some(_))))
+            matches!(acked, Ok(Some(_)))
         }
     };
     let before = watched.sample();
-    let mut latency = stats::histogram();
-    let mut pending = FuturesUnordered::new();
-    let start = Instant::now();
-    let end = start + duration;
-    let (mut done, mut failed) = (0u64, 0u64);
-    for _ in 0..in_flight.max(1) {
-        pending.push(one(Instant::now()));
-    }
-    while let Some((t0, ok)) = pending.next().await {
-        if ok {
-            done += 1;
-            latency.saturating_record(t0.elapsed().as_micros().max(1) as u64);
-        } else {
-            failed += 1;
-        }
-        if Instant::now() < end && done + failed < MAX_OPS {
-            pending.push(one(Instant::now()));
-        }
-    }
-    let rate = done as f64 / start.elapsed().as_secs_f64();
+    let (rate, failed, latency) = keep_in_flight(in_flight, duration, one).await;
     let usage = watched.usage(&before, &watched.sample());
     if let Err(e) = js.delete_stream(&name).await {
         eprintln!("baseline: the stream {name} was not deleted: {e}");
     }
-    let latency = Percentiles::of(&latency);
     println!(
         "baseline ({when}): JetStream publish, {in_flight} in flight, {payload} B, file storage: {} (p50 {}, p99 {}{})",
         Rate(rate),

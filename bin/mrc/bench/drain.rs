@@ -351,26 +351,10 @@ fn report(
     let sum = |f: fn(&Receiver) -> u64| receivers.iter().map(f).sum::<u64>();
     let latest = |f: fn(&Receiver) -> Option<Duration>| receivers.iter().filter_map(f).max();
     let (all_in, last_ack) = (latest(|r| r.logged_in), latest(|r| r.done));
-    let mut per_user = stats::histogram();
-    for r in receivers {
-        if let (Some(a), Some(b)) = (r.logged_in, r.done) {
-            per_user.saturating_record(b.saturating_sub(a).as_micros().max(1) as u64);
-        }
-    }
-    let per_user = Percentiles::of(&per_user);
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut ended: BTreeMap<String, u64> = BTreeMap::new();
-    for r in receivers {
-        for (code, n) in &r.errors {
-            *errors.entry(code.clone()).or_default() += n;
-        }
-        if let Some(why) = &r.ended {
-            let kind = why.split(':').next().unwrap_or(why);
-            *ended.entry(kind.to_string()).or_default() += 1;
-        }
-    }
+    let (per_user, errors, ended) = tallies(receivers);
+    let secs = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
     let d = Drained {
-        per_sec: 0.0,
+        per_sec: sum(|r| r.got) as f64 / secs(last_ack),
         users: receivers.len(),
         complete: receivers.iter().filter(|r| r.done.is_some()).count(),
         expected: sum(|r| r.want),
@@ -380,8 +364,7 @@ fn report(
         unexpected: sum(|r| r.unexpected),
         left,
     };
-    let secs = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
-    let per_sec = d.received as f64 / secs(last_ack);
+    let per_sec = d.per_sec;
     let (removed, acks) = (sum(|r| r.removed), sum(|r| r.acks));
     let failed = receivers.iter().filter(|r| r.logged_in.is_none()).count();
     println!(
@@ -437,7 +420,28 @@ fn report(
             "cpu_us_per_msg": procs::per_message_json(&per_message),
         }),
     );
-    Drained { per_sec, ..d }
+    d
+}
+
+/// Per receiver, the time from `welcome` to its last ack answered; the error codes its
+/// acks got; why receivers stopped early (`login failed`, `stalled`, `closed`).
+fn tallies(receivers: &[Receiver]) -> (Percentiles, BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let mut per_user = stats::histogram();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ended: BTreeMap<String, u64> = BTreeMap::new();
+    for r in receivers {
+        if let (Some(a), Some(b)) = (r.logged_in, r.done) {
+            per_user.saturating_record(b.saturating_sub(a).as_micros().max(1) as u64);
+        }
+        for (code, n) in &r.errors {
+            *errors.entry(code.clone()).or_default() += n;
+        }
+        if let Some(why) = &r.ended {
+            let kind = why.split(':').next().unwrap_or(why);
+            *ended.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+    (Percentiles::of(&per_user), errors, ended)
 }
 
 /// Why receivers stopped early, and the first few of them with what they got.

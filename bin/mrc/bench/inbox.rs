@@ -210,57 +210,7 @@ async fn store(
     let elapsed = start.elapsed();
     let usage = watched.usage(&before, &watched.sample());
     storm::close_all(conns).await;
-    let stored = tally.stored.len() as u64;
-    let per_sec = stored as f64 / elapsed.as_secs_f64();
-    let answered: u64 = tally.outcomes.values().sum();
-    let lossless = tally.no_report == 0 && answered == total && stored == total;
-    let count = |k: &str| tally.outcomes.get(k).copied().unwrap_or(0);
-    let other = answered - count("stored") - count("inbox_full") - count("unavailable");
-    println!(
-        "inbox: store: {total} sends from {n_senders} users, {} in flight (closed loop): {stored} stored in {:.2}s = {}; inbox_full {}, unavailable {}, other {other}, no report {}: {}",
-        cfg.in_flight,
-        elapsed.as_secs_f64(),
-        Rate(per_sec),
-        count("inbox_full"),
-        count("unavailable"),
-        tally.no_report,
-        if lossless { "zero loss" } else { "NOT every send was stored" }
-    );
-    let per_message = procs::per_message(&usage, per_sec);
-    println!("  {:>9} {}", "cpu/rss", procs::describe(&usage));
-    println!(
-        "  {:>9} {}",
-        "cpu µs/msg",
-        procs::describe_per_message(&per_message)
-    );
-    out.record(
-        "inbox_store",
-        "inbox",
-        json!({
-            "users": cfg.users,
-            "per_user": cfg.per_user,
-            "in_flight": cfg.in_flight,
-            "senders": n_senders,
-            "payload": cfg.payload,
-            "sent": tally.sent,
-            "stored": stored,
-            "inbox_full": count("inbox_full"),
-            "unavailable": count("unavailable"),
-            "other": other,
-            "no_report": tally.no_report,
-            "outcomes": tally.outcomes,
-            "lossless": lossless,
-            "elapsed_s": elapsed.as_secs_f64(),
-            "stored_per_s": per_sec,
-            "procs": procs::to_json(&usage),
-            "cpu_us_per_msg": procs::per_message_json(&per_message),
-        }),
-    );
-    Ok(Stored {
-        stored: tally.stored,
-        per_sec,
-        lossless,
-    })
+    Ok(tally.report(cfg, n_senders, elapsed, &usage, out))
 }
 
 /// Which messages the store senders send: numbers taken from a shared counter.
@@ -311,6 +261,69 @@ impl Tally {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Sums the store phase up, prints the figures and records them.
+    fn report(
+        self,
+        cfg: &Config,
+        n_senders: usize,
+        elapsed: Duration,
+        usage: &[procs::Usage],
+        out: &mut Output,
+    ) -> Stored {
+        let total = (cfg.users * cfg.per_user) as u64;
+        let stored = self.stored.len() as u64;
+        let per_sec = stored as f64 / elapsed.as_secs_f64();
+        let answered: u64 = self.outcomes.values().sum();
+        let lossless = self.no_report == 0 && answered == total && stored == total;
+        let count = |k: &str| self.outcomes.get(k).copied().unwrap_or(0);
+        let other = answered - count("stored") - count("inbox_full") - count("unavailable");
+        println!(
+            "inbox: store: {total} sends from {n_senders} users, {} in flight (closed loop): {stored} stored in {:.2}s = {}; inbox_full {}, unavailable {}, other {other}, no report {}: {}",
+            cfg.in_flight,
+            elapsed.as_secs_f64(),
+            Rate(per_sec),
+            count("inbox_full"),
+            count("unavailable"),
+            self.no_report,
+            if lossless { "zero loss" } else { "NOT every send was stored" }
+        );
+        let per_message = procs::per_message(usage, per_sec);
+        println!("  {:>9} {}", "cpu/rss", procs::describe(usage));
+        println!(
+            "  {:>9} {}",
+            "cpu µs/msg",
+            procs::describe_per_message(&per_message)
+        );
+        out.record(
+            "inbox_store",
+            "inbox",
+            json!({
+                "users": cfg.users,
+                "per_user": cfg.per_user,
+                "in_flight": cfg.in_flight,
+                "senders": n_senders,
+                "payload": cfg.payload,
+                "sent": self.sent,
+                "stored": stored,
+                "inbox_full": count("inbox_full"),
+                "unavailable": count("unavailable"),
+                "other": other,
+                "no_report": self.no_report,
+                "outcomes": self.outcomes,
+                "lossless": lossless,
+                "elapsed_s": elapsed.as_secs_f64(),
+                "stored_per_s": per_sec,
+                "procs": procs::to_json(usage),
+                "cpu_us_per_msg": procs::per_message_json(&per_message),
+            }),
+        );
+        Stored {
+            stored: self.stored,
+            per_sec,
+            lossless,
         }
     }
 }
