@@ -12,7 +12,7 @@
 #
 # usage: scripts/bench.sh [--quick] [--scenarios LIST] [--no-build] [--plot] [--perf] [--instructions] [--out DIR] [-- ARGS]
 #   --quick          short steps and small counts (about a minute in all)
-#   --scenarios L    comma-separated: 1to1,multi,group,login-storm,idle (default: all five)
+#   --scenarios L    comma-separated: 1to1,multi,group,login-storm,idle,inbox (default: all six)
 #   --no-build       use the release binaries already built
 #   --plot           render PNG plots (installs matplotlib into .tools/py-bench)
 #   --perf           also profile one saturated 1to1 (or group) step with `perf record` (cpu-clock)
@@ -39,7 +39,7 @@ root=$(pwd)
 
 usage() { sed -n '/^# usage:/,/^#$/p' "$0" | sed -e 's/^# \{0,1\}//' -e '$d'; }
 
-quick=0 build=1 plot=0 perf=0 instructions=0 out="" scenarios="1to1,multi,group,login-storm,idle"
+quick=0 build=1 plot=0 perf=0 instructions=0 out="" scenarios="1to1,multi,group,login-storm,idle,inbox"
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -182,12 +182,15 @@ if [ "$quick" = 1 ]; then
   group=(--group-size 1000 --steps 10,100,300 --step-secs 3 --drain-secs 2 --baseline-secs 2)
   storm=(--storm-users 5000)
   idle=(--idle-users 2000,5000)
+  inbox=(--inbox-users 200 --inbox-per-user 10 --users 200 --step-secs 3 --drain-secs 2
+    --baseline-secs 2)
 else
   load=()
   multi=(--steps 500,1k,2k,4k,8k)
   group=(--group-size 1000 --steps 10,20,50,100,200,400,800)
   storm=()
   idle=()
+  inbox=()
 fi
 
 IFS=, read -r -a wanted <<<"$scenarios"
@@ -199,6 +202,7 @@ for scenario in "${wanted[@]}"; do
     group) bench --scenario group "${group[@]}" ;;
     login-storm) bench --scenario login-storm "${storm[@]}" ;;
     idle) bench --scenario idle "${idle[@]}" ;;
+    inbox) bench --scenario inbox "${inbox[@]}" ;;
     *) say "unknown scenario $scenario"; exit 2 ;;
   esac
   cluster_down

@@ -1,6 +1,7 @@
 //! `mrc bench` against a real cluster, as `scripts/bench.sh` runs it: every message the
-//! load sends arrives exactly once and every report says `delivered`. The bench prints
-//! timings; this test asserts only counts.
+//! load sends arrives exactly once and every report says `delivered` (or, for the inbox,
+//! `stored`, and every stored message arrives once at login). The bench prints timings;
+//! this test asserts only counts.
 
 use std::process::Command;
 
@@ -138,4 +139,121 @@ fn direct_and_group_loads_deliver_every_message_exactly_once() {
         ],
     );
     assert_every_message_arrived_once(&results, &[20], 29);
+}
+
+#[test]
+fn inbox_load_stores_and_drains_every_message_exactly_once() {
+    let cluster = Cluster::start_with(
+        1,
+        2,
+        &["--rate-per-sec", "100000", "--rate-burst", "100000"],
+    );
+    let results = bench(
+        &cluster,
+        &[
+            "--scenario",
+            "inbox",
+            "--inbox-users",
+            "20",
+            "--inbox-per-user",
+            "5",
+            "--inbox-in-flight",
+            "8",
+            "--users",
+            "20",
+            "--steps",
+            "100",
+            "--baseline-secs",
+            "0.3",
+        ],
+    );
+    let line = |kind: &str| {
+        results
+            .iter()
+            .find(|r| r["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} line: {results:?}"))
+    };
+    let store = line("inbox_store");
+    for (field, want) in [("sent", 100), ("stored", 100), ("no_report", 0)] {
+        assert_eq!(store[field], want, "{field}: {store}");
+    }
+    for field in ["inbox_full", "unavailable", "other"] {
+        assert_eq!(store[field], 0, "{field}: {store}");
+    }
+    assert_eq!(store["lossless"], true, "{store}");
+    assert!(store["stored_per_s"].as_f64().unwrap() > 0.0, "{store}");
+
+    // Every stored message arrived once, in order, and was acknowledged (removed).
+    let drain = line("inbox_drain");
+    for (field, want) in [
+        ("complete", 20),
+        ("expected", 100),
+        ("received", 100),
+        ("removed", 100),
+    ] {
+        assert_eq!(drain[field], want, "{field}: {drain}");
+    }
+    for field in [
+        "missing",
+        "duplicates",
+        "out_of_order",
+        "unexpected",
+        "logins_failed",
+        "left_in_inboxes",
+    ] {
+        assert_eq!(drain[field], 0, "{field}: {drain}");
+    }
+    assert_eq!(drain["exact"], true, "{drain}");
+    for field in ["drained_per_s", "all_logged_in_s", "last_ack_s"] {
+        assert!(drain[field].as_f64().unwrap() > 0.0, "{field}: {drain}");
+    }
+
+    let raw: Vec<&Value> = results
+        .iter()
+        .filter(|r| r["type"] == "jetstream_baseline")
+        .collect();
+    let when: Vec<&str> = raw.iter().map(|b| b["when"].as_str().unwrap()).collect();
+    assert_eq!(when, ["before", "after"], "{results:?}");
+    assert!(raw
+        .iter()
+        .all(|b| b["publish_per_s"].as_f64().unwrap() > 0.0));
+
+    // The plain and the durable step: every message delivered once; the durable ones
+    // reported stored and acknowledged by their receivers.
+    let steps: Vec<&Value> = results.iter().filter(|r| r["type"] == "step").collect();
+    let traffic: Vec<&str> = steps
+        .iter()
+        .map(|s| s["traffic"].as_str().unwrap())
+        .collect();
+    assert_eq!(traffic, ["plain", "durable"], "{results:?}");
+    for step in &steps {
+        for (field, want) in [("sent", 100), ("delivered", 100), ("reports", 100)] {
+            assert_eq!(step[field], want, "{field}: {step}");
+        }
+        for field in ["lost", "duplicates", "not_delivered", "unsent"] {
+            assert_eq!(step[field], 0, "{field}: {step}");
+        }
+        assert_eq!(
+            step["reports_delivered"], 100,
+            "delivered, or stored: {step}"
+        );
+    }
+    assert_eq!(steps[1]["inbox_removed"], 100, "{}", steps[1]);
+
+    let summary = line("summary");
+    assert_eq!(summary["scenario"], "inbox");
+    for field in ["ratio_store", "ratio_drain", "jetstream_publish_per_s"] {
+        assert!(summary[field].as_f64().unwrap() > 0.0, "{field}: {summary}");
+    }
+    let pairs = summary["durable_vs_plain"].as_array().unwrap();
+    assert_eq!(pairs.len(), 1, "{summary}");
+    for traffic in ["plain", "durable"] {
+        let cpu = &pairs[0][traffic]["cpu_us_per_msg"];
+        for label in ["gw-1", "gw-2", "bench", "cluster", "all"] {
+            assert!(
+                cpu[label].as_f64().is_some(),
+                "{traffic} {label}: {summary}"
+            );
+        }
+    }
 }

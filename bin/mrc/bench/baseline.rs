@@ -3,7 +3,12 @@
 //! flight (a responder on a second connection of this process echoes the payload), and
 //! publish-subscribe of the same payload from one connection to another.
 //!
-//! Subjects are fresh inboxes, so a baseline never touches an MRC subject.
+//! For the durable inbox, the raw JetStream publish rate ([`jetstream_publish`]): the
+//! same publish-and-wait-for-the-ack that storing a message is, minus everything MRC
+//! does around it.
+//!
+//! Subjects are fresh inboxes (the JetStream baseline: `bench.jetstream.<nuid>` in a
+//! stream of its own), so a baseline never touches an MRC subject.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -114,21 +119,44 @@ async fn request_reply(
         }
     });
     responder.flush().await?;
-    let mut latency = stats::histogram();
-    let one = |t0: Instant| {
+    let one = || {
         let (requester, subject, body) = (requester.clone(), subject.clone(), body.clone());
         async move {
             let r = tokio::time::timeout(Duration::from_secs(5), requester.request(subject, body))
                 .await;
-            (t0, matches!(r, Ok(Ok(_))))
+            matches!(r, Ok(Ok(_)))
         }
     };
+    let (rate, failed, latency) = keep_in_flight(in_flight, duration, one).await;
+    serving.abort();
+    if failed > 0 {
+        eprintln!("baseline: {failed} requests failed or timed out");
+    }
+    Ok((rate, latency))
+}
+
+/// Runs `one()` with `in_flight` of them outstanding at a time for `duration` (each says
+/// whether it succeeded): successes per second, failures, and the successes' latency.
+async fn keep_in_flight<F, Fut>(
+    in_flight: usize,
+    duration: Duration,
+    one: F,
+) -> (f64, u64, Percentiles)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let timed = |t0: Instant| {
+        let op = one();
+        async move { (t0, op.await) }
+    };
+    let mut latency = stats::histogram();
     let mut pending = FuturesUnordered::new();
     let start = Instant::now();
     let end = start + duration;
     let (mut done, mut failed) = (0u64, 0u64);
     for _ in 0..in_flight.max(1) {
-        pending.push(one(Instant::now()));
+        pending.push(timed(Instant::now()));
     }
     while let Some((t0, ok)) = pending.next().await {
         if ok {
@@ -138,18 +166,11 @@ async fn request_reply(
             failed += 1;
         }
         if Instant::now() < end && done + failed < MAX_OPS {
-            pending.push(one(Instant::now()));
+            pending.push(timed(Instant::now()));
         }
     }
-    let elapsed = start.elapsed();
-    serving.abort();
-    if failed > 0 {
-        eprintln!("baseline: {failed} requests failed or timed out");
-    }
-    Ok((
-        done as f64 / elapsed.as_secs_f64(),
-        Percentiles::of(&latency),
-    ))
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    (rate, failed, Percentiles::of(&latency))
 }
 
 /// Publishes as fast as the client takes messages for `duration`; returns the publish
@@ -208,4 +229,73 @@ async fn pub_sub(
         published as f64 / publish_time.as_secs_f64(),
         got as f64 / receive_time.as_secs_f64(),
     ))
+}
+
+/// The raw JetStream publish rate: `in_flight` publishes of `payload` bytes outstanding
+/// at a time, each awaited until JetStream acknowledged it, for `duration`, into a
+/// temporary stream with file storage and one replica (what `scripts/bench.sh` gives the
+/// inbox stream), deleted afterwards. No `Nats-Msg-Id` and one subject: the floor a
+/// stored send cannot go below, not a model of the inbox. Publishes per second.
+pub async fn jetstream_publish(
+    nats: &config::Nats,
+    payload: usize,
+    in_flight: usize,
+    duration: Duration,
+    when: &str,
+    watched: &Watched,
+    out: &mut Output,
+) -> anyhow::Result<f64> {
+    let client = connection::connect(nats, "mrc bench jetstream")
+        .await?
+        .client;
+    let js = async_nats::jetstream::new(client.clone());
+    let name = format!("mrc_bench_{}", nuid::next());
+    let subject = format!("bench.jetstream.{}", nuid::next());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![subject.clone()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating the baseline stream {name}"))?;
+    let body = Bytes::from(vec![b'x'; payload]);
+    let one = || {
+        let (js, subject, body) = (js.clone(), subject.clone(), body.clone());
+        async move {
+            let publish = async move { js.publish(subject, body).await.ok()?.await.ok() };
+            let acked = tokio::time::timeout(Duration::from_secs(5), publish).await;
+            matches!(acked, Ok(Some(_)))
+        }
+    };
+    let before = watched.sample();
+    let (rate, failed, latency) = keep_in_flight(in_flight, duration, one).await;
+    let usage = watched.usage(&before, &watched.sample());
+    if let Err(e) = js.delete_stream(&name).await {
+        eprintln!("baseline: the stream {name} was not deleted: {e}");
+    }
+    println!(
+        "baseline ({when}): JetStream publish, {in_flight} in flight, {payload} B, file storage: {} (p50 {}, p99 {}{})",
+        Rate(rate),
+        Micros(latency.p50),
+        Micros(latency.p99),
+        if failed > 0 { format!(", {failed} failed") } else { String::new() }
+    );
+    println!("  {:>9} {}", "cpu/rss", procs::describe(&usage));
+    out.record(
+        "jetstream_baseline",
+        "inbox",
+        serde_json::json!({
+            "when": when,
+            "payload": payload,
+            "in_flight": in_flight,
+            "duration_s": duration.as_secs_f64(),
+            "publish_per_s": rate,
+            "failed": failed,
+            "latency": latency.to_json(),
+            "procs": procs::to_json(&usage),
+        }),
+    );
+    Ok(rate)
 }

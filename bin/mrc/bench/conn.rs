@@ -136,9 +136,52 @@ pub fn body(t_us: u64, step: usize, seq: u64, size: usize) -> Box<RawValue> {
     RawValue::from_string(text).expect("the bench body is valid JSON")
 }
 
-/// A `send` frame for `to`.
-pub fn send_frame(to: &[String], body: &RawValue) -> String {
-    Outgoing::Send { to, id: None, body }.encode()
+/// What a `send` asks of the durable inbox (PROTOCOL.md 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Nothing: pushed live, `offline` for receivers who are not online.
+    Live,
+    /// `"offline":"store"`: kept for receivers who are not online.
+    Offline,
+    /// `"durable":true`: kept for every receiver until it acknowledges.
+    Durable,
+}
+
+/// A `send` frame for `to`, with the sender's own message `id` when given.
+pub fn send_frame(to: &[String], id: Option<&str>, keep: Keep, body: &RawValue) -> String {
+    if keep == Keep::Live {
+        return Outgoing::Send { to, id, body }.encode();
+    }
+    let to = serde_json::to_string(to).expect("strings always encode");
+    let id = id.map_or(String::new(), |id| {
+        format!(r#","id":{}"#, serde_json::Value::from(id))
+    });
+    let keep = match keep {
+        Keep::Offline => r#","offline":"store""#,
+        _ => r#","durable":true"#,
+    };
+    format!(
+        r#"{{"op":"send","to":{to}{id}{keep},"body":{}}}"#,
+        body.get()
+    )
+}
+
+/// An `ack` of every stored message up to `seq`.
+pub fn ack_frame(seq: u64) -> String {
+    format!(r#"{{"op":"ack","seq":{seq}}}"#)
+}
+
+/// The `id` of a frame that starts `{"op":"<op>","id":"...`, as the gateway writes
+/// `msg`, `report` and `error` frames with an id (the bench's ids need no escapes).
+pub fn frame_id(text: &str) -> Option<&str> {
+    let rest = &text[text.find(r#"","id":""#)? + 8..];
+    Some(&rest[..rest.find('"')?])
+}
+
+/// The inbox sequence number of a stored message's `msg` frame: `seq` is its last field.
+pub fn inbox_seq(text: &str) -> Option<u64> {
+    let (seq, rest) = number_after(&text[text.rfind(r#","seq":"#)?..], r#","seq":"#)?;
+    (rest == "}").then_some(seq)
 }
 
 /// A `group_send` frame to `group` (`group` already encoded as a JSON string).
@@ -163,6 +206,12 @@ pub enum Frame<'a> {
     /// A report: how many receivers had each outcome (one entry per receiver for a
     /// direct message, the `counts` of a group message).
     Report(Vec<(Outcome, u64)>),
+    /// The result of an `ack`: the sequence number acknowledged and how many stored
+    /// messages that removed.
+    Acked {
+        acked: u64,
+        removed: u64,
+    },
     Welcome,
     Error(String),
     Bye(&'a str),
@@ -179,6 +228,10 @@ pub fn classify(text: &str) -> Frame<'_> {
     } else if text.starts_with(r#"{"op":"report""#) {
         if let Some(outcomes) = scan_counts(text).or_else(|| scan_report(text)) {
             return Frame::Report(outcomes);
+        }
+    } else if text.starts_with(r#"{"op":"result""#) {
+        if let Some(frame) = scan_acked(text) {
+            return frame;
         }
     } else if text.starts_with(r#"{"op":"welcome""#) {
         return Frame::Welcome;
@@ -206,6 +259,13 @@ fn scan_msg(text: &str) -> Option<Frame<'static>> {
         step: usize::try_from(step).ok()?,
         seq,
     })
+}
+
+/// An ack's result: `{"op":"result",...,"result":{"user":...,"acked":N,"removed":N}}`.
+fn scan_acked(text: &str) -> Option<Frame<'static>> {
+    let (acked, rest) = number_after(text, r#","acked":"#)?;
+    let (removed, _) = number_after(rest, r#","removed":"#)?;
+    Some(Frame::Acked { acked, removed })
 }
 
 fn scan_report(text: &str) -> Option<Vec<(Outcome, u64)>> {
@@ -273,6 +333,13 @@ fn decode(text: &str) -> Frame<'_> {
                 .map(|o| (o, 1))
                 .collect(),
         }),
+        "result" => {
+            let field = |k: &str| frame.result.as_ref()?.get(k)?.as_u64();
+            match (field("acked"), field("removed")) {
+                (Some(acked), Some(removed)) => Frame::Acked { acked, removed },
+                _ => Frame::Other,
+            }
+        }
         "welcome" => Frame::Welcome,
         "error" => Frame::Error(frame.code.map_or("unknown".into(), |c| c.to_string())),
         "bye" => Frame::Bye("bye"),
@@ -284,6 +351,7 @@ fn decode(text: &str) -> Frame<'_> {
 mod tests {
     use super::*;
     use mrc::protocol::client::{Frame as Out, Report};
+    use mrc::protocol::inbox::{AckReply, Offline};
     use std::collections::BTreeMap;
 
     #[test]
@@ -424,13 +492,90 @@ mod tests {
     }
 
     #[test]
+    fn stored_messages_and_ack_results_are_scanned() {
+        let to = vec!["u1".to_string()];
+        let b = body(0, 0, 77, 64);
+        let msg = Out::Msg {
+            id: "b1-s77",
+            from: Some("u0"),
+            to: &to,
+            group: None,
+            broadcast: false,
+            ts: 1,
+            body: &b,
+            seq: Some(4012),
+        }
+        .encode();
+        let text = std::str::from_utf8(&msg).unwrap();
+        assert_eq!(
+            (frame_id(text), inbox_seq(text)),
+            (Some("b1-s77"), Some(4012))
+        );
+        assert_eq!(
+            classify(text),
+            Frame::Msg {
+                t_us: 0,
+                step: 0,
+                seq: 77
+            }
+        );
+        let live = r#"{"op":"msg","id":"x","to":["a"],"ts":1,"body":{"seq":5}}"#;
+        assert_eq!(inbox_seq(live), None, "a body's field is not the inbox seq");
+        let report = r#"{"op":"report","id":"b1-s3","status":{"u":"stored"}}"#;
+        assert_eq!(frame_id(report), Some("b1-s3"));
+        assert_eq!(classify(report), Frame::Report(vec![(Outcome::Stored, 1)]));
+
+        let reply = AckReply {
+            user: "u1".into(),
+            acked: 4012,
+            removed: 16,
+        };
+        let result = serde_json::to_value(&reply).unwrap();
+        let text = Out::Result {
+            id: None,
+            result: &result,
+        }
+        .encode();
+        let text = std::str::from_utf8(&text).unwrap();
+        let want = Frame::Acked {
+            acked: 4012,
+            removed: 16,
+        };
+        assert_eq!(classify(text), want);
+        assert_eq!(decode(text), want);
+        assert_eq!(
+            classify(r#"{"op":"result","result":{"a":1}}"#),
+            Frame::Other
+        );
+        assert_eq!(ack_frame(9), r#"{"op":"ack","seq":9}"#);
+    }
+
+    #[test]
     fn send_frames_carry_the_body_untouched() {
         let b = body(5, 0, 1, 40);
-        let frame = send_frame(&["a".to_string(), "b".to_string()], &b);
+        let to = ["a".to_string(), "b".to_string()];
+        let frame = send_frame(&to, None, Keep::Live, &b);
         assert_eq!(
             frame,
             format!(r#"{{"op":"send","to":["a","b"],"body":{}}}"#, b.get())
         );
+        for (keep, want) in [(Keep::Offline, Some(Offline::Store)), (Keep::Durable, None)] {
+            let frame = send_frame(&to, Some("m-1"), keep, &b);
+            match mrc::protocol::client::parse(&frame).unwrap() {
+                mrc::protocol::client::Request::Send {
+                    to: parsed,
+                    id,
+                    body,
+                    offline,
+                    durable,
+                } => {
+                    assert_eq!((parsed.as_slice(), id.as_deref()), (&to[..], Some("m-1")));
+                    assert_eq!((offline, durable), (want, keep == Keep::Durable));
+                    assert_eq!(body.get(), b.get());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         let frame = group_send_frame(r#""big""#, &b);
         assert_eq!(
             frame,

@@ -2,7 +2,8 @@
 //! gateways, then sender threads ([`super::sender`]) send messages from random users at
 //! each offered rate in turn, while one reader task per connection records what arrives.
 //! A message goes to random users on another gateway (`send`), or to a group whose
-//! members are the users (`group_send`, set up by [`super::group`]).
+//! members are the users (`group_send`, set up by [`super::group`]). `inbox` compares
+//! durable sends with plain ones between two halves of the users (`Paired`).
 //!
 //! Each step is followed by a drain pause, so every message is counted in the step that
 //! sent it (its body names the step) and no backlog leaks into the next step's figures.
@@ -13,20 +14,19 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{self, Frame, Target, Ws};
+use super::ack::Acks;
+use super::conn::{Keep, Target, Ws};
 use super::fleet;
 use super::output::{progress, Output};
-use super::procs::{self, Watched};
+use super::procs::{self, Usage, Watched};
+use super::receive::{self, Shared, StepCounters, MAX_TRACKED, NOT_SENT};
 use super::schedule::{self, Plan};
 use super::sender::{Aim, Peer, Sender};
 use super::stats::{Micros, Percentiles, Rate, Sharded};
 use mrc::protocol::code::Outcome;
-use mrc::sync;
 
 /// What one run of the load needs.
 #[derive(Debug, Clone)]
@@ -57,6 +57,46 @@ pub enum Traffic {
     /// receives it. `offline` members never log in; every report counts them `offline`,
     /// which is expected and not counted as not delivered.
     Group { group: String, offline: u64 },
+    /// A `send` from one half of the users to one random user of the other half on
+    /// another gateway: a receiver's socket is then written only by its own reader (its
+    /// acks), never by a sender thread, which writes whole frames to a duplicate of the
+    /// socket and must not interleave with anyone. `durable`: the sends say
+    /// `"durable":true` (each report says `stored`) and the receivers acknowledge what
+    /// they get, as a real client does ([`Acks`]).
+    Paired { durable: bool },
+}
+
+impl Traffic {
+    /// The name recorded with each step.
+    fn name(&self) -> &'static str {
+        match self {
+            Traffic::Direct => "direct",
+            Traffic::Group { .. } => "group",
+            Traffic::Paired { durable: false } => "plain",
+            Traffic::Paired { durable: true } => "durable",
+        }
+    }
+
+    fn durable(&self) -> bool {
+        matches!(self, Traffic::Paired { durable: true })
+    }
+
+    /// Whether user `i` of a run over `gateways` gateways sends (users are spread over
+    /// the gateways round-robin, so alternate rounds keep both halves on every gateway).
+    fn sends(&self, i: usize, gateways: usize) -> bool {
+        match self {
+            Traffic::Paired { .. } => (i / gateways.max(1)) % 2 == 0,
+            _ => true,
+        }
+    }
+
+    /// Whether user `i` receives.
+    fn receives(&self, i: usize, gateways: usize) -> bool {
+        match self {
+            Traffic::Paired { .. } => !self.sends(i, gateways),
+            _ => true,
+        }
+    }
 }
 
 /// The id of user `i` of a run (`<prefix>-<i>`).
@@ -71,7 +111,11 @@ pub struct StepResult {
     pub expected: u64,
     pub delivered_per_sec: f64,
     pub lost: u64,
+    pub duplicates: u64,
+    pub not_delivered: u64,
     pub latency: Percentiles,
+    /// CPU and RSS of every watched process while the step sent.
+    pub usage: Vec<Usage>,
 }
 
 impl StepResult {
@@ -82,112 +126,6 @@ impl StepResult {
         self.delivered_per_sec < 0.9 * offered
             || self.lost * 1000 > self.expected
             || self.latency.p99 > 1_000_000
-    }
-}
-
-/// Marks a message number that was never sent (skipped when counting losses); far above
-/// any count of deliveries (a group has at most 20,000 members).
-pub(super) const NOT_SENT: u32 = 0xF000_0000;
-/// Steps with more messages than this count losses from totals only (4 bytes each).
-const MAX_TRACKED: u64 = 20_000_000;
-
-/// Counters of one step; readers and senders update them without locks.
-#[derive(Default)]
-pub(super) struct StepCounters {
-    /// Receipts per message number (`n` in the body).
-    pub(super) receipts: Box<[AtomicU32]>,
-    pub(super) sent: AtomicU64,
-    pub(super) unsent: AtomicU64,
-    pub(super) send_failed: AtomicU64,
-    delivered: AtomicU64,
-    /// Reports received, and the receivers they said were delivered.
-    reports: AtomicU64,
-    reports_delivered: AtomicU64,
-    pub(super) lag_max_us: AtomicU64,
-}
-
-/// What senders and readers share.
-pub(super) struct Shared {
-    pub(super) epoch: Instant,
-    pub(super) steps: Vec<StepCounters>,
-    current: AtomicUsize,
-    latency: Sharded,
-    /// Rare events by name: non-delivered outcomes, error codes, bye reasons.
-    events: Mutex<BTreeMap<(usize, String), u64>>,
-    closed: AtomicU64,
-    foreign: AtomicU64,
-}
-
-impl Shared {
-    fn event(&self, step: usize, name: String, n: u64) {
-        let mut events = sync::lock(&self.events);
-        *events.entry((step, name)).or_default() += n;
-    }
-
-    fn events_of(&self, step: usize) -> BTreeMap<String, u64> {
-        let events = sync::lock(&self.events);
-        events
-            .iter()
-            .filter(|((s, _), _)| *s == step)
-            .map(|((_, name), n)| (name.clone(), *n))
-            .collect()
-    }
-
-    fn receipt(&self, shard: usize, text: &str) {
-        let current = self.current.load(Relaxed);
-        match conn::classify(text) {
-            Frame::Msg { t_us, step, seq } => {
-                let Some(counters) = self.steps.get(step) else {
-                    self.foreign.fetch_add(1, Relaxed);
-                    return;
-                };
-                if let Some(r) = counters.receipts.get(seq as usize) {
-                    r.fetch_add(1, Relaxed);
-                }
-                let now_us = self.epoch.elapsed().as_micros() as u64;
-                self.latency
-                    .record(shard, step, now_us.saturating_sub(t_us));
-                counters.delivered.fetch_add(1, Relaxed);
-            }
-            Frame::Report(outcomes) => {
-                let counters = &self.steps[current];
-                counters.reports.fetch_add(1, Relaxed);
-                for (outcome, n) in outcomes {
-                    if outcome == Outcome::Delivered {
-                        counters.reports_delivered.fetch_add(n, Relaxed);
-                    } else {
-                        self.event(current, format!("report:{}", outcome.as_str()), n);
-                    }
-                }
-            }
-            Frame::Error(code) => self.event(current, format!("error:{code}"), 1),
-            Frame::Bye(reason) => self.event(current, format!("bye:{reason}"), 1),
-            Frame::ForeignMsg | Frame::Welcome | Frame::Other => {
-                self.foreign.fetch_add(1, Relaxed);
-            }
-        }
-    }
-}
-
-/// One reader per connection, until the connection ends or `cancel` (then it closes the
-/// connection). Senders write to the same socket directly ([`Peer`]).
-async fn read(mut ws: Ws, shared: Arc<Shared>, shard: usize, cancel: CancellationToken) {
-    loop {
-        let next = tokio::select! {
-            () = cancel.cancelled() => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
-                return;
-            }
-            next = ws.next() => next,
-        };
-        match next {
-            Some(Ok(Message::Text(text))) => shared.receipt(shard, text.as_str()),
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                shared.closed.fetch_add(1, Relaxed);
-                return;
-            }
-            Some(Ok(_)) => {}
-        }
     }
 }
 
@@ -244,13 +182,17 @@ pub async fn run(
     out: &mut Output,
 ) -> anyhow::Result<Vec<StepResult>> {
     let LoggedIn { users, conns } = logged_in;
+    let gateways = targets.len();
     let aim = match &cfg.traffic {
-        Traffic::Direct => {
-            let mut receivers = vec![Vec::new(); targets.len()];
+        Traffic::Direct | Traffic::Paired { .. } => {
+            let mut receivers = vec![Vec::new(); gateways];
             for (i, _) in &conns {
                 let (user, gateway) = &users[*i];
+                if !cfg.traffic.receives(*i, gateways) {
+                    continue;
+                }
                 for (g, pool) in receivers.iter_mut().enumerate() {
-                    if g != *gateway || targets.len() == 1 {
+                    if g != *gateway || gateways == 1 {
                         pool.push(user.clone());
                     }
                 }
@@ -258,6 +200,11 @@ pub async fn run(
             Aim::Users {
                 receivers: Arc::new(receivers),
                 fanout: cfg.fanout,
+                keep: if cfg.traffic.durable() {
+                    Keep::Durable
+                } else {
+                    Keep::Live
+                },
             }
         }
         Traffic::Group { group, .. } => {
@@ -280,6 +227,11 @@ pub async fn run(
             .collect(),
         current: AtomicUsize::new(0),
         latency: Sharded::new(16, cfg.steps.len()),
+        success: if cfg.traffic.durable() {
+            Outcome::Stored
+        } else {
+            Outcome::Delivered
+        },
         events: Mutex::new(BTreeMap::new()),
         closed: AtomicU64::new(0),
         foreign: AtomicU64::new(0),
@@ -290,15 +242,16 @@ pub async fn run(
         .map(|k| Sender::new(k, aim.clone(), cfg.payload))
         .collect();
     let n_senders = senders.len();
+    let mut sending = 0;
     for (k, (i, ws)) in conns.into_iter().enumerate() {
-        senders[k % n_senders].add(Peer::new(&ws, users[i].1)?);
+        if cfg.traffic.sends(i, gateways) {
+            senders[sending % n_senders].add(Peer::new(&ws, users[i].1)?);
+            sending += 1;
+        }
         let shard = k % shared.latency.shards();
-        readers.push(tokio::spawn(read(
-            ws,
-            shared.clone(),
-            shard,
-            cancel.clone(),
-        )));
+        let acks = cfg.traffic.durable().then(Acks::default);
+        let reader = receive::read(ws, shared.clone(), shard, cancel.clone(), acks);
+        readers.push(tokio::spawn(reader));
     }
 
     print_header(cfg);
@@ -454,8 +407,15 @@ async fn run_step(
     // delivery (the sender's gateway writes it once the receiver's gateway replied), so
     // the drain waits for both.
     let drain_end = Instant::now() + cfg.drain;
-    let pending =
-        || counters.delivered.load(Relaxed) < expected || counters.reports.load(Relaxed) < sent;
+    // Durable sends are also acknowledged by their receivers: the drain waits for the
+    // acks' results too, so their cost is counted in this step.
+    let durable = cfg.traffic.durable();
+    let pending = || {
+        let delivered = counters.delivered.load(Relaxed);
+        delivered < expected
+            || counters.reports.load(Relaxed) < sent
+            || (durable && counters.removed.load(Relaxed) < delivered)
+    };
     while pending() && Instant::now() < drain_end {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -466,7 +426,7 @@ async fn run_step(
     let reports_delivered = counters.reports_delivered.load(Relaxed);
     let offline_expected = match cfg.traffic {
         Traffic::Group { offline, .. } => reports * offline,
-        Traffic::Direct => 0,
+        Traffic::Direct | Traffic::Paired { .. } => 0,
     };
     let not_delivered = not_delivered(&events, offline_expected);
     let result = StepResult {
@@ -474,9 +434,12 @@ async fn run_step(
         expected,
         delivered_per_sec: in_window as f64 / window.as_secs_f64(),
         lost,
+        duplicates,
+        not_delivered,
         latency: Percentiles::of(&shared.latency.merged(step)),
+        usage: watched.usage(&before, &after),
     };
-    let usage = watched.usage(&before, &after);
+    let usage = &result.usage;
     let lag = counters.lag_max_us.load(Relaxed);
     let l = result.latency;
     println!(
@@ -495,7 +458,7 @@ async fn run_step(
         not_delivered,
         Micros(lag).to_string(),
     );
-    println!("  {:>9} {}", "cpu/rss", procs::describe(&usage));
+    println!("  {:>9} {}", "cpu/rss", procs::describe(usage));
     let other: Vec<String> = events
         .iter()
         .filter(|(k, _)| !k.starts_with("report:"))
@@ -516,12 +479,13 @@ async fn run_step(
         serde_json::json!({
             "step": step,
             "offered": rate,
+            "traffic": cfg.traffic.name(),
             "users": cfg.users,
             "payload": cfg.payload,
             "fanout": cfg.fanout,
             "group_offline": match cfg.traffic {
                 Traffic::Group { offline, .. } => Some(offline),
-                Traffic::Direct => None,
+                _ => None,
             },
             "duration_s": cfg.step.as_secs_f64(),
             "window_s": window.as_secs_f64(),
@@ -536,10 +500,12 @@ async fn run_step(
             "not_delivered": not_delivered,
             "reports": reports,
             "reports_delivered": reports_delivered,
+            "acks_sent": counters.acks.load(Relaxed),
+            "inbox_removed": counters.removed.load(Relaxed),
             "events": events,
             "lag_max_us": lag,
             "latency": l.to_json(),
-            "procs": procs::to_json(&usage),
+            "procs": procs::to_json(usage),
         }),
     );
     (result, senders)

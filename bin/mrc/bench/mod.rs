@@ -3,9 +3,13 @@
 //! measured; `scripts/bench.sh` starts a cluster and runs every scenario.
 //!
 //! - [`load`]: `1to1`, `multi` and `group` — stepped offered rates, latency, loss,
-//!   reports; [`group`] logs the members in and creates the group first.
+//!   reports ([`receive`]: what arrives); [`group`] logs the members in and creates the
+//!   group first.
 //! - [`baseline`]: NATS request-reply (N in flight) and publish-subscribe, same payload.
 //! - [`storm`]: `login-storm` and `idle` — logins per second, memory per connection.
+//! - [`inbox`] and [`drain`]: `inbox` — the durable inbox: store rate, drain rate at
+//!   login, and durable against plain delivery, against the raw JetStream publish rate;
+//!   [`ack`]: acknowledgements coalesced as a real client sends them.
 //! - [`conn`], [`fleet`]: the bench's WebSocket clients; [`sender`]: the threads that send
 //!   on schedule; [`schedule`], [`stats`], [`procs`], [`output`]: rate schedule,
 //!   histograms, `/proc` readings, results.
@@ -14,13 +18,17 @@
 //! `mrc.dir.lookup` to centers, and targets loopback addresses only. Every loop is bounded
 //! in count and in time, and the whole run by `--max-secs`.
 
+pub mod ack;
 pub mod baseline;
 pub mod conn;
+pub mod drain;
 pub mod fleet;
 pub mod group;
+pub mod inbox;
 pub mod load;
 pub mod output;
 pub mod procs;
+pub mod receive;
 pub mod schedule;
 pub mod sender;
 pub mod stats;
@@ -34,6 +42,10 @@ use clap::ValueEnum;
 
 use mrc::config;
 use mrc::groups::MAX_GROUP_MEMBERS;
+
+/// The centers' default `--inbox-max-per-user`: more stored messages per user would be
+/// refused (`inbox_full`), which the inbox scenario does not set out to measure.
+const MAX_INBOX_PER_USER: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -49,6 +61,9 @@ pub enum Scenario {
     LoginStorm,
     /// --idle-users idle logged-in users on the first gateway; RSS per connection.
     Idle,
+    /// --inbox-users offline users get --inbox-per-user stored messages each, then all
+    /// log in and drain them; then durable against plain 1:1 sends at each --steps rate.
+    Inbox,
 }
 
 impl Scenario {
@@ -59,6 +74,7 @@ impl Scenario {
             Scenario::Group => "group",
             Scenario::LoginStorm => "login-storm",
             Scenario::Idle => "idle",
+            Scenario::Inbox => "inbox",
         }
     }
 }
@@ -78,14 +94,16 @@ pub struct Args {
         default_value = "ws://127.0.0.1:8080/ws,ws://127.0.0.1:8081/ws"
     )]
     pub gateways: Vec<String>,
-    /// Connected users (1to1, multi; group: the default of --group-online).
+    /// Connected users (1to1, multi, inbox's durable and plain steps; group: the default
+    /// of --group-online).
     #[arg(long, default_value_t = 1000)]
     pub users: usize,
     /// Message body size in bytes (also the baseline's payload).
     #[arg(long, default_value_t = 128)]
     pub payload: usize,
     /// Offered rates in messages per second, one step each [default: 2k,5k,10k,20k,40k,80k;
-    /// group: 10,20,50,100,200,400,800, i.e. 10k..800k deliveries/s to 1,000 members].
+    /// group: 10,20,50,100,200,400,800, i.e. 10k..800k deliveries/s to 1,000 members;
+    /// inbox: 2k, one plain and one durable step at each].
     #[arg(long)]
     pub steps: Option<String>,
     /// Seconds per step.
@@ -123,6 +141,17 @@ pub struct Args {
     /// Idle users to reach, one measurement at each level.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     pub idle_users: Vec<usize>,
+    /// Offline users whose inboxes are filled, then drained at login (inbox).
+    #[arg(long, default_value_t = 1000)]
+    pub inbox_users: usize,
+    /// Messages stored for each of them (inbox; at most 1000, the centers' default
+    /// --inbox-max-per-user: more would be refused as inbox_full).
+    #[arg(long, default_value_t = 20)]
+    pub inbox_per_user: usize,
+    /// Stored sends outstanding at once, and publishes in flight in the raw JetStream
+    /// baseline they are compared with (inbox).
+    #[arg(long, default_value_t = 64)]
+    pub inbox_in_flight: usize,
     /// Logins in flight at once.
     #[arg(long, default_value_t = 500)]
     pub connect_concurrency: usize,
@@ -163,6 +192,8 @@ impl Args {
             ("--fanout", self.fanout as f64),
             ("--senders", self.senders as f64),
             ("--connect-concurrency", self.connect_concurrency as f64),
+            ("--inbox-users", self.inbox_users as f64),
+            ("--inbox-in-flight", self.inbox_in_flight as f64),
             ("--max-secs", self.max_secs as f64),
         ];
         for (flag, value) in positive {
@@ -185,12 +216,16 @@ impl Args {
                 "--group-size must be within 2..={MAX_GROUP_MEMBERS} and --group-online at least 2"
             );
         }
+        if !(1..=MAX_INBOX_PER_USER).contains(&self.inbox_per_user) {
+            bail!("--inbox-per-user must be within 1..={MAX_INBOX_PER_USER}");
+        }
         Ok((targets, steps))
     }
 
     fn default_steps(&self) -> &'static str {
         match self.scenario {
             Scenario::Group => "10,20,50,100,200,400,800",
+            Scenario::Inbox => "2k",
             _ => "2k,5k,10k,20k,40k,80k",
         }
     }
@@ -247,6 +282,25 @@ async fn scenario(
     let gateway_labels: Vec<String> = (1..=targets.len()).map(|i| format!("gw-{i}")).collect();
     let gateway_labels: Vec<&str> = gateway_labels.iter().map(String::as_str).collect();
     let cap = storm::connection_cap(&watched, &gateway_labels);
+    let cfg = load::Config {
+        scenario: args.scenario.name(),
+        users: args.users.min(cap),
+        payload: args.payload,
+        steps,
+        step: Duration::from_secs_f64(args.step_secs),
+        drain: Duration::from_secs_f64(args.drain_secs),
+        fanout: if args.scenario == Scenario::Multi {
+            args.fanout
+        } else {
+            1
+        },
+        traffic: load::Traffic::Direct,
+        senders: args.senders,
+        keep_going: args.keep_going,
+        connect_concurrency: args.connect_concurrency,
+        sources: sources.clone(),
+        prefix: run_id.clone(),
+    };
     match args.scenario {
         Scenario::OneToOne | Scenario::Multi | Scenario::Group => {
             // The baseline is measured before and after the steps, and MRC's rate is
@@ -254,25 +308,6 @@ async fn scenario(
             // the difference between runs within minutes, so one measurement up front can
             // flatter or wrong the ratio (both were seen: 92k/s and 140k/s an hour apart).
             let before = measure_baseline(args, &nats, "before", &watched, &mut out).await?;
-            let cfg = load::Config {
-                scenario: args.scenario.name(),
-                users: args.users.min(cap),
-                payload: args.payload,
-                steps,
-                step: Duration::from_secs_f64(args.step_secs),
-                drain: Duration::from_secs_f64(args.drain_secs),
-                fanout: if args.scenario == Scenario::Multi {
-                    args.fanout
-                } else {
-                    1
-                },
-                traffic: load::Traffic::Direct,
-                senders: args.senders,
-                keep_going: args.keep_going,
-                connect_concurrency: args.connect_concurrency,
-                sources,
-                prefix: run_id.clone(),
-            };
             let (cfg, results) = if args.scenario == Scenario::Group {
                 let online = args.group_online();
                 if online > cap {
@@ -339,6 +374,23 @@ async fn scenario(
                 )
                 .await?;
             }
+        }
+        Scenario::Inbox => {
+            if args.inbox_users > cap {
+                println!("inbox: at most {cap} offline users (open-files limits)");
+            }
+            let cfg = inbox::Config {
+                users: args.inbox_users.min(cap),
+                per_user: args.inbox_per_user,
+                in_flight: args.inbox_in_flight,
+                payload: args.payload,
+                baseline: Duration::from_secs_f64(args.baseline_secs),
+                connect_concurrency: args.connect_concurrency,
+                sources,
+                prefix: run_id.clone(),
+                load: cfg,
+            };
+            inbox::run(&cfg, &nats, targets, &watched, &mut out).await?;
         }
         Scenario::Idle => {
             let mut levels: Vec<usize> = args.idle_users.iter().map(|&n| n.min(cap)).collect();

@@ -265,6 +265,48 @@ pub fn to_json(usage: &[Usage]) -> serde_json::Value {
         .into()
 }
 
+/// CPU time per message, in µs, of each watched process over an interval in which
+/// `per_sec` messages a second went through (`other` left out: it is not ours), then the
+/// sum of all but the bench (`cluster`) and of all (`all`). Empty when nothing went
+/// through.
+pub fn per_message(usage: &[Usage], per_sec: f64) -> Vec<(String, f64)> {
+    if per_sec <= 0.0 || !per_sec.is_finite() {
+        return Vec::new();
+    }
+    // cpu_pct 100 = one core = 1e6 µs of CPU per second.
+    let mut each: Vec<(String, f64)> = usage
+        .iter()
+        .filter(|u| u.label != "other")
+        .filter_map(|u| Some((u.label.clone(), u.cpu_pct? * 1e4 / per_sec)))
+        .collect();
+    let cluster: f64 = each
+        .iter()
+        .filter(|(l, _)| l != "bench")
+        .map(|(_, us)| us)
+        .sum();
+    let all: f64 = each.iter().map(|(_, us)| us).sum();
+    each.push(("cluster".into(), cluster));
+    each.push(("all".into(), all));
+    each
+}
+
+/// `gw-1 40  gw-2 38 ... cluster 108  all 133` (µs per message, whole numbers).
+pub fn describe_per_message(per_message: &[(String, f64)]) -> String {
+    per_message
+        .iter()
+        .map(|(label, us)| format!("{label} {us:.0}"))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+pub fn per_message_json(per_message: &[(String, f64)]) -> serde_json::Value {
+    per_message
+        .iter()
+        .map(|(label, us)| (label.clone(), serde_json::json!((us * 10.0).round() / 10.0)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +355,39 @@ mod tests {
         assert_eq!(cpu_pct(Some(0), Some(200), second * 2), Some(100.0));
         assert_eq!(cpu_pct(None, Some(1), second), None);
         assert_eq!(cpu_pct(Some(1), Some(2), Duration::ZERO), None);
+    }
+
+    #[test]
+    fn cpu_per_message_sums_the_cluster_and_all() {
+        let usage = |label: &str, cpu| Usage {
+            label: label.into(),
+            cpu_pct: cpu,
+            rss_kb: None,
+        };
+        let usage = [
+            usage("gw-1", Some(20.0)),
+            usage("nats", Some(10.0)),
+            usage("center-1", None),
+            usage("bench", Some(5.0)),
+            usage("other", Some(90.0)),
+        ];
+        // 2,000 messages a second: 20% of a core = 200,000 µs/s = 100 µs per message.
+        let per = per_message(&usage, 2000.0);
+        let want = [
+            ("gw-1", 100.0),
+            ("nats", 50.0),
+            ("bench", 25.0),
+            ("cluster", 150.0),
+            ("all", 175.0),
+        ];
+        let got: Vec<(&str, f64)> = per.iter().map(|(l, us)| (l.as_str(), *us)).collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            describe_per_message(&per[..2]),
+            "gw-1 100  nats 50",
+            "whole µs"
+        );
+        assert!(per_message(&usage, 0.0).is_empty());
     }
 
     #[test]

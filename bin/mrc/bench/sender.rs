@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
-use super::conn::{self, Ws};
-use super::load::{Shared, StepCounters, NOT_SENT};
+use super::conn::{self, Keep, Ws};
+use super::receive::{Shared, StepCounters, NOT_SENT};
 use super::schedule::Plan;
 
 /// How long one write may block before the connection is given up.
@@ -78,10 +78,11 @@ impl Peer {
 #[derive(Clone)]
 pub enum Aim {
     /// `fanout` receivers picked from the users on other gateways than the sender's
-    /// (indexed by the sender's gateway).
+    /// (indexed by the sender's gateway), sent as `keep` says.
     Users {
         receivers: Arc<Vec<Vec<String>>>,
         fanout: usize,
+        keep: Keep,
     },
     /// A group, its id encoded as a JSON string.
     Group(String),
@@ -158,10 +159,14 @@ impl Sender {
         };
         let body = conn::body(t_us, step, seq, self.payload);
         let text = match &self.aim {
-            Aim::Users { receivers, fanout } => {
-                let (receivers, fanout) = (receivers.clone(), *fanout);
+            Aim::Users {
+                receivers,
+                fanout,
+                keep,
+            } => {
+                let (receivers, fanout, keep) = (receivers.clone(), *fanout, *keep);
                 let to = self.pick_receivers(&receivers, fanout, self.peers[k].gateway);
-                conn::send_frame(&to, &body)
+                conn::send_frame(&to, None, keep, &body)
             }
             Aim::Group(group) => conn::group_send_frame(group, &body),
         };

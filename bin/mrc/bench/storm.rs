@@ -90,7 +90,7 @@ async fn wait_directory(
 }
 
 /// Closes connections politely, many at once, each bounded in time.
-async fn close_all(conns: Vec<Ws>) {
+pub(super) async fn close_all(conns: Vec<Ws>) {
     futures::stream::iter(conns)
         .for_each_concurrent(1000, |mut ws| async move {
             let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
