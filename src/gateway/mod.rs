@@ -166,6 +166,7 @@ pub async fn run(
             subjects: subjects.clone(),
             offline: config.offline,
             tasks: background.clone(),
+            drains: tokio::sync::Semaphore::new(ops::inbox::DRAINS),
         }),
     });
     let readiness = listeners.http.readiness();

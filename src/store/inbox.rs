@@ -14,6 +14,9 @@ use bytes::Bytes;
 
 use super::OpenError;
 
+/// How long an inbox request to JetStream may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The bounds of the inbox stream.
 #[derive(Debug, Clone)]
 pub(crate) struct InboxLimits {
@@ -83,7 +86,11 @@ pub(crate) async fn ensure(
 
 impl InboxStore {
     /// The stream `name`; nothing is asked of JetStream until it is used.
-    pub(crate) async fn attach(js: jetstream::Context, name: &str) -> anyhow::Result<Self> {
+    /// Its requests get [`TIMEOUT`]: the connection's request timeout is for routing, and
+    /// a purge or read that outlives it under load still happens (an ack answered
+    /// `unavailable` had removed the messages).
+    pub(crate) async fn attach(mut js: jetstream::Context, name: &str) -> anyhow::Result<Self> {
+        js.set_timeout(TIMEOUT);
         let stream = js
             .get_stream_no_info(name)
             .await
@@ -128,27 +135,35 @@ impl InboxStore {
         limit: usize,
     ) -> anyhow::Result<(Vec<(u64, Bytes)>, bool)> {
         let mut messages = Vec::new();
-        let mut next = since + 1;
-        loop {
-            let got = self
-                .stream
-                .raw_message_builder()
-                .sequence(next)
-                .next_by_subject(subject.to_string())
-                .send()
-                .await;
-            let message = match got {
-                Ok(message) => message,
-                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                    return Ok((messages, false));
-                }
-                Err(e) => return Err(anyhow::Error::from(e).context("reading the inbox")),
-            };
+        let mut after = since;
+        while let Some((seq, payload)) = self.next(subject, after).await? {
             if messages.len() == limit {
                 return Ok((messages, true));
             }
-            next = message.sequence + 1;
-            messages.push((message.sequence, message.payload));
+            after = seq;
+            messages.push((seq, payload));
+        }
+        Ok((messages, false))
+    }
+
+    /// The first message on `subject` with a sequence above `after`, if any: one request
+    /// to the stream leader.
+    pub(crate) async fn next(
+        &self,
+        subject: &str,
+        after: u64,
+    ) -> anyhow::Result<Option<(u64, Bytes)>> {
+        let got = self
+            .stream
+            .raw_message_builder()
+            .sequence(after + 1)
+            .next_by_subject(subject.to_string())
+            .send()
+            .await;
+        match got {
+            Ok(message) => Ok(Some((message.sequence, message.payload))),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(anyhow::Error::from(e).context("reading the inbox")),
         }
     }
 

@@ -294,6 +294,8 @@ pub(crate) enum InboxEvent {
     /// Pushed to a session that ended before acknowledging them: the inbox keeps them
     /// and pushes them again at the user's next login (counted when the session ends).
     Redelivered,
+    /// A read of a user's inbox failed (it is retried).
+    ReadFailed,
 }
 
 /// Counts `n` inbox events.
@@ -304,6 +306,7 @@ pub(crate) fn inbox(event: InboxEvent, n: u64) {
         InboxEvent::Pushed => static_counter!(GATEWAY_INBOX, "event" => "pushed"),
         InboxEvent::Acked => static_counter!(GATEWAY_INBOX, "event" => "acked"),
         InboxEvent::Redelivered => static_counter!(GATEWAY_INBOX, "event" => "redelivered"),
+        InboxEvent::ReadFailed => static_counter!(GATEWAY_INBOX, "event" => "read_failed"),
     };
     counter.increment(n);
 }

@@ -36,6 +36,8 @@ pub(crate) struct Inbox {
     pub(crate) offline: Offline,
     /// Drains started by nudges run under it.
     pub(crate) tasks: TaskTracker,
+    /// One permit per session reading its inbox ([`DRAINS`]).
+    pub(crate) drains: tokio::sync::Semaphore,
 }
 
 /// `mrc.gw.<gateway>.inbox`: these users have new stored messages.
@@ -127,30 +129,45 @@ impl Inbox {
 
     /// Pushes `user`'s stored messages to the session `handle`, in order, as far as its
     /// window allows; another call while one runs makes that one read again.
-    /// A read that fails (JetStream electing a stream leader, say) is retried with
-    /// backoff while the session lives: what is stored reaches the session by itself.
+    /// Each message is pushed as soon as it is read. At most [`DRAINS`] sessions read at
+    /// once per gateway, so that in a login storm each drain finishes quickly instead of
+    /// all of them advancing one read per round and timing out together. A read that
+    /// fails (JetStream electing a stream leader, say) is retried from where it stopped,
+    /// with backoff, while the session lives: what is stored reaches it by itself.
     pub(crate) async fn drain(self: Arc<Self>, user: UserId, handle: Handle) {
         let subject = self.subjects.inbox_messages(&user);
         let mut next = handle.begin_drain();
         let mut backoff = READ_RETRY_FIRST;
-        while let Some((after, room)) = next {
-            match self.store.read(&subject, after, room).await {
-                Ok((messages, _)) => {
-                    if !push(&handle, &messages) {
-                        return;
-                    }
-                    backoff = READ_RETRY_FIRST;
+        while let Some((mut after, mut room)) = next {
+            let Ok(permit) = self.drains.acquire().await else {
+                return;
+            };
+            let failed = loop {
+                if room == 0 {
+                    break None;
                 }
-                Err(e) => {
-                    tracing::debug!(%user, error = %format!("{e:#}"), "inbox not read; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(READ_RETRY_MAX);
-                    if handle.is_closed() {
-                        return;
+                match self.store.next(&subject, after).await {
+                    Ok(Some((seq, payload))) => {
+                        if !push(&handle, seq, &payload) {
+                            return;
+                        }
+                        (after, room, backoff) = (seq, room - 1, READ_RETRY_FIRST);
                     }
-                    next = Some((after, room));
-                    continue;
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
                 }
+            };
+            drop(permit);
+            if let Some(e) = failed {
+                telemetry::inbox(InboxEvent::ReadFailed, 1);
+                tracing::warn!(%user, error = %format!("{e:#}"), "inbox not read; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(READ_RETRY_MAX);
+                if handle.is_closed() {
+                    return;
+                }
+                next = Some((after, room));
+                continue;
             }
             next = handle.end_drain();
         }
@@ -294,31 +311,32 @@ async fn nudge(centers: super::Centers, client: Client, subjects: Subjects, user
 const READ_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
 const READ_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Queues stored messages on a session; false when the session is gone.
-fn push(handle: &Handle, messages: &[(u64, Bytes)]) -> bool {
-    for (seq, payload) in messages {
-        let Ok(stored) = serde_json::from_slice::<StoredMessage<'_>>(payload) else {
-            tracing::warn!(seq, "unreadable stored message skipped");
-            continue;
-        };
-        let frame = Frame::Msg {
-            id: &stored.id,
-            from: stored.from.as_deref(),
-            to: &stored.to,
-            group: None,
-            broadcast: false,
-            ts: stored.ts,
-            body: stored.body,
-            seq: Some(*seq),
-        }
-        .encode();
-        if !handle.push_stored(*seq, frame) {
-            return false;
-        }
-        telemetry::inbox(InboxEvent::Pushed, 1);
+/// Queues stored message `seq` on a session; false when the session is gone.
+fn push(handle: &Handle, seq: u64, payload: &[u8]) -> bool {
+    let Ok(stored) = serde_json::from_slice::<StoredMessage<'_>>(payload) else {
+        tracing::warn!(seq, "unreadable stored message skipped");
+        return true;
+    };
+    let frame = Frame::Msg {
+        id: &stored.id,
+        from: stored.from.as_deref(),
+        to: &stored.to,
+        group: None,
+        broadcast: false,
+        ts: stored.ts,
+        body: stored.body,
+        seq: Some(seq),
     }
+    .encode();
+    if !handle.push_stored(seq, frame) {
+        return false;
+    }
+    telemetry::inbox(InboxEvent::Pushed, 1);
     true
 }
+
+/// Sessions of one gateway reading their inbox at once.
+pub(crate) const DRAINS: usize = 32;
 
 /// The inbox a caller may read: a user only its own; a backend any it names.
 fn owner(caller: &Caller, named: &str) -> Result<UserId, FrameError> {
