@@ -122,16 +122,46 @@ impl Bucket {
         })
     }
 
-    /// A key's current value and revision, read from the bucket (not a mirror).
+    /// A key's current value and revision, read from the bucket (not a mirror). A direct
+    /// get that finds no responder (a stream just created or re-elected, whose direct-get
+    /// interest has not reached this server yet) is asked of the stream leader instead.
     pub(crate) async fn get(&self, key: &str) -> anyhow::Result<Option<(u64, Bytes)>> {
-        let entry = self
-            .kv
-            .entry(key)
-            .await
-            .with_context(|| format!("reading {key:?} from bucket {}", self.name))?;
+        let entry = match self.kv.entry(key).await {
+            Ok(entry) => entry,
+            Err(e) if e.to_string().contains("no responders") => {
+                return self.get_from_leader(key).await
+            }
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                return Err(e.context(format!("reading {key:?} from bucket {}", self.name)));
+            }
+        };
         Ok(entry
             .filter(|e| matches!(e.operation, kv::Operation::Put))
             .map(|e| (e.revision, e.value)))
+    }
+
+    /// [`Bucket::get`] through the JetStream API (the stream leader answers).
+    async fn get_from_leader(&self, key: &str) -> anyhow::Result<Option<(u64, Bytes)>> {
+        use jetstream::stream::LastRawMessageErrorKind;
+        let subject = format!("{}{key}", self.kv.prefix);
+        match self
+            .kv
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(message) => {
+                let operation = message.headers.get("KV-Operation").map(|v| v.as_str());
+                let put = !matches!(operation, Some("DEL" | "PURGE"));
+                Ok(put.then_some((message.sequence, message.payload)))
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(anyhow::Error::from(e).context(format!(
+                "reading {key:?} from bucket {} (leader)",
+                self.name
+            ))),
+        }
     }
 
     /// Writes `value` if the key is still at `expected` (`None`: absent or deleted).
