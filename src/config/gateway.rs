@@ -225,6 +225,15 @@ pub struct Limits {
         default_value_t = 200_000
     )]
     pub max_connections: usize,
+    /// Connections that have not logged in yet, at most (each may wait the login
+    /// timeout): more are refused `unavailable`, so idle sockets cannot take every place
+    /// under --max-connections. Upgrades that carry a token do not count.
+    #[arg(
+        long = "max-pending-logins",
+        env = "MRC_GATEWAY_MAX_PENDING_LOGINS",
+        default_value_t = 10_000
+    )]
+    pub max_pending_logins: usize,
     /// Frames queued towards one client before it is disconnected as a slow consumer.
     #[arg(
         long = "outbound-queue",
@@ -289,6 +298,7 @@ impl Gateway {
             ("--rate-per-sec", l.rate_per_sec as u64),
             ("--rate-burst", l.rate_burst as u64),
             ("--max-connections", l.max_connections as u64),
+            ("--max-pending-logins", l.max_pending_logins as u64),
             ("--outbound-queue", l.outbound_queue as u64),
             ("--login-timeout-ms", l.login_timeout_ms),
             ("--idle-timeout-ms", l.idle_timeout_ms),

@@ -201,6 +201,7 @@ pub async fn run(
     let doors = Arc::new(listener::Doors {
         conn: cx.clone(),
         connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        logging_in: Arc::new(Semaphore::new(config.limits.max_pending_logins)),
         gate: listener::front::Gate {
             client: client.clone(),
             readiness: readiness.clone(),

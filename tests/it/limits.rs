@@ -309,3 +309,49 @@ async fn a_zero_rate_or_in_flight_cap_is_a_configuration_error() {
         assert!(stderr.contains(&format!("{flag} must be > 0")), "{stderr}");
     }
 }
+
+/// The status of a WebSocket upgrade to `url` (101 when it was taken).
+async fn upgrade(url: &str) -> (u16, Option<mrc::client::WsClient>) {
+    match mrc::client::WsClient::connect(url).await {
+        Ok(ws) => (101, Some(ws)),
+        Err(e) => {
+            let text = format!("{e:#}");
+            (if text.contains("503") { 503 } else { 0 }, None)
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_waiting_to_log_in_are_capped() {
+    let mut cluster = Cluster::start(1, 0);
+    cluster.gateway_args = ["--max-pending-logins", "2", "--tcp-listen", "127.0.0.1:0"]
+        .map(String::from)
+        .to_vec();
+    cluster.start_gateway("g0");
+    let url = cluster.ws(0).to_string();
+    let (_, first) = upgrade(&url).await;
+    let (_, second) = upgrade(&url).await;
+    assert_eq!(
+        upgrade(&url).await.0,
+        503,
+        "a third idle connection is refused"
+    );
+    let tcp = cluster.gateways[0].tcp.clone().unwrap();
+    let mut line = String::new();
+    let stream = TcpStream::connect(&tcp).await.unwrap();
+    tokio::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    assert!(
+        line.contains("too many connections waiting to log in"),
+        "{line}"
+    );
+
+    // A login frees its place.
+    let mut first = first.unwrap();
+    first.login("alice").await.unwrap();
+    let (status, third) = upgrade(&url).await;
+    assert_eq!(status, 101);
+    drop((second, third));
+}

@@ -182,6 +182,9 @@ pub(crate) struct Conn<R, W> {
     /// The connection's place under `--max-connections`, held until it ends.
     #[allow(dead_code, reason = "held for its drop, which frees the place")]
     pub(crate) permit: OwnedSemaphorePermit,
+    /// Its place under `--max-pending-logins` until it has logged in (`None`: the
+    /// transport authenticated it).
+    pub(crate) pending: Option<OwnedSemaphorePermit>,
 }
 
 /// Serves one connection to the end. `identity` is set when the transport already
@@ -208,6 +211,7 @@ pub(crate) fn serve<R: Reader, W: Writer>(
                 None => return,
             },
         };
+        conn.pending = None;
         let start = login::start(cx, identity, &mut conn);
         let Some(mut live) = Box::pin(start).await else {
             return;

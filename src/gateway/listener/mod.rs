@@ -18,6 +18,9 @@ pub(crate) mod ws;
 
 pub(crate) use front::Front;
 
+/// The refusal of a connection beyond `--max-pending-logins`.
+pub(crate) const TOO_MANY_PENDING: &str = "too many connections waiting to log in";
+
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -31,6 +34,8 @@ pub(crate) struct Doors {
     pub(crate) conn: Arc<conn::Context>,
     /// One permit per open client connection (`--max-connections`).
     pub(crate) connections: Arc<Semaphore>,
+    /// One permit per connection that has not logged in yet (`--max-pending-logins`).
+    pub(crate) logging_in: Arc<Semaphore>,
     pub(crate) gate: front::Gate,
     /// Pages of which origins may open `/ws` (`--allowed-origins`).
     pub(crate) origins: origin::Origins,

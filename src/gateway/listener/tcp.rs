@@ -48,8 +48,14 @@ pub(crate) async fn serve(doors: Arc<Doors>, listener: TcpListener) -> anyhow::R
                 .spawn(refuse(stream, "connection limit reached".to_string()));
             continue;
         };
+        let Ok(pending) = doors.logging_in.clone().try_acquire_owned() else {
+            let refusal = refuse(stream, super::TOO_MANY_PENDING.to_string());
+            doors.conn.tracker.spawn(refusal);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let conn = connection(&doors, stream, peer, permit);
+        let mut conn = connection(&doors, stream, peer, permit);
+        conn.pending = Some(pending);
         doors
             .conn
             .tracker
@@ -86,6 +92,7 @@ fn connection(
         peer,
         door: Door::Tcp,
         permit,
+        pending: None,
     }
 }
 

@@ -17,7 +17,7 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 
 use super::http::{bearer, error_response};
-use super::Doors;
+use super::{Doors, TOO_MANY_PENDING};
 use crate::gateway::conn::{self, Close, Conn, Door, Inbound};
 use crate::protocol::code::ErrorCode;
 
@@ -63,6 +63,13 @@ async fn upgrade(
     let Ok(permit) = doors.connections.clone().try_acquire_owned() else {
         return error_response(ErrorCode::Unavailable, "connection limit reached");
     };
+    let pending = match &identity {
+        Some(_) => None,
+        None => match doors.logging_in.clone().try_acquire_owned() {
+            Ok(pending) => Some(pending),
+            Err(_) => return error_response(ErrorCode::Unavailable, TOO_MANY_PENDING),
+        },
+    };
     // The transport refuses frames far beyond the protocol limit; frames between the two
     // get a `too_large` error and the connection lives on.
     let hard_limit = doors
@@ -88,6 +95,7 @@ async fn upgrade(
                 peer,
                 door: Door::Ws,
                 permit,
+                pending,
             };
             // The connection gets a task of its own, the size of `conn::serve`'s future:
             // axum's task would also keep the upgrade's state and this closure's
