@@ -234,6 +234,14 @@ pub struct Limits {
         default_value_t = 10_000
     )]
     pub max_pending_logins: usize,
+    /// A new HTTP connection must send its request headers within this (ms), or it is
+    /// closed: sockets that say nothing hold no place for long.
+    #[arg(
+        long = "header-read-timeout-ms",
+        env = "MRC_GATEWAY_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_read_timeout_ms: u64,
     /// Frames queued towards one client before it is disconnected as a slow consumer.
     #[arg(
         long = "outbound-queue",
@@ -299,6 +307,7 @@ impl Gateway {
             ("--rate-burst", l.rate_burst as u64),
             ("--max-connections", l.max_connections as u64),
             ("--max-pending-logins", l.max_pending_logins as u64),
+            ("--header-read-timeout-ms", l.header_read_timeout_ms),
             ("--outbound-queue", l.outbound_queue as u64),
             ("--login-timeout-ms", l.login_timeout_ms),
             ("--idle-timeout-ms", l.idle_timeout_ms),

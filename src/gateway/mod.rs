@@ -76,7 +76,8 @@ impl Listeners {
             }
             _ => None,
         };
-        let http = listener::Front::serve(http, tls, metrics, config.demo, shutdown)?;
+        let header_read = Duration::from_millis(config.limits.header_read_timeout_ms);
+        let http = listener::Front::serve(http, tls, metrics, config.demo, header_read, shutdown)?;
         let listeners = Listeners { http, tcp };
         let line = format!("mrc-gateway listening: {}", listeners.describe(id)?);
         tracing::info!(gateway = %id, "{line}");

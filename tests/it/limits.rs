@@ -355,3 +355,26 @@ async fn connections_waiting_to_log_in_are_capped() {
     assert_eq!(status, 101);
     drop((second, third));
 }
+
+#[tokio::test]
+async fn an_http_connection_that_sends_no_request_is_closed() {
+    let mut cluster = Cluster::start(1, 0);
+    cluster.gateway_args = ["--header-read-timeout-ms", "300"]
+        .map(String::from)
+        .to_vec();
+    cluster.start_gateway("g0");
+    let addr = cluster.gateways[0]
+        .http
+        .trim_start_matches("http://")
+        .to_string();
+    for sent in [&b""[..], b"GET /healthz HTTP/1.1\r\nHost: x\r\n"] {
+        let mut socket = TcpStream::connect(&addr).await.unwrap();
+        socket.write_all(sent).await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut rest).await
+        })
+        .await;
+        assert!(closed.is_ok(), "a socket that sent {sent:?} was kept open");
+    }
+}

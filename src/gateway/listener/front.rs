@@ -6,16 +6,14 @@
 //! reads too). Clients already connected are not affected by the gate. With `--demo` it
 //! also serves the demo page ([`super::demo`]), static files that need no gate.
 
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
-use axum::extract::connect_info::Connected;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::get;
-use axum::serve::{IncomingStream, ListenerExt};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls::ServerConfig;
@@ -23,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use super::http::error_response;
+use super::serve;
 use super::tls::TlsListener;
 use super::Doors;
 use crate::gateway::readiness::Readiness;
@@ -61,6 +60,7 @@ impl Front {
         tls: Option<Arc<ServerConfig>>,
         metrics: Option<Exporter>,
         demo: bool,
+        header_read_timeout: std::time::Duration,
         shutdown: CancellationToken,
     ) -> std::io::Result<Front> {
         let addr = listener.local_addr()?;
@@ -81,16 +81,18 @@ impl Front {
         let server = match tls.clone() {
             // Without TCP_NODELAY every frame written while an earlier one is
             // unacknowledged waits for the client's delayed ACK (40 ms): PERFORMANCE.md.
-            None => spawn(
+            None => serve::spawn(
                 listener.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
                 }),
                 app,
+                header_read_timeout,
                 shutdown,
             ),
-            Some(config) => spawn(
-                TlsListener::new(listener, config)?.tap_io(|_| {}),
+            Some(config) => serve::spawn(
+                TlsListener::new(listener, config)?,
                 app,
+                header_read_timeout,
                 shutdown,
             ),
         };
@@ -133,21 +135,6 @@ impl Front {
             .context("the HTTP server task panicked")??;
         Ok(())
     }
-}
-
-/// Serves `app` on `listener` until `shutdown`, with each request knowing its peer.
-fn spawn<L>(
-    listener: L,
-    app: axum::Router,
-    shutdown: CancellationToken,
-) -> JoinHandle<std::io::Result<()>>
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-    for<'a> SocketAddr: Connected<IncomingStream<'a, L>>,
-{
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned());
-    tokio::spawn(server.into_future())
 }
 
 /// Every route but the probes: 503 `unavailable` (the reason in the message) while the

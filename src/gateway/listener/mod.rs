@@ -12,6 +12,7 @@ pub(crate) mod front;
 pub(crate) mod http;
 pub(crate) mod http_groups;
 pub(crate) mod origin;
+mod serve;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 pub(crate) mod ws;
