@@ -31,14 +31,13 @@ pub mod registrar;
 pub(crate) mod resolve;
 pub(crate) mod route;
 pub(crate) mod session;
+mod wiring;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use async_nats::jetstream;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,7 +45,6 @@ use crate::config;
 use crate::connection::{Connection, RequestFailure};
 use crate::exit::BadConfig;
 use crate::ident::GatewayId;
-use crate::store::inbox::InboxStore;
 use crate::telemetry::Exporter;
 
 /// The listeners a gateway serves, bound before it connects anywhere.
@@ -139,37 +137,14 @@ pub async fn run(
         Duration::from_millis(config.cache_ttl_ms),
         timeout,
     ));
-    let ops = Arc::new(ops::Ops {
-        limits: limits::Limits::from_config(&config.limits),
-        router: route::Router::new(
-            id.clone(),
-            client.clone(),
-            subjects.clone(),
-            resolver.clone(),
-            sessions.clone(),
-            &config,
-        ),
-        centers: ops::Centers {
-            client: client.clone(),
-            subjects: subjects.clone(),
-            timeout,
-        },
-        broadcasts: broadcast::Local::start(
-            id.clone(),
-            sessions.clone(),
-            config.broadcast_rate,
-            &background,
-            shutdown.clone(),
-        ),
-        inbox: Arc::new(ops::inbox::Inbox {
-            store: InboxStore::attach(jetstream::new(client.clone()), &config.inbox_stream).await?,
-            client: client.clone(),
-            subjects: subjects.clone(),
-            offline: config.offline,
-            tasks: background.clone(),
-            drains: tokio::sync::Semaphore::new(ops::inbox::DRAINS),
-        }),
-    });
+    let base = wiring::Base {
+        id: id.clone(),
+        client: client.clone(),
+        subjects: subjects.clone(),
+        sessions: sessions.clone(),
+        background: background.clone(),
+    };
+    let ops = wiring::ops(&base, &config, resolver.clone(), shutdown.clone()).await?;
     let readiness = listeners.http.readiness();
     let registrar = Arc::new(registrar::Registrar::new(
         client.clone(),
@@ -179,88 +154,15 @@ pub async fn run(
         readiness.clone(),
         shutdown.clone(),
     ));
-    let cx = Arc::new(conn::Context {
-        id: id.clone(),
-        ops: ops.clone(),
-        auth: Arc::new(auth::Auth::from_config(
-            &config.auth,
-            config.limits.max_id_bytes,
-        )?),
-        sessions: sessions.clone(),
-        registrar: registrar.clone(),
-        presence: Arc::new(presence::Hub::new(
-            client.clone(),
-            subjects.clone(),
-            background.clone(),
-            shutdown.clone(),
-        )),
-        routing: Arc::new(Semaphore::new(config.limits.routing_in_flight)),
-        shutdown: shutdown.clone(),
-        drain_window: Duration::from_millis(config.drain_window_ms),
-        tracker: TaskTracker::new(),
-    });
-    let doors = Arc::new(listener::Doors {
-        conn: cx.clone(),
-        connections: Arc::new(Semaphore::new(config.limits.max_connections)),
-        logging_in: Arc::new(Semaphore::new(config.limits.max_pending_logins)),
-        gate: listener::front::Gate {
-            client: client.clone(),
-            readiness: readiness.clone(),
-        },
-        origins: listener::origin::Origins::new(&config.web.allowed_origins),
-        cors: listener::origin::cors(&config.web.cors_origins),
-    });
+    let (cx, doors) = wiring::doors(&base, &config, &ops, &registrar, &readiness, &shutdown)?;
     listeners.http.open(doors.clone());
 
     // What serves the sessions lives on through a stop's drain window, until the last
     // session closed (`stopped`); what takes new work (listeners, ingress) ends at once.
     let stopped = CancellationToken::new();
-    // Deliveries must reach us before the directory points anywhere at us.
-    let deliveries = client.subscribe(subjects.deliver(&id)).await?;
-    let deliver = deliver::run(
-        client.clone(),
-        sessions.clone(),
-        deliveries,
-        stopped.clone(),
-    );
-    background.spawn(log_failure("deliver", deliver));
-    let broadcasts = client.subscribe(subjects.gateway_broadcast(&id)).await?;
-    let broadcast = broadcast::serve(client.clone(), ops.clone(), broadcasts, stopped.clone());
-    background.spawn(log_failure("broadcast", broadcast));
-    let nudges = client.subscribe(subjects.gateway_inbox(&id)).await?;
-    let nudged = ops
-        .inbox
-        .clone()
-        .serve_nudges(sessions.clone(), nudges, stopped.clone());
-    background.spawn(log_failure("inbox nudges", nudged));
-    let kicks = client.subscribe(subjects.kick(&id)).await?;
-    let kick = kick::run(client.clone(), sessions.clone(), kicks, stopped.clone());
-    background.spawn(log_failure("kick", kick));
-    let period = Duration::from_millis(config.heartbeat_ms);
-    let reconcile = Arc::new(tokio::sync::Notify::new());
-    let beat = heartbeat::Beat {
-        id: id.clone(),
-        client: client.clone(),
-        subjects: subjects.clone(),
-        sessions: sessions.clone(),
-        shutdown: stopped.clone(),
-    };
+    wiring::serve_own_subjects(&base, &ops, &stopped).await?;
     let reconnects = connection.reconnects.clone();
-    let beating = heartbeat::run(beat, period, reconnects, reconcile.clone());
-    background.spawn(log_failure("heartbeat", beating));
-    let reconciler = reconcile::Reconciler {
-        sessions: sessions.clone(),
-        registrar: registrar.clone(),
-        shutdown: stopped.clone(),
-        quiet: period * QUIET_BEATS,
-    };
-    let reconciling = reconcile::run(reconciler, reconcile);
-    background.spawn(log_failure("reconcile", reconciling));
-    if config.follow_route_changes {
-        let changes =
-            resolve::follow_changes(resolver, client.clone(), subjects.clone(), stopped.clone());
-        background.spawn(log_failure("route changes", changes));
-    }
+    wiring::keep_live(&base, &config, reconnects, &registrar, resolver, &stopped);
     background.spawn(hangups.serve(stopped.clone(), reload(cx.auth.clone())));
     let ready = format!("mrc-gateway ready: {}", listeners.describe(&id)?);
     // The TCP door answers at once too: `unavailable` until the gateway is ready.
