@@ -3,7 +3,8 @@
 #
 #   nats-server     nats-config/single.conf, or with --cluster the 3 nodes of
 #                   nats-config/cluster/ (JetStream R3)
-#   mrc-center x2   center-1, center-2 (with --cluster: --replicas 3 and all 3 URLs)
+#   mrc-center x2   center-1, center-2 (with --cluster: --replicas 3 and all 3 URLs),
+#                   probes and metrics on http://127.0.0.1:9090 and :9091
 #   mrc-gateway x2  gw-1 on ws://127.0.0.1:8080/ws, gw-2 on ws://127.0.0.1:8081/ws, both
 #                   with --insecure-dev-auth (log in with a bare user id, no token) and
 #                   --demo: open http://127.0.0.1:8080/ (and :8081/) in a browser, log in
@@ -211,10 +212,10 @@ fi
 
 if [ "$cluster" -eq 1 ]; then
   nats_names=(nats-n1 nats-n2 nats-n3)
-  ports=(4222 4223 4224 8222 8223 8224 6222 6223 6224 8080 8081)
+  ports=(4222 4223 4224 8222 8223 8224 6222 6223 6224 8080 8081 9090 9091)
 else
   nats_names=(nats)
-  ports=(4222 8222 8080 8081)
+  ports=(4222 8222 8080 8081 9090 9091)
 fi
 for port in "${ports[@]}"; do
   if port_busy "$port"; then
@@ -260,9 +261,12 @@ say "nats-server ready ($nats_urls)"
 # --- centers, then gateways (a gateway waits for a center before it is ready) --------
 
 nats_flags=(--nats-url "$nats_urls")
+# Each center answers /healthz, /readyz and /metrics on 127.0.0.1:9090 and :9091.
+declare -A center_http=([center-1]=127.0.0.1:9090 [center-2]=127.0.0.1:9091)
 for id in center-1 center-2; do
   center_names+=("$id")
-  start "$id" "$bin/mrc-center" "${nats_flags[@]}" --id "$id" --replicas "$replicas"
+  start "$id" "$bin/mrc-center" "${nats_flags[@]}" --id "$id" --replicas "$replicas" \
+    --http-listen "${center_http[$id]}"
 done
 for id in "${center_names[@]}"; do wait_line "$id" "mrc-center ready:"; done
 say "centers ready: ${center_names[*]}"
@@ -291,7 +295,7 @@ cat <<EOF
 
 MRC dev cluster is ready ($profile build)
   nats-server  $nats_text
-  centers      ${center_names[*]}
+  centers      ${center_names[*]} (metrics http://127.0.0.1:9090/metrics, :9091)
   gateways     gw-1 ws://127.0.0.1:8080/ws   gw-2 ws://127.0.0.1:8081/ws
                (INSECURE dev auth: any client may log in as any user id)
   demo page    http://127.0.0.1:8080/   http://127.0.0.1:8081/
