@@ -106,7 +106,16 @@ pub fn processes_in(table: &toml::Table) -> anyhow::Result<Vec<Process>> {
 /// The file's settings for `process`, top level first, its table's over them; an
 /// unknown key (top level: known to no process; in a table: unknown to it) is an error.
 fn settings(table: &toml::Table, process: Process) -> anyhow::Result<Vec<(String, toml::Value)>> {
-    let mine = process.command();
+    // Each process's flags, built once: clap builds a command by walking every argument.
+    let commands = PROCESSES.map(|p| (p, p.command()));
+    let command_of = |p: Process| {
+        &commands
+            .iter()
+            .find(|(q, _)| *q == p)
+            .expect("every process")
+            .1
+    };
+    let mine = command_of(process);
     let mut settings: Vec<(String, toml::Value)> = Vec::new();
     let mut put =
         |key: String, value: toml::Value| match settings.iter_mut().find(|(k, _)| *k == key) {
@@ -120,7 +129,7 @@ fn settings(table: &toml::Table, process: Process) -> anyhow::Result<Vec<(String
             };
             for (inner_key, value) in inner {
                 let name = inner_key.replace('_', "-");
-                if find(&section.command(), &name).is_none() {
+                if find(command_of(*section), &name).is_none() {
                     bail!("[{key}] {inner_key}: mrc-{key} has no flag --{name}");
                 }
                 if *section == process {
@@ -130,13 +139,10 @@ fn settings(table: &toml::Table, process: Process) -> anyhow::Result<Vec<(String
             continue;
         }
         let name = key.replace('_', "-");
-        if !PROCESSES
-            .iter()
-            .any(|p| find(&p.command(), &name).is_some())
-        {
+        if !commands.iter().any(|(_, c)| find(c, &name).is_some()) {
             bail!("{key}: no MRC process has a flag --{name}");
         }
-        if find(&mine, &name).is_some() && !table_sets(table, process, &name) {
+        if find(mine, &name).is_some() && !table_sets(table, process, &name) {
             put(name, value.clone());
         }
     }
