@@ -128,9 +128,7 @@ impl Bucket {
     pub(crate) async fn get(&self, key: &str) -> anyhow::Result<Option<(u64, Bytes)>> {
         let entry = match self.kv.entry(key).await {
             Ok(entry) => entry,
-            Err(e) if e.to_string().contains("no responders") => {
-                return self.get_from_leader(key).await
-            }
+            Err(e) if no_direct_responder(&e) => return self.get_from_leader(key).await,
             Err(e) => {
                 let e = anyhow::Error::from(e);
                 return Err(e.context(format!("reading {key:?} from bucket {}", self.name)));
@@ -355,3 +353,37 @@ fn creation_failed(
 }
 
 type Changes = std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Entry>> + Send>>;
+
+/// Whether a KV read failed because no server answered its direct get (async-nats turns
+/// that into a 503 status in the entry error's source).
+fn no_direct_responder(e: &kv::EntryError) -> bool {
+    use jetstream::stream::{DirectGetError, DirectGetErrorKind};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = cause {
+        if let Some(get) = error.downcast_ref::<DirectGetError>() {
+            return matches!(get.kind(), DirectGetErrorKind::ErrorResponse(status, _)
+                if status == async_nats::StatusCode::NO_RESPONDERS);
+        }
+        cause = error.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::stream::{DirectGetError, DirectGetErrorKind};
+
+    #[test]
+    fn a_direct_get_without_responder_is_told_apart_from_other_failures() {
+        let no_responder = DirectGetErrorKind::ErrorResponse(
+            async_nats::StatusCode::NO_RESPONDERS,
+            "no responders".into(),
+        );
+        let entry = |kind| {
+            kv::EntryError::with_source(kv::EntryErrorKind::Other, DirectGetError::new(kind))
+        };
+        assert!(no_direct_responder(&entry(no_responder)));
+        assert!(!no_direct_responder(&entry(DirectGetErrorKind::TimedOut)));
+    }
+}
