@@ -21,6 +21,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::connection::{request_raw, RequestFailure};
+use crate::pooled::{Pool, Replies};
 use crate::protocol::nats::{decode_reply, encode, ErrorBody, ErrorReply};
 
 /// How a [`Batcher`] may batch.
@@ -57,17 +58,64 @@ struct Target {
     subject: Subject,
     timeout: Duration,
     slots: Arc<Semaphore>,
+    pooled: Option<Pooled>,
+}
+
+/// Requests to a process that also sends requests here: replies come back pooled
+/// (`crate::pooled`), and the replies gathered for that process leave with each request.
+pub(crate) struct Pooled {
+    pub replies: Arc<Replies>,
+    pub pool: Arc<Pool>,
+    /// The pool of the process served by this batcher's subject.
+    pub peer: String,
+}
+
+impl Target {
+    /// One NATS request of `payload` (one call or a batch) and its reply.
+    async fn call(&self, payload: Bytes) -> Result<Bytes, RequestFailure> {
+        let subject = self.subject.clone();
+        match &self.pooled {
+            None => request_raw(&self.client, subject, payload, self.timeout).await,
+            Some(pooled) => {
+                pooled.pool.flush(&pooled.peer).await;
+                let replies = &pooled.replies;
+                replies.request(subject, payload, self.timeout).await
+            }
+        }
+    }
 }
 
 impl Batcher {
     /// Starts the task that sends to `subject`, each NATS request bounded by `timeout`.
     pub fn start(client: Client, subject: String, timeout: Duration, limits: Limits) -> Self {
+        Self::launch(client, subject, timeout, limits, None)
+    }
+
+    /// [`Batcher::start`] with replies that come back pooled.
+    pub(crate) fn start_pooled(
+        client: Client,
+        subject: String,
+        timeout: Duration,
+        limits: Limits,
+        pooled: Pooled,
+    ) -> Self {
+        Self::launch(client, subject, timeout, limits, Some(pooled))
+    }
+
+    fn launch(
+        client: Client,
+        subject: String,
+        timeout: Duration,
+        limits: Limits,
+        pooled: Option<Pooled>,
+    ) -> Self {
         let (calls, rx) = mpsc::channel(limits.queue);
         let target = Arc::new(Target {
             client,
             subject: subject.into(),
             timeout,
             slots: Arc::new(Semaphore::new(limits.in_flight)),
+            pooled,
         });
         tokio::spawn(run(target.clone(), limits, rx));
         Batcher { calls, target }
@@ -79,9 +127,7 @@ impl Batcher {
         // task, without handing the call to the batcher's task and back.
         if self.calls.capacity() == self.calls.max_capacity() {
             if let Ok(slot) = self.target.slots.clone().try_acquire_owned() {
-                let target = &self.target;
-                let subject = target.subject.clone();
-                let reply = request_raw(&target.client, subject, payload, target.timeout).await;
+                let reply = self.target.call(payload).await;
                 drop(slot);
                 return decode(&reply?);
             }
@@ -119,26 +165,24 @@ async fn run(target: Arc<Target>, limits: Limits, mut rx: mpsc::Receiver<Call>) 
         }
         let target = target.clone();
         tokio::spawn(async move {
-            let subject = target.subject.clone();
-            send(&target.client, subject, target.timeout, calls).await;
+            send(&target, calls).await;
             drop(slot);
         });
     }
 }
 
 /// One NATS request for `calls`: a single request as it is, several as an array.
-async fn send(client: &Client, subject: Subject, timeout: Duration, calls: Vec<Call>) {
+async fn send(target: &Target, calls: Vec<Call>) {
     if calls.len() == 1 {
         let call = calls.into_iter().next().expect("one call");
-        let _ = call
-            .answer
-            .send(request_raw(client, subject, call.payload, timeout).await);
+        let _ = call.answer.send(target.call(call.payload).await);
         return;
     }
-    let kind = crate::telemetry::metric_kind(&subject);
+    let kind = crate::telemetry::metric_kind(&target.subject);
     metrics::counter!(crate::telemetry::BATCHES, "kind" => kind).increment(1);
     let payload = json_array(calls.iter().map(|c| &c.payload[..]));
-    let replies = request_raw(client, subject, payload, timeout)
+    let replies = target
+        .call(payload)
         .await
         .and_then(|reply| split(&reply, calls.len()));
     match replies {

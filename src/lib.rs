@@ -28,6 +28,7 @@ pub mod exit;
 pub mod gateway;
 pub mod groups;
 pub mod ident;
+pub mod pooled;
 pub mod protocol;
 pub(crate) mod retry;
 pub mod shutdown;

@@ -150,6 +150,12 @@ impl Subjects {
         format!("{}.gw.{gateway}.deliver", self.prefix)
     }
 
+    /// `mrc.gw.<gateway>.replies`: the pool of that gateway's deliver replies; a reply
+    /// goes to `<pool>.<n>` (`crate::pooled`).
+    pub(crate) fn replies(&self, gateway: &GatewayId) -> String {
+        format!("{}.gw.{gateway}{}", self.prefix, crate::pooled::POOL_SUFFIX)
+    }
+
     /// `mrc.broadcast`: backend ingress of broadcasts.
     pub fn broadcast(&self) -> String {
         format!("{}.broadcast", self.prefix)

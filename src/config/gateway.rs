@@ -75,6 +75,15 @@ pub struct Gateway {
         default_value_t = 4
     )]
     pub deliver_in_flight: usize,
+    /// How long this gateway's answers to another gateway's deliver requests may wait to
+    /// leave together (they leave sooner with this gateway's next deliver request there).
+    /// 0: each at once. Only the sender's report waits, never the message.
+    #[arg(
+        long = "reply-window-us",
+        env = "MRC_GATEWAY_REPLY_WINDOW_US",
+        default_value_t = 1000
+    )]
+    pub reply_window_us: u64,
     /// Sessions per second a broadcast is pushed to on this gateway, so broadcasts never
     /// starve direct messages.
     #[arg(
@@ -282,6 +291,11 @@ pub struct Limits {
 }
 
 impl Gateway {
+    /// [`Self::reply_window_us`] as a duration.
+    pub fn reply_window(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.reply_window_us)
+    }
+
     /// Checks everything and fills in a generated id.
     pub fn validate(&mut self) -> anyhow::Result<GatewayId> {
         self.nats.validate()?;

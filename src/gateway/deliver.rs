@@ -4,10 +4,15 @@
 
 use std::borrow::Cow;
 
-use async_nats::{Client, Subscriber};
+use std::sync::Arc;
+
+use async_nats::Subscriber;
+use bytes::Bytes;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::session::Sessions;
+use crate::pooled::Pool;
 use crate::protocol::client::Frame;
 use crate::protocol::nats::{encode, DeliverReply, DeliverRequest, ErrorReply};
 
@@ -57,29 +62,41 @@ pub(crate) fn deliver<'a>(
     reply
 }
 
-/// Serves deliver requests from `requests` until `shutdown`.
+/// Serves deliver requests from `requests` until `shutdown`; replies go through `pool`
+/// (pooled when the requester is a gateway).
 pub(crate) async fn run(
-    client: Client,
-    sessions: std::sync::Arc<Sessions>,
-    requests: Subscriber,
+    pool: Arc<Pool>,
+    sessions: Arc<Sessions>,
+    mut requests: Subscriber,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    crate::connection::answer(&client, requests, &shutdown, |payload| {
-        // A batch (from a gateway's batcher) is a JSON array; the reply is one too.
-        let reply = if crate::batch::is_batch(payload) {
-            crate::protocol::decode::<Vec<DeliverRequest<'_>>>(payload).map(|requests| {
-                encode(
-                    &requests
-                        .iter()
-                        .map(|r| deliver(&sessions, r))
-                        .collect::<Vec<_>>(),
-                )
-            })
-        } else {
-            crate::protocol::decode::<DeliverRequest<'_>>(payload)
-                .map(|r| encode(&deliver(&sessions, &r)))
+    loop {
+        let msg = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            msg = requests.next() => match msg { Some(msg) => msg, None => return Ok(()) },
         };
-        reply.unwrap_or_else(|e| encode(&ErrorReply::new(e.code, e.message)))
-    })
-    .await
+        let reply = answer(&sessions, &msg.payload);
+        if let Some(reply_to) = msg.reply {
+            pool.reply(reply_to, reply).await;
+        }
+    }
+}
+
+/// The reply to one deliver request, or to a batch of them (a JSON array, answered by
+/// one).
+fn answer(sessions: &Sessions, payload: &[u8]) -> Bytes {
+    let reply = if crate::batch::is_batch(payload) {
+        crate::protocol::decode::<Vec<DeliverRequest<'_>>>(payload).map(|requests| {
+            encode(
+                &requests
+                    .iter()
+                    .map(|r| deliver(sessions, r))
+                    .collect::<Vec<_>>(),
+            )
+        })
+    } else {
+        crate::protocol::decode::<DeliverRequest<'_>>(payload)
+            .map(|r| encode(&deliver(sessions, &r)))
+    };
+    reply.unwrap_or_else(|e| encode(&ErrorReply::new(e.code, e.message)))
 }

@@ -1,5 +1,7 @@
 //! Deliver requests to each destination gateway go through one [`Batcher`] per
 //! destination, created on first use: alone at low load, as JSON arrays when they pile up.
+//! Their replies come back pooled (`crate::pooled`), and the replies this gateway owes a
+//! destination leave with each request to it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,12 +10,14 @@ use std::time::Duration;
 use async_nats::Client;
 use bytes::Bytes;
 
-use crate::batch::{Batcher, Limits};
+use crate::batch::{Batcher, Limits, Pooled};
 use crate::connection::RequestFailure;
 use crate::ident::GatewayId;
+use crate::pooled::{Pool, Replies};
 use crate::protocol::nats::DeliverReply;
 use crate::subject::Subjects;
 use crate::sync;
+use std::sync::Arc;
 
 /// How deliver requests to one destination batch: at most 1024 deliver requests or 256 KiB
 /// in one; `in_flight` is `--deliver-in-flight`. The byte bound is the one that binds (a
@@ -32,6 +36,8 @@ pub(crate) struct Batches {
     subjects: Subjects,
     timeout: Duration,
     limits: Limits,
+    replies: Arc<Replies>,
+    pool: Arc<Pool>,
     batchers: Mutex<HashMap<GatewayId, Batcher>>,
 }
 
@@ -41,6 +47,7 @@ impl Batches {
         subjects: Subjects,
         timeout: Duration,
         in_flight: usize,
+        (replies, pool): (Arc<Replies>, Arc<Pool>),
     ) -> Self {
         Batches {
             client,
@@ -50,6 +57,8 @@ impl Batches {
                 in_flight,
                 ..LIMITS
             },
+            replies,
+            pool,
             batchers: Mutex::default(),
         }
     }
@@ -70,7 +79,13 @@ impl Batches {
             .entry(gateway.clone())
             .or_insert_with(|| {
                 let subject = self.subjects.deliver(gateway);
-                Batcher::start(self.client.clone(), subject, self.timeout, self.limits)
+                let pooled = Pooled {
+                    replies: self.replies.clone(),
+                    pool: self.pool.clone(),
+                    peer: self.subjects.replies(gateway),
+                };
+                let (client, timeout) = (self.client.clone(), self.timeout);
+                Batcher::start_pooled(client, subject, timeout, self.limits, pooled)
             })
             .clone()
     }

@@ -24,6 +24,7 @@ use super::session::Sessions;
 use crate::config;
 use crate::connection::{self, RequestFailure};
 use crate::ident::{GatewayId, GroupId, MessageId, UserId};
+use crate::pooled::{Pool, Replies};
 use crate::protocol::client::{FrameError, Report};
 use crate::protocol::code::{ErrorCode, Outcome};
 use crate::protocol::group::{Counts, GroupRequest, ResolveReply, REPORT_DETAIL_LIMIT};
@@ -176,6 +177,7 @@ impl Router {
         subjects: Subjects,
         resolver: Arc<Resolver>,
         sessions: Arc<Sessions>,
+        pooled: (Arc<Replies>, Arc<Pool>),
         config: &config::Gateway,
     ) -> Self {
         let timeout = config.nats.request_timeout();
@@ -185,6 +187,7 @@ impl Router {
             subjects.clone(),
             timeout,
             config.deliver_in_flight,
+            pooled,
         );
         Router {
             gateway,

@@ -28,6 +28,9 @@ pub(super) struct Base {
     pub(super) sessions: Arc<session::Sessions>,
     /// Long-lived tasks run under it.
     pub(super) background: TaskTracker,
+    /// Replies to this gateway's deliver requests, and its own to others' (pooled).
+    pub(super) replies: Arc<crate::pooled::Replies>,
+    pub(super) pool: Arc<crate::pooled::Pool>,
 }
 
 /// The operations every door calls.
@@ -43,6 +46,8 @@ pub(super) async fn ops(
         subjects,
         sessions,
         background,
+        replies,
+        pool,
     } = base;
     let timeout = config.nats.request_timeout();
     Ok(Arc::new(ops::Ops {
@@ -53,6 +58,7 @@ pub(super) async fn ops(
             subjects.clone(),
             resolver,
             sessions.clone(),
+            (replies.clone(), pool.clone()),
             config,
         ),
         centers: ops::Centers {
@@ -91,14 +97,11 @@ pub(super) async fn serve_own_subjects(
         subjects,
         sessions,
         background,
+        pool,
+        ..
     } = base;
     let deliveries = client.subscribe(subjects.deliver(id)).await?;
-    let deliver = deliver::run(
-        client.clone(),
-        sessions.clone(),
-        deliveries,
-        stopped.clone(),
-    );
+    let deliver = deliver::run(pool.clone(), sessions.clone(), deliveries, stopped.clone());
     background.spawn(log_failure("deliver", deliver));
     let broadcasts = client.subscribe(subjects.gateway_broadcast(id)).await?;
     let broadcast = broadcast::serve(client.clone(), ops.clone(), broadcasts, stopped.clone());
@@ -131,6 +134,7 @@ pub(super) fn keep_live(
         subjects,
         sessions,
         background,
+        ..
     } = base;
     let period = Duration::from_millis(config.heartbeat_ms);
     let reconcile = Arc::new(tokio::sync::Notify::new());

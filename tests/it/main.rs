@@ -23,6 +23,7 @@ mod limits;
 mod login_policy;
 mod observe;
 mod permissions;
+mod pooled;
 mod presence;
 mod python;
 mod readiness;

@@ -119,6 +119,14 @@ pub struct StepResult {
 }
 
 impl StepResult {
+    /// CPU µs per delivery of the cluster's processes (not the bench's) over the step.
+    pub fn cluster_us(&self) -> Option<f64> {
+        procs::per_message(&self.usage, self.delivered_per_sec)
+            .into_iter()
+            .find(|(label, _)| label == "cluster")
+            .map(|(_, us)| us)
+    }
+
     /// Far from keeping up: fewer deliveries than 90% of the offered rate, loss, or
     /// latency beyond a second.
     pub fn saturated(&self, fanout: usize) -> bool {
@@ -324,7 +332,7 @@ fn print_header(cfg: &Config) {
         cfg.senders
     );
     println!(
-        "  {:>9} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8}",
+        "  {:>9} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8} {:>8}",
         "offered",
         "sent",
         "expected",
@@ -337,7 +345,8 @@ fn print_header(cfg: &Config) {
         "lost",
         "dup",
         "not-deliv",
-        "lag-max"
+        "lag-max",
+        "cl-µs/msg"
     );
 }
 
@@ -442,8 +451,13 @@ async fn run_step(
     let usage = &result.usage;
     let lag = counters.lag_max_us.load(Relaxed);
     let l = result.latency;
+    // CPU per delivered message (a delivery, for several receivers per message).
+    let per_message = procs::per_message(usage, result.delivered_per_sec);
+    let cluster = result
+        .cluster_us()
+        .map_or("-".into(), |us| format!("{us:.0}"));
     println!(
-        "  {:>9} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8}",
+        "  {:>9} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8} {:>8}",
         format!("{}", Rate(rate as f64)),
         sent,
         expected,
@@ -457,8 +471,14 @@ async fn run_step(
         duplicates,
         not_delivered,
         Micros(lag).to_string(),
+        cluster,
     );
     println!("  {:>9} {}", "cpu/rss", procs::describe(usage));
+    println!(
+        "  {:>9} {}",
+        "cpu µs/msg",
+        procs::describe_per_message(&per_message)
+    );
     let other: Vec<String> = events
         .iter()
         .filter(|(k, _)| !k.starts_with("report:"))
@@ -506,6 +526,7 @@ async fn run_step(
             "lag_max_us": lag,
             "latency": l.to_json(),
             "procs": procs::to_json(usage),
+            "cpu_us_per_msg": procs::per_message_json(&per_message),
         }),
     );
     (result, senders)

@@ -493,6 +493,19 @@ fn summarize(
         ));
     }
     println!("{line}");
+    let cpu: Vec<(u64, f64)> = results
+        .iter()
+        .filter_map(|r| Some((r.offered, r.cluster_us()?)))
+        .collect();
+    let described: Vec<String> = cpu
+        .iter()
+        .map(|(offered, us)| format!("{} {us:.0}", stats::Rate(*offered as f64)))
+        .collect();
+    println!(
+        "{}: cluster CPU µs per delivery (gateways, centers, nats-server) at each offered rate: {}",
+        cfg.scenario,
+        described.join(", ")
+    );
     out.record(
         "summary",
         cfg.scenario,
@@ -505,6 +518,10 @@ fn summarize(
             "ratio_pub_sub": pub_sub.map(|ps| best.delivered_per_sec / ps),
             "request_reply_per_s": request_reply,
             "pub_sub_per_s": pub_sub,
+            "cluster_cpu_us_per_delivery": cpu
+                .iter()
+                .map(|(offered, us)| serde_json::json!({"offered": offered, "us": us}))
+                .collect::<Vec<_>>(),
         }),
     );
 }

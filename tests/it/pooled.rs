@@ -1,0 +1,174 @@
+//! Pooled replies (`mrc::pooled`) on a real nats-server: replies to one requester leave
+//! together, or with the answerer's own next request; no responders and silence fail
+//! their request and leave nothing behind; other reply subjects are answered at once.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use mrc::connection::RequestFailure;
+use mrc::pooled::{Pool, Replies};
+
+use crate::support::cluster::Cluster;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An answerer on `subject` that replies `[<payload>]` through `pool`; counts requests.
+async fn serve(nats: &async_nats::Client, subject: &str, pool: Arc<Pool>) -> Arc<AtomicUsize> {
+    let mut requests = nats.subscribe(subject.to_string()).await.unwrap();
+    nats.flush().await.unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = seen.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = requests.next().await {
+            counted.fetch_add(1, Relaxed);
+            let reply = [&b"["[..], &msg.payload, b"]"].concat();
+            pool.reply(msg.reply.unwrap(), Bytes::from(reply)).await;
+        }
+    });
+    seen
+}
+
+/// Messages that reach `pool`'s subjects, counted by a plain subscriber.
+async fn count_messages(nats: &async_nats::Client, pool: &str) -> Arc<AtomicUsize> {
+    let mut watch = nats.subscribe(format!("{pool}.*")).await.unwrap();
+    nats.flush().await.unwrap();
+    let messages = Arc::new(AtomicUsize::new(0));
+    let counted = messages.clone();
+    tokio::spawn(async move {
+        while watch.next().await.is_some() {
+            counted.fetch_add(1, Relaxed);
+        }
+    });
+    messages
+}
+
+#[tokio::test]
+async fn replies_within_the_window_travel_as_one_message_and_each_request_gets_its_own() {
+    let cluster = Cluster::start(0, 0);
+    let nats = cluster.client().await;
+    let pool = Pool::new(nats.clone(), Duration::from_millis(200));
+    serve(&nats, "test.serve", pool).await;
+    let replies = Replies::start(nats.clone(), "test.a.replies".into())
+        .await
+        .unwrap();
+    let messages = count_messages(&nats, "test.a.replies").await;
+
+    let calls = (0..5).map(|n| {
+        let replies = replies.clone();
+        async move {
+            let payload = Bytes::from(format!("\"{n}\""));
+            let reply = replies.request("test.serve".into(), payload, TIMEOUT).await;
+            (n, reply.unwrap())
+        }
+    });
+    for (n, reply) in futures::future::join_all(calls).await {
+        assert_eq!(&reply[..], format!("[\"{n}\"]").as_bytes());
+    }
+    assert_eq!(messages.load(Relaxed), 1, "five replies, one message");
+    assert_eq!(replies.waiting(), 0);
+}
+
+#[tokio::test]
+async fn gathered_replies_leave_at_once_with_the_answerers_own_request() {
+    let cluster = Cluster::start(0, 0);
+    let nats = cluster.client().await;
+    // Both sides request and answer: `a` serves test.a, `b` serves test.b.
+    let a_pool = Pool::new(nats.clone(), Duration::from_secs(60));
+    let b_pool = Pool::new(nats.clone(), Duration::from_secs(60));
+    serve(&nats, "test.a", a_pool.clone()).await;
+    let b_seen = serve(&nats, "test.b", b_pool.clone()).await;
+    let a = Replies::start(nats.clone(), "test.a.replies".into())
+        .await
+        .unwrap();
+    let b = Replies::start(nats.clone(), "test.b.replies".into())
+        .await
+        .unwrap();
+
+    // a asks b; b holds the reply for its 60 s window...
+    let asked = tokio::spawn({
+        let a = a.clone();
+        async move { a.request("test.b".into(), "\"x\"".into(), TIMEOUT).await }
+    });
+    while b_seen.load(Relaxed) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!asked.is_finished(), "the reply waits in b's pool");
+    // ...until b sends a request of its own to a, as the gateways do before each one.
+    let started = Instant::now();
+    let own = tokio::spawn({
+        let b = b.clone();
+        async move {
+            // Each of b's requests to a is preceded by a flush of what b owes a.
+            b_pool.flush("test.a.replies").await;
+            b.request("test.a".into(), "\"y\"".into(), TIMEOUT).await
+        }
+    });
+    let theirs = asked.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(&theirs[..], b"[\"x\"]");
+    // a's reply to b waits in a's pool until a flushes it (a request of a's to b would).
+    while !own.is_finished() {
+        a_pool.flush("test.b.replies").await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(&own.await.unwrap().unwrap()[..], b"[\"y\"]");
+}
+
+#[tokio::test]
+async fn no_responders_fail_at_once_and_silence_times_out_leaving_nothing() {
+    let cluster = Cluster::start(0, 0);
+    let nats = cluster.client().await;
+    let replies = Replies::start(nats.clone(), "test.a.replies".into())
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let nobody = replies
+        .request("test.nobody".into(), "1".into(), TIMEOUT)
+        .await;
+    assert!(
+        matches!(nobody, Err(RequestFailure::NoResponders)),
+        "{nobody:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let _silent = nats.subscribe("test.silent").await.unwrap();
+    nats.flush().await.unwrap();
+    let short = Duration::from_millis(300);
+    let silence = replies
+        .request("test.silent".into(), "1".into(), short)
+        .await;
+    assert!(
+        matches!(silence, Err(RequestFailure::TimedOut)),
+        "{silence:?}"
+    );
+    assert_eq!(replies.waiting(), 0, "nothing left waiting");
+}
+
+#[tokio::test]
+async fn a_plain_request_is_answered_at_once() {
+    let cluster = Cluster::start(0, 0);
+    let nats = cluster.client().await;
+    let pool = Pool::new(nats.clone(), Duration::from_secs(60));
+    serve(&nats, "test.serve", pool).await;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(2),
+        nats.request("test.serve", "\"q\"".into()),
+    )
+    .await
+    .expect("not held for the window")
+    .unwrap();
+    assert_eq!(&reply.payload[..], b"[\"q\"]");
+}
