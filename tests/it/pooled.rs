@@ -45,12 +45,17 @@ async fn count_messages(nats: &async_nats::Client, pool: &str) -> Arc<AtomicUsiz
     messages
 }
 
-#[tokio::test]
-async fn replies_within_the_window_travel_as_one_message_and_each_request_gets_its_own() {
+/// A nats-server with an answerer on `test.serve` whose replies wait up to `window`.
+async fn served(window: Duration) -> (Cluster, async_nats::Client) {
     let cluster = Cluster::start(0, 0);
     let nats = cluster.client().await;
-    let pool = Pool::new(nats.clone(), Duration::from_millis(200));
-    serve(&nats, "test.serve", pool).await;
+    serve(&nats, "test.serve", Pool::new(nats.clone(), window)).await;
+    (cluster, nats)
+}
+
+#[tokio::test]
+async fn replies_within_the_window_travel_as_one_message_and_each_request_gets_its_own() {
+    let (_cluster, nats) = served(Duration::from_millis(200)).await;
     let replies = Replies::start(nats.clone(), "test.a.replies".into())
         .await
         .unwrap();
@@ -159,10 +164,7 @@ async fn no_responders_fail_at_once_and_silence_times_out_leaving_nothing() {
 
 #[tokio::test]
 async fn a_plain_request_is_answered_at_once() {
-    let cluster = Cluster::start(0, 0);
-    let nats = cluster.client().await;
-    let pool = Pool::new(nats.clone(), Duration::from_secs(60));
-    serve(&nats, "test.serve", pool).await;
+    let (_cluster, nats) = served(Duration::from_secs(60)).await;
     let reply = tokio::time::timeout(
         Duration::from_secs(2),
         nats.request("test.serve", "\"q\"".into()),
