@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use async_nats::{Client, Message as NatsMessage};
+use async_nats::{Client, Message as NatsMessage, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -37,17 +37,54 @@ pub(crate) struct Ingress {
     pub(crate) tracker: TaskTracker,
 }
 
-/// Takes backend messages until the gateway stops; messages already taken finish under
-/// the gateway's task tracker.
-pub(crate) async fn run(door: Ingress) -> anyhow::Result<()> {
+/// The door's subscriptions, known to nats-server before the gateway says it is ready
+/// (a backend message sent on `ready` must not find nobody to answer it).
+pub(crate) struct Subscribed {
+    door: Ingress,
+    sends: Subscriber,
+    raw: Subscriber,
+    groups: Subscriber,
+    broadcasts: Subscriber,
+    fetches: Subscriber,
+    acks: Subscriber,
+}
+
+/// Subscribes to every backend subject, then waits until nats-server has the
+/// subscriptions (a flush: its answer comes after theirs).
+pub(crate) async fn subscribe(door: Ingress) -> anyhow::Result<Subscribed> {
     let (client, subjects) = (&door.client, &door.subjects);
     let subscribe = |subject: String| client.queue_subscribe(subject, GATEWAY_QUEUE.into());
-    let mut sends = subscribe(subjects.send()).await?;
-    let mut raw = subscribe(subjects.to_all()).await?;
-    let mut groups = subscribe(subjects.group_send()).await?;
-    let mut broadcasts = subscribe(subjects.broadcast()).await?;
-    let mut fetches = subscribe(subjects.inbox(INBOX_FETCH)).await?;
-    let mut acks = subscribe(subjects.inbox(INBOX_ACK)).await?;
+    let sends = subscribe(subjects.send()).await?;
+    let raw = subscribe(subjects.to_all()).await?;
+    let groups = subscribe(subjects.group_send()).await?;
+    let broadcasts = subscribe(subjects.broadcast()).await?;
+    let fetches = subscribe(subjects.inbox(INBOX_FETCH)).await?;
+    let acks = subscribe(subjects.inbox(INBOX_ACK)).await?;
+    client.flush().await?;
+    Ok(Subscribed {
+        door,
+        sends,
+        raw,
+        groups,
+        broadcasts,
+        fetches,
+        acks,
+    })
+}
+
+/// Takes backend messages until the gateway stops; messages already taken finish under
+/// the gateway's task tracker.
+pub(crate) async fn run(subscribed: Subscribed) -> anyhow::Result<()> {
+    let Subscribed {
+        door,
+        mut sends,
+        mut raw,
+        mut groups,
+        mut broadcasts,
+        mut fetches,
+        mut acks,
+    } = subscribed;
+    let (client, subjects) = (&door.client, &door.subjects);
     let in_flight = Arc::new(Semaphore::new(door.in_flight));
     loop {
         let (msg, kind) = tokio::select! {

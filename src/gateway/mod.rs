@@ -183,7 +183,8 @@ pub async fn run(
             shutdown: shutdown.clone(),
             tracker: cx.tracker.clone(),
         };
-        background.spawn(log_failure("ingress", ingress::run(ingress)));
+        let subscribed = ingress::subscribe(ingress).await?;
+        background.spawn(log_failure("ingress", ingress::run(subscribed)));
         tracing::info!(gateway = %id, "{ready}");
         println!("{ready}");
     }

@@ -142,3 +142,21 @@ async fn bad_ingress_requests_get_error_replies_with_stable_codes() {
     let report: Report = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(report.status["x"], Outcome::Offline);
 }
+
+#[tokio::test]
+async fn a_backend_message_sent_the_moment_a_gateway_says_ready_is_answered() {
+    // The ready line used to be printed before the NATS door had subscribed: a backend
+    // that took it at its word got "no responders" (seen on a busy machine).
+    // Each time a cluster of its own: the only gateway is the one that just started.
+    for attempt in 0..3 {
+        let mut cluster = Cluster::start(1, 0);
+        let nats = cluster.client().await;
+        cluster.start_gateway("g0");
+        let reply = nats
+            .request("mrc.send", r#"{"to":["nobody"],"body":1}"#.into())
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
+        let report: Report = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(report.status, outcomes(&[("nobody", Outcome::Offline)]));
+    }
+}
