@@ -59,15 +59,23 @@ struct Target {
     timeout: Duration,
     slots: Arc<Semaphore>,
     pooled: Option<Pooled>,
+    limits: Limits,
+    /// Pooled batchers: the calls of the current scheduler tick, gathered by the first
+    /// of them, which yields once before it sends them all.
+    forming: std::sync::Mutex<Vec<Call>>,
+    coalesce: bool,
 }
 
 /// Requests to a process that also sends requests here: replies come back pooled
 /// (`crate::pooled`), and the replies gathered for that process leave with each request.
-pub(crate) struct Pooled {
+pub struct Pooled {
     pub replies: Arc<Replies>,
     pub pool: Arc<Pool>,
     /// The pool of the process served by this batcher's subject.
     pub peer: String,
+    /// How long the first call waits for others to go with it (zero: one scheduler
+    /// tick). Longer means fewer, bigger requests at the price of that much latency.
+    pub linger: Duration,
 }
 
 impl Target {
@@ -92,7 +100,7 @@ impl Batcher {
     }
 
     /// [`Batcher::start`] with replies that come back pooled.
-    pub(crate) fn start_pooled(
+    pub fn start_pooled(
         client: Client,
         subject: String,
         timeout: Duration,
@@ -115,7 +123,10 @@ impl Batcher {
             subject: subject.into(),
             timeout,
             slots: Arc::new(Semaphore::new(limits.in_flight)),
+            coalesce: pooled.is_some(),
             pooled,
+            limits,
+            forming: Default::default(),
         });
         tokio::spawn(run(target.clone(), limits, rx));
         Batcher { calls, target }
@@ -123,6 +134,9 @@ impl Batcher {
 
     /// Sends one encoded request (maybe batched with others) and decodes its own reply.
     pub async fn request<T: DeserializeOwned>(&self, payload: Bytes) -> Result<T, RequestFailure> {
+        if self.target.coalesce {
+            return self.request_in_tick(payload).await;
+        }
         // Nothing queued and a slot free (below saturation, nearly always): send from this
         // task, without handing the call to the batcher's task and back.
         if self.calls.capacity() == self.calls.max_capacity() {
@@ -140,6 +154,77 @@ impl Batcher {
             .await
             .unwrap_or_else(|_| Err(RequestFailure::Other("batch dropped".into())))?;
         decode(&reply)
+    }
+}
+
+impl Batcher {
+    /// [`Batcher::request`], sent together with the other calls of this scheduler tick
+    /// (or of the linger): the first call yields once (the runtime polls the other ready
+    /// tasks and the sockets first) or sleeps the linger, then sends what gathered.
+    async fn request_in_tick<T: DeserializeOwned>(
+        &self,
+        payload: Bytes,
+    ) -> Result<T, RequestFailure> {
+        let (answer, reply) = oneshot::channel();
+        let lead = {
+            let mut forming = crate::sync::lock(&self.target.forming);
+            forming.push(Call { payload, answer });
+            forming.len() == 1
+        };
+        if lead {
+            let mut leader = Leader {
+                batcher: self,
+                armed: true,
+            };
+            match self.target.pooled.as_ref().map(|p| p.linger) {
+                Some(linger) if !linger.is_zero() => tokio::time::sleep(linger).await,
+                _ => tokio::task::yield_now().await,
+            }
+            leader.armed = false;
+            self.send_forming().await;
+        }
+        let reply = reply
+            .await
+            .unwrap_or_else(|_| Err(RequestFailure::Other("batch dropped".into())))?;
+        decode(&reply)
+    }
+
+    /// Sends the gathered calls: from this task when nothing is queued and a slot is
+    /// free, else through the batcher's queue.
+    async fn send_forming(&self) {
+        let calls = std::mem::take(&mut *crate::sync::lock(&self.target.forming));
+        let limits = &self.target.limits;
+        let bytes: usize = calls.iter().map(|c| c.payload.len() + 1).sum();
+        let fits = calls.len() <= limits.max_calls && bytes <= limits.max_bytes;
+        if fits && self.calls.capacity() == self.calls.max_capacity() {
+            if let Ok(slot) = self.target.slots.clone().try_acquire_owned() {
+                send(&self.target, calls).await;
+                drop(slot);
+                return;
+            }
+        }
+        for call in calls {
+            if let Err(refused) = self.calls.send(call).await {
+                let stopped = RequestFailure::Other("batcher stopped".into());
+                let _ = refused.0.answer.send(Err(stopped));
+            }
+        }
+    }
+}
+
+/// A leader dropped while it yields (its caller gave up) leaves the gathered calls to a
+/// task of their own.
+struct Leader<'a> {
+    batcher: &'a Batcher,
+    armed: bool,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let batcher = self.batcher.clone();
+            tokio::spawn(async move { batcher.send_forming().await });
+        }
     }
 }
 

@@ -84,6 +84,16 @@ pub struct Gateway {
         default_value_t = 1000
     )]
     pub reply_window_us: u64,
+    /// How long a deliver request to another gateway waits for others to the same
+    /// gateway to leave with it. 0: only those of the same scheduler tick. Longer costs
+    /// every message up to that much latency (tokio rounds up to whole milliseconds) and
+    /// saves CPU in every process (docs/PERFORMANCE.md).
+    #[arg(
+        long = "deliver-linger-us",
+        env = "MRC_GATEWAY_DELIVER_LINGER_US",
+        default_value_t = 0
+    )]
+    pub deliver_linger_us: u64,
     /// Sessions per second a broadcast is pushed to on this gateway, so broadcasts never
     /// starve direct messages.
     #[arg(

@@ -38,6 +38,7 @@ pub(crate) struct Batches {
     limits: Limits,
     replies: Arc<Replies>,
     pool: Arc<Pool>,
+    linger: Duration,
     batchers: Mutex<HashMap<GatewayId, Batcher>>,
 }
 
@@ -47,6 +48,7 @@ impl Batches {
         subjects: Subjects,
         timeout: Duration,
         in_flight: usize,
+        linger: Duration,
         (replies, pool): (Arc<Replies>, Arc<Pool>),
     ) -> Self {
         Batches {
@@ -59,6 +61,7 @@ impl Batches {
             },
             replies,
             pool,
+            linger,
             batchers: Mutex::default(),
         }
     }
@@ -83,6 +86,7 @@ impl Batches {
                     replies: self.replies.clone(),
                     pool: self.pool.clone(),
                     peer: self.subjects.replies(gateway),
+                    linger: self.linger,
                 };
                 let (client, timeout) = (self.client.clone(), self.timeout);
                 Batcher::start_pooled(client, subject, timeout, self.limits, pooled)

@@ -187,6 +187,7 @@ impl Router {
             subjects.clone(),
             timeout,
             config.deliver_in_flight,
+            Duration::from_micros(config.deliver_linger_us),
             pooled,
         );
         Router {

@@ -15,7 +15,8 @@ use crate::support::cluster::Cluster;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An answerer on `subject` that replies `[<payload>]` through `pool`; counts requests.
+/// An answerer on `subject` that replies `[<payload>]` through `pool` (to each element
+/// of a batch); counts requests.
 async fn serve(nats: &async_nats::Client, subject: &str, pool: Arc<Pool>) -> Arc<AtomicUsize> {
     let mut requests = nats.subscribe(subject.to_string()).await.unwrap();
     nats.flush().await.unwrap();
@@ -24,8 +25,12 @@ async fn serve(nats: &async_nats::Client, subject: &str, pool: Arc<Pool>) -> Arc
     tokio::spawn(async move {
         while let Some(msg) = requests.next().await {
             counted.fetch_add(1, Relaxed);
-            let reply = [&b"["[..], &msg.payload, b"]"].concat();
-            pool.reply(msg.reply.unwrap(), Bytes::from(reply)).await;
+            let wrap = |p: &[u8]| {
+                let wrapped = Bytes::from([&b"["[..], p, b"]"].concat());
+                async move { Ok(wrapped) }
+            };
+            let reply = mrc::batch::answer_each(&msg.payload, wrap).await.unwrap();
+            pool.reply(msg.reply.unwrap(), reply).await;
         }
     });
     seen
@@ -173,4 +178,84 @@ async fn a_plain_request_is_answered_at_once() {
     .expect("not held for the window")
     .unwrap();
     assert_eq!(&reply.payload[..], b"[\"q\"]");
+}
+
+/// A batcher to `test.serve` with pooled replies and `linger`; the served requests'
+/// counter.
+async fn pooled_batcher(linger: Duration) -> (Cluster, mrc::batch::Batcher, Arc<AtomicUsize>) {
+    use mrc::batch::{Batcher, Limits, Pooled};
+    let cluster = Cluster::start(0, 0);
+    let nats = cluster.client().await;
+    let served = serve(&nats, "test.serve", Pool::new(nats.clone(), Duration::ZERO)).await;
+    let pooled = Pooled {
+        replies: Replies::start(nats.clone(), "test.a.replies".into())
+            .await
+            .unwrap(),
+        pool: Pool::new(nats.clone(), Duration::ZERO),
+        peer: "test.b.replies".into(),
+        linger,
+    };
+    let limits = Limits {
+        in_flight: 4,
+        max_calls: 64,
+        max_bytes: 1 << 20,
+        queue: 1024,
+    };
+    let batcher = Batcher::start_pooled(nats, "test.serve".into(), TIMEOUT, limits, pooled);
+    (cluster, batcher, served)
+}
+
+#[tokio::test]
+async fn calls_of_one_tick_or_one_linger_leave_as_one_request() {
+    // One tick: ten calls polled together by one task.
+    let (_cluster, batcher, served) = pooled_batcher(Duration::ZERO).await;
+    let calls = (0..10).map(|n| batcher.request::<Vec<u32>>(Bytes::from(n.to_string())));
+    let replies = futures::future::join_all(calls).await;
+    for (n, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.unwrap(), [n as u32]);
+    }
+    assert_eq!(
+        served.load(Relaxed),
+        1,
+        "ten calls of one tick, one request"
+    );
+
+    // A linger: calls from tasks of their own, 20 ms apart, one request.
+    let (_cluster, batcher, served) = pooled_batcher(Duration::from_secs(1)).await;
+    let mut tasks = Vec::new();
+    for n in 0..5u32 {
+        let batcher = batcher.clone();
+        tasks.push(tokio::spawn(async move {
+            batcher
+                .request::<Vec<u32>>(Bytes::from(n.to_string()))
+                .await
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (n, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap().unwrap(), [n as u32]);
+    }
+    assert_eq!(
+        served.load(Relaxed),
+        1,
+        "five calls within the linger, one request"
+    );
+}
+
+#[tokio::test]
+async fn calls_gathered_by_a_caller_that_gives_up_are_still_sent() {
+    let (_cluster, batcher, served) = pooled_batcher(Duration::from_secs(1)).await;
+    let leader = tokio::spawn({
+        let batcher = batcher.clone();
+        async move { batcher.request::<Vec<u32>>(Bytes::from("1")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let follower = tokio::spawn({
+        let batcher = batcher.clone();
+        async move { batcher.request::<Vec<u32>>(Bytes::from("2")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    leader.abort();
+    assert_eq!(follower.await.unwrap().unwrap(), [2]);
+    assert_eq!(served.load(Relaxed), 1);
 }
