@@ -85,7 +85,7 @@ pub struct Gateway {
     )]
     pub reply_window_us: u64,
     /// How long a deliver request to another gateway waits for others to the same
-    /// gateway to leave with it. 0: only those of the same scheduler tick. Longer costs
+    /// gateway to leave with it. 0: it does not wait. Longer costs
     /// every message up to that much latency (tokio rounds up to whole milliseconds) and
     /// saves CPU in every process (docs/PERFORMANCE.md).
     #[arg(
