@@ -14,14 +14,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_nats::{Client, StatusCode, Subject, Subscriber};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use serde_json::value::RawValue;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use crate::connection::RequestFailure;
 use crate::sync::lock;
@@ -157,13 +157,18 @@ pub fn pooled(reply: &str) -> Option<(&str, u64)> {
 pub struct Pool {
     client: Client,
     window: Duration,
+    /// One entry per requester ever answered (a few: the other gateways), emptied by
+    /// each flush.
     gathered: Mutex<HashMap<String, Gathered>>,
+    /// Told when a pool gets its first reply; the flusher sends it after the window.
+    due: Arc<Notify>,
 }
 
 /// Replies to one pool not sent yet.
+#[derive(Default)]
 struct Gathered {
     /// The reply subject of the first of them (any `<pool>.<n>` reaches the pool).
-    subject: Subject,
+    subject: Option<Subject>,
     replies: Vec<(u64, Bytes)>,
     bytes: usize,
 }
@@ -171,15 +176,21 @@ struct Gathered {
 impl Pool {
     /// Replies wait at most `window` for others to the same requester (zero: none wait).
     pub fn new(client: Client, window: Duration) -> Arc<Self> {
-        Arc::new(Pool {
+        let due = Arc::new(Notify::new());
+        let pool = Arc::new(Pool {
             client,
             window,
             gathered: Mutex::default(),
-        })
+            due: due.clone(),
+        });
+        if !window.is_zero() {
+            tokio::spawn(flusher(Arc::downgrade(&pool), due, window));
+        }
+        pool
     }
 
     /// Answers a request whose reply subject is `reply_to`: pooled when it is a pool's.
-    pub async fn reply(self: &Arc<Self>, reply_to: Subject, reply: Bytes) {
+    pub async fn reply(&self, reply_to: Subject, reply: Bytes) {
         let Some((pool, n)) = pooled(&reply_to) else {
             if let Err(e) = self.client.publish(reply_to, reply).await {
                 tracing::debug!(error = %e, "reply not sent");
@@ -187,15 +198,17 @@ impl Pool {
             return;
         };
         if self.window.is_zero() {
-            return self.send(reply_to, encode(&[(n, reply)])).await;
+            return self.send(reply_to.clone(), encode(&[(n, reply)])).await;
         }
         let (first, full) = {
             let mut gathered = lock(&self.gathered);
-            let entry = gathered.entry(pool.to_owned()).or_insert_with(|| Gathered {
-                subject: reply_to.clone(),
-                replies: Vec::new(),
-                bytes: 0,
-            });
+            if !gathered.contains_key(pool) {
+                gathered.insert(pool.to_owned(), Gathered::default());
+            }
+            let entry = gathered.get_mut(pool).expect("inserted above");
+            if entry.subject.is_none() {
+                entry.subject = Some(reply_to.clone());
+            }
             entry.bytes += reply.len() + 24;
             entry.replies.push((n, reply));
             (entry.replies.len() == 1, entry.bytes >= MAX_POOLED_BYTES)
@@ -203,21 +216,24 @@ impl Pool {
         if full {
             self.flush(pool).await;
         } else if first {
-            let this = self.clone();
-            let pool = pool.to_owned();
-            tokio::spawn(async move {
-                tokio::time::sleep(this.window).await;
-                this.flush(&pool).await;
-            });
+            self.due.notify_one();
         }
     }
 
     /// Sends what is gathered for `pool` now (before a request to the same process, so
     /// both travel together).
     pub async fn flush(&self, pool: &str) {
-        let taken = lock(&self.gathered).remove(pool);
-        if let Some(gathered) = taken {
-            self.send(gathered.subject, encode(&gathered.replies)).await;
+        let taken = lock(&self.gathered).get_mut(pool).and_then(take);
+        if let Some((subject, replies)) = taken {
+            self.send(subject, encode(&replies)).await;
+        }
+    }
+
+    /// Sends what is gathered for every pool.
+    async fn flush_all(&self) {
+        let taken: Vec<_> = lock(&self.gathered).values_mut().filter_map(take).collect();
+        for (subject, replies) in taken {
+            self.send(subject, encode(&replies)).await;
         }
     }
 
@@ -225,6 +241,31 @@ impl Pool {
         if let Err(e) = self.client.publish(subject, payload).await {
             tracing::debug!(error = %e, "pooled replies not sent");
         }
+    }
+}
+
+impl Drop for Pool {
+    /// Wakes the flusher, which then finds the pool gone and ends.
+    fn drop(&mut self) {
+        self.due.notify_one();
+    }
+}
+
+/// What one pool has gathered, leaving it empty.
+fn take(gathered: &mut Gathered) -> Option<(Subject, Vec<(u64, Bytes)>)> {
+    let subject = gathered.subject.take()?;
+    gathered.bytes = 0;
+    Some((subject, std::mem::take(&mut gathered.replies)))
+}
+
+/// One task per pool sends replies a window after the first of them (those gathered
+/// meanwhile go too); a pool told again while it slept flushes once more.
+async fn flusher(pool: Weak<Pool>, due: Arc<Notify>, window: Duration) {
+    loop {
+        due.notified().await;
+        tokio::time::sleep(window).await;
+        let Some(pool) = pool.upgrade() else { return };
+        pool.flush_all().await;
     }
 }
 
