@@ -46,6 +46,10 @@ pub struct Config {
     pub sources: Vec<IpAddr>,
     /// Prefix of this run's user ids.
     pub prefix: String,
+    /// Direct messages carry an id of the bench's (`b<step>-<seq>`), so the receiving
+    /// gateways keep each (id, receiver) for their duplicate filter, as they do for
+    /// clients that choose ids (the JS client does).
+    pub chosen_ids: bool,
 }
 
 /// What each message is.
@@ -208,6 +212,7 @@ pub async fn run(
             Aim::Users {
                 receivers: Arc::new(receivers),
                 fanout: cfg.fanout,
+                chosen_ids: cfg.chosen_ids,
                 keep: if cfg.traffic.durable() {
                     Keep::Durable
                 } else {

@@ -115,6 +115,10 @@ pub struct Args {
     /// Receivers per message (multi).
     #[arg(long, default_value_t = 10)]
     pub fanout: usize,
+    /// Direct messages (1to1, multi) carry ids of the bench's, as clients that choose ids
+    /// send them: the receiving gateways' duplicate filter is then in the measurement.
+    #[arg(long)]
+    pub chosen_ids: bool,
     /// Members of the group, the sender included (group; at most 20,000).
     #[arg(long, default_value_t = 1000)]
     pub group_size: usize,
@@ -300,6 +304,7 @@ async fn scenario(
         connect_concurrency: args.connect_concurrency,
         sources: sources.clone(),
         prefix: run_id.clone(),
+        chosen_ids: args.chosen_ids,
     };
     match args.scenario {
         Scenario::OneToOne | Scenario::Multi | Scenario::Group => {

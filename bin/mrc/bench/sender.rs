@@ -83,6 +83,7 @@ pub enum Aim {
         receivers: Arc<Vec<Vec<String>>>,
         fanout: usize,
         keep: Keep,
+        chosen_ids: bool,
     },
     /// A group, its id encoded as a JSON string.
     Group(String),
@@ -163,10 +164,12 @@ impl Sender {
                 receivers,
                 fanout,
                 keep,
+                chosen_ids,
             } => {
                 let (receivers, fanout, keep) = (receivers.clone(), *fanout, *keep);
+                let id = chosen_ids.then(|| format!("b{step}-{seq}"));
                 let to = self.pick_receivers(&receivers, fanout, self.peers[k].gateway);
-                conn::send_frame(&to, None, keep, &body)
+                conn::send_frame(&to, id.as_deref(), keep, &body)
             }
             Aim::Group(group) => conn::group_send_frame(group, &body),
         };
