@@ -63,7 +63,6 @@ struct Target {
     /// Batchers with a linger: the calls gathered by the first of them, which sleeps the
     /// linger before it sends them all.
     forming: std::sync::Mutex<Vec<Call>>,
-    coalesce: bool,
 }
 
 /// Requests to a process that also sends requests here: replies come back pooled
@@ -81,6 +80,12 @@ pub struct Pooled {
 }
 
 impl Target {
+    /// The linger of a pooled batcher, when it has one.
+    fn linger(&self) -> Option<Duration> {
+        let linger = self.pooled.as_ref()?.linger;
+        (!linger.is_zero()).then_some(linger)
+    }
+
     /// One NATS request of `payload` (one call or a batch) and its reply.
     async fn call(&self, payload: Bytes) -> Result<Bytes, RequestFailure> {
         let subject = self.subject.clone();
@@ -125,19 +130,18 @@ impl Batcher {
             subject: subject.into(),
             timeout,
             slots: Arc::new(Semaphore::new(limits.in_flight)),
-            coalesce: pooled.as_ref().is_some_and(|p| !p.linger.is_zero()),
             pooled,
             limits,
             forming: Default::default(),
         });
-        tokio::spawn(run(target.clone(), limits, rx));
+        tokio::spawn(run(target.clone(), rx));
         Batcher { calls, target }
     }
 
     /// Sends one encoded request (maybe batched with others) and decodes its own reply.
     pub async fn request<T: DeserializeOwned>(&self, payload: Bytes) -> Result<T, RequestFailure> {
-        if self.target.coalesce {
-            return self.request_in_tick(payload).await;
+        if let Some(linger) = self.target.linger() {
+            return self.request_lingering(payload, linger).await;
         }
         // Nothing queued and a slot free (below saturation, nearly always): send from this
         // task, without handing the call to the batcher's task and back.
@@ -162,9 +166,10 @@ impl Batcher {
 impl Batcher {
     /// [`Batcher::request`] with a linger: the first call sleeps it, then sends what
     /// gathered meanwhile.
-    async fn request_in_tick<T: DeserializeOwned>(
+    async fn request_lingering<T: DeserializeOwned>(
         &self,
         payload: Bytes,
+        linger: Duration,
     ) -> Result<T, RequestFailure> {
         let (answer, reply) = oneshot::channel();
         let lead = {
@@ -177,8 +182,7 @@ impl Batcher {
                 batcher: self,
                 armed: true,
             };
-            let linger = self.target.pooled.as_ref().map(|p| p.linger);
-            tokio::time::sleep(linger.unwrap_or_default()).await;
+            tokio::time::sleep(linger).await;
             leader.armed = false;
             self.send_forming().await;
         }
@@ -211,8 +215,8 @@ impl Batcher {
     }
 }
 
-/// A leader dropped while it yields (its caller gave up) leaves the gathered calls to a
-/// task of their own.
+/// A leader dropped during its linger (its caller gave up) leaves the gathered calls to
+/// a task of their own.
 struct Leader<'a> {
     batcher: &'a Batcher,
     armed: bool,
@@ -228,7 +232,8 @@ impl Drop for Leader<'_> {
 }
 
 /// The task of one subject: takes a free slot, then everything queued meanwhile.
-async fn run(target: Arc<Target>, limits: Limits, mut rx: mpsc::Receiver<Call>) {
+async fn run(target: Arc<Target>, mut rx: mpsc::Receiver<Call>) {
+    let limits = target.limits;
     while let Some(first) = rx.recv().await {
         let slot = target
             .slots

@@ -4,7 +4,7 @@
 //! destination leave with each request to it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::Client;
@@ -17,7 +17,6 @@ use crate::pooled::{Pool, Replies};
 use crate::protocol::nats::DeliverReply;
 use crate::subject::Subjects;
 use crate::sync;
-use std::sync::Arc;
 
 /// How deliver requests to one destination batch: at most 1024 deliver requests or 256 KiB
 /// in one; `in_flight` is `--deliver-in-flight`. The byte bound is the one that binds (a
