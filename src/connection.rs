@@ -194,10 +194,29 @@ where
     }
 }
 
-/// Answers every request on `requests` with `answer(payload)` until `shutdown` or the
-/// end of the subscription. A message without a reply subject is handled, not answered.
+/// How a service sends its replies: published at once by a [`Client`], or gathered by a
+/// [`crate::pooled::Pool`].
+pub(crate) trait Respond {
+    fn respond(
+        &self,
+        reply_to: async_nats::Subject,
+        reply: bytes::Bytes,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl Respond for Client {
+    async fn respond(&self, reply_to: async_nats::Subject, reply: bytes::Bytes) {
+        if let Err(e) = self.publish(reply_to, reply).await {
+            tracing::debug!(error = %e, "reply not sent");
+        }
+    }
+}
+
+/// Answers every request on `requests` with `answer(payload)`, sent through `via`, until
+/// `shutdown` or the end of the subscription. A message without a reply subject is
+/// handled, not answered.
 pub(crate) async fn answer(
-    client: &Client,
+    via: &impl Respond,
     mut requests: async_nats::Subscriber,
     shutdown: &tokio_util::sync::CancellationToken,
     mut answer: impl FnMut(&[u8]) -> bytes::Bytes,
@@ -210,9 +229,7 @@ pub(crate) async fn answer(
         };
         let reply = answer(&msg.payload);
         if let Some(reply_to) = msg.reply {
-            if let Err(e) = client.publish(reply_to, reply).await {
-                tracing::debug!(error = %e, "reply not sent");
-            }
+            via.respond(reply_to, reply).await;
         }
     }
 }

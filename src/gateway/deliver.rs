@@ -3,12 +3,10 @@
 //! says which receivers got it and which this gateway does not hold (a stale route).
 
 use std::borrow::Cow;
-
 use std::sync::Arc;
 
 use async_nats::Subscriber;
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::session::Sessions;
@@ -67,19 +65,13 @@ pub(crate) fn deliver<'a>(
 pub(crate) async fn run(
     pool: Arc<Pool>,
     sessions: Arc<Sessions>,
-    mut requests: Subscriber,
+    requests: Subscriber,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    loop {
-        let msg = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            msg = requests.next() => match msg { Some(msg) => msg, None => return Ok(()) },
-        };
-        let reply = answer(&sessions, &msg.payload);
-        if let Some(reply_to) = msg.reply {
-            pool.reply(reply_to, reply).await;
-        }
-    }
+    crate::connection::answer(&*pool, requests, &shutdown, |payload| {
+        answer(&sessions, payload)
+    })
+    .await
 }
 
 /// The reply to one deliver request, or to a batch of them (a JSON array, answered by
@@ -96,7 +88,7 @@ fn answer(sessions: &Sessions, payload: &[u8]) -> Bytes {
         })
     } else {
         crate::protocol::decode::<DeliverRequest<'_>>(payload)
-            .map(|r| encode(&deliver(sessions, &r)))
+            .map(|r| deliver(sessions, &r).encode())
     };
     reply.unwrap_or_else(|e| encode(&ErrorReply::new(e.code, e.message)))
 }

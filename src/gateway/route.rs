@@ -416,7 +416,7 @@ impl Router {
         if *gateway == self.gateway {
             return Ok(deliver(&self.sessions, request));
         }
-        self.batches.deliver(gateway, encode(request)).await
+        self.batches.deliver(gateway, request.encode()).await
     }
 }
 

@@ -382,7 +382,37 @@ pub enum Frame<'a> {
 impl Frame<'_> {
     /// The frame as the bytes of one WebSocket text message (always valid UTF-8).
     pub fn encode(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(self).expect("frames contain only serializable data"))
+        super::to_json_bytes(self, self.size_hint())
+    }
+
+    /// About the encoded size (field names, quotes and numbers in the constant), so that
+    /// the buffer of a routed message's frame is allocated once.
+    fn size_hint(&self) -> usize {
+        let ids = |ids: &mut dyn Iterator<Item = &str>| ids.map(|s| s.len() + 3).sum::<usize>();
+        let text = |s: Option<&str>| s.map_or(0, str::len);
+        160 + match self {
+            Frame::Msg {
+                id,
+                from,
+                to,
+                group,
+                body,
+                ..
+            } => {
+                id.len()
+                    + text(*from)
+                    + text(*group)
+                    + ids(&mut to.iter().map(String::as_str))
+                    + body.get().len()
+            }
+            Frame::Report { report } => {
+                report.id.len()
+                    + text(report.group.as_deref())
+                    + ids(&mut report.status.keys().map(|k| k.as_str()))
+                    + 16 * report.status.len()
+            }
+            _ => 64,
+        }
     }
 }
 

@@ -212,6 +212,38 @@ pub(crate) struct DeliverRequest<'a> {
     pub dedupe: bool,
 }
 
+impl DeliverRequest<'_> {
+    /// Encoded, in a buffer sized once (field names, quotes and numbers in the constant).
+    pub(crate) fn encode(&self) -> bytes::Bytes {
+        super::to_json_bytes(self, self.size_hint())
+    }
+
+    /// About the encoded size (field names, quotes and numbers in the constant).
+    fn size_hint(&self) -> usize {
+        let ids = |ids: &mut dyn Iterator<Item = &str>| ids.map(|s| s.len() + 3).sum::<usize>();
+        let text = |s: Option<&Cow<'_, str>>| s.map_or(0, |s| s.len());
+        128 + self.id.len()
+            + text(self.from.as_ref())
+            + text(self.group.as_ref())
+            + ids(&mut self.to.iter().map(String::as_str))
+            + ids(&mut self.members.iter().map(|m| &**m))
+            + 8 * self.rcpt.len()
+            + self.body.get().len()
+    }
+}
+
+impl DeliverReply<'_> {
+    /// Encoded, in a buffer sized once.
+    pub(crate) fn encode(&self) -> bytes::Bytes {
+        super::to_json_bytes(self, self.size_hint())
+    }
+
+    fn size_hint(&self) -> usize {
+        let ids = self.delivered.iter().chain(&self.absent);
+        32 + ids.map(|s| s.len() + 3).sum::<usize>()
+    }
+}
+
 /// An optional string borrowed from the payload when it has no escapes (serde borrows a
 /// `Cow<str>` field, but not one inside an `Option`).
 fn borrowed_str<'de: 'a, 'a, D>(deserializer: D) -> Result<Option<Cow<'a, str>>, D::Error>
@@ -380,9 +412,7 @@ impl ErrorReply {
 
 /// Encodes any payload of this module.
 pub fn encode<T: Serialize>(payload: &T) -> bytes::Bytes {
-    bytes::Bytes::from(
-        serde_json::to_vec(payload).expect("payloads contain only serializable data"),
-    )
+    super::to_json_bytes(payload, 128)
 }
 
 /// Why a reply could not be used.
@@ -472,6 +502,32 @@ mod tests {
         assert_eq!(req.body.get(), "[1,  2]");
         let again = String::from_utf8(encode(&req).to_vec()).unwrap();
         assert_eq!(again, text);
+    }
+
+    #[test]
+    fn deliver_requests_and_replies_fit_the_buffer_their_size_hint_allocates() {
+        let to: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+        let rcpt: Vec<usize> = (0..1000).collect();
+        let body = RawValue::from_string(format!(r#""{}""#, "x".repeat(500))).unwrap();
+        for n in [1, 1000] {
+            let request = DeliverRequest {
+                id: "01J9ZV6Q8W0000000000000000".into(),
+                from: Some("alice".into()),
+                to: Cow::Borrowed(&to[..n]),
+                rcpt: Cow::Borrowed(&rcpt[..n]),
+                group: None,
+                members: Vec::new(),
+                ts: u64::MAX,
+                body: &body,
+                dedupe: true,
+            };
+            assert!(request.encode().len() <= request.size_hint(), "{n}");
+            let reply = DeliverReply {
+                delivered: to[..n].iter().map(|u| u.as_str().into()).collect(),
+                absent: vec!["bob".into()],
+            };
+            assert!(reply.encode().len() <= reply.size_hint(), "{n}");
+        }
     }
 
     #[test]

@@ -326,7 +326,12 @@ pub(crate) const METRIC_KINDS: [&str; 7] = [
 /// [`METRIC_KINDS`] (`lookup`, `register`, `deliver`, `send`...), else `other`; never a
 /// user id.
 pub(crate) fn metric_kind(subject: &str) -> &'static str {
-    let last = subject.rsplit('.').next().unwrap_or("");
+    // A byte search: `rsplit` with its char searcher was ~200 instructions per request.
+    let start = subject
+        .bytes()
+        .rposition(|b| b == b'.')
+        .map_or(0, |dot| dot + 1);
+    let last = &subject[start..];
     METRIC_KINDS
         .into_iter()
         .find(|&kind| kind == last)

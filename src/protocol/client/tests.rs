@@ -99,3 +99,29 @@ fn frames_encode_with_op_and_raw_body() {
     let incoming: Incoming = serde_json::from_slice(&text).unwrap();
     assert_eq!(incoming.status.unwrap()["bob"], Outcome::Delivered);
 }
+
+#[test]
+fn routed_frames_fit_the_buffer_their_size_hint_allocates() {
+    let to: Vec<String> = (0..50).map(|i| format!("user-{i}")).collect();
+    let body = RawValue::from_string(format!(r#"{{"p":"{}"}}"#, "x".repeat(300))).unwrap();
+    for receivers in [&to[..1], &to[..]] {
+        let msg = Frame::Msg {
+            id: "01J9ZV6Q8W0000000000000000",
+            from: Some("alice"),
+            to: receivers,
+            group: None,
+            broadcast: false,
+            ts: u64::MAX,
+            body: &body,
+            seq: Some(u64::MAX),
+        };
+        assert!(msg.encode().len() <= msg.size_hint(), "{receivers:?}");
+        let status = receivers
+            .iter()
+            .map(|r| (r.clone(), Outcome::Unavailable))
+            .collect();
+        let report = Report::direct("01J9ZV6Q8W0000000000000000".into(), status);
+        let frame = Frame::Report { report: &report };
+        assert!(frame.encode().len() <= frame.size_hint());
+    }
+}
