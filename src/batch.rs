@@ -260,7 +260,8 @@ async fn run(target: Arc<Target>, mut rx: mpsc::Receiver<Call>) {
     }
 }
 
-/// One NATS request for `calls`: a single request as it is, several as an array.
+/// One NATS request for `calls`: a single request as it is, several as an array (or a
+/// compact batch, when they are compact deliver requests: `protocol::compact`).
 async fn send(target: &Target, calls: Vec<Call>) {
     if calls.len() == 1 {
         let call = calls.into_iter().next().expect("one call");
@@ -269,7 +270,12 @@ async fn send(target: &Target, calls: Vec<Call>) {
     }
     let kind = crate::telemetry::metric_kind(&target.subject);
     metrics::counter!(crate::telemetry::BATCHES, "kind" => kind).increment(1);
-    let payload = json_array(calls.iter().map(|c| &c.payload[..]));
+    let payloads = calls.iter().map(|c| &c.payload[..]);
+    let payload = if crate::protocol::compact::is_compact(&calls[0].payload) {
+        crate::protocol::compact::join(payloads)
+    } else {
+        json_array(payloads)
+    };
     let replies = target
         .call(payload)
         .await

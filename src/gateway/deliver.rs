@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::session::Sessions;
 use crate::pooled::Pool;
 use crate::protocol::client::Frame;
+use crate::protocol::compact::{self, Compact};
 use crate::protocol::nats::{encode, DeliverReply, DeliverRequest, ErrorReply};
 
 /// Pushes one message to the local sessions of its receivers.
@@ -74,21 +75,26 @@ pub(crate) async fn run(
     .await
 }
 
-/// The reply to one deliver request, or to a batch of them (a JSON array, answered by
-/// one).
+/// The reply to one deliver request, or to a batch of them (a JSON array, or a compact
+/// batch, answered by a JSON array).
 fn answer(sessions: &Sessions, payload: &[u8]) -> Bytes {
-    let reply = if crate::batch::is_batch(payload) {
-        crate::protocol::decode::<Vec<DeliverRequest<'_>>>(payload).map(|requests| {
-            encode(
-                &requests
-                    .iter()
-                    .map(|r| deliver(sessions, r))
-                    .collect::<Vec<_>>(),
-            )
+    let reply = if compact::is_compact(payload) {
+        compact::decode(payload).map(|decoded| match decoded {
+            Compact::One(request) => deliver(sessions, &request).encode(),
+            Compact::Batch(requests) => answer_all(sessions, &requests),
         })
+    } else if crate::batch::is_batch(payload) {
+        crate::protocol::decode::<Vec<DeliverRequest<'_>>>(payload)
+            .map(|requests| answer_all(sessions, &requests))
     } else {
         crate::protocol::decode::<DeliverRequest<'_>>(payload)
             .map(|r| deliver(sessions, &r).encode())
     };
     reply.unwrap_or_else(|e| encode(&ErrorReply::new(e.code, e.message)))
+}
+
+/// One reply per request, as a JSON array in their order.
+fn answer_all(sessions: &Sessions, requests: &[DeliverRequest<'_>]) -> Bytes {
+    let replies: Vec<_> = requests.iter().map(|r| deliver(sessions, r)).collect();
+    encode(&replies)
 }

@@ -27,6 +27,7 @@ use crate::ident::{GatewayId, GroupId, MessageId, UserId};
 use crate::pooled::{Pool, Replies};
 use crate::protocol::client::{FrameError, Report};
 use crate::protocol::code::{ErrorCode, Outcome};
+use crate::protocol::compact;
 use crate::protocol::group::{Counts, GroupRequest, ResolveReply, REPORT_DETAIL_LIMIT};
 use crate::protocol::nats::{encode, DeliverReply, DeliverRequest};
 use crate::protocol::now_ms;
@@ -416,7 +417,9 @@ impl Router {
         if *gateway == self.gateway {
             return Ok(deliver(&self.sessions, request));
         }
-        self.batches.deliver(gateway, request.encode()).await
+        self.batches
+            .deliver(gateway, compact::encode(request))
+            .await
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`client`]: frames between a client and its gateway.
 //! - [`nats`]: payloads on NATS subjects (directory requests, deliver, ingress, events).
+//! - [`compact`]: the compact form of deliver requests between gateways.
 //! - [`group`]: group policies and the `mrc.grp.*` payloads.
 //! - [`record`]: the values stored in the directory and groups KV buckets.
 //! - [`code`]: the stable error codes and per-receiver outcomes.
@@ -14,6 +15,7 @@
 
 pub mod client;
 pub mod code;
+pub(crate) mod compact;
 pub(crate) mod digest;
 pub mod group;
 pub mod inbox;

@@ -172,8 +172,9 @@ pub struct Location {
 }
 
 /// `mrc.gw.<gateway>.deliver`: one message for the receivers (`rcpt`) on that gateway.
-/// Fields borrow: the sending gateway encodes one per destination from the message it
-/// routes without copying any id; the receiving one borrows `id`, `from`, `group` and
+/// Gateways send it in the compact form (`super::compact`); this JSON form is for hand
+/// use. Fields borrow: the sending gateway encodes one per destination from the message
+/// it routes without copying any id; the receiving one borrows `id`, `from`, `group` and
 /// `members` (when unescaped) from the NATS payload.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct DeliverRequest<'a> {
@@ -210,26 +211,6 @@ pub(crate) struct DeliverRequest<'a> {
     /// answered delivered and not pushed again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dedupe: bool,
-}
-
-impl DeliverRequest<'_> {
-    /// Encoded, in a buffer sized once (field names, quotes and numbers in the constant).
-    pub(crate) fn encode(&self) -> bytes::Bytes {
-        super::to_json_bytes(self, self.size_hint())
-    }
-
-    /// About the encoded size (field names, quotes and numbers in the constant).
-    fn size_hint(&self) -> usize {
-        let ids = |ids: &mut dyn Iterator<Item = &str>| ids.map(|s| s.len() + 3).sum::<usize>();
-        let text = |s: Option<&Cow<'_, str>>| s.map_or(0, |s| s.len());
-        128 + self.id.len()
-            + text(self.from.as_ref())
-            + text(self.group.as_ref())
-            + ids(&mut self.to.iter().map(String::as_str))
-            + ids(&mut self.members.iter().map(|m| &**m))
-            + 8 * self.rcpt.len()
-            + self.body.get().len()
-    }
 }
 
 impl DeliverReply<'_> {
@@ -505,23 +486,9 @@ mod tests {
     }
 
     #[test]
-    fn deliver_requests_and_replies_fit_the_buffer_their_size_hint_allocates() {
+    fn deliver_replies_fit_the_buffer_their_size_hint_allocates() {
         let to: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
-        let rcpt: Vec<usize> = (0..1000).collect();
-        let body = RawValue::from_string(format!(r#""{}""#, "x".repeat(500))).unwrap();
         for n in [1, 1000] {
-            let request = DeliverRequest {
-                id: "01J9ZV6Q8W0000000000000000".into(),
-                from: Some("alice".into()),
-                to: Cow::Borrowed(&to[..n]),
-                rcpt: Cow::Borrowed(&rcpt[..n]),
-                group: None,
-                members: Vec::new(),
-                ts: u64::MAX,
-                body: &body,
-                dedupe: true,
-            };
-            assert!(request.encode().len() <= request.size_hint(), "{n}");
             let reply = DeliverReply {
                 delivered: to[..n].iter().map(|u| u.as_str().into()).collect(),
                 absent: vec!["bob".into()],

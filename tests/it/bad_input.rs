@@ -163,6 +163,8 @@ async fn random_payloads_on_every_subject_and_door_never_take_a_process_down() {
         r#"{"users":["alice","bob"]}"#,
         r#"{"gateway":"g9"}"#,
         r#"{"id":"x","to":["alice"],"rcpt":[0,7],"ts":1,"body":1}"#,
+        // A compact deliver request: id "x", no receivers, body 1 (PROTOCOL.md 3.5).
+        "\0\x01\0\x01\0\0\0\0\0\0\0\x01\0\0\0x\0\0\0\0\0\0\0\0\0\0\0\0\x01\0\0\x001",
         r#"{"center":"c9","version":"0"}"#,
         r#"{"op":"send","to":["alice"],"body":{"a":[1,2]}}"#,
         r#"{"op":"login","user":"bob"}"#,

@@ -236,3 +236,73 @@ async fn a_burst_to_another_gateway_is_batched_and_every_message_arrives_once() 
         "a burst behind one request in flight was not batched"
     );
 }
+
+/// Gateways send each other deliver requests in the compact form (PROTOCOL.md 3.5); the
+/// JSON form still works by hand, alone or as an array.
+#[tokio::test]
+async fn a_gateway_takes_deliver_requests_typed_by_hand_and_in_the_compact_form() {
+    let cluster = Cluster::start(1, 1);
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let nats = cluster.client().await;
+    let ask = |payload: Vec<u8>| {
+        let nats = nats.clone();
+        async move {
+            let reply = nats.request("mrc.gw.g0.deliver", payload.into()).await;
+            String::from_utf8(reply.unwrap().payload.to_vec()).unwrap()
+        }
+    };
+
+    let typed = r#"{"id":"j1","to":["alice","zed"],"rcpt":[0,1],"ts":7,"body":{"a": 1}}"#;
+    let reply = ask(typed.into()).await;
+    assert_eq!(reply, r#"{"delivered":["alice"],"absent":["zed"]}"#);
+    let msg = expect_op(&mut alice, "msg").await;
+    assert_eq!(msg.frame.id.as_deref(), Some("j1"));
+    assert_eq!(msg.frame.body.unwrap().get(), r#"{"a": 1}"#);
+
+    let array = format!("[{typed}, {}]", typed.replace("j1", "j2"));
+    let reply = ask(array.into()).await;
+    assert_eq!(
+        reply.matches("\"delivered\":[\"alice\"]").count(),
+        2,
+        "{reply}"
+    );
+    for id in ["j1", "j2"] {
+        let msg = expect_op(&mut alice, "msg").await;
+        assert_eq!(msg.frame.id.as_deref(), Some(id));
+    }
+
+    // The compact form, laid out by hand: magic, one request, flags (from), ts, id, from,
+    // to, rcpt, members, body.
+    let string = |s: &str| [&(s.len() as u32).to_le_bytes()[..], s.as_bytes()].concat();
+    let count = |n: u32| n.to_le_bytes().to_vec();
+    let compact = [
+        vec![0, 1, 2],
+        7u64.to_le_bytes().to_vec(),
+        string("c1"),
+        string("bob"),
+        count(1),
+        string("alice"),
+        count(1),
+        count(0),
+        count(0),
+        string("[1, 2]"),
+    ]
+    .concat();
+    let reply = ask(compact.clone()).await;
+    assert_eq!(reply, r#"{"delivered":["alice"],"absent":[]}"#);
+    let msg = expect_op(&mut alice, "msg").await;
+    assert_eq!(msg.frame.id.as_deref(), Some("c1"));
+    assert_eq!(msg.frame.from.as_deref(), Some("bob"));
+    assert_eq!(msg.frame.to, ["alice"]);
+    assert_eq!(msg.frame.ts, Some(7));
+    assert_eq!(msg.frame.body.unwrap().get(), "[1, 2]");
+
+    // A compact request with a body that is not JSON is refused, and nothing is pushed.
+    let mut broken = compact[..compact.len() - 6].to_vec();
+    broken.extend(b"[1, 2");
+    let at = broken.len() - 9;
+    broken[at] = 5;
+    let reply = ask(broken).await;
+    assert!(reply.contains("\"code\":\"bad_frame\""), "{reply}");
+    expect_silence(&mut alice, Duration::from_millis(200)).await;
+}
