@@ -382,7 +382,11 @@ pub enum Frame<'a> {
 impl Frame<'_> {
     /// The frame as the bytes of one WebSocket text message (always valid UTF-8).
     pub fn encode(&self) -> Bytes {
-        super::to_json_bytes(self, self.size_hint())
+        let mut out = Vec::with_capacity(self.size_hint());
+        if !write::routed(self, &mut out) {
+            serde_json::to_writer(&mut out, self).expect("frames contain only serializable data");
+        }
+        Bytes::from(out)
     }
 
     /// About the encoded size (field names, quotes and numbers in the constant), so that
@@ -499,6 +503,8 @@ impl Outgoing<'_> {
         serde_json::to_string(self).expect("frames contain only serializable data")
     }
 }
+
+mod write;
 
 #[cfg(test)]
 mod tests;

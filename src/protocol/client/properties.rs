@@ -82,3 +82,42 @@ proptest! {
         let _ = crate::ident::UserId::from_token(&token);
     }
 }
+
+proptest! {
+    /// The hand-written `msg` and `report` frames are byte for byte what serde writes.
+    #[test]
+    fn routed_frames_are_written_as_serde_writes_them(
+        id in ".{0,10}",
+        from in proptest::option::of(".{0,6}"),
+        to in prop::collection::vec(".{0,6}", 0..4),
+        group in proptest::option::of("[a-z\"\\\\]{0,6}"),
+        broadcast: bool,
+        ts: u64,
+        seq in proptest::option::of(any::<u64>()),
+        text in ".{0,10}",
+        counted: bool,
+    ) {
+        let body = RawValue::from_string(serde_json::to_string(&text).unwrap()).unwrap();
+        let msg = Frame::Msg {
+            id: &id,
+            from: from.as_deref(),
+            to: &to,
+            group: group.as_deref(),
+            broadcast,
+            ts,
+            body: &body,
+            seq,
+        };
+        prop_assert_eq!(&msg.encode()[..], &serde_json::to_vec(&msg).unwrap()[..]);
+        let outcomes = [Outcome::Delivered, Outcome::InboxFull, Outcome::Rejected];
+        let status = to.iter().enumerate().map(|(i, u)| (u.clone(), outcomes[i % 3])).collect();
+        let report = Report {
+            id,
+            status,
+            group,
+            counts: counted.then(|| Counts { delivered: 2, offline: 1, ..Counts::default() }),
+        };
+        let frame = Frame::Report { report: &report };
+        prop_assert_eq!(&frame.encode()[..], &serde_json::to_vec(&frame).unwrap()[..]);
+    }
+}
