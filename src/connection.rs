@@ -234,6 +234,43 @@ pub(crate) async fn answer(
     }
 }
 
+/// Returns once nats-server has processed everything `client` sent before (a server
+/// handles one connection's operations in order): a message to `probe`, a subject this
+/// client subscribes to just for it, comes back. A flush is no such barrier: async-nats
+/// only writes to the socket, and another connection's message may still find a
+/// subscription missing.
+pub(crate) async fn round_trip(
+    client: &Client,
+    probe: String,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let mut echo = client.subscribe(probe.clone()).await?;
+    client.publish(probe, bytes::Bytes::new()).await?;
+    tokio::time::timeout(timeout, echo.next())
+        .await
+        .context("no round trip through NATS in time")?
+        .context("the round-trip subscription ended")?;
+    Ok(())
+}
+
+/// [`round_trip`], retried until it works or `shutdown`: before a process says it is ready,
+/// so that whoever believes it finds its subscriptions in place.
+pub(crate) async fn confirm_subscriptions(
+    client: &Client,
+    subjects: &crate::subject::Subjects,
+    timeout: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    while let Err(e) = round_trip(client, subjects.probe(), timeout).await {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tracing::warn!(error = %e, "NATS has not confirmed the subscriptions yet");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Drains `client` (flushes what is buffered, ends subscriptions), bounded in time: with
 /// NATS unreachable a drain would wait for a reconnect forever.
 pub async fn drain(client: &Client) {

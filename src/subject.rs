@@ -128,6 +128,12 @@ impl Subjects {
         UserId::from_token(token).ok()
     }
 
+    /// `mrc.probe.<unique>`: a process's own round trip through nats-server (published and
+    /// subscribed by the same connection; `nats-config/auth.conf` allows `mrc.probe.>`).
+    pub(crate) fn probe(&self) -> String {
+        format!("{}.probe.{}", self.prefix, nuid::next())
+    }
+
     /// `mrc.center.>`: everything centers broadcast to each other.
     pub(crate) fn center_all(&self) -> String {
         format!("{}.center.>", self.prefix)

@@ -181,6 +181,7 @@ pub(crate) async fn run(
     let period = (liveness.timeout / 4).max(Duration::from_millis(25));
     let probing = probe(
         evictor.client.clone(),
+        evictor.subjects.probe(),
         liveness.clone(),
         period,
         shutdown.clone(),
@@ -214,16 +215,16 @@ pub(crate) async fn run(
     }
 }
 
-/// A round trip through the NATS server every `period`: a message to a subscription of
-/// this center's own (a flush only writes to the socket), telling `liveness` when one
-/// comes back.
+/// A round trip through the NATS server every `period`: a message to `inbox`, a
+/// subscription of this center's own (a flush only writes to the socket), telling
+/// `liveness` when one comes back.
 async fn probe(
     client: Client,
+    inbox: String,
     liveness: Arc<Liveness>,
     period: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let inbox = client.new_inbox();
     let mut echoes = client.subscribe(inbox.clone()).await?;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -108,12 +108,14 @@ pub async fn run(
     let watching = tasks.spawn(liveness::run(liveness, evictor, shutdown.clone()));
     let broadcast = tasks.spawn(peers::run(
         client.clone(),
-        subjects,
+        subjects.clone(),
         id.clone(),
         peers,
         shutdown.clone(),
     ));
 
+    let timeout = config.nats.request_timeout();
+    crate::connection::confirm_subscriptions(&client, &subjects, timeout, &shutdown).await;
     tracing::info!(center = %id, "center ready");
     println!("{ready}");
     shutdown.cancelled().await;

@@ -60,7 +60,9 @@ pub(crate) async fn subscribe(door: Ingress) -> anyhow::Result<Subscribed> {
     let broadcasts = subscribe(subjects.broadcast()).await?;
     let fetches = subscribe(subjects.inbox(INBOX_FETCH)).await?;
     let acks = subscribe(subjects.inbox(INBOX_ACK)).await?;
-    client.flush().await?;
+    // The gateway says ready next: a backend that believes it must find these subscribed.
+    let timeout = door.ops.centers.timeout;
+    crate::connection::confirm_subscriptions(client, subjects, timeout, &door.shutdown).await;
     Ok(Subscribed {
         door,
         sends,

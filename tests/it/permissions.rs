@@ -8,7 +8,8 @@ use mrc::protocol::code::Outcome;
 use mrc::protocol::nats::{encode, RegisterRequest};
 
 use crate::support::client::{expect_op, expect_silence, login, outcomes, send};
-use crate::support::cluster::Cluster;
+use crate::support::cluster::{online, Cluster, HEARTBEAT_TIMEOUT_MS};
+use crate::support::eventually;
 
 async fn connect_as(cluster: &Cluster, user: &str, password: &str) -> async_nats::Client {
     async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
@@ -125,4 +126,21 @@ async fn a_backend_cannot_publish_to_a_gateways_deliver_subject_or_the_directory
         .unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&lookup.payload).unwrap();
     assert_eq!(reply["users"]["mallory"], serde_json::json!([]));
+}
+
+/// A center checks that it can hear gateways (a round trip through nats-server on a
+/// subject of its own) before it evicts a silent one: with the example permissions that
+/// check must work, or no dead gateway would ever leave the directory.
+#[tokio::test]
+async fn with_role_permissions_a_killed_gateways_users_leave_the_directory() {
+    let mut cluster = Cluster::start_secured(1, 2);
+    let _alice = login(cluster.ws(1), "alice").await;
+    let nats = connect_as(&cluster, "gateway", "gateway-secret").await;
+    assert_eq!(online(&nats, &["alice"]).await, ["alice"]);
+    cluster.gateways[1].process.kill();
+    let window = Duration::from_millis(HEARTBEAT_TIMEOUT_MS * 4);
+    eventually(window, "the dead gateway's user is offline", || async {
+        online(&nats, &["alice"]).await.is_empty().then_some(())
+    })
+    .await;
 }
