@@ -239,11 +239,7 @@ pub(crate) async fn answer(
 /// client subscribes to just for it, comes back. A flush is no such barrier: async-nats
 /// only writes to the socket, and another connection's message may still find a
 /// subscription missing.
-pub(crate) async fn round_trip(
-    client: &Client,
-    probe: String,
-    timeout: Duration,
-) -> anyhow::Result<()> {
+async fn round_trip(client: &Client, probe: String, timeout: Duration) -> anyhow::Result<()> {
     use futures::StreamExt;
     let mut echo = client.subscribe(probe.clone()).await?;
     client.publish(probe, bytes::Bytes::new()).await?;
