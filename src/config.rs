@@ -114,10 +114,10 @@ impl Nats {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Runtime")]
 pub struct Runtime {
-    /// Worker threads of the async runtime (0: one per CPU core). Where several MRC
-    /// processes share a few cores, fewer threads per process wake each other less: on 2
-    /// cores shared by 2 gateways, nats-server and a load generator, 1 per gateway carried
-    /// 1.2 x the messages (docs/PERFORMANCE.md).
+    /// Worker threads of the async runtime (0: one per CPU core; 1: everything on the
+    /// main thread). Where several MRC processes share a few cores, fewer threads per
+    /// process wake each other less: on 2 cores shared by 2 gateways, nats-server and a
+    /// load generator, 1 per gateway carried 1.2 x the messages (docs/PERFORMANCE.md).
     #[arg(
         long = "worker-threads",
         env = "MRC_WORKER_THREADS",
@@ -150,12 +150,18 @@ impl Runtime {
         }
     }
 
-    /// The multi-threaded tokio runtime these settings describe.
+    /// The tokio runtime these settings describe: with one worker, everything runs on
+    /// the main thread (no hand-over between threads, no work-stealing upkeep).
     pub fn build(&self) -> anyhow::Result<tokio::runtime::Runtime> {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if self.worker_threads > 0 {
-            builder.worker_threads(self.worker_threads);
-        }
+        let mut builder = match self.worker_threads {
+            1 => tokio::runtime::Builder::new_current_thread(),
+            0 => tokio::runtime::Builder::new_multi_thread(),
+            n => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(n);
+                builder
+            }
+        };
         builder
             .enable_all()
             .build()
