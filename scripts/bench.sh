@@ -15,7 +15,8 @@
 #   --scenarios L    comma-separated: 1to1,multi,group,login-storm,idle,inbox (default: all six)
 #   --no-build       use the release binaries already built
 #   --plot           render PNG plots (installs matplotlib into .tools/py-bench)
-#   --perf           also profile one saturated 1to1 (or group) step with `perf record` (cpu-clock)
+#   --perf           also profile one saturated 1to1 (or group) step with `perf record`
+#                    (cpu-clock) and draw flame graphs (installs inferno into .tools/inferno)
 #   --instructions   also count the instructions both gateways execute per 1:1 message
 #                    (valgrind callgrind): a cost figure that does not move with the load
 #                    of this shared machine, unlike rates and CPU%
@@ -208,13 +209,22 @@ for scenario in "${wanted[@]}"; do
   cluster_down
 done
 
+# inferno's collapse and flame graph tools, built once into .tools/inferno.
+tools=$root/.tools/inferno/bin
+flamegraph_tools() {
+  [ -x "$tools/inferno-flamegraph" ] && return 0
+  say "installing inferno (flame graphs) into .tools/inferno"
+  cargo install --quiet --locked inferno --version 0.12.8 --root "$root/.tools/inferno" ||
+    { say "inferno did not install: no flame graphs"; return 1; }
+}
+
 if [ "$perf" = 1 ]; then
   command -v perf >/dev/null || { say "perf is not installed"; exit 1; }
   cluster_up perf
   # Profile the middle of one long step: login and ramp-up stay out of the profile.
   (
     sleep 12
-    perf record -e cpu-clock -F 999 -g -o "$out/perf.data" \
+    perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -o "$out/perf.data" \
       -p "${pid_of[gw-1]},${pid_of[gw-2]},${pid_of[center-1]},${pid_of[nats]}" -- sleep 8 \
       >"$out/logs/perf.log" 2>&1
   ) &
@@ -223,13 +233,22 @@ if [ "$perf" = 1 ]; then
   bench --scenario "$perf_scenario" --steps "$perf_rate" --step-secs 25 --baseline-secs 0 --json "$out/perf.jsonl"
   wait "$perf_pid" || true
   perf_pid=""
-  # MRC's threads are all named tokio-rt-worker: the dso column tells gateway code
-  # (mrc-gateway) from center code (mrc-center); libc and kernel time is mostly gateways'.
+  # With one worker thread a gateway's or center's work runs on its main thread, which
+  # bears the process's name.
   report() { perf report -i "$out/perf.data" --stdio --no-children -g none "$@" 2>/dev/null || true; }
   report --sort comm,dso >"$out/perf-by-process.txt"
-  report --comm tokio-rt-worker --sort dso,sym --percent-limit 0.3 >"$out/perf-mrc.txt"
+  report --comm mrc-gateway,mrc-center,tokio-rt-worker --sort dso,sym --percent-limit 0.3 >"$out/perf-mrc.txt"
   report --comm nats-server --sort dso,sym --percent-limit 0.5 >"$out/perf-nats.txt"
-  say "profile: $out/perf-*.txt"
+  # Flame graphs (inferno, installed under .tools/inferno on first use): the stacks come
+  # from DWARF unwinding (.eh_frame), so the release build needs no frame pointers.
+  if flamegraph_tools; then
+    perf script -i "$out/perf.data" 2>/dev/null | "$tools/inferno-collapse-perf" --all >"$out/perf.folded"
+    for comm in mrc-gateway nats-server; do
+      grep "^$comm" "$out/perf.folded" | "$tools/inferno-flamegraph" --hash --minwidth 0.5 \
+        --title "$comm, 1:1 at $perf_rate msg/s" >"$out/flame-$comm.svg" || true
+    done
+  fi
+  say "profile: $out/perf-*.txt, $out/flame-*.svg"
   cluster_down
 fi
 
