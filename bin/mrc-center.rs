@@ -69,7 +69,7 @@ async fn run(config: config::Center, id: mrc::ident::CenterId) -> anyhow::Result
     };
     let client = connection.client.clone();
     if let Some(http) = &http {
-        http.connected(client.clone());
+        http.connected(client.client().clone());
     }
     center::run(config, id, client.clone(), http.as_ref(), shutdown).await?;
     connection::drain(&client).await;

@@ -14,15 +14,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Client, Subject};
+use crate::connection::Nats;
+use async_nats::Subject;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::connection::{request_raw, RequestFailure};
-use crate::pooled::{Pool, Replies};
+use crate::pooled::Pool;
 use crate::protocol::nats::{decode_reply, encode, ErrorBody, ErrorReply};
+use crate::replies::Replies;
 
 /// How a [`Batcher`] may batch.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +56,7 @@ pub struct Batcher {
 
 /// Where a batcher sends, shared by its task and the callers that send themselves.
 struct Target {
-    client: Client,
+    client: Nats,
     subject: Subject,
     timeout: Duration,
     slots: Arc<Semaphore>,
@@ -102,13 +104,13 @@ impl Target {
 
 impl Batcher {
     /// Starts the task that sends to `subject`, each NATS request bounded by `timeout`.
-    pub fn start(client: Client, subject: String, timeout: Duration, limits: Limits) -> Self {
+    pub fn start(client: Nats, subject: String, timeout: Duration, limits: Limits) -> Self {
         Self::launch(client, subject, timeout, limits, None)
     }
 
     /// [`Batcher::start`] with replies that come back pooled.
     pub fn start_pooled(
-        client: Client,
+        client: Nats,
         subject: String,
         timeout: Duration,
         limits: Limits,
@@ -118,7 +120,7 @@ impl Batcher {
     }
 
     fn launch(
-        client: Client,
+        client: Nats,
         subject: String,
         timeout: Duration,
         limits: Limits,

@@ -1,7 +1,10 @@
 //! Connecting to NATS with the settings every MRC process shares: credentials, a short
 //! ping interval (dead connections noticed in seconds, not a minute), endless reconnects,
-//! and a counter of reconnects that gateways watch to re-assert their sessions.
+//! and a counter of reconnects that gateways watch to re-assert their sessions. Requests
+//! wait on a reply muxer of our own ([`Nats`]).
 
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -9,11 +12,48 @@ use async_nats::{Client, ConnectOptions, Event};
 use tokio::sync::watch;
 
 use crate::config;
+use crate::replies::Replies;
 
 /// A connected client plus a counter that goes up on every reconnect.
 pub struct Connection {
-    pub client: Client,
+    pub client: Nats,
     pub reconnects: watch::Receiver<u64>,
+}
+
+/// A client and the reply muxer its requests wait on ([`crate::replies`]: a request that
+/// times out leaves nothing behind). Everything else goes to the client it derefs to.
+#[derive(Clone)]
+pub struct Nats {
+    client: Client,
+    replies: Arc<Replies>,
+}
+
+impl Nats {
+    /// Subscribes the muxer's inbox on `client`.
+    pub async fn new(client: Client) -> anyhow::Result<Self> {
+        let replies = Replies::plain(client.clone())
+            .await
+            .context("subscribing to the reply inbox")?;
+        Ok(Nats { client, replies })
+    }
+
+    /// The client itself (for whoever keeps one without requests).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Requests waiting for their reply.
+    pub fn waiting(&self) -> usize {
+        self.replies.waiting()
+    }
+}
+
+impl Deref for Nats {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 /// Connects as `name` (shown in the server's `/connz`), retrying until the configured
@@ -29,7 +69,10 @@ pub async fn connect(cfg: &config::Nats, name: &str) -> anyhow::Result<Connectio
             async move { on_event(event, &tx) }
         });
         match options.connect(cfg.urls.clone()).await {
-            Ok(client) => return Ok(Connection { client, reconnects }),
+            Ok(client) => {
+                let client = Nats::new(client).await?;
+                return Ok(Connection { client, reconnects });
+            }
             Err(e) if Instant::now() < deadline => {
                 attempt += 1;
                 if attempt == 1 || attempt % 10 == 0 {
@@ -126,12 +169,12 @@ impl From<crate::protocol::nats::ReplyError> for RequestFailure {
 /// Sends one JSON request and decodes the JSON reply (or error reply). The whole exchange,
 /// including enqueueing during a reconnect, is bounded by `timeout`.
 pub async fn request<T: serde::de::DeserializeOwned>(
-    client: &Client,
+    nats: &Nats,
     subject: String,
     payload: bytes::Bytes,
     timeout: Duration,
 ) -> Result<T, RequestFailure> {
-    let reply = request_raw(client, subject.into(), payload, timeout).await?;
+    let reply = request_raw(nats, subject.into(), payload, timeout).await?;
     Ok(crate::protocol::nats::decode_reply(&reply)?)
 }
 
@@ -140,43 +183,24 @@ pub async fn request<T: serde::de::DeserializeOwned>(
 ///
 /// [`Subject`]: async_nats::Subject
 pub(crate) async fn request_raw(
-    client: &Client,
+    nats: &Nats,
     subject: async_nats::Subject,
     payload: bytes::Bytes,
     timeout: Duration,
 ) -> Result<bytes::Bytes, RequestFailure> {
-    use async_nats::RequestErrorKind;
-    // Bounded by the timeout around it (which also covers enqueueing during a
-    // reconnect), not by a second timer of the client's.
-    let request = async_nats::Request::new().payload(payload).timeout(None);
-    let kind = crate::telemetry::metric_kind(&subject);
-    let started = Instant::now();
-    let sent = tokio::time::timeout(timeout, client.send_request(subject, request)).await;
-    crate::telemetry::nats_request(kind, started.elapsed());
-    let reply = match sent {
-        Err(_) => return Err(RequestFailure::TimedOut),
-        Ok(Err(e)) => {
-            return Err(match e.kind() {
-                RequestErrorKind::NoResponders => RequestFailure::NoResponders,
-                RequestErrorKind::TimedOut => RequestFailure::TimedOut,
-                _ => RequestFailure::Other(e.to_string()),
-            })
-        }
-        Ok(Ok(reply)) => reply,
-    };
-    Ok(reply.payload)
+    nats.replies.request(subject, payload, timeout).await
 }
 
 /// [`request`] for idempotent requests (look-ups, register, unregister, purge): one more
 /// try when nobody answered, which rides over a center that died with the request in
 /// hand or is restarting.
 pub(crate) async fn request_idempotent<T: serde::de::DeserializeOwned>(
-    client: &Client,
+    nats: &Nats,
     subject: String,
     payload: bytes::Bytes,
     timeout: Duration,
 ) -> Result<T, RequestFailure> {
-    retry_once(|| request(client, subject.clone(), payload.clone(), timeout)).await
+    retry_once(|| request(nats, subject.clone(), payload.clone(), timeout)).await
 }
 
 /// Runs `attempt` once more, after a short pause, when nobody answered the first one.
@@ -209,6 +233,12 @@ impl Respond for Client {
         if let Err(e) = self.publish(reply_to, reply).await {
             tracing::debug!(error = %e, "reply not sent");
         }
+    }
+}
+
+impl Respond for Nats {
+    async fn respond(&self, reply_to: async_nats::Subject, reply: bytes::Bytes) {
+        self.client.respond(reply_to, reply).await
     }
 }
 

@@ -30,6 +30,7 @@ pub mod groups;
 pub mod ident;
 pub mod pooled;
 pub mod protocol;
+pub mod replies;
 pub(crate) mod retry;
 pub mod shutdown;
 pub mod store;

@@ -3,8 +3,8 @@
 //!
 //! With NATS request-reply every request costs two messages and, below saturation, a
 //! wake-up of nats-server and of the requester for each of them (docs/PERFORMANCE.md).
-//! Here the requester ([`Replies`]) publishes with a reply subject of its own,
-//! `<pool>.<n>`, all served by one subscription `<pool>.*`; the answerer ([`Pool`])
+//! Here the requester ([`crate::replies::Replies`]) publishes with a reply subject of its
+//! own, `<pool>.<n>`, all served by one subscription `<pool>.*`; the answerer ([`Pool`])
 //! gathers its replies to one requester for up to a window and sends them as one message
 //! `[[n,len,reply],...]`, or sooner, just before its own next request to that requester, so
 //! that both leave in one write and arrive in one read. A request to a subject nobody
@@ -14,17 +14,15 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_nats::{Client, StatusCode, Subject, Subscriber};
+use async_nats::{Client, Subject};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::StreamExt;
 use serde_json::value::RawValue;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
-use crate::connection::{RequestFailure, Respond};
+use crate::connection::Respond;
 use crate::sync::lock;
 
 /// The last token of every pool subject (`mrc.gw.<gateway>.replies`).
@@ -33,119 +31,11 @@ pub const POOL_SUFFIX: &str = ".replies";
 /// A pool's replies, once gathered, leave at once past this size.
 const MAX_POOLED_BYTES: usize = 64 * 1024;
 
-type Answer = oneshot::Sender<Result<Bytes, RequestFailure>>;
-
-/// The requesting side: one subscription for the replies to every request it sends.
-pub struct Replies {
-    client: Client,
-    pool: String,
-    next: AtomicU64,
-    /// Keyed by numbers this process counts up: a fast hash is enough (SipHash was ~280
-    /// instructions per request).
-    waiting: Mutex<foldhash::HashMap<u64, Answer>>,
-}
-
-impl Replies {
-    /// Subscribes to `<pool>.*` (`pool` ends with [`POOL_SUFFIX`]) and hands each reply
-    /// to its request until the subscription ends (the connection drains).
-    pub async fn start(client: Client, pool: String) -> anyhow::Result<Arc<Self>> {
-        debug_assert!(pool.ends_with(POOL_SUFFIX));
-        let subscription = client.subscribe(format!("{pool}.*")).await?;
-        let replies = Arc::new(Replies {
-            client,
-            pool,
-            next: AtomicU64::new(1),
-            waiting: Mutex::default(),
-        });
-        tokio::spawn(dispatch(replies.clone(), subscription));
-        Ok(replies)
-    }
-
-    /// Publishes `payload` to `subject` and waits up to `timeout` for its reply.
-    pub async fn request(
-        &self,
-        subject: Subject,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, RequestFailure> {
-        let n = self.next.fetch_add(1, Relaxed);
-        let (answer, reply) = oneshot::channel();
-        lock(&self.waiting).insert(n, answer);
-        // Whatever ends the wait (reply, timeout, the caller giving up), n is forgotten.
-        let _forget = Forget { replies: self, n };
-        let kind = crate::telemetry::metric_kind(&subject);
-        let started = Instant::now();
-        let mut reply_to = String::with_capacity(self.pool.len() + 21);
-        reply_to.push_str(&self.pool);
-        reply_to.push('.');
-        reply_to.push_str(itoa::Buffer::new().format(n));
-        let exchange = async {
-            self.client
-                .publish_with_reply(subject, reply_to, payload)
-                .await
-                .map_err(|e| RequestFailure::Other(e.to_string()))?;
-            reply
-                .await
-                .unwrap_or_else(|_| Err(RequestFailure::Other("reply dropped".into())))
-        };
-        let result = tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or(Err(RequestFailure::TimedOut));
-        crate::telemetry::nats_request(kind, started.elapsed());
-        result
-    }
-
-    /// Requests waiting for their reply.
-    pub fn waiting(&self) -> usize {
-        lock(&self.waiting).len()
-    }
-
-    fn answer(&self, n: u64, result: Result<Bytes, RequestFailure>) {
-        if let Some(answer) = lock(&self.waiting).remove(&n) {
-            let _ = answer.send(result);
-        }
-    }
-}
-
-/// Removes a request's entry when its wait ends, however it ends.
-struct Forget<'a> {
-    replies: &'a Replies,
-    n: u64,
-}
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        lock(&self.replies.waiting).remove(&self.n);
-    }
-}
-
-/// Hands pooled replies to their requests; a no-responders status fails its one request.
-async fn dispatch(replies: Arc<Replies>, mut subscription: Subscriber) {
-    while let Some(msg) = subscription.next().await {
-        if msg.status == Some(StatusCode::NO_RESPONDERS) {
-            if let Some(n) = number(&msg.subject) {
-                replies.answer(n, Err(RequestFailure::NoResponders));
-            }
-            continue;
-        }
-        match numbered(&msg.payload) {
-            Ok(pooled) => {
-                for (n, reply) in pooled {
-                    replies.answer(n, Ok(msg.payload.slice(reply)));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, subject = %msg.subject, "malformed pooled replies")
-            }
-        }
-    }
-}
-
 /// The numbered replies of a pooled payload, as byte ranges of it. What [`encode`] writes
 /// is split by slicing at the lengths it carries (each reply is decoded by its requester
 /// anyway; serde_json checking every reply here as well cost ~1.7k instructions per
 /// message). Anything else, spaced JSON say, goes through serde_json.
-fn numbered(payload: &[u8]) -> Result<Vec<(u64, Range<usize>)>, serde_json::Error> {
+pub(crate) fn numbered(payload: &[u8]) -> Result<Vec<(u64, Range<usize>)>, serde_json::Error> {
     if let Some(split) = split_encoded(payload) {
         return Ok(split);
     }
@@ -195,11 +85,6 @@ fn split_encoded(payload: &[u8]) -> Option<Vec<(u64, Range<usize>)>> {
             _ => return None,
         }
     }
-}
-
-/// The request number `n` of a reply subject `<pool>.<n>`.
-fn number(subject: &str) -> Option<u64> {
-    subject.rsplit_once('.')?.1.parse().ok()
 }
 
 /// The pool and request number of a reply subject, when it is a pool's.
@@ -368,7 +253,6 @@ mod tests {
         assert_eq!(pooled("_INBOX.abc.def"), None);
         assert_eq!(pooled("mrc.gw.gw-1.replies.x"), None);
         assert_eq!(pooled("replies"), None);
-        assert_eq!(number("mrc.gw.a.replies.7"), Some(7));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::Client;
+use crate::connection::Nats;
 
 use tokio_util::task::TaskTracker;
 
@@ -18,7 +18,7 @@ use crate::subject::Subjects;
 
 #[derive(Clone)]
 pub(crate) struct Kicker {
-    pub(crate) client: Client,
+    pub(crate) client: Nats,
     pub(crate) subjects: Subjects,
     pub(crate) timeout: Duration,
     /// The center's tasks: a kick in flight is one of them.

@@ -48,7 +48,7 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub async fn run(
     config: config::Center,
     id: CenterId,
-    client: Client,
+    client: crate::connection::Nats,
     http: Option<&Http>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -68,7 +68,7 @@ pub async fn run(
 
     // Every task of this center, waited for (within a bound) when it stops.
     let tasks = TaskTracker::new();
-    let announcer = presence::Announcer::new(client.clone(), subjects.clone());
+    let announcer = presence::Announcer::new(client.client().clone(), subjects.clone());
     let liveness = Arc::new(liveness::Liveness::new(config.heartbeat_timeout()));
     let peers = Arc::new(peers::Peers::default());
     let mirrors = (directory.mirror().clone(), groups.mirror().clone());
@@ -98,7 +98,7 @@ pub async fn run(
     .await?;
     let ready = serving(&id, http, &service, mirrors).await;
     let evictor = liveness::Evictor {
-        client: client.clone(),
+        client: client.client().clone(),
         subjects: subjects.clone(),
         center: id.clone(),
         directory,
@@ -107,7 +107,7 @@ pub async fn run(
     };
     let watching = tasks.spawn(liveness::run(liveness, evictor, shutdown.clone()));
     let broadcast = tasks.spawn(peers::run(
-        client.clone(),
+        client.client().clone(),
         subjects.clone(),
         id.clone(),
         peers,

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Client, Subscriber};
+use crate::connection::Nats;
+use async_nats::Subscriber;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +105,7 @@ async fn push(
 
 /// Answers `mrc.gw.<me>.broadcast` until `shutdown`.
 pub(crate) async fn serve(
-    client: Client,
+    client: Nats,
     ops: Arc<Ops>,
     requests: Subscriber,
     shutdown: CancellationToken,

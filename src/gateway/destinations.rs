@@ -7,14 +7,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::Client;
+use crate::connection::Nats;
 use bytes::Bytes;
 
 use crate::batch::{Batcher, Limits, Pooled};
 use crate::connection::RequestFailure;
 use crate::ident::GatewayId;
-use crate::pooled::{Pool, Replies};
+use crate::pooled::Pool;
 use crate::protocol::nats::DeliverReply;
+use crate::replies::Replies;
 use crate::subject::Subjects;
 use crate::sync;
 
@@ -31,7 +32,7 @@ const LIMITS: Limits = Limits {
 
 /// The batchers, one per destination gateway.
 pub(crate) struct Batches {
-    client: Client,
+    client: Nats,
     subjects: Subjects,
     timeout: Duration,
     limits: Limits,
@@ -43,7 +44,7 @@ pub(crate) struct Batches {
 
 impl Batches {
     pub(crate) fn new(
-        client: Client,
+        client: Nats,
         subjects: Subjects,
         timeout: Duration,
         in_flight: usize,

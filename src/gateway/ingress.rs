@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use async_nats::{Client, Message as NatsMessage, Subscriber};
+use async_nats::{Message as NatsMessage, Subscriber};
+
+use crate::connection::Nats;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -28,7 +30,7 @@ use crate::telemetry;
 /// What the NATS door uses.
 pub(crate) struct Ingress {
     pub(crate) ops: Arc<Ops>,
-    pub(crate) client: Client,
+    pub(crate) client: Nats,
     pub(crate) subjects: Subjects,
     /// Backend messages routed at once.
     pub(crate) in_flight: usize,

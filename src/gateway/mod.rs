@@ -143,8 +143,9 @@ pub async fn run(
         subjects: subjects.clone(),
         sessions: sessions.clone(),
         background: background.clone(),
-        replies: crate::pooled::Replies::start(client.clone(), subjects.replies(&id)).await?,
-        pool: crate::pooled::Pool::new(client.clone(), config.reply_window()),
+        replies: crate::replies::Replies::start(client.client().clone(), subjects.replies(&id))
+            .await?,
+        pool: crate::pooled::Pool::new(client.client().clone(), config.reply_window()),
     };
     let ops = wiring::ops(&base, &config, resolver.clone(), shutdown.clone()).await?;
     let readiness = listeners.http.readiness();

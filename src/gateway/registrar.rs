@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::Client;
+use crate::connection::Nats;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,7 @@ const LIMITS: Limits = Limits {
 };
 
 pub struct Registrar {
-    client: Client,
+    client: Nats,
     subjects: Subjects,
     gateway: GatewayId,
     timeout: Duration,
@@ -56,7 +56,7 @@ pub struct Registrar {
 
 impl Registrar {
     pub fn new(
-        client: Client,
+        client: Nats,
         subjects: Subjects,
         gateway: GatewayId,
         timeout: Duration,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::Client;
+use crate::connection::Nats;
 use futures::StreamExt;
 use moka::future::Cache;
 use tokio_util::sync::CancellationToken;
@@ -25,14 +25,14 @@ pub(crate) type Route = Arc<[GatewayId]>;
 
 pub(crate) struct Resolver {
     cache: Cache<UserId, Route>,
-    client: Client,
+    client: Nats,
     lookup_subject: String,
     timeout: Duration,
 }
 
 impl Resolver {
     pub(crate) fn new(
-        client: Client,
+        client: Nats,
         subjects: &Subjects,
         capacity: u64,
         ttl: Duration,
@@ -122,7 +122,7 @@ impl Resolver {
 /// Drops cached routes of users whose gateways changed, until `shutdown`.
 pub(crate) async fn follow_changes(
     resolver: Arc<Resolver>,
-    client: Client,
+    client: Nats,
     subjects: Subjects,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::Client;
+use crate::connection::Nats;
 use serde_json::value::RawValue;
 
 use super::deliver::deliver;
@@ -24,13 +24,14 @@ use super::session::Sessions;
 use crate::config;
 use crate::connection::{self, RequestFailure};
 use crate::ident::{GatewayId, GroupId, MessageId, UserId};
-use crate::pooled::{Pool, Replies};
+use crate::pooled::Pool;
 use crate::protocol::client::{FrameError, Report};
 use crate::protocol::code::{ErrorCode, Outcome};
 use crate::protocol::compact;
 use crate::protocol::group::{Counts, GroupRequest, ResolveReply, REPORT_DETAIL_LIMIT};
 use crate::protocol::nats::{encode, DeliverReply, DeliverRequest};
 use crate::protocol::now_ms;
+use crate::replies::Replies;
 use crate::subject::{Subjects, GRP_RESOLVE};
 use crate::telemetry;
 
@@ -93,7 +94,7 @@ const DELIVER_CHUNK: usize = 1000;
 
 pub(crate) struct Router {
     pub(crate) gateway: GatewayId,
-    client: Client,
+    client: Nats,
     subjects: Subjects,
     resolver: Arc<Resolver>,
     sessions: Arc<Sessions>,
@@ -174,7 +175,7 @@ impl Router {
     /// longest receiver id, and deliver requests in flight per destination.
     pub(crate) fn new(
         gateway: GatewayId,
-        client: Client,
+        client: Nats,
         subjects: Subjects,
         resolver: Arc<Resolver>,
         sessions: Arc<Sessions>,

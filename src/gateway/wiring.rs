@@ -23,13 +23,13 @@ use crate::subject::Subjects;
 /// What every part below shares.
 pub(super) struct Base {
     pub(super) id: GatewayId,
-    pub(super) client: async_nats::Client,
+    pub(super) client: crate::connection::Nats,
     pub(super) subjects: Subjects,
     pub(super) sessions: Arc<session::Sessions>,
     /// Long-lived tasks run under it.
     pub(super) background: TaskTracker,
     /// Replies to this gateway's deliver requests, and its own to others' (pooled).
-    pub(super) replies: Arc<crate::pooled::Replies>,
+    pub(super) replies: Arc<crate::replies::Replies>,
     pub(super) pool: Arc<crate::pooled::Pool>,
 }
 
@@ -74,8 +74,12 @@ pub(super) async fn ops(
             shutdown,
         ),
         inbox: Arc::new(ops::inbox::Inbox {
-            store: InboxStore::attach(jetstream::new(client.clone()), &config.inbox_stream).await?,
-            client: client.clone(),
+            store: InboxStore::attach(
+                jetstream::new(client.client().clone()),
+                &config.inbox_stream,
+            )
+            .await?,
+            client: client.client().clone(),
             subjects: subjects.clone(),
             offline: config.offline,
             tasks: background.clone(),
@@ -113,7 +117,12 @@ pub(super) async fn serve_own_subjects(
         .serve_nudges(sessions.clone(), nudges, stopped.clone());
     background.spawn(log_failure("inbox nudges", nudged));
     let kicks = client.subscribe(subjects.kick(id)).await?;
-    let kick = kick::run(client.clone(), sessions.clone(), kicks, stopped.clone());
+    let kick = kick::run(
+        client.client().clone(),
+        sessions.clone(),
+        kicks,
+        stopped.clone(),
+    );
     background.spawn(log_failure("kick", kick));
     Ok(())
 }
@@ -140,7 +149,7 @@ pub(super) fn keep_live(
     let reconcile = Arc::new(tokio::sync::Notify::new());
     let beat = heartbeat::Beat {
         id: id.clone(),
-        client: client.clone(),
+        client: client.client().clone(),
         subjects: subjects.clone(),
         sessions: sessions.clone(),
         shutdown: stopped.clone(),
@@ -181,7 +190,7 @@ pub(super) fn doors(
         sessions: base.sessions.clone(),
         registrar: registrar.clone(),
         presence: Arc::new(presence::Hub::new(
-            base.client.clone(),
+            base.client.client().clone(),
             base.subjects.clone(),
             base.background.clone(),
             shutdown.clone(),
@@ -196,7 +205,7 @@ pub(super) fn doors(
         connections: Arc::new(Semaphore::new(config.limits.max_connections)),
         logging_in: Arc::new(Semaphore::new(config.limits.max_pending_logins)),
         gate: listener::front::Gate {
-            client: base.client.clone(),
+            client: base.client.client().clone(),
             readiness: readiness.clone(),
         },
         origins: listener::origin::Origins::new(&config.web.allowed_origins),

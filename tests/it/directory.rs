@@ -283,7 +283,8 @@ async fn a_batcher_sends_calls_that_pile_up_as_one_array_and_each_gets_its_own_r
         max_bytes: 1 << 20,
         queue: 1024,
     };
-    let batcher = Batcher::start(nats.clone(), "echo".into(), Duration::from_secs(5), limits);
+    let nats = mrc::connection::Nats::new(nats.clone()).await.unwrap();
+    let batcher = Batcher::start(nats, "echo".into(), Duration::from_secs(5), limits);
     let calls = (0..200usize).map(|n| {
         let batcher = batcher.clone();
         async move {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use mrc::connection::RequestFailure;
-use mrc::pooled::{Pool, Replies};
+use mrc::pooled::Pool;
+use mrc::replies::Replies;
 
 use crate::support::cluster::Cluster;
 
@@ -167,6 +168,58 @@ async fn no_responders_fail_at_once_and_silence_times_out_leaving_nothing() {
     assert_eq!(replies.waiting(), 0, "nothing left waiting");
 }
 
+/// Requests to the centers wait on the client's own muxer (`connection::Nats`): answered
+/// ones get their reply, and one that nobody answers leaves nothing behind (async-nats's
+/// muxer keeps such entries for as long as the client lives, nats-io/nats.rs#1617).
+#[tokio::test]
+async fn plain_requests_are_answered_and_unanswered_ones_leave_nothing() {
+    use mrc::connection::{request, Nats};
+    use mrc::protocol::nats::encode;
+    let cluster = Cluster::start(0, 0);
+    let server = cluster.client().await;
+    let mut echo = server.subscribe("test.echo").await.unwrap();
+    tokio::spawn(async move {
+        while let Some(msg) = echo.next().await {
+            let reply = msg.reply.expect("a request");
+            server.publish(reply, msg.payload).await.unwrap();
+        }
+    });
+    let nats = Nats::new(cluster.client().await).await.unwrap();
+    nats.flush().await.unwrap();
+
+    let asked = (0..100u64).map(|n| request::<u64>(&nats, "test.echo".into(), encode(&n), TIMEOUT));
+    let answers: Vec<u64> = futures::future::try_join_all(asked).await.unwrap();
+    assert_eq!(
+        answers,
+        (0..100).collect::<Vec<_>>(),
+        "each request its own reply"
+    );
+
+    let started = Instant::now();
+    let nobody = request::<u64>(&nats, "test.nobody".into(), "1".into(), TIMEOUT).await;
+    assert!(
+        matches!(nobody, Err(RequestFailure::NoResponders)),
+        "{nobody:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let _silent = nats.subscribe("test.silent").await.unwrap();
+    nats.flush().await.unwrap();
+    let short = Duration::from_millis(300);
+    for _ in 0..10 {
+        let silence = request::<u64>(&nats, "test.silent".into(), "1".into(), short).await;
+        assert!(
+            matches!(silence, Err(RequestFailure::TimedOut)),
+            "{silence:?}"
+        );
+    }
+    assert_eq!(nats.waiting(), 0, "nothing left waiting");
+}
+
 #[tokio::test]
 async fn a_plain_request_is_answered_at_once() {
     let (_cluster, nats) = served(Duration::from_secs(60)).await;
@@ -201,6 +254,7 @@ async fn pooled_batcher(linger: Duration) -> (Cluster, mrc::batch::Batcher, Arc<
         max_bytes: 1 << 20,
         queue: 1024,
     };
+    let nats = mrc::connection::Nats::new(nats).await.unwrap();
     let batcher = Batcher::start_pooled(nats, "test.serve".into(), TIMEOUT, limits, pooled);
     (cluster, batcher, served)
 }

@@ -248,7 +248,7 @@ pub async fn jetstream_publish(
     let client = connection::connect(nats, "mrc bench jetstream")
         .await?
         .client;
-    let js = async_nats::jetstream::new(client.clone());
+    let js = async_nats::jetstream::new(client.client().clone());
     let name = format!("mrc_bench_{}", nuid::next());
     let subject = format!("bench.jetstream.{}", nuid::next());
     js.create_stream(async_nats::jetstream::stream::Config {

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::Client;
 use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
+use mrc::connection::Nats;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
@@ -257,7 +257,7 @@ pub async fn run(
     cfg: &inbox::Config,
     targets: &[Target],
     expect: Arc<Expect>,
-    nats: Option<(&Client, &Subjects)>,
+    nats: Option<(&Nats, &Subjects)>,
     watched: &Watched,
     out: &mut Output,
 ) -> anyhow::Result<Drained> {
@@ -314,7 +314,7 @@ pub async fn run(
 
 /// Stored messages still in the receivers' inboxes (up to [`MAX_FETCH`] each), read as
 /// a backend reads them; `None` when NATS is not reachable or a read failed.
-async fn left_over(nats: Option<(&Client, &Subjects)>, cfg: &inbox::Config) -> Option<u64> {
+async fn left_over(nats: Option<(&Nats, &Subjects)>, cfg: &inbox::Config) -> Option<u64> {
     let (client, subjects) = nats?;
     let subject = subjects.inbox(INBOX_FETCH);
     let reads = futures::stream::iter(0..cfg.users)

@@ -12,8 +12,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use async_nats::Client;
 use futures::{SinkExt, StreamExt};
+use mrc::connection::Nats;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::conn::{Target, Ws};
@@ -56,7 +56,7 @@ pub fn fan_out(size: usize, online: usize) -> (usize, u64) {
 pub async fn run(
     cfg: &load::Config,
     size: usize,
-    nats: Option<(&Client, &Subjects)>,
+    nats: Option<(&Nats, &Subjects)>,
     targets: &[Target],
     watched: &Watched,
     out: &mut Output,
@@ -167,7 +167,7 @@ async fn call(ws: &mut Ws, frame: &str, id: &str) -> anyhow::Result<serde_json::
 /// Waits (bounded) until a center resolves the group as a send by `owner` will: every
 /// other member in it, `online` of them with a session.
 async fn settle(
-    client: &Client,
+    client: &Nats,
     subjects: &Subjects,
     group: &str,
     owner: &str,
@@ -213,7 +213,7 @@ async fn settle(
 
 /// Deletes the group as a trusted backend, so a cluster that outlives the bench does not
 /// keep it (best effort).
-async fn delete(client: &Client, subjects: &Subjects, group: &str) {
+async fn delete(client: &Nats, subjects: &Subjects, group: &str) {
     let request = GroupRequest {
         group: group.to_string(),
         ..GroupRequest::default()

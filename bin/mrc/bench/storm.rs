@@ -14,8 +14,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use async_nats::Client;
 use futures::{SinkExt, StreamExt};
+use mrc::connection::Nats;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::conn::{Target, Ws};
@@ -48,7 +48,7 @@ pub fn connection_cap(watched: &Watched, gateway_labels: &[&str]) -> usize {
 
 /// The directory, asked through the centers: how many of `users` are online.
 pub async fn count_online(
-    client: &Client,
+    client: &Nats,
     subjects: &Subjects,
     users: &[String],
 ) -> anyhow::Result<usize> {
@@ -71,7 +71,7 @@ pub async fn count_online(
 
 /// Polls the directory until `want(online)` holds or `limit` passes; the time it took.
 async fn wait_directory(
-    nats: Option<(&Client, &Subjects)>,
+    nats: Option<(&Nats, &Subjects)>,
     users: &[String],
     want: impl Fn(usize) -> bool,
     limit: Duration,
@@ -111,7 +111,7 @@ pub async fn login_storm(
     cfg: &StormConfig,
     targets: &[Target],
     watched: &Watched,
-    nats: Option<(&Client, &Subjects)>,
+    nats: Option<(&Nats, &Subjects)>,
     out: &mut Output,
 ) -> anyhow::Result<()> {
     let wave = cfg.wave.max(1);
@@ -234,7 +234,7 @@ const REGISTER_CONCURRENCY: usize = 2000;
 /// unregistrations; rates and the time until the directory shows them all.
 pub async fn directory_storm(
     users: usize,
-    client: &Client,
+    client: &Nats,
     subjects: &Subjects,
     watched: &Watched,
     prefix: &str,

@@ -23,7 +23,7 @@ pub(crate) use presence::{presence, user_status};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::Client;
+use crate::connection::Nats;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -94,7 +94,7 @@ impl Caller {
 /// Request-reply to the centers' endpoints, with the gateway's timeout.
 #[derive(Clone)]
 pub(crate) struct Centers {
-    pub(crate) client: Client,
+    pub(crate) client: Nats,
     pub(crate) subjects: Subjects,
     pub(crate) timeout: Duration,
 }

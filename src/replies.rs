@@ -1,0 +1,177 @@
+//! Our own reply muxer: one subscription `<prefix>.*` for the replies to every request a
+//! process sends, each request numbered `<prefix>.<n>`, and its entry dropped however its
+//! wait ends (reply, timeout, caller gone). async-nats's muxer keeps the entry of a request
+//! that never got an answer for as long as the client lives (nats-io/nats.rs#1617).
+//!
+//! Replies come in one of two forms: plain (one message per reply, from any responder:
+//! a center, `nats reply`) or pooled (`crate::pooled`: one message carries the numbered
+//! replies of one answering gateway). A request to a subject nobody serves fails at once:
+//! nats-server answers `<prefix>.<n>` with a no-responders status.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::{Client, StatusCode, Subject, Subscriber};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::oneshot;
+
+use crate::connection::RequestFailure;
+use crate::pooled::{numbered, POOL_SUFFIX};
+use crate::sync::lock;
+
+type Answer = oneshot::Sender<Result<Bytes, RequestFailure>>;
+
+/// How the replies to one [`Replies`] arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// One message per reply.
+    Plain,
+    /// `[[n,len,reply],...]`: several replies in one message (`crate::pooled`).
+    Pooled,
+}
+
+/// The requesting side: one subscription for the replies to every request it sends.
+pub struct Replies {
+    client: Client,
+    prefix: String,
+    next: AtomicU64,
+    /// Keyed by numbers this process counts up: a fast hash is enough (SipHash was ~280
+    /// instructions per request).
+    waiting: Mutex<foldhash::HashMap<u64, Answer>>,
+}
+
+impl Replies {
+    /// Replies pooled by the answering gateways, on `<pool>.*` (`pool` ends with
+    /// [`POOL_SUFFIX`]), handed to their requests until the subscription ends.
+    pub async fn start(client: Client, pool: String) -> anyhow::Result<Arc<Self>> {
+        debug_assert!(pool.ends_with(POOL_SUFFIX));
+        Self::subscribe(client, pool, Form::Pooled).await
+    }
+
+    /// Plain replies, on a fresh inbox of `client` (`_INBOX.<unique>.*`, which every role
+    /// in nats-config/auth.conf may subscribe to).
+    pub async fn plain(client: Client) -> anyhow::Result<Arc<Self>> {
+        let prefix = client.new_inbox();
+        Self::subscribe(client, prefix, Form::Plain).await
+    }
+
+    async fn subscribe(client: Client, prefix: String, form: Form) -> anyhow::Result<Arc<Self>> {
+        let subscription = client.subscribe(format!("{prefix}.*")).await?;
+        let replies = Arc::new(Replies {
+            client,
+            prefix,
+            next: AtomicU64::new(1),
+            waiting: Mutex::default(),
+        });
+        tokio::spawn(dispatch(replies.clone(), subscription, form));
+        Ok(replies)
+    }
+
+    /// Publishes `payload` to `subject` and waits up to `timeout` for its reply (the
+    /// publish included: it may wait for a reconnect).
+    pub async fn request(
+        &self,
+        subject: Subject,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, RequestFailure> {
+        let n = self.next.fetch_add(1, Relaxed);
+        let (answer, reply) = oneshot::channel();
+        lock(&self.waiting).insert(n, answer);
+        // Whatever ends the wait (reply, timeout, the caller giving up), n is forgotten.
+        let _forget = Forget { replies: self, n };
+        let kind = crate::telemetry::metric_kind(&subject);
+        let started = Instant::now();
+        let mut reply_to = String::with_capacity(self.prefix.len() + 21);
+        reply_to.push_str(&self.prefix);
+        reply_to.push('.');
+        reply_to.push_str(itoa::Buffer::new().format(n));
+        let exchange = async {
+            self.client
+                .publish_with_reply(subject, reply_to, payload)
+                .await
+                .map_err(|e| RequestFailure::Other(e.to_string()))?;
+            reply
+                .await
+                .unwrap_or_else(|_| Err(RequestFailure::Other("reply dropped".into())))
+        };
+        let result = tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(RequestFailure::TimedOut));
+        crate::telemetry::nats_request(kind, started.elapsed());
+        result
+    }
+
+    /// Requests waiting for their reply.
+    pub fn waiting(&self) -> usize {
+        lock(&self.waiting).len()
+    }
+
+    fn answer(&self, n: u64, result: Result<Bytes, RequestFailure>) {
+        if let Some(answer) = lock(&self.waiting).remove(&n) {
+            let _ = answer.send(result);
+        }
+    }
+}
+
+/// Removes a request's entry when its wait ends, however it ends.
+struct Forget<'a> {
+    replies: &'a Replies,
+    n: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(&self.replies.waiting).remove(&self.n);
+    }
+}
+
+/// Hands each reply to its request; a no-responders status fails its one request.
+async fn dispatch(replies: Arc<Replies>, mut subscription: Subscriber, form: Form) {
+    while let Some(msg) = subscription.next().await {
+        let n = number(&msg.subject);
+        if msg.status == Some(StatusCode::NO_RESPONDERS) {
+            if let Some(n) = n {
+                replies.answer(n, Err(RequestFailure::NoResponders));
+            }
+            continue;
+        }
+        match form {
+            Form::Plain => {
+                if let Some(n) = n {
+                    replies.answer(n, Ok(msg.payload));
+                }
+            }
+            Form::Pooled => match numbered(&msg.payload) {
+                Ok(pooled) => {
+                    for (n, reply) in pooled {
+                        replies.answer(n, Ok(msg.payload.slice(reply)));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, subject = %msg.subject, "malformed pooled replies")
+                }
+            },
+        }
+    }
+}
+
+/// The request number `n` of a reply subject `<prefix>.<n>`.
+fn number(subject: &str) -> Option<u64> {
+    subject.rsplit_once('.')?.1.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_subject_names_its_request() {
+        assert_eq!(number("mrc.gw.a.replies.7"), Some(7));
+        assert_eq!(number("_INBOX.abc.12"), Some(12));
+        assert_eq!(number("_INBOX.abc.x"), None);
+        assert_eq!(number("seven"), None);
+    }
+}
