@@ -14,14 +14,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connection::Nats;
 use async_nats::Subject;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::connection::{request_raw, RequestFailure};
+use crate::connection::{request_raw, Nats, RequestFailure};
 use crate::pooled::Pool;
 use crate::protocol::nats::{decode_reply, encode, ErrorBody, ErrorReply};
 use crate::replies::Replies;

@@ -6,11 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::connection::Nats;
-
 use tokio_util::task::TaskTracker;
 
-use crate::connection::request;
+use crate::connection::{request, Nats};
 use crate::directory::Session;
 use crate::ident::{GatewayId, UserId};
 use crate::protocol::nats::{encode, KickReply, KickRequest, REPLACED};

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connection::Nats;
 use async_nats::Subscriber;
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -17,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::ops::{Centers, Ops};
 use super::route::Message;
 use super::session::Sessions;
-use crate::connection::request;
+use crate::connection::{request, Nats};
 use crate::ident::GatewayId;
 use crate::protocol::client::{Frame, FrameError};
 use crate::protocol::code::ErrorCode;

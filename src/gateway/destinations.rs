@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::connection::Nats;
 use bytes::Bytes;
 
 use crate::batch::{Batcher, Limits, Pooled};
-use crate::connection::RequestFailure;
+use crate::connection::{Nats, RequestFailure};
 use crate::ident::GatewayId;
 use crate::pooled::Pool;
 use crate::protocol::nats::DeliverReply;

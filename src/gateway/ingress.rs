@@ -8,8 +8,6 @@
 use std::sync::Arc;
 
 use async_nats::{Message as NatsMessage, Subscriber};
-
-use crate::connection::Nats;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -17,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ops::{self, Caller, Ops};
+use crate::connection::Nats;
 use crate::protocol::body_from_bytes;
 use crate::protocol::client::FrameError;
 use crate::protocol::code::ErrorCode;

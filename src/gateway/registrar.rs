@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connection::Nats;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::readiness::Readiness;
 use crate::batch::{Batcher, Limits};
-use crate::connection::{request_idempotent, retry_once, RequestFailure};
+use crate::connection::{request_idempotent, retry_once, Nats, RequestFailure};
 use crate::ident::{GatewayId, SessionId, UserId};
 use crate::protocol::code::ErrorCode;
 use crate::protocol::digest::Buckets;

@@ -6,12 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connection::Nats;
 use futures::StreamExt;
 use moka::future::Cache;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{request_idempotent, RequestFailure};
+use crate::connection::{request_idempotent, Nats, RequestFailure};
 use crate::ident::{GatewayId, UserId};
 use crate::protocol::nats::{encode, LookupReply, LookupRequest, MAX_LOOKUP_USERS};
 use crate::subject::{Subjects, DIR_LOOKUP};

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connection::Nats;
 use serde_json::value::RawValue;
 
 use super::deliver::deliver;
@@ -22,7 +21,7 @@ use super::destinations::Batches;
 use super::resolve::{Resolver, Route};
 use super::session::Sessions;
 use crate::config;
-use crate::connection::{self, RequestFailure};
+use crate::connection::{self, Nats, RequestFailure};
 use crate::ident::{GatewayId, GroupId, MessageId, UserId};
 use crate::pooled::Pool;
 use crate::protocol::client::{FrameError, Report};

@@ -23,14 +23,13 @@ pub(crate) use presence::{presence, user_status};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connection::Nats;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::broadcast;
 use super::limits::Limits;
 use super::route::Router;
-use crate::connection::{self, RequestFailure};
+use crate::connection::{self, Nats, RequestFailure};
 use crate::ident::UserId;
 use crate::protocol::client::FrameError;
 use crate::protocol::code::ErrorCode;
