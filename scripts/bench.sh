@@ -243,9 +243,11 @@ if [ "$perf" = 1 ]; then
   # from DWARF unwinding (.eh_frame), so the release build needs no frame pointers.
   if flamegraph_tools; then
     perf script -i "$out/perf.data" 2>/dev/null | "$tools/inferno-collapse-perf" --all >"$out/perf.folded"
-    for comm in mrc-gateway nats-server; do
-      grep "^$comm" "$out/perf.folded" | "$tools/inferno-flamegraph" --hash --minwidth 0.5 \
-        --title "$comm, 1:1 at $perf_rate msg/s" >"$out/flame-$comm.svg" || true
+    # Gateways on more than one worker thread run on threads named tokio-rt-worker.
+    for comm in mrc-gateway tokio-rt-worker nats-server; do
+      grep -q "^$comm;" "$out/perf.folded" || continue
+      grep "^$comm;" "$out/perf.folded" | "$tools/inferno-flamegraph" --hash --minwidth 0.5 \
+        --title "$comm, $perf_scenario at $perf_rate msg/s" >"$out/flame-$comm.svg" || true
     done
   fi
   say "profile: $out/perf-*.txt, $out/flame-*.svg"
