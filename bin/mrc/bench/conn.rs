@@ -123,11 +123,12 @@ pub async fn login(
         .with_context(|| format!("no welcome within {timeout:?}"))?
 }
 
-/// The body of a bench message: `{"t":<µs>,"s":<step>,"n":<seq>,"p":"xxx…"}`, padded to
-/// `size` bytes when `size` allows. `t` is the intended send time on the bench's clock;
-/// `n` numbers the messages of a step (to count losses and duplicates exactly).
-pub fn body(t_us: u64, step: usize, seq: u64, size: usize) -> Box<RawValue> {
-    let head = format!(r#"{{"t":{t_us},"s":{step},"n":{seq},"p":""#);
+/// The body of a bench message: `{"t":<µs>,"s":<step>,"n":<seq>,"a":<µs>,"p":"xxx…"}`,
+/// padded to `size` bytes when `size` allows. `t` is the intended send time on the
+/// bench's clock, `a` the actual one (a late sender shows as the difference); `n` numbers
+/// the messages of a step (to count losses and duplicates exactly).
+pub fn body(t_us: u64, sent_us: u64, step: usize, seq: u64, size: usize) -> Box<RawValue> {
+    let head = format!(r#"{{"t":{t_us},"s":{step},"n":{seq},"a":{sent_us},"p":""#);
     let pad = size.saturating_sub(head.len() + 2);
     let mut text = String::with_capacity(head.len() + pad + 2);
     text.push_str(&head);
@@ -195,9 +196,11 @@ pub fn group_send_frame(group_json: &str, body: &RawValue) -> String {
 /// What a frame from the gateway is, as far as the bench cares.
 #[derive(Debug, PartialEq)]
 pub enum Frame<'a> {
-    /// A bench message: intended send time (µs), step, number within the step.
+    /// A bench message: intended and actual send time (µs), step, number within the
+    /// step.
     Msg {
         t_us: u64,
+        sent_us: u64,
         step: usize,
         seq: u64,
     },
@@ -253,9 +256,11 @@ fn scan_msg(text: &str) -> Option<Frame<'static>> {
     let body = &text[text.rfind(r#""body":{"t":"#)? + 7..];
     let (t_us, rest) = number_after(body, r#"{"t":"#)?;
     let (step, rest) = number_after(rest, r#","s":"#)?;
-    let (seq, _) = number_after(rest, r#","n":"#)?;
+    let (seq, rest) = number_after(rest, r#","n":"#)?;
+    let (sent_us, _) = number_after(rest, r#","a":"#)?;
     Some(Frame::Msg {
         t_us,
+        sent_us,
         step: usize::try_from(step).ok()?,
         seq,
     })
@@ -313,11 +318,12 @@ fn decode(text: &str) -> Frame<'_> {
                 .and_then(|b| serde_json::from_str::<serde_json::Value>(b.get()).ok())
                 .and_then(|b| {
                     let field = |k: &str| b.get(k).and_then(|v| v.as_u64());
-                    Some((field("t")?, field("s")?, field("n")?))
+                    Some((field("t")?, field("a")?, field("s")?, field("n")?))
                 });
             match fields {
-                Some((t_us, step, seq)) => Frame::Msg {
+                Some((t_us, sent_us, step, seq)) => Frame::Msg {
                     t_us,
+                    sent_us,
                     step: step as usize,
                     seq,
                 },
@@ -368,11 +374,13 @@ mod tests {
 
     #[test]
     fn bodies_have_the_requested_size() {
-        let b = body(123_456, 3, 42, 128);
+        let b = body(123_456, 123_999, 3, 42, 128);
         assert_eq!(b.get().len(), 128);
-        assert!(b.get().starts_with(r#"{"t":123456,"s":3,"n":42,"p":"xxx"#));
+        assert!(b
+            .get()
+            .starts_with(r#"{"t":123456,"s":3,"n":42,"a":123999,"p":"xxx"#));
         assert!(
-            body(1, 0, 0, 10).get().len() > 10,
+            body(1, 1, 0, 0, 10).get().len() > 10,
             "too small to pad: minimal body"
         );
     }
@@ -380,7 +388,7 @@ mod tests {
     #[test]
     fn gateway_frames_are_classified_by_scan() {
         let to = vec!["u1".to_string()];
-        let b = body(987_654, 2, 7, 64);
+        let b = body(987_654, 987_700, 2, 7, 64);
         let msg = Out::Msg {
             id: "01J",
             from: Some("u0"),
@@ -397,6 +405,7 @@ mod tests {
             scan_msg(text),
             Some(Frame::Msg {
                 t_us: 987_654,
+                sent_us: 987_700,
                 step: 2,
                 seq: 7
             })
@@ -467,6 +476,7 @@ mod tests {
             classify(text),
             Frame::Msg {
                 t_us: 987_654,
+                sent_us: 987_700,
                 step: 2,
                 seq: 7
             }
@@ -494,7 +504,7 @@ mod tests {
     #[test]
     fn stored_messages_and_ack_results_are_scanned() {
         let to = vec!["u1".to_string()];
-        let b = body(0, 0, 77, 64);
+        let b = body(0, 0, 0, 77, 64);
         let msg = Out::Msg {
             id: "b1-s77",
             from: Some("u0"),
@@ -515,6 +525,7 @@ mod tests {
             classify(text),
             Frame::Msg {
                 t_us: 0,
+                sent_us: 0,
                 step: 0,
                 seq: 77
             }
@@ -552,7 +563,7 @@ mod tests {
 
     #[test]
     fn send_frames_carry_the_body_untouched() {
-        let b = body(5, 0, 1, 40);
+        let b = body(5, 5, 0, 1, 40);
         let to = ["a".to_string(), "b".to_string()];
         let frame = send_frame(&to, None, Keep::Live, &b);
         assert_eq!(

@@ -119,7 +119,7 @@ pub async fn run(
 /// the JetStream baseline publishes payloads of that size.
 fn record_size(cfg: &Config) -> usize {
     let n = (cfg.users * cfg.per_user) as u64;
-    let body = conn::body(0, 0, n, cfg.payload);
+    let body = conn::body(0, 0, 0, n, cfg.payload);
     let record = StoredMessage {
         id: message_id(&cfg.prefix, n).into(),
         from: Some(format!("{}-w{}", cfg.prefix, MAX_STORE_SENDERS).into()),
@@ -347,7 +347,7 @@ async fn store_from(
             }
             let to = [receiver_id(&plan.prefix, (n % plan.users as u64) as usize)];
             let id = message_id(&plan.prefix, n);
-            let body = conn::body(0, 0, n, plan.payload);
+            let body = conn::body(0, 0, 0, n, plan.payload);
             let frame = conn::send_frame(&to, Some(&id), Keep::Offline, &body);
             if ws.feed(Message::text(frame)).await.is_err() {
                 tally.no_report += in_flight as u64;

@@ -118,6 +118,8 @@ pub struct StepResult {
     pub duplicates: u64,
     pub not_delivered: u64,
     pub latency: Percentiles,
+    /// Latency from each message's actual send time (without the bench's lateness).
+    pub transit: Percentiles,
     /// CPU and RSS of every watched process while the step sent.
     pub usage: Vec<Usage>,
 }
@@ -240,6 +242,7 @@ pub async fn run(
             .collect(),
         current: AtomicUsize::new(0),
         latency: Sharded::new(16, cfg.steps.len()),
+        transit: Sharded::new(16, cfg.steps.len()),
         success: if cfg.traffic.durable() {
             Outcome::Stored
         } else {
@@ -337,7 +340,7 @@ fn print_header(cfg: &Config) {
         cfg.senders
     );
     println!(
-        "  {:>9} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8} {:>8}",
+        "  {:>9} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8} {:>8} {:>8}",
         "offered",
         "sent",
         "expected",
@@ -351,6 +354,7 @@ fn print_header(cfg: &Config) {
         "dup",
         "not-deliv",
         "lag-max",
+        "tr-p99",
         "cl-µs/msg"
     );
 }
@@ -451,6 +455,7 @@ async fn run_step(
         duplicates,
         not_delivered,
         latency: Percentiles::of(&shared.latency.merged(step)),
+        transit: Percentiles::of(&shared.transit.merged(step)),
         usage: watched.usage(&before, &after),
     };
     let usage = &result.usage;
@@ -462,7 +467,7 @@ async fn run_step(
         .cluster_us()
         .map_or("-".into(), |us| format!("{us:.0}"));
     println!(
-        "  {:>9} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8} {:>8}",
+        "  {:>9} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>9} {:>8} {:>8} {:>8}",
         format!("{}", Rate(rate as f64)),
         sent,
         expected,
@@ -476,6 +481,7 @@ async fn run_step(
         duplicates,
         not_delivered,
         Micros(lag).to_string(),
+        Micros(result.transit.p99).to_string(),
         cluster,
     );
     println!("  {:>9} {}", "cpu/rss", procs::describe(usage));
@@ -530,6 +536,7 @@ async fn run_step(
             "events": events,
             "lag_max_us": lag,
             "latency": l.to_json(),
+            "latency_from_send": result.transit.to_json(),
             "procs": procs::to_json(usage),
             "cpu_us_per_msg": procs::per_message_json(&per_message),
         }),

@@ -49,7 +49,10 @@ pub(super) struct Shared {
     pub(super) epoch: Instant,
     pub(super) steps: Vec<StepCounters>,
     pub(super) current: AtomicUsize,
+    /// From each message's intended send time (the bench's own lateness included).
     pub(super) latency: Sharded,
+    /// From each message's actual send time: what the cluster and the sockets took.
+    pub(super) transit: Sharded,
     /// The outcome a report should give each receiver: `delivered`, or `stored` for
     /// durable sends.
     pub(super) success: Outcome,
@@ -77,7 +80,12 @@ impl Shared {
     fn receipt(&self, shard: usize, text: &str) {
         let current = self.current.load(Relaxed);
         match conn::classify(text) {
-            Frame::Msg { t_us, step, seq } => {
+            Frame::Msg {
+                t_us,
+                sent_us,
+                step,
+                seq,
+            } => {
                 let Some(counters) = self.steps.get(step) else {
                     self.foreign.fetch_add(1, Relaxed);
                     return;
@@ -88,6 +96,8 @@ impl Shared {
                 let now_us = self.epoch.elapsed().as_micros() as u64;
                 self.latency
                     .record(shard, step, now_us.saturating_sub(t_us));
+                self.transit
+                    .record(shard, step, now_us.saturating_sub(sent_us));
                 counters.delivered.fetch_add(1, Relaxed);
             }
             Frame::Report(outcomes) => {

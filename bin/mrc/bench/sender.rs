@@ -145,7 +145,13 @@ impl Sender {
     }
 
     /// Sends one message from a random live connection; false when none is left.
-    fn send_one(&mut self, t_us: u64, step: usize, seq: u64, counters: &StepCounters) -> bool {
+    fn send_one(
+        &mut self,
+        (t_us, sent_us): (u64, u64),
+        step: usize,
+        seq: u64,
+        counters: &StepCounters,
+    ) -> bool {
         let n = self.peers.len();
         let first = if n == 0 {
             0
@@ -158,7 +164,7 @@ impl Sender {
         else {
             return false;
         };
-        let body = conn::body(t_us, step, seq, self.payload);
+        let body = conn::body(t_us, sent_us, step, seq, self.payload);
         let text = match &self.aim {
             Aim::Users {
                 receivers,
@@ -217,9 +223,11 @@ impl Sender {
             let due = plan.due(now - start);
             while j < due {
                 let intended = start + plan.offset(j);
-                lag_max = lag_max.max(Instant::now().saturating_duration_since(intended));
+                let now = Instant::now();
+                lag_max = lag_max.max(now.saturating_duration_since(intended));
                 let t_us = (intended - epoch).as_micros() as u64;
-                if !self.send_one(t_us, step, first + j, counters) {
+                let sent_us = (now - epoch).as_micros() as u64;
+                if !self.send_one((t_us, sent_us), step, first + j, counters) {
                     break 'step;
                 }
                 j += 1;
