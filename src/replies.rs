@@ -8,7 +8,7 @@
 //! replies of one answering gateway). A request to a subject nobody serves fails at once:
 //! nats-server answers `<prefix>.<n>` with a no-responders status.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,10 +36,15 @@ enum Form {
 pub struct Replies {
     client: Client,
     prefix: String,
+    /// Counts up from a random start, so that a second process on the same pool subject
+    /// (a gateway restarted under its id while the old one drains) takes no reply of this
+    /// one's.
     next: AtomicU64,
     /// Keyed by numbers this process counts up: a fast hash is enough (SipHash was ~280
     /// instructions per request).
     waiting: Mutex<foldhash::HashMap<u64, Answer>>,
+    /// The reply subscription ended (the connection drained): requests fail at once.
+    closed: AtomicBool,
 }
 
 impl Replies {
@@ -62,8 +67,9 @@ impl Replies {
         let replies = Arc::new(Replies {
             client,
             prefix,
-            next: AtomicU64::new(1),
+            next: AtomicU64::new(random_start()),
             waiting: Mutex::default(),
+            closed: AtomicBool::new(false),
         });
         tokio::spawn(dispatch(replies.clone(), subscription, form));
         Ok(replies)
@@ -77,6 +83,9 @@ impl Replies {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, RequestFailure> {
+        if self.closed.load(Relaxed) {
+            return Err(RequestFailure::Other("the reply subscription ended".into()));
+        }
         let n = self.next.fetch_add(1, Relaxed);
         let (answer, reply) = oneshot::channel();
         lock(&self.waiting).insert(n, answer);
@@ -156,6 +165,20 @@ async fn dispatch(replies: Arc<Replies>, mut subscription: Subscriber, form: For
             },
         }
     }
+    // Nothing will answer what still waits.
+    replies.closed.store(true, Relaxed);
+    let waiting = std::mem::take(&mut *lock(&replies.waiting));
+    for (_, answer) in waiting {
+        let _ = answer.send(Err(RequestFailure::Other(
+            "the reply subscription ended".into(),
+        )));
+    }
+}
+
+/// A random first request number (below 2^53: any JSON reader reads it exactly).
+fn random_start() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8) >> 11
 }
 
 /// The request number `n` of a reply subject `<prefix>.<n>`.
