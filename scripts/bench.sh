@@ -221,12 +221,17 @@ flamegraph_tools() {
 if [ "$perf" = 1 ]; then
   command -v perf >/dev/null || { say "perf is not installed"; exit 1; }
   cluster_up perf
-  # Profile the middle of one long step: login and ramp-up stay out of the profile.
+  # Profile the middle of one long step: login and ramp-up stay out of the profile. MRC's
+  # stacks come from DWARF unwinding (.eh_frame: the release build has no frame
+  # pointers); nats-server (Go: frame pointers, no .eh_frame) is recorded with them.
   (
     sleep 12
-    perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -o "$out/perf.data" \
-      -p "${pid_of[gw-1]},${pid_of[gw-2]},${pid_of[center-1]},${pid_of[nats]}" -- sleep 8 \
-      >"$out/logs/perf.log" 2>&1
+    perf record -e cpu-clock -F 499 --call-graph dwarf,32768 -o "$out/perf.data" \
+      -p "${pid_of[gw-1]},${pid_of[gw-2]},${pid_of[center-1]}" -- sleep 8 \
+      >"$out/logs/perf.log" 2>&1 &
+    perf record -e cpu-clock -F 499 -g -o "$out/perf-nats.data" -p "${pid_of[nats]}" \
+      -- sleep 8 >"$out/logs/perf-nats.log" 2>&1
+    wait
   ) &
   perf_pid=$!
   # Its own JSON file, so the long profiled step stays out of results.jsonl's plots.
@@ -234,18 +239,20 @@ if [ "$perf" = 1 ]; then
   wait "$perf_pid" || true
   perf_pid=""
   # With one worker thread a gateway's or center's work runs on its main thread, which
-  # bears the process's name.
-  report() { perf report -i "$out/perf.data" --stdio --no-children -g none "$@" 2>/dev/null || true; }
-  report --sort comm,dso >"$out/perf-by-process.txt"
-  report --comm mrc-gateway,mrc-center,tokio-rt-worker --sort dso,sym --percent-limit 0.3 >"$out/perf-mrc.txt"
-  report --comm nats-server --sort dso,sym --percent-limit 0.5 >"$out/perf-nats.txt"
-  # Flame graphs (inferno, installed under .tools/inferno on first use): the stacks come
-  # from DWARF unwinding (.eh_frame), so the release build needs no frame pointers.
+  # bears the process's name; with more, on threads named tokio-rt-worker.
+  report() { perf report --stdio --no-children -g none "$@" 2>/dev/null || true; }
+  report -i "$out/perf.data" --sort comm,dso >"$out/perf-by-process.txt"
+  report -i "$out/perf.data" --sort dso,sym --percent-limit 0.3 >"$out/perf-mrc.txt"
+  report -i "$out/perf-nats.data" --sort dso,sym --percent-limit 0.5 >"$out/perf-nats.txt"
+  # Flame graphs (inferno, installed under .tools/inferno on first use).
   if flamegraph_tools; then
-    perf script -i "$out/perf.data" 2>/dev/null | "$tools/inferno-collapse-perf" --all >"$out/perf.folded"
-    # Gateways on more than one worker thread run on threads named tokio-rt-worker.
-    for comm in mrc-gateway tokio-rt-worker nats-server; do
-      grep -q "^$comm;" "$out/perf.folded" || continue
+    for data in perf perf-nats; do
+      [ -s "$out/$data.data" ] || continue
+      perf script -i "$out/$data.data" 2>/dev/null | "$tools/inferno-collapse-perf" --all \
+        >>"$out/perf.folded" || true
+    done
+    for comm in mrc-gateway mrc-center tokio-rt-worker nats-server; do
+      grep -q "^$comm;" "$out/perf.folded" 2>/dev/null || continue
       grep "^$comm;" "$out/perf.folded" | "$tools/inferno-flamegraph" --hash --minwidth 0.5 \
         --title "$comm, $perf_scenario at $perf_rate msg/s" >"$out/flame-$comm.svg" || true
     done

@@ -257,7 +257,8 @@ fn scan_msg(text: &str) -> Option<Frame<'static>> {
     let (t_us, rest) = number_after(body, r#"{"t":"#)?;
     let (step, rest) = number_after(rest, r#","s":"#)?;
     let (seq, rest) = number_after(rest, r#","n":"#)?;
-    let (sent_us, _) = number_after(rest, r#","a":"#)?;
+    // Bodies of benches before the actual send time: as scheduled.
+    let sent_us = number_after(rest, r#","a":"#).map_or(t_us, |(a, _)| a);
     Some(Frame::Msg {
         t_us,
         sent_us,
@@ -318,7 +319,8 @@ fn decode(text: &str) -> Frame<'_> {
                 .and_then(|b| serde_json::from_str::<serde_json::Value>(b.get()).ok())
                 .and_then(|b| {
                     let field = |k: &str| b.get(k).and_then(|v| v.as_u64());
-                    Some((field("t")?, field("a")?, field("s")?, field("n")?))
+                    let t = field("t")?;
+                    Some((t, field("a").unwrap_or(t), field("s")?, field("n")?))
                 });
             match fields {
                 Some((t_us, sent_us, step, seq)) => Frame::Msg {
@@ -383,6 +385,19 @@ mod tests {
             body(1, 1, 0, 0, 10).get().len() > 10,
             "too small to pad: minimal body"
         );
+    }
+
+    #[test]
+    fn bodies_without_the_actual_send_time_count_as_sent_on_schedule() {
+        let text = r#"{"op":"msg","id":"x","to":["a"],"ts":1,"body":{"t":5,"s":0,"n":1,"p":"x"}}"#;
+        let want = || Frame::Msg {
+            t_us: 5,
+            sent_us: 5,
+            step: 0,
+            seq: 1,
+        };
+        assert_eq!(scan_msg(text), Some(want()));
+        assert_eq!(decode(text), want());
     }
 
     #[test]
