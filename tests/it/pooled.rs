@@ -144,6 +144,52 @@ async fn no_responders_fail_at_once_and_silence_times_out_leaving_nothing() {
     unanswered_requests_leave_nothing(&nats, ask, || replies.waiting()).await;
 }
 
+/// Two processes on one pool subject (a gateway restarted under its id while the old one
+/// drains) each get their own replies: their request numbers do not start alike.
+#[tokio::test]
+async fn two_muxers_on_one_pool_subject_each_get_their_own_replies() {
+    let (cluster, _nats) = served(Duration::ZERO).await;
+    let (old, new) = (cluster.client().await, cluster.client().await);
+    let pool = "test.same.replies".to_string();
+    let old = Replies::start(old, pool.clone()).await.unwrap();
+    let new = Replies::start(new, pool).await.unwrap();
+    for round in 0..20 {
+        let (a, b) = (format!("\"old{round}\""), format!("\"new{round}\""));
+        let (from_old, from_new) = tokio::join!(
+            old.request("test.serve".into(), a.clone().into(), TIMEOUT),
+            new.request("test.serve".into(), b.clone().into(), TIMEOUT),
+        );
+        assert_eq!(from_old.unwrap(), format!("[{a}]"));
+        assert_eq!(from_new.unwrap(), format!("[{b}]"));
+    }
+}
+
+/// Once its client drained, a muxer hears no reply: a request fails at once instead of
+/// waiting out its timeout.
+#[tokio::test]
+async fn after_a_drain_requests_fail_at_once() {
+    let (cluster, _nats) = served(Duration::ZERO).await;
+    let nats = mrc::connection::Nats::new(cluster.client().await)
+        .await
+        .unwrap();
+    mrc::connection::drain(nats.client()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let asked = mrc::connection::request::<Vec<String>>(
+        &nats,
+        "test.serve".into(),
+        "\"q\"".into(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(asked.is_err(), "{asked:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// Requests to the centers wait on the client's own muxer (`connection::Nats`): answered
 /// ones get their reply, and one that nobody answers leaves nothing behind (async-nats's
 /// muxer keeps such entries for as long as the client lives, nats-io/nats.rs#1617).
