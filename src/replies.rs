@@ -8,7 +8,7 @@
 //! replies of one answering gateway). A request to a subject nobody serves fails at once:
 //! nats-server answers `<prefix>.<n>` with a no-responders status.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,8 +43,6 @@ pub struct Replies {
     /// Keyed by numbers this process counts up: a fast hash is enough (SipHash was ~280
     /// instructions per request).
     waiting: Mutex<foldhash::HashMap<u64, Answer>>,
-    /// The reply subscription ended (the connection drained): requests fail at once.
-    closed: AtomicBool,
 }
 
 impl Replies {
@@ -69,7 +67,6 @@ impl Replies {
             prefix,
             next: AtomicU64::new(random_start()),
             waiting: Mutex::default(),
-            closed: AtomicBool::new(false),
         });
         tokio::spawn(dispatch(replies.clone(), subscription, form));
         Ok(replies)
@@ -83,9 +80,6 @@ impl Replies {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, RequestFailure> {
-        if self.closed.load(Relaxed) {
-            return Err(RequestFailure::Other("the reply subscription ended".into()));
-        }
         let n = self.next.fetch_add(1, Relaxed);
         let (answer, reply) = oneshot::channel();
         lock(&self.waiting).insert(n, answer);
@@ -165,8 +159,8 @@ async fn dispatch(replies: Arc<Replies>, mut subscription: Subscriber, form: For
             },
         }
     }
-    // Nothing will answer what still waits.
-    replies.closed.store(true, Relaxed);
+    // The connection drained: nothing will answer what still waits (a later request
+    // fails at its publish).
     let waiting = std::mem::take(&mut *lock(&replies.waiting));
     for (_, answer) in waiting {
         let _ = answer.send(Err(RequestFailure::Other(
