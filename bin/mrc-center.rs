@@ -68,11 +68,12 @@ async fn run(config: config::Center, id: mrc::ident::CenterId) -> anyhow::Result
         () = shutdown.cancelled() => return Ok(()),
     };
     let client = connection.client.clone();
+    let nats = config.nats.clone();
     if let Some(http) = &http {
         http.connected(client.client().clone());
     }
     center::run(config, id, client.clone(), http.as_ref(), shutdown).await?;
-    connection::drain(&client).await;
+    connection::drain(&client, &nats).await;
     if let Some(http) = http {
         http.closed().await?;
     }

@@ -67,7 +67,8 @@ async fn run(config: config::Gateway, id: mrc::ident::GatewayId) -> anyhow::Resu
         () = shutdown.cancelled() => return Ok(()),
     };
     let client = connection.client.clone();
+    let nats = config.nats.clone();
     gateway::run(config, id, connection, listeners, shutdown, hangups).await?;
-    connection::drain(&client).await;
+    connection::drain(&client, &nats).await;
     Ok(())
 }

@@ -297,9 +297,17 @@ pub(crate) async fn confirm_subscriptions(
     }
 }
 
-/// Drains `client` (flushes what is buffered, ends subscriptions), bounded in time: with
-/// NATS unreachable a drain would wait for a reconnect forever.
-pub async fn drain(client: &Client) {
+/// Leaves NATS at the end of a process. First one round trip: the unsubscribes of what the
+/// process stopped serving (a center's endpoints, a gateway's ingress) were only written,
+/// and until nats-server has read them it still routes requests here, to be lost with the
+/// process. Then a drain (flushes what is buffered, ends the other subscriptions), bounded
+/// in time: with NATS unreachable a drain would wait for a reconnect forever.
+pub async fn drain(client: &Client, cfg: &config::Nats) {
+    if let Ok(subjects) = cfg.subjects() {
+        if let Err(e) = round_trip(client, subjects.probe(), cfg.request_timeout()).await {
+            tracing::warn!(error = %format!("{e:#}"), "leaving NATS without a last round trip");
+        }
+    }
     match tokio::time::timeout(Duration::from_secs(5), client.drain()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "draining the NATS connection failed"),

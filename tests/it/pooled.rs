@@ -172,7 +172,7 @@ async fn after_a_drain_requests_fail_at_once() {
     let nats = mrc::connection::Nats::new(cluster.client().await)
         .await
         .unwrap();
-    mrc::connection::drain(nats.client()).await;
+    nats.client().drain().await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     let asked = mrc::connection::request::<Vec<String>>(
