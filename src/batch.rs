@@ -24,6 +24,10 @@ use crate::connection::{request_raw, Nats, RequestFailure};
 use crate::pooled::Pool;
 use crate::protocol::nats::{decode_reply, encode, ErrorBody, ErrorReply};
 use crate::replies::Replies;
+use crate::timer::FineTimer;
+
+mod linger;
+use linger::{Forming, Gathered};
 
 /// How a [`Batcher`] may batch.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +67,9 @@ struct Target {
     limits: Limits,
     /// Batchers with a linger: the calls gathered by the first of them, which sleeps the
     /// linger before it sends them all.
-    forming: std::sync::Mutex<Vec<Call>>,
+    forming: std::sync::Mutex<Forming>,
+    /// What the leader sleeps its linger on (tokio's timer would round it up to 1–2 ms).
+    timer: FineTimer,
 }
 
 /// Requests to a process that also sends requests here: replies come back pooled
@@ -73,10 +79,11 @@ pub struct Pooled {
     pub pool: Arc<Pool>,
     /// The pool of the process served by this batcher's subject.
     pub peer: String,
-    /// How long the first call waits for others to go with it (zero: it does not wait;
-    /// calls gather only while every slot is busy). Longer means fewer, bigger requests
-    /// at the price of that much latency. Yielding one scheduler tick instead cost more
-    /// instructions per message and saved no measurable CPU (docs/PERFORMANCE.md).
+    /// How long the first call waits for others to go with it, when calls come closer
+    /// together than this (zero: it never waits; calls gather only while every slot is
+    /// busy). Longer means fewer, bigger requests at the price of that much latency.
+    /// Yielding one scheduler tick instead cost more instructions per message and saved
+    /// no measurable CPU (docs/PERFORMANCE.md).
     pub linger: Duration,
 }
 
@@ -134,6 +141,7 @@ impl Batcher {
             pooled,
             limits,
             forming: Default::default(),
+            timer: FineTimer::default(),
         });
         tokio::spawn(run(target.clone(), rx));
         Batcher { calls, target }
@@ -141,9 +149,17 @@ impl Batcher {
 
     /// Sends one encoded request (maybe batched with others) and decodes its own reply.
     pub async fn request<T: DeserializeOwned>(&self, payload: Bytes) -> Result<T, RequestFailure> {
-        if let Some(linger) = self.target.linger() {
-            return self.request_lingering(payload, linger).await;
-        }
+        let payload = match self.target.linger() {
+            None => payload,
+            Some(linger) => match self.gather(payload, linger) {
+                Gathered::Now(payload) => payload,
+                Gathered::Lead(reply) => {
+                    self.lead(linger).await;
+                    return wait(reply).await;
+                }
+                Gathered::Follow(reply) => return wait(reply).await,
+            },
+        };
         // Nothing queued and a slot free (below saturation, nearly always): send from this
         // task, without handing the call to the batcher's task and back.
         if self.calls.capacity() == self.calls.max_capacity() {
@@ -157,79 +173,18 @@ impl Batcher {
         if self.calls.send(Call { payload, answer }).await.is_err() {
             return Err(RequestFailure::Other("batcher stopped".into()));
         }
-        let reply = reply
-            .await
-            .unwrap_or_else(|_| Err(RequestFailure::Other("batch dropped".into())))?;
-        decode(&reply)
+        wait(reply).await
     }
 }
 
-impl Batcher {
-    /// [`Batcher::request`] with a linger: the first call sleeps it, then sends what
-    /// gathered meanwhile.
-    async fn request_lingering<T: DeserializeOwned>(
-        &self,
-        payload: Bytes,
-        linger: Duration,
-    ) -> Result<T, RequestFailure> {
-        let (answer, reply) = oneshot::channel();
-        let lead = {
-            let mut forming = crate::sync::lock(&self.target.forming);
-            forming.push(Call { payload, answer });
-            forming.len() == 1
-        };
-        if lead {
-            let mut leader = Leader {
-                batcher: self,
-                armed: true,
-            };
-            tokio::time::sleep(linger).await;
-            leader.armed = false;
-            self.send_forming().await;
-        }
-        let reply = reply
-            .await
-            .unwrap_or_else(|_| Err(RequestFailure::Other("batch dropped".into())))?;
-        decode(&reply)
-    }
-
-    /// Sends the gathered calls: from this task when nothing is queued and a slot is
-    /// free, else through the batcher's queue.
-    async fn send_forming(&self) {
-        let calls = std::mem::take(&mut *crate::sync::lock(&self.target.forming));
-        let limits = &self.target.limits;
-        let bytes: usize = calls.iter().map(|c| c.payload.len() + 1).sum();
-        let fits = calls.len() <= limits.max_calls && bytes <= limits.max_bytes;
-        if fits && self.calls.capacity() == self.calls.max_capacity() {
-            if let Ok(slot) = self.target.slots.clone().try_acquire_owned() {
-                send(&self.target, calls).await;
-                drop(slot);
-                return;
-            }
-        }
-        for call in calls {
-            if let Err(refused) = self.calls.send(call).await {
-                let stopped = RequestFailure::Other("batcher stopped".into());
-                let _ = refused.0.answer.send(Err(stopped));
-            }
-        }
-    }
-}
-
-/// A leader dropped during its linger (its caller gave up) leaves the gathered calls to
-/// a task of their own.
-struct Leader<'a> {
-    batcher: &'a Batcher,
-    armed: bool,
-}
-
-impl Drop for Leader<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let batcher = self.batcher.clone();
-            tokio::spawn(async move { batcher.send_forming().await });
-        }
-    }
+/// A call's reply, decoded.
+async fn wait<T: DeserializeOwned>(
+    reply: oneshot::Receiver<Result<Bytes, RequestFailure>>,
+) -> Result<T, RequestFailure> {
+    let reply = reply
+        .await
+        .unwrap_or_else(|_| Err(RequestFailure::Other("batch dropped".into())))?;
+    decode(&reply)
 }
 
 /// The task of one subject: takes a free slot, then everything queued meanwhile.

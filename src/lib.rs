@@ -37,6 +37,7 @@ pub mod store;
 pub mod subject;
 pub mod sync;
 pub mod telemetry;
+pub(crate) mod timer;
 
 /// This build's version, announced by centers and gateways.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 
 use crate::connection::Respond;
 use crate::sync::lock;
+use crate::timer::FineTimer;
 
 /// The last token of every pool subject (`mrc.gw.<gateway>.replies`).
 pub const POOL_SUFFIX: &str = ".replies";
@@ -201,9 +202,10 @@ fn take(gathered: &mut Gathered) -> Option<(Subject, Vec<(u64, Bytes)>)> {
 /// One task per pool sends replies a window after the first of them (those gathered
 /// meanwhile go too); a pool told again while it slept flushes once more.
 async fn flusher(pool: Weak<Pool>, due: Arc<Notify>, window: Duration) {
+    let timer = FineTimer::default();
     loop {
         due.notified().await;
-        tokio::time::sleep(window).await;
+        timer.sleep(window).await;
         let Some(pool) = pool.upgrade() else { return };
         pool.flush_all().await;
     }
