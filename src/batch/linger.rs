@@ -19,12 +19,13 @@ pub(super) enum Gathered {
 }
 
 impl Batcher {
-    /// Adds a call to the batch forming, or starts one when others are expected within
-    /// the linger. A call never passes a forming batch, so calls leave in order.
+    /// Adds a call to the batch forming, or starts one when lingering pays ([`Pace`]) and
+    /// the batcher is not saturated (then calls gather in its queue while every slot is
+    /// busy anyway). A call never passes a forming batch, so calls leave in order.
     pub(super) fn gather(&self, payload: Bytes, linger: Duration) -> Gathered {
         let mut forming = crate::sync::lock(&self.target.forming);
-        let busy = forming.pace.busy(Instant::now(), linger);
-        if forming.calls.is_empty() && !busy {
+        let pays = forming.pace.lingering_pays(Instant::now(), linger);
+        if forming.calls.is_empty() && (!pays || self.saturated()) {
             return Gathered::Now(payload);
         }
         let (answer, reply) = oneshot::channel();
@@ -34,6 +35,12 @@ impl Batcher {
         } else {
             Gathered::Follow(reply)
         }
+    }
+
+    /// Every slot is busy or calls wait in the queue.
+    fn saturated(&self) -> bool {
+        self.target.slots.available_permits() == 0
+            || self.calls.capacity() < self.calls.max_capacity()
     }
 
     /// The first call of a batch sleeps the linger, then sends what gathered meanwhile.
@@ -78,19 +85,25 @@ pub(super) struct Forming {
 }
 
 /// The mean gap between calls, weighted towards the latest. A call lingers only when
-/// calls come closer together than the linger: a quiet destination gets each message at
-/// once, and only traffic that gathers into batches pays the linger.
+/// calls come closer together than the linger, but not [`FULL`] times closer: a quiet
+/// destination gets each message at once, and near saturation batches fill while the
+/// requests in flight are out, as they do without a linger (which then only cost
+/// throughput: docs/PERFORMANCE.md).
 #[derive(Debug, Default)]
 struct Pace {
     last: Option<Instant>,
     mean_gap: Duration,
 }
 
+/// Calls per linger from which lingering no longer pays.
+const FULL: u32 = 16;
+
 impl Pace {
-    /// Counts a call at `now`; whether calls now come closer together than `linger`.
-    /// A gap counts as at most eight lingers, so that the pace follows a rise in traffic
-    /// within a few dozen calls.
-    fn busy(&mut self, now: Instant, linger: Duration) -> bool {
+    /// Counts a call at `now`; whether between one and [`FULL`] calls now come within a
+    /// linger. Weighted 1/16 per call, so that bursts (a runtime tick's worth of calls,
+    /// then a pause) do not flip it, and a gap counts as at most eight lingers, so that
+    /// it follows a rise in traffic within about a hundred calls.
+    fn lingering_pays(&mut self, now: Instant, linger: Duration) -> bool {
         let longest = linger * 8;
         let gap = match self.last {
             Some(last) => now.saturating_duration_since(last).min(longest),
@@ -100,8 +113,8 @@ impl Pace {
             }
         };
         self.last = Some(now);
-        self.mean_gap = (self.mean_gap * 7 + gap) / 8;
-        self.mean_gap < linger
+        self.mean_gap = (self.mean_gap * 15 + gap) / 16;
+        self.mean_gap < linger && self.mean_gap * FULL >= linger
     }
 }
 
@@ -132,12 +145,12 @@ mod tests {
         let mut now = Instant::now();
         let mut step = |pace: &mut Pace, gap_us: u64| {
             now += Duration::from_micros(gap_us);
-            pace.busy(now, linger)
+            pace.lingering_pays(now, linger)
         };
         assert!(!step(&mut pace, 0), "the first call goes at once");
-        let busy: Vec<bool> = (0..40).map(|_| step(&mut pace, 1000)).collect();
+        let busy: Vec<bool> = (0..100).map(|_| step(&mut pace, 1000)).collect();
         assert!(!busy[0], "one close call is not yet traffic");
-        assert!(busy[39], "a steady 1k/s is");
+        assert!(busy[99], "a steady 1k/s is");
         assert!(
             !step(&mut pace, 2_000_000),
             "the first call after a silence goes at once"

@@ -294,10 +294,10 @@ async fn pooled_batcher(linger: Duration) -> (Cluster, mrc::batch::Batcher, Arc<
     (cluster, batcher, served)
 }
 
-/// Traffic for a lingering batcher: 32 calls at once, so that the calls after them linger
+/// Traffic for a lingering batcher: 48 calls at once, so that the calls after them linger
 /// (a batcher lingers only while calls come closer together than the linger).
 async fn steady_traffic(batcher: &mrc::batch::Batcher) {
-    let calls = (0..32u32).map(|n| batcher.request::<Vec<u32>>(Bytes::from(n.to_string())));
+    let calls = (0..48u32).map(|n| batcher.request::<Vec<u32>>(Bytes::from(n.to_string())));
     for reply in futures::future::join_all(calls).await {
         reply.unwrap();
     }
