@@ -87,8 +87,8 @@ pub(super) struct Forming {
 /// The mean gap between calls, weighted towards the latest. A call lingers only when
 /// calls come closer together than the linger, but not [`FULL`] times closer: a quiet
 /// destination gets each message at once, and near saturation batches fill while the
-/// requests in flight are out, as they do without a linger (which then only cost
-/// throughput: docs/PERFORMANCE.md).
+/// requests in flight are out, as they do without a linger; lingering there only cost
+/// throughput (docs/PERFORMANCE.md).
 #[derive(Debug, Default)]
 struct Pace {
     last: Option<Instant>,
