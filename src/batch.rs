@@ -153,8 +153,8 @@ impl Batcher {
             None => payload,
             Some(linger) => match self.gather(payload, linger) {
                 Gathered::Now(payload) => payload,
-                Gathered::Lead(reply) => {
-                    self.lead(linger).await;
+                Gathered::Lead(pause, reply) => {
+                    self.lead(pause).await;
                     return wait(reply).await;
                 }
                 Gathered::Follow(reply) => return wait(reply).await,

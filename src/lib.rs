@@ -28,6 +28,7 @@ pub mod exit;
 pub mod gateway;
 pub mod groups;
 pub mod ident;
+pub(crate) mod pace;
 pub mod pooled;
 pub mod protocol;
 pub mod replies;

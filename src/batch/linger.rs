@@ -1,5 +1,5 @@
-//! Lingering: a batcher whose first call waits a while for others to go with it, but
-//! only while calls come closer together than that wait.
+//! Lingering: a batcher whose first call waits a while for others to go with it, at the
+//! pace of the calls ([`Pace`]).
 
 use std::time::{Duration, Instant};
 
@@ -7,13 +7,14 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::{send, Batcher, Call, RequestFailure};
+use crate::pace::Pace;
 
 /// Where a call goes in a batcher with a linger.
 pub(super) enum Gathered {
     /// Calls are too far apart for others to join it: it goes at once.
     Now(Bytes),
-    /// It is the first of a batch: it sleeps the linger, then sends the batch.
-    Lead(oneshot::Receiver<Result<Bytes, RequestFailure>>),
+    /// It is the first of a batch: it sleeps this long, then sends the batch.
+    Lead(Duration, oneshot::Receiver<Result<Bytes, RequestFailure>>),
     /// It joined the batch forming.
     Follow(oneshot::Receiver<Result<Bytes, RequestFailure>>),
 }
@@ -22,16 +23,19 @@ impl Batcher {
     /// Adds a call to the batch forming, or starts one when lingering pays ([`Pace`]) and
     /// the batcher is not saturated (then calls gather in its queue while every slot is
     /// busy anyway). A call never passes a forming batch, so calls leave in order.
+    /// A call that would start a batch while the batcher is saturated goes at once.
     pub(super) fn gather(&self, payload: Bytes, linger: Duration) -> Gathered {
         let mut forming = crate::sync::lock(&self.target.forming);
-        let pays = forming.pace.lingering_pays(Instant::now(), linger);
-        if forming.calls.is_empty() && (!pays || self.saturated()) {
-            return Gathered::Now(payload);
-        }
+        let wait = forming.pace.wait(Instant::now(), linger);
+        let wait = match wait {
+            Some(wait) if !self.saturated() => wait,
+            _ if forming.calls.is_empty() => return Gathered::Now(payload),
+            _ => Duration::ZERO,
+        };
         let (answer, reply) = oneshot::channel();
         forming.calls.push(Call { payload, answer });
         if forming.calls.len() == 1 {
-            Gathered::Lead(reply)
+            Gathered::Lead(wait, reply)
         } else {
             Gathered::Follow(reply)
         }
@@ -43,7 +47,7 @@ impl Batcher {
             || self.calls.capacity() < self.calls.max_capacity()
     }
 
-    /// The first call of a batch sleeps the linger, then sends what gathered meanwhile.
+    /// The first call of a batch sleeps its pause, then sends what gathered meanwhile.
     pub(super) async fn lead(&self, linger: Duration) {
         let mut leader = Leader {
             batcher: self,
@@ -84,40 +88,6 @@ pub(super) struct Forming {
     pace: Pace,
 }
 
-/// The mean gap between calls, weighted towards the latest. A call lingers only when
-/// calls come closer together than the linger, but not [`FULL`] times closer: a quiet
-/// destination gets each message at once, and near saturation batches fill while the
-/// requests in flight are out, as they do without a linger; lingering there only cost
-/// throughput (docs/PERFORMANCE.md).
-#[derive(Debug, Default)]
-struct Pace {
-    last: Option<Instant>,
-    mean_gap: Duration,
-}
-
-/// Calls per linger from which lingering no longer pays.
-const FULL: u32 = 16;
-
-impl Pace {
-    /// Counts a call at `now`; whether between one and [`FULL`] calls now come within a
-    /// linger. Weighted 1/16 per call, so that bursts (a runtime tick's worth of calls,
-    /// then a pause) do not flip it, and a gap counts as at most eight lingers, so that
-    /// it follows a rise in traffic within about a hundred calls.
-    fn lingering_pays(&mut self, now: Instant, linger: Duration) -> bool {
-        let longest = linger * 8;
-        let gap = match self.last {
-            Some(last) => now.saturating_duration_since(last).min(longest),
-            None => {
-                self.mean_gap = longest;
-                longest
-            }
-        };
-        self.last = Some(now);
-        self.mean_gap = (self.mean_gap * 15 + gap) / 16;
-        self.mean_gap < linger && self.mean_gap * FULL >= linger
-    }
-}
-
 /// A leader dropped during its linger (its caller gave up) leaves the gathered calls to
 /// a task of their own.
 struct Leader<'a> {
@@ -131,34 +101,5 @@ impl Drop for Leader<'_> {
             let batcher = self.batcher.clone();
             tokio::spawn(async move { batcher.send_forming().await });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn calls_linger_only_while_they_come_closer_together_than_the_linger() {
-        let linger = Duration::from_micros(1500);
-        let mut pace = Pace::default();
-        let mut now = Instant::now();
-        let mut step = |pace: &mut Pace, gap_us: u64| {
-            now += Duration::from_micros(gap_us);
-            pace.lingering_pays(now, linger)
-        };
-        assert!(!step(&mut pace, 0), "the first call goes at once");
-        let busy: Vec<bool> = (0..100).map(|_| step(&mut pace, 1000)).collect();
-        assert!(!busy[0], "one close call is not yet traffic");
-        assert!(busy[99], "a steady 1k/s is");
-        assert!(
-            !step(&mut pace, 2_000_000),
-            "the first call after a silence goes at once"
-        );
-        let mut slow = Pace::default();
-        assert!(
-            (0..100).all(|_| !step(&mut slow, 2000)),
-            "500/s never lingers"
-        );
     }
 }
