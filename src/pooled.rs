@@ -7,22 +7,27 @@
 //! own, `<pool>.<n>`, all served by one subscription `<pool>.*`; the answerer ([`Pool`])
 //! gathers its replies to one requester for up to a window and sends them as one message
 //! `[[n,len,reply],...]`, or sooner, just before its own next request to that requester, so
-//! that both leave in one write and arrive in one read. A request to a subject nobody
-//! serves fails at once: nats-server answers `<pool>.<n>` with a no-responders status.
+//! that both leave in one write and arrive in one read. Replies gather only while traffic
+//! to that requester (replies and requests) comes closer together than the window, and
+//! for about as long as 16 of them take ([`crate::pace`]): a quiet pair of gateways
+//! replies at once, with no timer. A request to a subject nobody serves fails at once:
+//! nats-server answers `<pool>.<n>` with a no-responders status.
 //!
 //! A reply subject that is not a pool's (`nats req`, say) is answered at once, alone.
 
-use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::{Client, Subject};
 use bytes::{BufMut, Bytes, BytesMut};
+use foldhash::HashMap;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
 use crate::connection::Respond;
+use crate::pace::Pace;
 use crate::sync::lock;
 use crate::timer::FineTimer;
 
@@ -102,10 +107,14 @@ pub struct Pool {
     client: Client,
     window: Duration,
     /// One entry per requester ever answered (a few: the other gateways), emptied by
-    /// each flush.
+    /// each flush. Looked up for every reply and request: a fast hash (SipHash was ~230
+    /// instructions a look-up).
     gathered: Mutex<HashMap<String, Gathered>>,
-    /// Told when a pool gets its first reply; the flusher sends it after the window.
+    /// Told when a pool gets its first reply; the flusher sends it after `pause`.
     due: Arc<Notify>,
+    /// How long the flusher waits, in microseconds: the wait of the latest reply that
+    /// started a gathering.
+    pause: AtomicU64,
 }
 
 /// Replies to one pool not sent yet.
@@ -115,6 +124,8 @@ struct Gathered {
     subject: Option<Subject>,
     replies: Vec<(u64, Bytes)>,
     bytes: usize,
+    /// Of everything that leaves for this requester: replies, and requests.
+    pace: Pace,
 }
 
 impl Pool {
@@ -126,6 +137,7 @@ impl Pool {
             window,
             gathered: Mutex::default(),
             due: due.clone(),
+            pause: AtomicU64::new(0),
         });
         if !window.is_zero() {
             tokio::spawn(flusher(Arc::downgrade(&pool), due, window));
@@ -141,30 +153,43 @@ impl Pool {
         if self.window.is_zero() {
             return self.send(reply_to.clone(), encode(&[(n, reply)])).await;
         }
-        let (first, full) = {
+        let (first, taken) = {
             let mut gathered = lock(&self.gathered);
-            if !gathered.contains_key(pool) {
-                gathered.insert(pool.to_owned(), Gathered::default());
-            }
-            let entry = gathered.get_mut(pool).expect("inserted above");
+            let entry = entry(&mut gathered, pool);
             if entry.subject.is_none() {
                 entry.subject = Some(reply_to.clone());
             }
+            let wait = entry.pace.wait(Instant::now(), self.window);
             entry.bytes += reply.len() + 24;
             entry.replies.push((n, reply));
-            (entry.replies.len() == 1, entry.bytes >= MAX_POOLED_BYTES)
+            let first = entry.replies.len() == 1;
+            match wait {
+                Some(wait) if entry.bytes < MAX_POOLED_BYTES => {
+                    if first {
+                        let micros = wait.as_micros().try_into().unwrap_or(u64::MAX);
+                        self.pause.store(micros, Relaxed);
+                    }
+                    (first, None)
+                }
+                _ => (false, take(entry)),
+            }
         };
-        if full {
-            self.flush(pool).await;
+        if let Some((subject, replies)) = taken {
+            self.send(subject, encode(&replies)).await;
         } else if first {
             self.due.notify_one();
         }
     }
 
-    /// Sends what is gathered for `pool` now (before a request to the same process, so
-    /// both travel together).
+    /// Sends what is gathered for `pool` now: before a request to the same process, so
+    /// that both travel together (which counts towards the pace there too).
     pub async fn flush(&self, pool: &str) {
-        let taken = lock(&self.gathered).get_mut(pool).and_then(take);
+        let taken = {
+            let mut gathered = lock(&self.gathered);
+            let entry = entry(&mut gathered, pool);
+            entry.pace.wait(Instant::now(), self.window);
+            take(entry)
+        };
         if let Some((subject, replies)) = taken {
             self.send(subject, encode(&replies)).await;
         }
@@ -192,6 +217,14 @@ impl Drop for Pool {
     }
 }
 
+/// The replies gathered for `pool`, made on first use (one per requester).
+fn entry<'a>(gathered: &'a mut HashMap<String, Gathered>, pool: &str) -> &'a mut Gathered {
+    if !gathered.contains_key(pool) {
+        gathered.insert(pool.to_owned(), Gathered::default());
+    }
+    gathered.get_mut(pool).expect("inserted above")
+}
+
 /// What one pool has gathered, leaving it empty.
 fn take(gathered: &mut Gathered) -> Option<(Subject, Vec<(u64, Bytes)>)> {
     let subject = gathered.subject.take()?;
@@ -199,13 +232,16 @@ fn take(gathered: &mut Gathered) -> Option<(Subject, Vec<(u64, Bytes)>)> {
     Some((subject, std::mem::take(&mut gathered.replies)))
 }
 
-/// One task per pool sends replies a window after the first of them (those gathered
+/// One task per pool sends replies a pause after the first of them (those gathered
 /// meanwhile go too); a pool told again while it slept flushes once more.
 async fn flusher(pool: Weak<Pool>, due: Arc<Notify>, window: Duration) {
     let timer = FineTimer::default();
     loop {
         due.notified().await;
-        timer.sleep(window).await;
+        let Some(pause) = pool.upgrade().map(|p| p.pause.load(Relaxed)) else {
+            return;
+        };
+        timer.sleep(window.min(Duration::from_micros(pause))).await;
         let Some(pool) = pool.upgrade() else { return };
         pool.flush_all().await;
     }

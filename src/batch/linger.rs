@@ -48,12 +48,12 @@ impl Batcher {
     }
 
     /// The first call of a batch sleeps its pause, then sends what gathered meanwhile.
-    pub(super) async fn lead(&self, linger: Duration) {
+    pub(super) async fn lead(&self, pause: Duration) {
         let mut leader = Leader {
             batcher: self,
             armed: true,
         };
-        self.target.timer.sleep(linger).await;
+        self.target.timer.sleep(pause).await;
         leader.armed = false;
         self.send_forming().await;
     }

@@ -76,19 +76,21 @@ pub struct Gateway {
     )]
     pub deliver_in_flight: usize,
     /// How long this gateway's answers to another gateway's deliver requests may wait to
-    /// leave together (they leave sooner with this gateway's next deliver request there).
-    /// 0: each at once. Only the sender's report waits, never the message.
+    /// leave together, while traffic to that gateway comes closer together than this
+    /// (they leave sooner with this gateway's next deliver request there; a quiet pair of
+    /// gateways answers at once). 0: each at once. Only the sender's report waits, never
+    /// the message.
     #[arg(
         long = "reply-window-us",
         env = "MRC_GATEWAY_REPLY_WINDOW_US",
         default_value_t = 1000
     )]
     pub reply_window_us: u64,
-    /// How long a deliver request to another gateway waits for others to the same
+    /// How long a deliver request to another gateway may wait for others to the same
     /// gateway to leave with it, while messages there come closer together than this
-    /// (so a quiet pair of gateways never waits). 0: it never waits. Longer means fewer
-    /// NATS messages (about half the cluster's CPU per message at 10k msg/s) for up to
-    /// that much latency (docs/PERFORMANCE.md).
+    /// (so a quiet pair of gateways never waits), and no longer than 16 of them take.
+    /// 0: it never waits. Longer means fewer NATS messages (about half the cluster's CPU
+    /// per message at 10k msg/s) for up to that much latency (docs/PERFORMANCE.md).
     #[arg(
         long = "deliver-linger-us",
         env = "MRC_GATEWAY_DELIVER_LINGER_US",

@@ -59,9 +59,22 @@ async fn served(window: Duration) -> (Cluster, async_nats::Client) {
     (cluster, nats)
 }
 
+/// What a busy pair of gateways does: `pool`'s gateway sends requests to `requester` in
+/// quick succession (each flushes what it owes there first), so that its replies there
+/// gather, where a quiet pair's would leave at once.
+async fn busy_towards(pool: &Pool, requester: &str) {
+    for _ in 0..40 {
+        pool.flush(requester).await;
+    }
+}
+
 #[tokio::test]
 async fn replies_within_the_window_travel_as_one_message_and_each_request_gets_its_own() {
-    let (_cluster, nats) = served(Duration::from_millis(200)).await;
+    let cluster = Cluster::start(0, 0);
+    let nats = cluster.client().await;
+    let pool = Pool::new(nats.clone(), Duration::from_millis(200));
+    serve(&nats, "test.serve", pool.clone()).await;
+    busy_towards(&pool, "test.a.replies").await;
     let replies = Replies::start(nats.clone(), "test.a.replies".into())
         .await
         .unwrap();
@@ -98,6 +111,8 @@ async fn gathered_replies_leave_at_once_with_the_answerers_own_request() {
         .await
         .unwrap();
 
+    busy_towards(&b_pool, "test.a.replies").await;
+    busy_towards(&a_pool, "test.b.replies").await;
     // a asks b; b holds the reply for its 60 s window...
     let asked = tokio::spawn({
         let a = a.clone();
@@ -131,6 +146,21 @@ async fn gathered_replies_leave_at_once_with_the_answerers_own_request() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(&own.await.unwrap().unwrap()[..], b"[\"y\"]");
+}
+
+#[tokio::test]
+async fn a_reply_to_a_quiet_requester_leaves_at_once() {
+    let (_cluster, nats) = served(Duration::from_secs(60)).await;
+    let replies = Replies::start(nats.clone(), "test.a.replies".into())
+        .await
+        .unwrap();
+    // Each reply comes well within TIMEOUT, a twelfth of the window.
+    for n in 0..3 {
+        let payload = Bytes::from(format!("\"{n}\""));
+        let reply = replies.request("test.serve".into(), payload, TIMEOUT).await;
+        assert_eq!(&reply.unwrap()[..], format!("[\"{n}\"]").as_bytes());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
