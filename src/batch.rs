@@ -149,15 +149,24 @@ impl Batcher {
 
     /// Sends one encoded request (maybe batched with others) and decodes its own reply.
     pub async fn request<T: DeserializeOwned>(&self, payload: Bytes) -> Result<T, RequestFailure> {
+        self.request_with(payload, decode).await
+    }
+
+    /// [`Batcher::request`] with a decoder of its own for the reply.
+    pub(crate) async fn request_with<T>(
+        &self,
+        payload: Bytes,
+        decode: fn(&[u8]) -> Result<T, RequestFailure>,
+    ) -> Result<T, RequestFailure> {
         let payload = match self.target.linger() {
             None => payload,
             Some(linger) => match self.gather(payload, linger) {
                 Gathered::Now(payload) => payload,
                 Gathered::Lead(pause, reply) => {
                     self.lead(pause).await;
-                    return wait(reply).await;
+                    return wait(reply, decode).await;
                 }
-                Gathered::Follow(reply) => return wait(reply).await,
+                Gathered::Follow(reply) => return wait(reply, decode).await,
             },
         };
         // Nothing queued and a slot free (below saturation, nearly always): send from this
@@ -173,13 +182,14 @@ impl Batcher {
         if self.calls.send(Call { payload, answer }).await.is_err() {
             return Err(RequestFailure::Other("batcher stopped".into()));
         }
-        wait(reply).await
+        wait(reply, decode).await
     }
 }
 
 /// A call's reply, decoded.
-async fn wait<T: DeserializeOwned>(
+async fn wait<T>(
     reply: oneshot::Receiver<Result<Bytes, RequestFailure>>,
+    decode: fn(&[u8]) -> Result<T, RequestFailure>,
 ) -> Result<T, RequestFailure> {
     let reply = reply
         .await

@@ -95,6 +95,9 @@ fn answer(sessions: &Sessions, payload: &[u8]) -> Bytes {
 
 /// One reply per request, as a JSON array in their order.
 fn answer_all(sessions: &Sessions, requests: &[DeliverRequest<'_>]) -> Bytes {
-    let replies: Vec<_> = requests.iter().map(|r| deliver(sessions, r)).collect();
-    encode(&replies)
+    let replies: Vec<_> = requests
+        .iter()
+        .map(|r| deliver(sessions, r).encode())
+        .collect();
+    crate::batch::json_array(replies.iter().map(|reply| &reply[..]))
 }

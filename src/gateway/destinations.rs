@@ -3,11 +3,11 @@
 //! Their replies come back pooled (`crate::pooled`), and the replies this gateway owes a
 //! destination leave with each request to it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use foldhash::HashMap;
 
 use crate::batch::{Batcher, Limits, Pooled};
 use crate::connection::{Nats, RequestFailure};
@@ -72,7 +72,8 @@ impl Batches {
         payload: Bytes,
     ) -> Result<DeliverReply<'static>, RequestFailure> {
         let batcher = self.batcher(gateway);
-        batcher.request(payload).await
+        let decode = |reply: &[u8]| DeliverReply::decode(reply).map_err(RequestFailure::from);
+        batcher.request_with(payload, decode).await
     }
 
     fn batcher(&self, gateway: &GatewayId) -> Batcher {

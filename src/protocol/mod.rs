@@ -25,6 +25,18 @@ pub(crate) mod service_error;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// `s` as a JSON string: copied between quotes when nothing in it needs escaping (ids
+/// nearly never do), else escaped by serde_json.
+pub(crate) fn json_string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        serde_json::to_writer(&mut *out, s).expect("a string always serializes");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
 /// Milliseconds since the Unix epoch: the `ts` of messages and events.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()

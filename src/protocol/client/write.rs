@@ -8,6 +8,7 @@
 use serde_json::value::RawValue;
 
 use super::{Frame, Report};
+use crate::protocol::json_string as string;
 
 /// The JSON of `frame` when it is a `msg` or a `report`, into `out`; `false` for any other
 /// frame (serde writes those).
@@ -114,16 +115,4 @@ fn report(out: &mut Vec<u8>, report: &Report) {
         serde_json::to_writer(&mut *out, counts).expect("counts serialize");
     }
     out.push(b'}');
-}
-
-/// `s` as a JSON string: copied between quotes when nothing in it needs escaping (ids
-/// nearly never do), else escaped by serde_json.
-fn string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        serde_json::to_writer(&mut *out, s).expect("a string always serializes");
-    } else {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    }
 }
