@@ -61,14 +61,18 @@ fn split_encoded(payload: &[u8]) -> Option<Vec<(u64, Range<usize>)>> {
         *at += 1;
         found.then_some(())
     };
+    // Decimal digits, at most 19 (every such number fits a u64).
     let number = |at: &mut usize| -> Option<u64> {
         let digits = payload[*at..]
             .iter()
             .take_while(|b| b.is_ascii_digit())
             .count();
-        let text = std::str::from_utf8(&payload[*at..*at + digits]).ok()?;
+        if digits == 0 || digits > 19 {
+            return None;
+        }
+        let text = &payload[*at..*at + digits];
         *at += digits;
-        text.parse().ok()
+        Some(text.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
     };
     expect(&mut at, b'[')?;
     let mut split = Vec::with_capacity(1);

@@ -134,16 +134,16 @@ impl Drop for Forget<'_> {
 /// Hands each reply to its request; a no-responders status fails its one request.
 async fn dispatch(replies: Arc<Replies>, mut subscription: Subscriber, form: Form) {
     while let Some(msg) = subscription.next().await {
-        let n = number(&msg.subject);
+        // Pooled replies carry their numbers: the subject's is read only when needed.
         if msg.status == Some(StatusCode::NO_RESPONDERS) {
-            if let Some(n) = n {
+            if let Some(n) = number(&msg.subject) {
                 replies.answer(n, Err(RequestFailure::NoResponders));
             }
             continue;
         }
         match form {
             Form::Plain => {
-                if let Some(n) = n {
+                if let Some(n) = number(&msg.subject) {
                     replies.answer(n, Ok(msg.payload));
                 }
             }

@@ -28,7 +28,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// `s` as a JSON string: copied between quotes when nothing in it needs escaping (ids
 /// nearly never do), else escaped by serde_json.
 pub(crate) fn json_string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    // Every byte checked without a branch each (the compiler vectorizes the fold).
+    let escapes = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
+    if s.bytes().fold(false, |any, b| any | escapes(b)) {
         serde_json::to_writer(&mut *out, s).expect("a string always serializes");
     } else {
         out.push(b'"');
