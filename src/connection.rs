@@ -252,9 +252,11 @@ pub(crate) async fn answer(
     mut answer: impl FnMut(&[u8]) -> bytes::Bytes,
 ) -> anyhow::Result<()> {
     use futures::StreamExt;
+    let stop = crate::shutdown::Cancelled::new(shutdown);
+    tokio::pin!(stop);
     loop {
         let msg = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+            () = &mut stop => return Ok(()),
             msg = requests.next() => match msg { Some(msg) => msg, None => return Ok(()) },
         };
         let reply = answer(&msg.payload);

@@ -1,8 +1,12 @@
 //! Shutdown as an argument: SIGTERM or SIGINT cancels one [`CancellationToken`] that every
 //! loop selects on; a second signal exits at once.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
 use tokio::signal::unix::{signal, SignalKind};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// A token cancelled by the first SIGTERM/SIGINT.
 pub fn on_signal() -> std::io::Result<CancellationToken> {
@@ -48,5 +52,76 @@ impl Hangups {
                 },
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `token.cancelled()` for a loop that polls it on every turn: once its waker is
+    /// registered, a poll is one atomic load while the token stands. tokio-util's future
+    /// takes the token's lock on every poll (~160 instructions), and a session polled it
+    /// several times per message.
+    pub(crate) struct Cancelled {
+        token: CancellationToken,
+        #[pin]
+        wait: WaitForCancellationFutureOwned,
+        // The waker the inner future holds, once it has been polled.
+        registered: Option<Waker>,
+    }
+}
+
+impl Cancelled {
+    pub(crate) fn new(token: &CancellationToken) -> Self {
+        Cancelled {
+            token: token.clone(),
+            wait: token.clone().cancelled_owned(),
+            registered: None,
+        }
+    }
+}
+
+impl Future for Cancelled {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let same = this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        // Cancelling wakes the registered waker, and then the token says so.
+        if same && !this.token.is_cancelled() {
+            return Poll::Pending;
+        }
+        let polled = this.wait.poll(cx);
+        if polled.is_pending() && !same {
+            *this.registered = Some(cx.waker().clone());
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_cancelled_future_polled_many_times_ends_when_the_token_is_cancelled() {
+        let token = CancellationToken::new();
+        let mut cancelled = Box::pin(Cancelled::new(&token));
+        for _ in 0..3 {
+            let poll = futures::poll!(cancelled.as_mut());
+            assert!(poll.is_pending(), "the token stands");
+        }
+        let canceller = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            canceller.cancel();
+        });
+        tokio::time::timeout(Duration::from_secs(5), cancelled)
+            .await
+            .expect("woken by the cancel");
+        let already = Cancelled::new(&token);
+        assert!(futures::poll!(Box::pin(already)).is_ready());
     }
 }

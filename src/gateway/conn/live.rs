@@ -199,7 +199,7 @@ fn shared_clock() -> governor::clock::QuantaClock {
 /// point that its id picks (ids are random, so turns spread evenly), right away without
 /// a window.
 async fn drained(cx: Arc<Context>, id: crate::ident::SessionId) {
-    cx.shutdown.cancelled().await;
+    crate::shutdown::Cancelled::new(&cx.shutdown).await;
     let window = cx.drain_window;
     if window.is_zero() {
         return;
