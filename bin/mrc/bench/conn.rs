@@ -179,6 +179,21 @@ pub fn frame_id(text: &str) -> Option<&str> {
     Some(&rest[..rest.find('"')?])
 }
 
+/// The id the bench chooses for a message (`--chosen-ids`): its step, number and actual
+/// send time (µs), so that a report says how long it took.
+pub fn chosen_id(step: usize, seq: u64, sent_us: u64) -> String {
+    format!("b{step}-{seq}-{sent_us}")
+}
+
+/// The step and send time (µs) of an id made by [`chosen_id`].
+pub fn chosen_id_sent(id: &str) -> Option<(usize, u64)> {
+    let mut parts = id.strip_prefix('b')?.split('-');
+    let step = parts.next()?.parse().ok()?;
+    let _seq: u64 = parts.next()?.parse().ok()?;
+    let sent_us = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((step, sent_us))
+}
+
 /// The inbox sequence number of a stored message's `msg` frame: `seq` is its last field.
 pub fn inbox_seq(text: &str) -> Option<u64> {
     let (seq, rest) = number_after(&text[text.rfind(r#","seq":"#)?..], r#","seq":"#)?;
@@ -549,6 +564,12 @@ mod tests {
         assert_eq!(inbox_seq(live), None, "a body's field is not the inbox seq");
         let report = r#"{"op":"report","id":"b1-s3","status":{"u":"stored"}}"#;
         assert_eq!(frame_id(report), Some("b1-s3"));
+        assert_eq!(chosen_id_sent("b1-s3"), None, "not a chosen id");
+        assert_eq!(
+            chosen_id_sent(&chosen_id(2, 17, 123_456)),
+            Some((2, 123_456))
+        );
+        assert_eq!(chosen_id_sent("b2-17-5-9"), None);
         assert_eq!(classify(report), Frame::Report(vec![(Outcome::Stored, 1)]));
 
         let reply = AckReply {

@@ -243,6 +243,7 @@ pub async fn run(
         current: AtomicUsize::new(0),
         latency: Sharded::new(16, cfg.steps.len()),
         transit: Sharded::new(16, cfg.steps.len()),
+        reported: Sharded::new(16, cfg.steps.len()),
         success: if cfg.traffic.durable() {
             Outcome::Stored
         } else {
@@ -484,6 +485,14 @@ async fn run_step(
         Micros(result.transit.p99).to_string(),
         cluster,
     );
+    let reported = Percentiles::of(&shared.reported.merged(step));
+    if reported.count > 0 {
+        let (p50, p99) = (Micros(reported.p50), Micros(reported.p99));
+        println!(
+            "  {:>9} p50 {p50} p99 {p99} (from the actual send)",
+            "report"
+        );
+    }
     println!("  {:>9} {}", "cpu/rss", procs::describe(usage));
     println!(
         "  {:>9} {}",
@@ -537,6 +546,7 @@ async fn run_step(
             "lag_max_us": lag,
             "latency": l.to_json(),
             "latency_from_send": result.transit.to_json(),
+            "report_latency_from_send": reported.to_json(),
             "procs": procs::to_json(usage),
             "cpu_us_per_msg": procs::per_message_json(&per_message),
         }),

@@ -116,7 +116,8 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     pub fanout: usize,
     /// Direct messages (1to1, multi) carry ids of the bench's, as clients that choose ids
-    /// send them: the receiving gateways' duplicate filter is then in the measurement.
+    /// send them: the receiving gateways' duplicate filter is then in the measurement, and
+    /// each report's latency is printed (its id says when its message left).
     #[arg(long)]
     pub chosen_ids: bool,
     /// Members of the group, the sender included (group; at most 20,000).

@@ -53,6 +53,9 @@ pub(super) struct Shared {
     pub(super) latency: Sharded,
     /// From each message's actual send time: what the cluster and the sockets took.
     pub(super) transit: Sharded,
+    /// From each message's actual send time to its report (`--chosen-ids`: the report's
+    /// id says when its message left).
+    pub(super) reported: Sharded,
     /// The outcome a report should give each receiver: `delivered`, or `stored` for
     /// durable sends.
     pub(super) success: Outcome,
@@ -101,6 +104,12 @@ impl Shared {
                 counters.delivered.fetch_add(1, Relaxed);
             }
             Frame::Report(outcomes) => {
+                let sent = conn::frame_id(text).and_then(conn::chosen_id_sent);
+                if let Some((step, sent_us)) = sent.filter(|(step, _)| *step < self.steps.len()) {
+                    let now_us = self.epoch.elapsed().as_micros() as u64;
+                    self.reported
+                        .record(shard, step, now_us.saturating_sub(sent_us));
+                }
                 let counters = &self.steps[current];
                 counters.reports.fetch_add(1, Relaxed);
                 for (outcome, n) in outcomes {

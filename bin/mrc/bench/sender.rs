@@ -173,7 +173,8 @@ impl Sender {
                 chosen_ids,
             } => {
                 let (receivers, fanout, keep) = (receivers.clone(), *fanout, *keep);
-                let id = chosen_ids.then(|| format!("b{step}-{seq}"));
+                // The report's id then tells when its message left.
+                let id = chosen_ids.then(|| conn::chosen_id(step, seq, sent_us));
                 let to = self.pick_receivers(&receivers, fanout, self.peers[k].gateway);
                 conn::send_frame(&to, id.as_deref(), keep, &body)
             }
