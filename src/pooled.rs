@@ -116,8 +116,9 @@ pub struct Pool {
     gathered: Mutex<HashMap<String, Gathered>>,
     /// Told when a pool gets its first reply; the flusher sends it after `pause`.
     due: Arc<Notify>,
-    /// How long the flusher waits, in microseconds: the wait of the latest reply that
-    /// started a gathering.
+    /// How long the flusher waits, in microseconds: the shortest wait of the gatherings
+    /// started since it last woke (`u64::MAX`: none), so that no requester's replies
+    /// wait longer than their own pace asks.
     pause: AtomicU64,
 }
 
@@ -141,7 +142,7 @@ impl Pool {
             window,
             gathered: Mutex::default(),
             due: due.clone(),
-            pause: AtomicU64::new(0),
+            pause: AtomicU64::new(u64::MAX),
         });
         if !window.is_zero() {
             tokio::spawn(flusher(Arc::downgrade(&pool), due, window));
@@ -171,7 +172,7 @@ impl Pool {
                 Some(wait) if entry.bytes < MAX_POOLED_BYTES => {
                     if first {
                         let micros = wait.as_micros().try_into().unwrap_or(u64::MAX);
-                        self.pause.store(micros, Relaxed);
+                        self.pause.fetch_min(micros, Relaxed);
                     }
                     (first, None)
                 }
@@ -237,12 +238,14 @@ fn take(gathered: &mut Gathered) -> Option<(Subject, Vec<(u64, Bytes)>)> {
 }
 
 /// One task per pool sends replies a pause after the first of them (those gathered
-/// meanwhile go too); a pool told again while it slept flushes once more.
+/// meanwhile go too); a pool told again while it slept flushes once more. One timer
+/// serves every requester: a gathering started while it sleeps leaves with that flush,
+/// so no reply waits longer than the window after it was gathered.
 async fn flusher(pool: Weak<Pool>, due: Arc<Notify>, window: Duration) {
     let timer = FineTimer::default();
     loop {
         due.notified().await;
-        let Some(pause) = pool.upgrade().map(|p| p.pause.load(Relaxed)) else {
+        let Some(pause) = pool.upgrade().map(|p| p.pause.swap(u64::MAX, Relaxed)) else {
             return;
         };
         timer.sleep(window.min(Duration::from_micros(pause))).await;
