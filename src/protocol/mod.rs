@@ -25,12 +25,17 @@ pub(crate) mod service_error;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Whether `b` cannot stand as it is inside a JSON string (a control character, a quote,
+/// a backslash).
+pub(crate) fn needs_escape(b: u8) -> bool {
+    (b < 0x20) | (b == b'"') | (b == b'\\')
+}
+
 /// `s` as a JSON string: copied between quotes when nothing in it needs escaping (ids
 /// nearly never do), else escaped by serde_json.
 pub(crate) fn json_string(out: &mut Vec<u8>, s: &str) {
     // Every byte checked without a branch each (the compiler vectorizes the fold).
-    let escapes = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
-    if s.bytes().fold(false, |any, b| any | escapes(b)) {
+    if s.bytes().fold(false, |any, b| any | needs_escape(b)) {
         serde_json::to_writer(&mut *out, s).expect("a string always serializes");
     } else {
         out.push(b'"');

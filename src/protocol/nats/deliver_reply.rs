@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::{decode_reply, ReplyError};
-use crate::protocol::json_string;
+use crate::protocol::{json_string, needs_escape};
 
 /// Which receivers the gateway pushed to, and which it does not hold (stale route). The
 /// answering gateway borrows the ids from the request it answers.
@@ -26,12 +26,17 @@ impl DeliverReply<'_> {
     /// The JSON serde_json would write, without its machinery.
     pub(crate) fn encode(&self) -> bytes::Bytes {
         let mut out = Vec::with_capacity(self.size_hint());
-        out.extend_from_slice(DELIVERED);
-        list(&mut out, &self.delivered);
-        out.extend_from_slice(ABSENT);
-        list(&mut out, &self.absent);
-        out.extend_from_slice(b"]}");
+        self.write(&mut out);
         out.into()
+    }
+
+    /// Appends what [`Self::encode`] returns to `out`.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(DELIVERED);
+        list(out, &self.delivered);
+        out.extend_from_slice(ABSENT);
+        list(out, &self.absent);
+        out.extend_from_slice(b"]}");
     }
 
     /// Enough for the encoded reply when no id needs escaping.
@@ -76,9 +81,7 @@ fn strings(mut rest: &[u8]) -> Option<(Vec<Cow<'static, str>>, &[u8])> {
     }
     loop {
         let body = rest.strip_prefix(b"\"")?;
-        let end = body
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let end = body.iter().position(|&b| needs_escape(b))?;
         if body[end] != b'"' {
             return None;
         }
