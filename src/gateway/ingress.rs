@@ -89,9 +89,11 @@ pub(crate) async fn run(subscribed: Subscribed) -> anyhow::Result<()> {
     } = subscribed;
     let (client, subjects) = (&door.client, &door.subjects);
     let in_flight = Arc::new(Semaphore::new(door.in_flight));
+    let stop = crate::shutdown::Cancelled::new(&door.shutdown);
+    tokio::pin!(stop);
     loop {
         let (msg, kind) = tokio::select! {
-            () = door.shutdown.cancelled() => break,
+            () = &mut stop => break,
             msg = sends.next() => match msg { Some(m) => (m, Kind::Send), None => break },
             msg = raw.next() => match msg { Some(m) => (m, Kind::Raw), None => break },
             msg = groups.next() => match msg { Some(m) => (m, Kind::Group), None => break },

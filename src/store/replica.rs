@@ -195,9 +195,11 @@ impl<R: Replica> Follower<R> {
     /// Applies changes until a reload is needed (`Some(reason)`) or shutdown (`None`).
     async fn follow(&self, changes: &mut Changes) -> Option<String> {
         let last_reload = std::time::Instant::now();
+        let stop = crate::shutdown::Cancelled::new(&self.shutdown);
+        tokio::pin!(stop);
         loop {
             let next = tokio::select! {
-                () = self.shutdown.cancelled() => return None,
+                () = &mut stop => return None,
                 // Reloads asked for in a burst collapse into one.
                 () = self.resync.notified(), if last_reload.elapsed() > RELOAD_PAUSE => {
                     return Some("a reader saw the mirror lag".to_string());
