@@ -100,7 +100,7 @@ impl Target {
         match &self.pooled {
             None => request_raw(&self.client, subject, payload, self.timeout).await,
             Some(pooled) => {
-                pooled.pool.flush(&pooled.peer).await;
+                pooled.pool.flush(&pooled.peer);
                 let replies = &pooled.replies;
                 replies.request(subject, payload, self.timeout).await
             }

@@ -39,6 +39,7 @@ pub mod subject;
 pub mod sync;
 pub mod telemetry;
 pub(crate) mod timer;
+pub mod wire;
 
 /// This build's version, announced by centers and gateways.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -20,16 +20,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use async_nats::{Client, Subject};
 use bytes::{BufMut, Bytes, BytesMut};
 use foldhash::HashMap;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
-use crate::connection::Respond;
 use crate::pace::Pace;
 use crate::sync::lock;
 use crate::timer::FineTimer;
+use crate::wire::Wire;
 
 /// The last token of every pool subject (`mrc.gw.<gateway>.replies`).
 pub const POOL_SUFFIX: &str = ".replies";
@@ -106,9 +105,10 @@ pub fn pooled(reply: &str) -> Option<(&str, u64)> {
     Some((pool, n.parse().ok()?))
 }
 
-/// The answering side: replies gathered per requester's pool.
+/// The answering side: replies gathered per requester's pool, sent on the deliver
+/// connection ([`crate::wire`]: a publish only queues, nothing here waits).
 pub struct Pool {
-    client: Client,
+    wire: Wire,
     window: Duration,
     /// One entry per requester ever answered (a few: the other gateways), emptied by
     /// each flush. Looked up for every reply and request: a fast hash (SipHash was ~230
@@ -126,7 +126,7 @@ pub struct Pool {
 #[derive(Default)]
 struct Gathered {
     /// The reply subject of the first of them (any `<pool>.<n>` reaches the pool).
-    subject: Option<Subject>,
+    subject: Option<String>,
     replies: Vec<(u64, Bytes)>,
     bytes: usize,
     /// Of everything that leaves for this requester: replies, and requests.
@@ -135,10 +135,10 @@ struct Gathered {
 
 impl Pool {
     /// Replies wait at most `window` for others to the same requester (zero: none wait).
-    pub fn new(client: Client, window: Duration) -> Arc<Self> {
+    pub fn new(wire: Wire, window: Duration) -> Arc<Self> {
         let due = Arc::new(Notify::new());
         let pool = Arc::new(Pool {
-            client,
+            wire,
             window,
             gathered: Mutex::default(),
             due: due.clone(),
@@ -151,44 +151,56 @@ impl Pool {
     }
 
     /// Answers a request whose reply subject is `reply_to`: pooled when it is a pool's.
-    pub async fn reply(&self, reply_to: Subject, reply: Bytes) {
-        let Some((pool, n)) = pooled(&reply_to) else {
-            return self.client.respond(reply_to, reply).await;
+    pub fn reply(&self, reply_to: &str, reply: Bytes) {
+        let Some((pool, n)) = pooled(reply_to) else {
+            return self.send(reply_to, &[&reply]);
         };
-        if self.window.is_zero() {
-            return self.send(reply_to.clone(), encode(&[(n, reply)])).await;
-        }
-        let (first, taken) = {
+        if !self.window.is_zero() {
             let mut gathered = lock(&self.gathered);
             let entry = entry(&mut gathered, pool);
-            if entry.subject.is_none() {
-                entry.subject = Some(reply_to.clone());
-            }
             let wait = entry.pace.wait(Instant::now(), self.window);
-            entry.bytes += reply.len() + 24;
-            entry.replies.push((n, reply));
-            let first = entry.replies.len() == 1;
+            let fits = entry.bytes + reply.len() + 24 < MAX_POOLED_BYTES;
             match wait {
-                Some(wait) if entry.bytes < MAX_POOLED_BYTES => {
+                Some(wait) if fits => {
+                    let first = entry.gather(reply_to, n, reply);
+                    drop(gathered);
                     if first {
                         let micros = wait.as_micros().try_into().unwrap_or(u64::MAX);
                         self.pause.fetch_min(micros, Relaxed);
+                        self.due.notify_one();
                     }
-                    (first, None)
+                    return;
                 }
-                _ => (false, take(entry)),
+                _ if !entry.replies.is_empty() => {
+                    entry.gather(reply_to, n, reply);
+                    let taken = take(entry);
+                    drop(gathered);
+                    if let Some((subject, replies)) = taken {
+                        self.send(&subject, &[&encode(&replies)]);
+                    }
+                    return;
+                }
+                _ => {}
             }
-        };
-        if let Some((subject, replies)) = taken {
-            self.send(subject, encode(&replies)).await;
-        } else if first {
-            self.due.notify_one();
         }
+        // Alone: `[[n,len,reply]]` written straight into the connection's buffer.
+        let (mut number, mut len) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (number, len) = (number.format(n), len.format(reply.len()));
+        let parts: [&[u8]; 7] = [
+            b"[[",
+            number.as_bytes(),
+            b",",
+            len.as_bytes(),
+            b",",
+            &reply,
+            b"]]",
+        ];
+        self.send(reply_to, &parts);
     }
 
     /// Sends what is gathered for `pool` now: before a request to the same process, so
     /// that both travel together (which counts towards the pace there too).
-    pub async fn flush(&self, pool: &str) {
+    pub fn flush(&self, pool: &str) {
         let taken = {
             let mut gathered = lock(&self.gathered);
             let entry = entry(&mut gathered, pool);
@@ -196,21 +208,22 @@ impl Pool {
             take(entry)
         };
         if let Some((subject, replies)) = taken {
-            self.send(subject, encode(&replies)).await;
+            self.send(&subject, &[&encode(&replies)]);
         }
     }
 
     /// Sends what is gathered for every pool.
-    async fn flush_all(&self) {
+    fn flush_all(&self) {
         let taken: Vec<_> = lock(&self.gathered).values_mut().filter_map(take).collect();
         for (subject, replies) in taken {
-            self.send(subject, encode(&replies)).await;
+            self.send(&subject, &[&encode(&replies)]);
         }
     }
 
-    async fn send(&self, subject: Subject, payload: Bytes) {
-        if let Err(e) = self.client.publish(subject, payload).await {
-            tracing::debug!(error = %e, "pooled replies not sent");
+    /// Publishes the concatenation of `payload`.
+    fn send(&self, subject: &str, payload: &[&[u8]]) {
+        if let Err(e) = self.wire.publish_parts(subject, None, payload) {
+            tracing::debug!(error = %e, "replies not sent");
         }
     }
 }
@@ -219,6 +232,18 @@ impl Drop for Pool {
     /// Wakes the flusher, which then finds the pool gone and ends.
     fn drop(&mut self) {
         self.due.notify_one();
+    }
+}
+
+impl Gathered {
+    /// Adds a reply; true if it is the first since the last flush.
+    fn gather(&mut self, reply_to: &str, n: u64, reply: Bytes) -> bool {
+        if self.subject.is_none() {
+            self.subject = Some(reply_to.to_owned());
+        }
+        self.bytes += reply.len() + 24;
+        self.replies.push((n, reply));
+        self.replies.len() == 1
     }
 }
 
@@ -231,7 +256,7 @@ fn entry<'a>(gathered: &'a mut HashMap<String, Gathered>, pool: &str) -> &'a mut
 }
 
 /// What one pool has gathered, leaving it empty.
-fn take(gathered: &mut Gathered) -> Option<(Subject, Vec<(u64, Bytes)>)> {
+fn take(gathered: &mut Gathered) -> Option<(String, Vec<(u64, Bytes)>)> {
     let subject = gathered.subject.take()?;
     gathered.bytes = 0;
     Some((subject, std::mem::take(&mut gathered.replies)))
@@ -250,17 +275,7 @@ async fn flusher(pool: Weak<Pool>, due: Arc<Notify>, window: Duration) {
         };
         timer.sleep(window.min(Duration::from_micros(pause))).await;
         let Some(pool) = pool.upgrade() else { return };
-        pool.flush_all().await;
-    }
-}
-
-impl Respond for Pool {
-    fn respond(
-        &self,
-        reply_to: Subject,
-        reply: Bytes,
-    ) -> impl std::future::Future<Output = ()> + Send {
-        self.reply(reply_to, reply)
+        pool.flush_all();
     }
 }
 

@@ -4,9 +4,10 @@
 //! that never got an answer for as long as the client lives (nats-io/nats.rs#1617).
 //!
 //! Replies come in one of two forms: plain (one message per reply, from any responder:
-//! a center, `nats reply`) or pooled (`crate::pooled`: one message carries the numbered
-//! replies of one answering gateway). A request to a subject nobody serves fails at once:
-//! nats-server answers `<prefix>.<n>` with a no-responders status.
+//! a center, `nats reply`), on async-nats, or pooled (`crate::pooled`: one message carries
+//! the numbered replies of one answering gateway), on the gateway's deliver connection
+//! ([`crate::wire`]), handed over on its task. A request to a subject nobody serves fails
+//! at once: nats-server answers `<prefix>.<n>` with a no-responders status.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::connection::RequestFailure;
 use crate::pooled::{numbered, POOL_SUFFIX};
 use crate::sync::lock;
+use crate::wire::{Delivery, Wire};
 
 type Answer = oneshot::Sender<Result<Bytes, RequestFailure>>;
 
@@ -32,9 +34,16 @@ enum Form {
     Pooled,
 }
 
+/// What requests are published on, and their replies heard.
+enum Transport {
+    Client(Client),
+    Wire(Wire),
+}
+
 /// The requesting side: one subscription for the replies to every request it sends.
 pub struct Replies {
-    client: Client,
+    transport: Transport,
+    form: Form,
     prefix: String,
     /// Counts up from a random start, so that a second process on the same pool subject
     /// (a gateway restarted under its id while the old one drains) takes no reply of this
@@ -47,29 +56,42 @@ pub struct Replies {
 
 impl Replies {
     /// Replies pooled by the answering gateways, on `<pool>.*` (`pool` ends with
-    /// [`POOL_SUFFIX`]), handed to their requests until the subscription ends.
-    pub async fn start(client: Client, pool: String) -> anyhow::Result<Arc<Self>> {
+    /// [`POOL_SUFFIX`]), handed to their requests on `wire`'s task.
+    pub fn start(wire: Wire, pool: String) -> anyhow::Result<Arc<Self>> {
         debug_assert!(pool.ends_with(POOL_SUFFIX));
-        Self::subscribe(client, pool, Form::Pooled).await
+        let subject = format!("{pool}.*");
+        let replies = Arc::new(Self::new(Transport::Wire(wire.clone()), pool, Form::Pooled));
+        let heard = Arc::downgrade(&replies);
+        wire.subscribe(
+            &subject,
+            Arc::new(move |msg: Delivery<'_>| {
+                if let Some(replies) = heard.upgrade() {
+                    let no_responders = msg.no_responders();
+                    replies.hear(|| msg.subject(), no_responders, msg.payload());
+                }
+            }),
+        )?;
+        Ok(replies)
     }
 
     /// Plain replies, on a fresh inbox of `client` (`_INBOX.<unique>.*`, which every role
     /// in nats-config/auth.conf may subscribe to).
     pub async fn plain(client: Client) -> anyhow::Result<Arc<Self>> {
         let prefix = client.new_inbox();
-        Self::subscribe(client, prefix, Form::Plain).await
+        let subscription = client.subscribe(format!("{prefix}.*")).await?;
+        let replies = Arc::new(Self::new(Transport::Client(client), prefix, Form::Plain));
+        tokio::spawn(dispatch(replies.clone(), subscription));
+        Ok(replies)
     }
 
-    async fn subscribe(client: Client, prefix: String, form: Form) -> anyhow::Result<Arc<Self>> {
-        let subscription = client.subscribe(format!("{prefix}.*")).await?;
-        let replies = Arc::new(Replies {
-            client,
+    fn new(transport: Transport, prefix: String, form: Form) -> Self {
+        Replies {
+            transport,
+            form,
             prefix,
             next: AtomicU64::new(random_start()),
             waiting: Mutex::default(),
-        });
-        tokio::spawn(dispatch(replies.clone(), subscription, form));
-        Ok(replies)
+        }
     }
 
     /// Publishes `payload` to `subject` and waits up to `timeout` for its reply (the
@@ -92,10 +114,15 @@ impl Replies {
         reply_to.push('.');
         reply_to.push_str(itoa::Buffer::new().format(n));
         let exchange = async {
-            self.client
-                .publish_with_reply(subject, reply_to, payload)
-                .await
-                .map_err(|e| RequestFailure::Other(e.to_string()))?;
+            match &self.transport {
+                Transport::Client(client) => client
+                    .publish_with_reply(subject, reply_to, payload)
+                    .await
+                    .map_err(|e| RequestFailure::Other(e.to_string()))?,
+                Transport::Wire(wire) => wire
+                    .publish(&subject, Some(&reply_to), &payload)
+                    .map_err(|e| RequestFailure::Other(e.to_string()))?,
+            }
             reply
                 .await
                 .unwrap_or_else(|_| Err(RequestFailure::Other("reply dropped".into())))
@@ -110,6 +137,35 @@ impl Replies {
     /// Requests waiting for their reply.
     pub fn waiting(&self) -> usize {
         lock(&self.waiting).len()
+    }
+
+    /// One message on the reply subscription: its replies go to their requests; a
+    /// no-responders status fails its one request.
+    fn hear<'a>(&self, subject: impl Fn() -> &'a str, no_responders: bool, payload: Bytes) {
+        // Pooled replies carry their numbers: the subject's is read only when needed.
+        if no_responders {
+            if let Some(n) = number(subject()) {
+                self.answer(n, Err(RequestFailure::NoResponders));
+            }
+            return;
+        }
+        match self.form {
+            Form::Plain => {
+                if let Some(n) = number(subject()) {
+                    self.answer(n, Ok(payload));
+                }
+            }
+            Form::Pooled => match numbered(&payload) {
+                Ok(pooled) => {
+                    for (n, reply) in pooled {
+                        self.answer(n, Ok(payload.slice(reply)));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, subject = subject(), "malformed pooled replies")
+                }
+            },
+        }
     }
 
     fn answer(&self, n: u64, result: Result<Bytes, RequestFailure>) {
@@ -131,33 +187,11 @@ impl Drop for Forget<'_> {
     }
 }
 
-/// Hands each reply to its request; a no-responders status fails its one request.
-async fn dispatch(replies: Arc<Replies>, mut subscription: Subscriber, form: Form) {
+/// Hands each reply on `subscription` to its request.
+async fn dispatch(replies: Arc<Replies>, mut subscription: Subscriber) {
     while let Some(msg) = subscription.next().await {
-        // Pooled replies carry their numbers: the subject's is read only when needed.
-        if msg.status == Some(StatusCode::NO_RESPONDERS) {
-            if let Some(n) = number(&msg.subject) {
-                replies.answer(n, Err(RequestFailure::NoResponders));
-            }
-            continue;
-        }
-        match form {
-            Form::Plain => {
-                if let Some(n) = number(&msg.subject) {
-                    replies.answer(n, Ok(msg.payload));
-                }
-            }
-            Form::Pooled => match numbered(&msg.payload) {
-                Ok(pooled) => {
-                    for (n, reply) in pooled {
-                        replies.answer(n, Ok(msg.payload.slice(reply)));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, subject = %msg.subject, "malformed pooled replies")
-                }
-            },
-        }
+        let no_responders = msg.status == Some(StatusCode::NO_RESPONDERS);
+        replies.hear(|| &msg.subject, no_responders, msg.payload);
     }
     // The connection drained: nothing will answer what still waits (a later request
     // fails at its publish).

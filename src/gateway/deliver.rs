@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use async_nats::Subscriber;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +13,7 @@ use crate::pooled::Pool;
 use crate::protocol::client::Frame;
 use crate::protocol::compact::{self, Compact};
 use crate::protocol::nats::{encode, DeliverReply, DeliverRequest, ErrorReply};
+use crate::wire::{Delivery, Wire};
 
 /// Pushes one message to the local sessions of its receivers.
 pub(crate) fn deliver<'a>(
@@ -61,18 +61,31 @@ pub(crate) fn deliver<'a>(
     reply
 }
 
-/// Serves deliver requests from `requests` until `shutdown`; replies go through `pool`
-/// (pooled when the requester is a gateway).
-pub(crate) async fn run(
+/// Serves deliver requests on `subject` until `stopped`, each answered as it is read, on
+/// the deliver connection's task (pushing to sessions only queues): the replies go through
+/// `pool` (pooled when the requester is a gateway). Subscribed when this returns Ok.
+pub(crate) fn serve(
+    wire: &Wire,
+    subject: &str,
     pool: Arc<Pool>,
     sessions: Arc<Sessions>,
-    requests: Subscriber,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    crate::connection::answer(&*pool, requests, &shutdown, |payload| {
-        answer(&sessions, payload)
+    stopped: CancellationToken,
+) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
+    let sid = wire.subscribe(
+        subject,
+        Arc::new(move |request: Delivery<'_>| {
+            let reply = answer(&sessions, &request.payload());
+            if let Some(reply_to) = request.reply() {
+                pool.reply(reply_to, reply);
+            }
+        }),
+    )?;
+    let wire = wire.clone();
+    Ok(async move {
+        stopped.cancelled().await;
+        wire.unsubscribe(sid);
+        Ok(())
     })
-    .await
 }
 
 /// The reply to one deliver request, or to a batch of them (a JSON array, or a compact

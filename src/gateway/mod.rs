@@ -137,15 +137,17 @@ pub async fn run(
         Duration::from_millis(config.cache_ttl_ms),
         timeout,
     ));
+    let wire =
+        crate::wire::Wire::connect(&config.nats, &format!("mrc-gateway {id} deliveries")).await?;
     let base = wiring::Base {
         id: id.clone(),
         client: client.clone(),
         subjects: subjects.clone(),
         sessions: sessions.clone(),
         background: background.clone(),
-        replies: crate::replies::Replies::start(client.client().clone(), subjects.replies(&id))
-            .await?,
-        pool: crate::pooled::Pool::new(client.client().clone(), config.reply_window()),
+        replies: crate::replies::Replies::start(wire.clone(), subjects.replies(&id))?,
+        pool: crate::pooled::Pool::new(wire.clone(), config.reply_window()),
+        wire: wire.clone(),
     };
     let ops = wiring::ops(&base, &config, resolver.clone(), shutdown.clone()).await?;
     let readiness = listeners.http.readiness();
@@ -163,7 +165,7 @@ pub async fn run(
     // What serves the sessions lives on through a stop's drain window, until the last
     // session closed (`stopped`); what takes new work (listeners, ingress) ends at once.
     let stopped = CancellationToken::new();
-    wiring::serve_own_subjects(&base, &ops, &stopped).await?;
+    wiring::serve_own_subjects(&base, &ops, timeout, &stopped).await?;
     let reconnects = connection.reconnects.clone();
     wiring::keep_live(&base, &config, reconnects, &registrar, resolver, &stopped);
     background.spawn(hangups.serve(stopped.clone(), reload(cx.auth.clone())));
@@ -199,6 +201,7 @@ pub async fn run(
     stopped.cancel();
     background.close();
     background.wait().await;
+    wire.close(timeout).await;
     Ok(())
 }
 

@@ -28,6 +28,8 @@ pub(super) struct Base {
     pub(super) sessions: Arc<session::Sessions>,
     /// Long-lived tasks run under it.
     pub(super) background: TaskTracker,
+    /// Deliver requests and the replies to them: a connection of their own.
+    pub(super) wire: crate::wire::Wire,
     /// Replies to this gateway's deliver requests, and its own to others' (pooled).
     pub(super) replies: Arc<crate::replies::Replies>,
     pub(super) pool: Arc<crate::pooled::Pool>,
@@ -48,6 +50,7 @@ pub(super) async fn ops(
         background,
         replies,
         pool,
+        ..
     } = base;
     let timeout = config.nats.request_timeout();
     Ok(Arc::new(ops::Ops {
@@ -89,10 +92,13 @@ pub(super) async fn ops(
 }
 
 /// Deliveries, broadcasts, inbox nudges and kicks addressed to this gateway, served until
-/// `stopped`. Subscribed before the directory can point anywhere at this gateway.
+/// `stopped`. Subscribed before the directory can point anywhere at this gateway: the
+/// deliver connection's round trip confirms its subscription here (the ingress's confirms
+/// the others, on the main connection, before the gateway says it is ready).
 pub(super) async fn serve_own_subjects(
     base: &Base,
     ops: &Arc<ops::Ops>,
+    timeout: Duration,
     stopped: &CancellationToken,
 ) -> anyhow::Result<()> {
     let Base {
@@ -102,11 +108,24 @@ pub(super) async fn serve_own_subjects(
         sessions,
         background,
         pool,
+        wire,
         ..
     } = base;
-    let deliveries = client.subscribe(subjects.deliver(id)).await?;
-    let deliver = deliver::run(pool.clone(), sessions.clone(), deliveries, stopped.clone());
+    let deliver = deliver::serve(
+        wire,
+        &subjects.deliver(id),
+        pool.clone(),
+        sessions.clone(),
+        stopped.clone(),
+    )?;
     background.spawn(log_failure("deliver", deliver));
+    while let Err(e) = wire.round_trip(timeout).await {
+        if stopped.is_cancelled() {
+            break;
+        }
+        tracing::warn!(error = %e, "NATS has not confirmed the deliver subscription yet");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let broadcasts = client.subscribe(subjects.gateway_broadcast(id)).await?;
     let broadcast = broadcast::serve(client.clone(), ops.clone(), broadcasts, stopped.clone());
     background.spawn(log_failure("broadcast", broadcast));
@@ -206,6 +225,7 @@ pub(super) fn doors(
         logging_in: Arc::new(Semaphore::new(config.limits.max_pending_logins)),
         gate: listener::front::Gate {
             client: base.client.client().clone(),
+            wire: base.wire.clone(),
             readiness: readiness.clone(),
         },
         origins: listener::origin::Origins::new(&config.web.allowed_origins),

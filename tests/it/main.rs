@@ -30,3 +30,4 @@ mod readiness;
 mod shutdown;
 mod support;
 mod web;
+mod wire;

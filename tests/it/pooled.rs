@@ -1,6 +1,7 @@
-//! Pooled replies (`mrc::pooled`) on a real nats-server: replies to one requester leave
-//! together, or with the answerer's own next request; no responders and silence fail
-//! their request and leave nothing behind; other reply subjects are answered at once.
+//! Pooled replies (`mrc::pooled`) on a real nats-server, over the deliver connection
+//! (`mrc::wire`): replies to one requester leave together, or with the answerer's own next
+//! request; no responders and silence fail their request and leave nothing behind; other
+//! reply subjects are answered at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -11,16 +12,33 @@ use futures::StreamExt;
 use mrc::connection::RequestFailure;
 use mrc::pooled::Pool;
 use mrc::replies::Replies;
+use mrc::wire::Wire;
 
 use crate::support::cluster::Cluster;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A deliver connection of its own to `cluster`'s nats-server.
+pub(crate) async fn wire(cluster: &Cluster) -> Wire {
+    let cfg = mrc::config::Nats {
+        urls: vec![cluster.nats_url().to_owned()],
+        user: None,
+        password: None,
+        token: None,
+        creds: None,
+        tls_ca: None,
+        prefix: "mrc".into(),
+        request_timeout_ms: 2000,
+        connect_timeout_ms: 5000,
+    };
+    Wire::connect(&cfg, "test wire").await.unwrap()
+}
+
 /// An answerer on `subject` that replies `[<payload>]` through `pool` (to each element
 /// of a batch); counts requests.
 async fn serve(nats: &async_nats::Client, subject: &str, pool: Arc<Pool>) -> Arc<AtomicUsize> {
     let mut requests = nats.subscribe(subject.to_string()).await.unwrap();
-    nats.flush().await.unwrap();
+    taken(nats).await;
     let seen = Arc::new(AtomicUsize::new(0));
     let counted = seen.clone();
     tokio::spawn(async move {
@@ -31,16 +49,24 @@ async fn serve(nats: &async_nats::Client, subject: &str, pool: Arc<Pool>) -> Arc
                 async move { Ok(wrapped) }
             };
             let reply = mrc::batch::answer_each(&msg.payload, wrap).await.unwrap();
-            pool.reply(msg.reply.unwrap(), reply).await;
+            pool.reply(&msg.reply.unwrap(), reply);
         }
     });
     seen
 }
 
+/// Returns once nats-server has taken `nats`'s subscriptions (a flush only writes them):
+/// the requests and replies they wait for come on other connections.
+async fn taken(nats: &async_nats::Client) {
+    let mut probe = nats.subscribe("test.probe").await.unwrap();
+    nats.publish("test.probe", Bytes::new()).await.unwrap();
+    probe.next().await.unwrap();
+}
+
 /// Messages that reach `pool`'s subjects, counted by a plain subscriber.
 async fn count_messages(nats: &async_nats::Client, pool: &str) -> Arc<AtomicUsize> {
     let mut watch = nats.subscribe(format!("{pool}.*")).await.unwrap();
-    nats.flush().await.unwrap();
+    taken(nats).await;
     let messages = Arc::new(AtomicUsize::new(0));
     let counted = messages.clone();
     tokio::spawn(async move {
@@ -55,7 +81,7 @@ async fn count_messages(nats: &async_nats::Client, pool: &str) -> Arc<AtomicUsiz
 async fn served(window: Duration) -> (Cluster, async_nats::Client) {
     let cluster = Cluster::start(0, 0);
     let nats = cluster.client().await;
-    serve(&nats, "test.serve", Pool::new(nats.clone(), window)).await;
+    serve(&nats, "test.serve", Pool::new(wire(&cluster).await, window)).await;
     (cluster, nats)
 }
 
@@ -64,7 +90,7 @@ async fn served(window: Duration) -> (Cluster, async_nats::Client) {
 /// gather, where a quiet pair's would leave at once.
 async fn busy_towards(pool: &Pool, requester: &str) {
     for _ in 0..40 {
-        pool.flush(requester).await;
+        pool.flush(requester);
     }
 }
 
@@ -72,12 +98,10 @@ async fn busy_towards(pool: &Pool, requester: &str) {
 async fn replies_within_the_window_travel_as_one_message_and_each_request_gets_its_own() {
     let cluster = Cluster::start(0, 0);
     let nats = cluster.client().await;
-    let pool = Pool::new(nats.clone(), Duration::from_millis(200));
+    let pool = Pool::new(wire(&cluster).await, Duration::from_millis(200));
     serve(&nats, "test.serve", pool.clone()).await;
     busy_towards(&pool, "test.a.replies").await;
-    let replies = Replies::start(nats.clone(), "test.a.replies".into())
-        .await
-        .unwrap();
+    let replies = Replies::start(wire(&cluster).await, "test.a.replies".into()).unwrap();
     let messages = count_messages(&nats, "test.a.replies").await;
 
     let calls = (0..5).map(|n| {
@@ -91,6 +115,12 @@ async fn replies_within_the_window_travel_as_one_message_and_each_request_gets_i
     for (n, reply) in futures::future::join_all(calls).await {
         assert_eq!(&reply[..], format!("[\"{n}\"]").as_bytes());
     }
+    // The watcher hears it on a connection of its own, maybe after the requester did.
+    let heard = Instant::now();
+    while messages.load(Relaxed) == 0 && heard.elapsed() < TIMEOUT {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(messages.load(Relaxed), 1, "five replies, one message");
     assert_eq!(replies.waiting(), 0);
 }
@@ -100,16 +130,13 @@ async fn gathered_replies_leave_at_once_with_the_answerers_own_request() {
     let cluster = Cluster::start(0, 0);
     let nats = cluster.client().await;
     // Both sides request and answer: `a` serves test.a, `b` serves test.b.
-    let a_pool = Pool::new(nats.clone(), Duration::from_secs(60));
-    let b_pool = Pool::new(nats.clone(), Duration::from_secs(60));
+    let (a_wire, b_wire) = (wire(&cluster).await, wire(&cluster).await);
+    let a_pool = Pool::new(a_wire.clone(), Duration::from_secs(60));
+    let b_pool = Pool::new(b_wire.clone(), Duration::from_secs(60));
     serve(&nats, "test.a", a_pool.clone()).await;
     let b_seen = serve(&nats, "test.b", b_pool.clone()).await;
-    let a = Replies::start(nats.clone(), "test.a.replies".into())
-        .await
-        .unwrap();
-    let b = Replies::start(nats.clone(), "test.b.replies".into())
-        .await
-        .unwrap();
+    let a = Replies::start(a_wire, "test.a.replies".into()).unwrap();
+    let b = Replies::start(b_wire, "test.b.replies".into()).unwrap();
 
     busy_towards(&b_pool, "test.a.replies").await;
     busy_towards(&a_pool, "test.b.replies").await;
@@ -129,7 +156,7 @@ async fn gathered_replies_leave_at_once_with_the_answerers_own_request() {
         let b = b.clone();
         async move {
             // Each of b's requests to a is preceded by a flush of what b owes a.
-            b_pool.flush("test.a.replies").await;
+            b_pool.flush("test.a.replies");
             b.request("test.a".into(), "\"y\"".into(), TIMEOUT).await
         }
     });
@@ -142,7 +169,7 @@ async fn gathered_replies_leave_at_once_with_the_answerers_own_request() {
     assert_eq!(&theirs[..], b"[\"x\"]");
     // a's reply to b waits in a's pool until a flushes it (a request of a's to b would).
     while !own.is_finished() {
-        a_pool.flush("test.b.replies").await;
+        a_pool.flush("test.b.replies");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(&own.await.unwrap().unwrap()[..], b"[\"y\"]");
@@ -150,10 +177,8 @@ async fn gathered_replies_leave_at_once_with_the_answerers_own_request() {
 
 #[tokio::test]
 async fn a_reply_to_a_quiet_requester_leaves_at_once() {
-    let (_cluster, nats) = served(Duration::from_secs(60)).await;
-    let replies = Replies::start(nats.clone(), "test.a.replies".into())
-        .await
-        .unwrap();
+    let (cluster, _nats) = served(Duration::from_secs(60)).await;
+    let replies = Replies::start(wire(&cluster).await, "test.a.replies".into()).unwrap();
     // Each reply comes well within TIMEOUT, a twelfth of the window.
     for n in 0..3 {
         let payload = Bytes::from(format!("\"{n}\""));
@@ -167,9 +192,7 @@ async fn a_reply_to_a_quiet_requester_leaves_at_once() {
 async fn no_responders_fail_at_once_and_silence_times_out_leaving_nothing() {
     let cluster = Cluster::start(0, 0);
     let nats = cluster.client().await;
-    let replies = Replies::start(nats.clone(), "test.a.replies".into())
-        .await
-        .unwrap();
+    let replies = Replies::start(wire(&cluster).await, "test.a.replies".into()).unwrap();
     let ask = |subject: &'static str, timeout| replies.request(subject.into(), "1".into(), timeout);
     unanswered_requests_leave_nothing(&nats, ask, || replies.waiting()).await;
 }
@@ -179,10 +202,10 @@ async fn no_responders_fail_at_once_and_silence_times_out_leaving_nothing() {
 #[tokio::test]
 async fn two_muxers_on_one_pool_subject_each_get_their_own_replies() {
     let (cluster, _nats) = served(Duration::ZERO).await;
-    let (old, new) = (cluster.client().await, cluster.client().await);
+    let (old, new) = (wire(&cluster).await, wire(&cluster).await);
     let pool = "test.same.replies".to_string();
-    let old = Replies::start(old, pool.clone()).await.unwrap();
-    let new = Replies::start(new, pool).await.unwrap();
+    let old = Replies::start(old, pool.clone()).unwrap();
+    let new = Replies::start(new, pool).unwrap();
     for round in 0..20 {
         let (a, b) = (format!("\"old{round}\""), format!("\"new{round}\""));
         let (from_old, from_new) = tokio::join!(
@@ -274,7 +297,7 @@ async fn unanswered_requests_leave_nothing<T, F, Fut>(
         started.elapsed()
     );
     let _silent = nats.subscribe("test.silent").await.unwrap();
-    nats.flush().await.unwrap();
+    taken(nats).await;
     for _ in 0..5 {
         let silence = ask("test.silent", Duration::from_millis(300)).await;
         assert!(
@@ -304,12 +327,12 @@ async fn pooled_batcher(linger: Duration) -> (Cluster, mrc::batch::Batcher, Arc<
     use mrc::batch::{Batcher, Limits, Pooled};
     let cluster = Cluster::start(0, 0);
     let nats = cluster.client().await;
-    let served = serve(&nats, "test.serve", Pool::new(nats.clone(), Duration::ZERO)).await;
+    let pool = Pool::new(wire(&cluster).await, Duration::ZERO);
+    let served = serve(&nats, "test.serve", pool).await;
+    let own = wire(&cluster).await;
     let pooled = Pooled {
-        replies: Replies::start(nats.clone(), "test.a.replies".into())
-            .await
-            .unwrap(),
-        pool: Pool::new(nats.clone(), Duration::ZERO),
+        replies: Replies::start(own.clone(), "test.a.replies".into()).unwrap(),
+        pool: Pool::new(own, Duration::ZERO),
         peer: "test.b.replies".into(),
         linger,
     };

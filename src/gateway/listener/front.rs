@@ -155,15 +155,20 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request) -> Response {
 /// Whether the doors take new clients.
 pub(crate) struct Gate {
     pub(crate) client: async_nats::Client,
+    /// The deliver connection: without it this gateway neither sends nor receives.
+    pub(crate) wire: crate::wire::Wire,
     pub(crate) readiness: Arc<Readiness>,
 }
 
 impl Gate {
-    /// Why the doors take no new clients now, if they do not: NATS is not connected, or
-    /// no center has answered yet. Cheap: read on every accept and every request.
+    /// Why the doors take no new clients now, if they do not: NATS is not connected (either
+    /// connection), or no center has answered yet. Cheap: read on every accept and every request.
     pub(crate) fn closed_because(&self) -> Option<String> {
         if let Some(reason) = probe::nats_unready(&self.client) {
             return Some(reason.to_string());
+        }
+        if !self.wire.connected() {
+            return Some(crate::telemetry::http::NATS_DOWN.to_string());
         }
         self.readiness.doors_closed_because().map(str::to_string)
     }

@@ -95,6 +95,20 @@ impl Cluster {
         cluster
     }
 
+    /// Centers and gateways on a nats-server that requires TLS (`cert`, `key`), trusting
+    /// `cert` as the CA.
+    pub fn start_tls(
+        centers: usize,
+        gateways: usize,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Self {
+        let nats = NatsServer::start_tls(cert, key);
+        let url = nats.url.clone();
+        let ca = ["--nats-tls-ca", cert.to_str().unwrap()];
+        Self::start_on(Broker::Single(nats), url, &ca, centers, gateways, &ca)
+    }
+
     /// Sets the NATS user of `role` (0: center, 1: gateway) when the broker has users.
     fn credentials(&self, command: &mut Command, role: usize) {
         if let Some(credentials) = self.credentials {

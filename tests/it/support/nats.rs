@@ -61,6 +61,15 @@ impl NatsServer {
         })
     }
 
+    /// A server that requires TLS, with `cert` and `key`.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        Self::start_with(|command, store| {
+            command.args(["-js", "-sd"]).arg(store);
+            command.args(["--tls", "--tlscert"]).arg(cert);
+            command.arg("--tlskey").arg(key);
+        })
+    }
+
     fn start_with(configure: impl FnOnce(&mut Command, &std::path::Path)) -> Self {
         let store = tempfile::tempdir().expect("temporary JetStream store");
         let mut command = Command::new(binary());

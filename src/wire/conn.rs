@@ -1,0 +1,202 @@
+//! The connection's task: one future reads, hands messages over and writes, polled by
+//! the runtime when the socket is ready or a publisher queued the first bytes; when the
+//! connection is lost it opens another, for as long as the [`super::Wire`] is open.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWrite;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::handshake::{self, Connected, Io, Settings};
+use super::proto::{self, Msg, ServerOp};
+use super::{Delivery, Shared};
+use crate::sync::lock;
+
+/// A PING this often; a connection with two of them unanswered is dead (async-nats's
+/// settings in `crate::connection`).
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+const MAX_UNANSWERED_PINGS: u32 = 2;
+/// Reads in one poll before the task lets others run (and writes what they queued).
+const READS_PER_POLL: usize = 16;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Serves `connected`, and each connection after it, until the wire is closed.
+pub(super) async fn run(shared: Arc<Shared>, settings: Arc<Settings>, mut connected: Connected) {
+    tracing::info!(server = %connected.server, "deliver connection to NATS open");
+    let mut next = 0;
+    loop {
+        shared.connected.store(true, Relaxed);
+        let error = Serve::new(&shared, connected).await;
+        shared.connected.store(false, Relaxed);
+        lock(&shared.out).lost_connection();
+        if shared.closed.load(Relaxed) {
+            return;
+        }
+        tracing::warn!(error = %error, "deliver connection to NATS lost; reconnecting");
+        let mut attempt = 0u32;
+        connected = loop {
+            if shared.closed.load(Relaxed) {
+                return;
+            }
+            next = (next + 1) % settings.servers();
+            match handshake::open(&settings, next, &shared).await {
+                Ok(connected) => break connected,
+                Err(e) => {
+                    if attempt % 10 == 0 {
+                        tracing::warn!(error = %format!("{e:#}"), "deliver connection: reconnect failed");
+                    }
+                    attempt += 1;
+                    let pause = Duration::from_millis(100 * u64::from(attempt.min(20)));
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        };
+        tracing::info!(server = %connected.server, "deliver connection to NATS open again");
+    }
+}
+
+/// Runs the handler of `msg`'s subscription, if it still has one.
+pub(super) fn hand_over(shared: &Shared, msg: &Msg) {
+    if let Some(handler) = shared.handler(msg.sid) {
+        handler(Delivery { msg });
+    }
+}
+
+/// One open connection, served until it fails (its output: why) or the wire is closed.
+struct Serve<'a> {
+    shared: &'a Shared,
+    io: Box<dyn Io>,
+    read: BytesMut,
+    /// Taken from the shared buffer; `written` of it are on the socket.
+    writing: Vec<u8>,
+    written: usize,
+    /// Written since the last flush (TLS buffers inside the stream).
+    unflushed: bool,
+    ping: Interval,
+    unanswered: u32,
+}
+
+impl<'a> Serve<'a> {
+    fn new(shared: &'a Shared, connected: Connected) -> Self {
+        let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Serve {
+            shared,
+            io: connected.io,
+            read: connected.read,
+            writing: Vec::new(),
+            written: 0,
+            unflushed: false,
+            ping,
+            unanswered: 0,
+        }
+    }
+
+    /// Every whole operation read so far.
+    fn handle_ops(&mut self) -> Result<(), proto::ProtoError> {
+        while let Some(op) = proto::next(&mut self.read)? {
+            match op {
+                ServerOp::Msg(msg) => hand_over(self.shared, &msg),
+                ServerOp::Ping => lock(&self.shared.out).buf.extend_from_slice(proto::PONG),
+                ServerOp::Pong => {
+                    self.unanswered = 0;
+                    if let Some(Some(waiter)) = lock(&self.shared.out).pongs.pop_front() {
+                        let _ = waiter.send(());
+                    }
+                }
+                ServerOp::Err(e) => {
+                    tracing::error!(error = %e, "NATS error on the deliver connection")
+                }
+                ServerOp::Info(_) | ServerOp::Ok => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_pings(&mut self, cx: &mut Context<'_>) -> Result<(), std::io::Error> {
+        while self.ping.poll_tick(cx).is_ready() {
+            if self.unanswered >= MAX_UNANSWERED_PINGS {
+                return Err(std::io::Error::other("no PONG to the last pings: stale"));
+            }
+            self.unanswered += 1;
+            lock(&self.shared.out).ping(None);
+        }
+        Ok(())
+    }
+
+    /// Reads and hands over until the socket has nothing more (or others should run).
+    fn poll_reads(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        for _ in 0..READS_PER_POLL {
+            if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
+                self.read.reserve(READ_CHUNK);
+            }
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                &mut self.read
+            ))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::Error::other("the server closed it")));
+            }
+            self.handle_ops().map_err(std::io::Error::other)?;
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Writes what is queued until it is all on the socket or the socket is full.
+    fn poll_writes(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            if self.written == self.writing.len() {
+                self.writing.clear();
+                self.written = 0;
+                lock(&self.shared.out).take(&mut self.writing);
+                if self.writing.is_empty() {
+                    break;
+                }
+            }
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.writing[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+            self.unflushed = true;
+        }
+        if self.unflushed {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Future for Serve<'_> {
+    type Output = std::io::Error;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        let this = self.get_mut();
+        // Publishes made by the handlers below are written further down in this same poll:
+        // they need not wake the task again.
+        drop(this.shared.waker.take());
+        if let Err(e) = this.poll_pings(cx) {
+            return Poll::Ready(e);
+        }
+        if let Poll::Ready(Err(e)) = this.poll_reads(cx) {
+            return Poll::Ready(e);
+        }
+        this.shared.waker.register(cx.waker());
+        match this.poll_writes(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(e),
+            Poll::Ready(Ok(())) if this.shared.closed.load(Relaxed) => {
+                Poll::Ready(std::io::Error::other("closed"))
+            }
+            _ => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The gateways' own deliver connection (`mrc::wire`) on real nats-servers: it renews its
+//! subscriptions after the server comes back and sends what was published meanwhile,
+//! speaks TLS with the configured CA, and says why a server refused it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mrc::protocol::code::Outcome::Delivered;
+use mrc::wire::{Delivery, Wire};
+
+use crate::support::client::{expect_op, login, send};
+use crate::support::cluster::Cluster;
+use crate::support::nats::{NatsCluster, NatsServer};
+
+fn settings(url: &str) -> mrc::config::Nats {
+    mrc::config::Nats {
+        urls: vec![url.to_owned()],
+        user: None,
+        password: None,
+        token: None,
+        creds: None,
+        tls_ca: None,
+        prefix: "mrc".into(),
+        request_timeout_ms: 2000,
+        connect_timeout_ms: 5000,
+    }
+}
+
+/// A subscription on `wire` that collects the payloads it hears.
+fn collect(wire: &Wire, subject: &str) -> Arc<Mutex<Vec<Bytes>>> {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let into = heard.clone();
+    let handler = Arc::new(move |msg: Delivery<'_>| into.lock().unwrap().push(msg.payload()));
+    wire.subscribe(subject, handler).unwrap();
+    heard
+}
+
+async fn until_heard(heard: &Mutex<Vec<Bytes>>, count: usize, what: &str) {
+    crate::support::eventually(Duration::from_secs(20), what, || async {
+        (heard.lock().unwrap().len() >= count).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn after_its_server_restarts_the_wire_resubscribes_and_sends_what_waited() {
+    let mut nats = NatsCluster::start();
+    // The wire knows node 0 only: it must come back to the same server.
+    let wire = Wire::connect(&settings(&nats.nodes[0].url), "test wire")
+        .await
+        .unwrap();
+    let heard = collect(&wire, "test.in");
+    wire.round_trip(Duration::from_secs(5)).await.unwrap();
+    let other = async_nats::connect(nats.nodes[1].url.as_str())
+        .await
+        .unwrap();
+    other.publish("test.in", "before".into()).await.unwrap();
+    until_heard(&heard, 1, "a message before the restart").await;
+
+    nats.kill_node(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Published while the server is gone, to the wire's own subscription: written once
+    // the wire is back, after the subscription it renews.
+    wire.publish("test.in", None, b"meanwhile").unwrap();
+    nats.start_node(0);
+    until_heard(&heard, 2, "what waited, heard after the reconnect").await;
+    assert_eq!(&heard.lock().unwrap()[1][..], b"meanwhile");
+    // Other servers' publishers reach it again (once the cluster routes its interest).
+    crate::support::eventually(Duration::from_secs(20), "heard from node 1", || async {
+        other.publish("test.in", "after".into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let heard = heard.lock().unwrap();
+        heard.iter().any(|p| &p[..] == b"after").then_some(())
+    })
+    .await;
+    wire.round_trip(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn gateways_deliver_to_each_other_over_tls_to_nats() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = crate::support::keys::certificate(dir.path(), "cert.pem", "key.pem");
+    let cluster = Cluster::start_tls(1, 2, &cert, &key);
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let mut bob = login(cluster.ws(1), "bob").await;
+    let (report, _) = send(&mut alice, &["bob"], "over-tls", "1").await;
+    assert_eq!(report["bob"], Delivered);
+    let msg = expect_op(&mut bob, "msg").await;
+    assert_eq!(msg.frame.id.as_deref(), Some("over-tls"));
+
+    // Without the CA the wire says what is missing instead of hanging.
+    let url = cluster.nats_url().to_owned();
+    let mut plain = settings(&url);
+    plain.connect_timeout_ms = 300;
+    let refused = Wire::connect(&plain, "test wire").await.err().unwrap();
+    assert!(
+        format!("{refused:#}").contains("--nats-tls-ca"),
+        "{refused:#}"
+    );
+    let mut trusting = plain.clone();
+    trusting.tls_ca = Some(cert);
+    let wire = Wire::connect(&trusting, "test wire").await.unwrap();
+    wire.round_trip(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_login_names_the_servers_reason() {
+    let nats = NatsServer::start_config("auth.conf");
+    let mut wrong = settings(&nats.url);
+    wrong.user = Some("gateway".into());
+    wrong.password = Some("not-the-password".into());
+    wrong.connect_timeout_ms = 300;
+    let refused = Wire::connect(&wrong, "test wire").await.err().unwrap();
+    assert!(
+        format!("{refused:#}").contains("Authorization Violation"),
+        "{refused:#}"
+    );
+    let mut right = wrong.clone();
+    right.password = Some("gateway-secret".into());
+    let wire = Wire::connect(&right, "test wire").await.unwrap();
+    let heard = collect(&wire, "mrc.gw.g9.deliver");
+    wire.round_trip(Duration::from_secs(5)).await.unwrap();
+    wire.publish("mrc.gw.g9.deliver", None, b"{}").unwrap();
+    until_heard(&heard, 1, "its own publish").await;
+}
