@@ -95,7 +95,7 @@ impl Replies {
     }
 
     /// Publishes `payload` to `subject` and waits up to `timeout` for its reply (the
-    /// publish included: it may wait for a reconnect).
+    /// publish included: async-nats may wait for a reconnect; the wire only queues).
     pub async fn request(
         &self,
         subject: Subject,

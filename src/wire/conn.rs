@@ -3,6 +3,7 @@
 //! connection is lost it opens another, for as long as the [`super::Wire`] is open.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -29,10 +30,10 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Serves `connected`, and each connection after it, until the wire is closed.
 pub(super) async fn run(shared: Arc<Shared>, settings: Arc<Settings>, mut connected: Connected) {
     tracing::info!(server = %connected.server, "deliver connection to NATS open");
-    let mut next = 0;
+    let mut next = connected.index;
     loop {
         shared.connected.store(true, Relaxed);
-        let error = Serve::new(&shared, connected).await;
+        let error = Serve::new(&shared, &settings, connected).await;
         shared.connected.store(false, Relaxed);
         lock(&shared.out).lost_connection();
         if shared.closed.load(Relaxed) {
@@ -61,16 +62,24 @@ pub(super) async fn run(shared: Arc<Shared>, settings: Arc<Settings>, mut connec
     }
 }
 
-/// Runs the handler of `msg`'s subscription, if it still has one.
+/// Runs the handler of `msg`'s subscription, if it still has one. A handler that panics
+/// loses its one message, not the connection every other message needs.
 pub(super) fn hand_over(shared: &Shared, msg: &Msg) {
     if let Some(handler) = shared.handler(msg.sid) {
-        handler(Delivery { msg });
+        let handled = std::panic::catch_unwind(AssertUnwindSafe(|| handler(Delivery { msg })));
+        if handled.is_err() {
+            tracing::error!(
+                subject = msg.subject(),
+                "a deliver connection handler panicked"
+            );
+        }
     }
 }
 
 /// One open connection, served until it fails (its output: why) or the wire is closed.
 struct Serve<'a> {
     shared: &'a Shared,
+    settings: &'a Settings,
     io: Box<dyn Io>,
     read: BytesMut,
     /// Taken from the shared buffer; `written` of it are on the socket.
@@ -83,11 +92,12 @@ struct Serve<'a> {
 }
 
 impl<'a> Serve<'a> {
-    fn new(shared: &'a Shared, connected: Connected) -> Self {
+    fn new(shared: &'a Shared, settings: &'a Settings, connected: Connected) -> Self {
         let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Serve {
             shared,
+            settings,
             io: connected.io,
             read: connected.read,
             writing: Vec::new(),
@@ -113,7 +123,8 @@ impl<'a> Serve<'a> {
                 ServerOp::Err(e) => {
                     tracing::error!(error = %e, "NATS error on the deliver connection")
                 }
-                ServerOp::Info(_) | ServerOp::Ok => {}
+                ServerOp::Info(info) => self.settings.learn(&info, self.shared),
+                ServerOp::Ok => {}
             }
         }
         Ok(())
@@ -132,6 +143,9 @@ impl<'a> Serve<'a> {
 
     /// Reads and hands over until the socket has nothing more (or others should run).
     fn poll_reads(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // What is already read first: what came with the handshake's PONG, or was left
+        // by the last poll's fairness cap.
+        self.handle_ops().map_err(std::io::Error::other)?;
         for _ in 0..READS_PER_POLL {
             if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
                 self.read.reserve(READ_CHUNK);
@@ -184,10 +198,11 @@ impl Future for Serve<'_> {
         // Publishes made by the handlers below are written further down in this same poll:
         // they need not wake the task again.
         drop(this.shared.waker.take());
-        if let Err(e) = this.poll_pings(cx) {
+        if let Poll::Ready(Err(e)) = this.poll_reads(cx) {
             return Poll::Ready(e);
         }
-        if let Poll::Ready(Err(e)) = this.poll_reads(cx) {
+        // After the reads: a PONG among them counts.
+        if let Err(e) = this.poll_pings(cx) {
             return Poll::Ready(e);
         }
         this.shared.waker.register(cx.waker());

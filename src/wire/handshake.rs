@@ -2,7 +2,8 @@
 //! configured credentials, the subscriptions renewed, and a PING whose PONG says the
 //! server took all of it.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -32,16 +33,25 @@ pub(super) struct Connected {
     pub(super) io: Box<dyn Io>,
     pub(super) read: BytesMut,
     pub(super) server: String,
+    /// Of the server in [`Settings`]: the next reconnect tries the one after it.
+    pub(super) index: usize,
 }
 
 /// How to reach and log in to the servers, read once from the configuration.
 pub(super) struct Settings {
-    servers: Vec<Server>,
+    /// The configured servers, then those the cluster announced (`connect_urls`), as
+    /// async-nats adds them: with one node's URL configured, a reconnect finds the others.
+    servers: Mutex<Vec<Server>>,
     auth: Auth,
-    tls: Option<Arc<ClientConfig>>,
+    /// With `--nats-tls-ca` or a `tls://` URL; else made with the system's roots when a
+    /// server requires TLS.
+    tls: OnceLock<Arc<ClientConfig>>,
+    /// Whether `tls` trusts `--nats-tls-ca` (for the error that names what was trusted).
+    own_ca: bool,
     name: String,
 }
 
+#[derive(Clone, PartialEq, Eq)]
 struct Server {
     host: String,
     port: u16,
@@ -63,6 +73,8 @@ struct Info {
     tls_required: bool,
     #[serde(default)]
     nonce: Option<String>,
+    #[serde(default)]
+    connect_urls: Vec<String>,
 }
 
 impl Settings {
@@ -83,23 +95,54 @@ impl Settings {
                 .with_context(|| format!("reading NATS credentials {}", path.display()))?;
             auth.creds = Some(creds(&text).with_context(|| path.display().to_string())?);
         }
-        let wants_tls = cfg.tls_ca.is_some() || servers.iter().any(|s| s.tls);
-        let tls = if wants_tls {
-            Some(client_config(cfg.tls_ca.as_deref())?)
-        } else {
-            None
-        };
+        let tls = OnceLock::new();
+        if cfg.tls_ca.is_some() || servers.iter().any(|s| s.tls) {
+            let _ = tls.set(client_config(cfg.tls_ca.as_deref())?);
+        }
         Ok(Settings {
-            servers,
+            servers: Mutex::new(servers),
             auth,
             tls,
+            own_ca: cfg.tls_ca.is_some(),
             name: name.to_owned(),
         })
     }
 
-    /// The servers to try, in turn.
+    /// How many servers there are to try, in turn.
     pub(super) fn servers(&self) -> usize {
-        self.servers.len()
+        lock(&self.servers).len()
+    }
+
+    /// What an INFO tells: the payload limit, and servers to add.
+    pub(super) fn learn(&self, info: &[u8], shared: &Shared) {
+        let Ok(info) = serde_json::from_slice::<Info>(info) else {
+            return;
+        };
+        if info.max_payload > 0 {
+            shared.max_payload.store(info.max_payload, Relaxed);
+        }
+        let tls = self.tls.get().is_some();
+        let mut servers = lock(&self.servers);
+        for url in &info.connect_urls {
+            if let Ok(server) = server(url) {
+                let server = Server { tls, ..server };
+                if !servers
+                    .iter()
+                    .any(|s| (&s.host, s.port) == (&server.host, server.port))
+                {
+                    servers.push(server);
+                }
+            }
+        }
+    }
+
+    /// TLS as configured, or with the system's roots.
+    fn tls(&self) -> anyhow::Result<Arc<ClientConfig>> {
+        if let Some(config) = self.tls.get() {
+            return Ok(config.clone());
+        }
+        let config = client_config(None)?;
+        Ok(self.tls.get_or_init(|| config).clone())
     }
 
     fn connect_json(&self, info: &Info, tls: bool) -> anyhow::Result<Vec<u8>> {
@@ -137,6 +180,8 @@ impl Settings {
 }
 
 /// `nats://host:port`, `tls://host:port` or `host:port` (port 4222 if left out).
+/// Credentials in the URL are ignored, as async-nats ignores them (nats.rs#1623): they
+/// come from the flags.
 fn server(url: &str) -> anyhow::Result<Server> {
     let (scheme, rest) = url.split_once("://").unwrap_or(("nats", url));
     let tls = match scheme {
@@ -235,9 +280,9 @@ pub(super) async fn open(
     index: usize,
     shared: &Shared,
 ) -> anyhow::Result<Connected> {
-    let server = &settings.servers[index];
+    let server = lock(&settings.servers)[index].clone();
     let address = format!("{}:{}", server.host, server.port);
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(settings, server, shared))
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(settings, &server, shared))
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("no handshake within {HANDSHAKE_TIMEOUT:?}")))
         .with_context(|| format!("NATS server {address}"))
@@ -245,6 +290,7 @@ pub(super) async fn open(
             io,
             read,
             server: address,
+            index,
         })
 }
 
@@ -259,25 +305,25 @@ async fn handshake(
     let mut read = BytesMut::with_capacity(16 * 1024);
     let info = match next_op(&mut tcp, &mut read).await? {
         ServerOp::Info(json) => {
+            settings.learn(&json, shared);
             serde_json::from_slice::<Info>(&json).context("the server's INFO")?
         }
         other => bail!("expected INFO, got {other:?}"),
     };
-    let tls = server.tls || info.tls_required || settings.tls.is_some();
-    let mut io: Box<dyn Io> = match (&settings.tls, tls) {
-        (Some(config), true) => {
-            let name = ServerName::try_from(server.host.clone()).context("TLS server name")?;
-            let connector = tokio_rustls::TlsConnector::from(config.clone());
-            Box::new(
-                connector
-                    .connect(name, tcp)
-                    .await
-                    .context("TLS handshake")?,
-            )
-        }
-        (None, true) => bail!("the server requires TLS: give --nats-tls-ca or a tls:// URL"),
-        (_, false) => tcp,
+    let tls = server.tls || info.tls_required || settings.tls.get().is_some();
+    let io: Box<dyn Io> = if tls {
+        let trusted = match settings.own_ca {
+            true => "--nats-tls-ca",
+            false => "the system's CA certificates (--nats-tls-ca names a private CA)",
+        };
+        let name = ServerName::try_from(server.host.clone()).context("TLS server name")?;
+        let connector = tokio_rustls::TlsConnector::from(settings.tls()?);
+        let tls = connector.connect(name, tcp).await;
+        Box::new(tls.with_context(|| format!("TLS handshake, trusting {trusted}"))?)
+    } else {
+        tcp
     };
+    let mut io = io;
     let mut hello = settings.connect_json(&info, tls)?;
     for (sid, subject) in subscribed(shared) {
         proto::write_sub(&mut hello, &subject, sid);
@@ -294,9 +340,6 @@ async fn handshake(
             ServerOp::Info(_) | ServerOp::Ok => {}
         }
     }
-    shared
-        .max_payload
-        .store(info.max_payload, std::sync::atomic::Ordering::Relaxed);
     Ok((io, read))
 }
 

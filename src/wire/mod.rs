@@ -27,7 +27,8 @@ use crate::config;
 use crate::sync::lock;
 
 /// Bytes a publish may leave waiting to be written (a reconnect, a slow server) before
-/// publishes fail: far above what a second of traffic writes.
+/// publishes fail: far above what a second of traffic writes. (The connection's own
+/// buffer, being written, comes on top.)
 const MAX_PENDING: usize = 32 * 1024 * 1024;
 
 /// A message handed to a subscription's handler, on the connection's task: what the
@@ -196,16 +197,25 @@ impl Wire {
             }));
             subscriptions.len() as u64
         };
-        self.write(|out| proto::write_sub(&mut out.buf, subject, sid))?;
+        if let Err(e) = self.write(|out| proto::write_sub(&mut out.buf, subject, sid)) {
+            self.forget(sid);
+            return Err(e.into());
+        }
         Ok(sid)
     }
 
     /// Ends a subscription: its handler runs no more, whatever is still on its way.
     pub fn unsubscribe(&self, sid: u64) {
-        if let Some(slot) = lock(&self.shared.subscriptions).get_mut(sid as usize - 1) {
+        self.forget(sid);
+        let _ = self.write(|out| proto::write_unsub(&mut out.buf, sid));
+    }
+
+    fn forget(&self, sid: u64) {
+        let index = usize::try_from(sid).ok().and_then(|sid| sid.checked_sub(1));
+        let mut subscriptions = lock(&self.shared.subscriptions);
+        if let Some(slot) = index.and_then(|i| subscriptions.get_mut(i)) {
             *slot = None;
         }
-        let _ = self.write(|out| proto::write_unsub(&mut out.buf, sid));
     }
 
     /// Returns once nats-server has processed everything written before (it handles one
@@ -221,7 +231,8 @@ impl Wire {
     }
 
     /// Stops serving: every subscription ends, what is queued is written, one round trip
-    /// confirms it (bounded by `timeout`), then the connection closes.
+    /// confirms it (bounded by `timeout`); then the connection's task closes the socket
+    /// and ends, and publishes fail.
     pub async fn close(&self, timeout: Duration) {
         let sids: Vec<u64> = {
             let subscriptions = lock(&self.shared.subscriptions);

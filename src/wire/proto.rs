@@ -9,6 +9,10 @@ use bytes::{Bytes, BytesMut};
 /// an INFO can be longer: it lists the cluster's URLs).
 pub(crate) const MAX_LINE: usize = 64 * 1024;
 
+/// Largest message taken: nats-server's own ceiling for `max_payload`, and room for
+/// headers. A larger size is a broken stream, not a message to allocate for.
+const MAX_MESSAGE: usize = 72 * 1024 * 1024;
+
 /// One operation from the server.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ServerOp {
@@ -133,7 +137,7 @@ fn msg(buf: &mut BytesMut, end: usize, headers: bool) -> Result<Option<ServerOp>
     } else {
         0
     };
-    if header_size > size {
+    if header_size > size || size > MAX_MESSAGE {
         return Err(malformed());
     }
     let reply = (count == 3 + sizes).then(|| fields[2].clone());
@@ -314,6 +318,7 @@ mod tests {
             b"MSG a 1 -1\r\n",
             b"HMSG a 1 5 2\r\n",
             b"MSG a 1 2\r\nabcd\r\n",
+            b"MSG a 1 99999999999\r\n",
             b"WHAT\r\n",
         ] {
             let mut buf = BytesMut::from(bad);

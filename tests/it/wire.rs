@@ -78,6 +78,46 @@ async fn after_its_server_restarts_the_wire_resubscribes_and_sends_what_waited()
 }
 
 #[tokio::test]
+async fn with_one_node_configured_the_wire_moves_to_the_nodes_the_cluster_announced() {
+    let mut nats = NatsCluster::start();
+    let wire = Wire::connect(&settings(&nats.nodes[0].url), "test wire")
+        .await
+        .unwrap();
+    let heard = collect(&wire, "test.in");
+    wire.round_trip(Duration::from_secs(5)).await.unwrap();
+    nats.kill_node(0);
+    crate::support::eventually(Duration::from_secs(20), "connected elsewhere", || async {
+        wire.round_trip(Duration::from_secs(1)).await.ok()
+    })
+    .await;
+    assert!(wire.connected());
+    let other = async_nats::connect(nats.nodes[2].url.as_str())
+        .await
+        .unwrap();
+    crate::support::eventually(Duration::from_secs(20), "heard from node 3", || async {
+        other.publish("test.in", "moved".into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (!heard.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_loses_its_message_not_the_connection() {
+    let nats = NatsServer::start();
+    let wire = Wire::connect(&settings(&nats.url), "test wire")
+        .await
+        .unwrap();
+    wire.subscribe("test.panic", Arc::new(|_| panic!("a handler bug")))
+        .unwrap();
+    let heard = collect(&wire, "test.ok");
+    wire.publish("test.panic", None, b"1").unwrap();
+    wire.publish("test.ok", None, b"2").unwrap();
+    until_heard(&heard, 1, "the message after the panic").await;
+    assert!(wire.connected());
+}
+
+#[tokio::test]
 async fn gateways_deliver_to_each_other_over_tls_to_nats() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = crate::support::keys::certificate(dir.path(), "cert.pem", "key.pem");
