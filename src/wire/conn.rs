@@ -53,13 +53,20 @@ pub(super) async fn run(shared: Arc<Shared>, settings: Arc<Settings>, mut connec
                         tracing::warn!(error = %format!("{e:#}"), "deliver connection: reconnect failed");
                     }
                     attempt += 1;
-                    let pause = Duration::from_millis(100 * u64::from(attempt.min(20)));
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
             }
         };
         tracing::info!(server = %connected.server, "deliver connection to NATS open again");
     }
+}
+
+/// The pause before reconnect attempt `attempt` (from 1): growing by 100 ms up to 2 s, plus
+/// up to 100 ms at random, so that the gateways of a cluster do not all come back at once.
+fn backoff(attempt: u32) -> Duration {
+    use std::hash::BuildHasher;
+    let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt) % 100;
+    Duration::from_millis(100 * u64::from(attempt.min(20)) + jitter)
 }
 
 /// Runs the handler of `msg`'s subscription, if it still has one. A handler that panics

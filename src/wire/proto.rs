@@ -240,7 +240,9 @@ pub(crate) const PONG: &[u8] = b"PONG\r\n";
 /// A subject or reply subject the server would take: not empty, no whitespace (nor any
 /// other control character).
 pub(crate) fn valid_subject(subject: &str) -> bool {
-    !subject.is_empty() && subject.bytes().all(|b| b > b' ')
+    // A fold without an early exit: the compiler checks many bytes per instruction.
+    let controls = subject.bytes().fold(0u8, |n, b| n | u8::from(b <= b' '));
+    !subject.is_empty() && controls == 0
 }
 
 #[cfg(test)]

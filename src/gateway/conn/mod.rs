@@ -39,13 +39,32 @@ use crate::telemetry;
 #[derive(Debug)]
 pub(crate) enum Inbound {
     /// One text frame (a JSON object).
-    Text(String),
+    Text(Text),
     /// A frame larger than the transport accepts (its size, as far as known).
     TooLarge(usize),
     /// Anything else (binary, ping, pong): not a protocol frame, but a sign of life.
     Other,
     /// The client closed or the transport failed.
     Closed,
+}
+
+/// A text frame where the transport left it: in the WebSocket's own buffer (not copied
+/// out), or a line.
+#[derive(Debug)]
+pub(crate) enum Text {
+    Ws(axum::extract::ws::Utf8Bytes),
+    Line(String),
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Text::Ws(text) => text.as_str(),
+            Text::Line(line) => line,
+        }
+    }
 }
 
 pub(crate) trait Reader: Send {

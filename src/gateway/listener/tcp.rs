@@ -14,7 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 
 use super::Doors;
-use crate::gateway::conn::{self, Close, Conn, Door, Inbound};
+use crate::gateway::conn::{self, Close, Conn, Door, Inbound, Text};
 use crate::protocol::client::{Frame, FrameError};
 use crate::protocol::code::ErrorCode;
 
@@ -128,7 +128,7 @@ impl conn::Reader for TcpReader {
         loop {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(line)) if line.trim().is_empty() => return Inbound::Other,
-                Ok(Some(line)) => return Inbound::Text(line),
+                Ok(Some(line)) => return Inbound::Text(Text::Line(line)),
                 Ok(None) if self.buf.is_empty() => self.buf = BytesMut::new(),
                 Ok(None) => {}
                 Err(LinesCodecError::MaxLineLengthExceeded) => {
@@ -145,7 +145,9 @@ impl conn::Reader for TcpReader {
             match self.read.try_read_buf(&mut self.buf) {
                 Ok(0) => {
                     return match self.codec.decode_eof(&mut self.buf) {
-                        Ok(Some(line)) if !line.trim().is_empty() => Inbound::Text(line),
+                        Ok(Some(line)) if !line.trim().is_empty() => {
+                            Inbound::Text(Text::Line(line))
+                        }
                         _ => Inbound::Closed,
                     }
                 }
@@ -224,14 +226,14 @@ mod tests {
             .write_all(b"{\"op\":\"ping\"}\r\n\n{\"op\":")
             .await
             .unwrap();
-        assert!(matches!(reader.next().await, Inbound::Text(t) if t == r#"{"op":"ping"}"#));
+        assert!(matches!(reader.next().await, Inbound::Text(t) if &*t == r#"{"op":"ping"}"#));
         assert!(matches!(reader.next().await, Inbound::Other));
         // Half a line stays buffered until the rest comes.
         let waiting = tokio::time::timeout(Duration::from_millis(50), reader.next()).await;
         assert!(waiting.is_err());
         assert!(!reader.buf.is_empty());
         client.write_all(b"\"ping\"}\n").await.unwrap();
-        assert!(matches!(reader.next().await, Inbound::Text(t) if t == r#"{"op":"ping"}"#));
+        assert!(matches!(reader.next().await, Inbound::Text(t) if &*t == r#"{"op":"ping"}"#));
         // Nothing pending: an idle connection gives its read buffer back.
         let waiting = tokio::time::timeout(Duration::from_millis(50), reader.next()).await;
         assert!(waiting.is_err());
@@ -240,7 +242,7 @@ mod tests {
         client.write_all(&[b'x'; 100]).await.unwrap();
         client.write_all(b"\nok\n").await.unwrap();
         assert!(matches!(reader.next().await, Inbound::TooLarge(65)));
-        assert!(matches!(reader.next().await, Inbound::Text(t) if t == "ok"));
+        assert!(matches!(reader.next().await, Inbound::Text(t) if &*t == "ok"));
         drop(client);
         assert!(matches!(reader.next().await, Inbound::Closed));
     }

@@ -18,7 +18,7 @@ use futures::{SinkExt, StreamExt};
 
 use super::http::{bearer, error_response};
 use super::{Doors, TOO_MANY_PENDING};
-use crate::gateway::conn::{self, Close, Conn, Door, Inbound};
+use crate::gateway::conn::{self, Close, Conn, Door, Inbound, Text};
 use crate::protocol::code::ErrorCode;
 
 /// Bytes read from a WebSocket at once; frames larger than this simply take more reads.
@@ -115,7 +115,7 @@ struct WsReader(SplitStream<WebSocket>);
 impl conn::Reader for WsReader {
     async fn next(&mut self) -> Inbound {
         match self.0.next().await {
-            Some(Ok(Message::Text(text))) => Inbound::Text(text.as_str().to_owned()),
+            Some(Ok(Message::Text(text))) => Inbound::Text(Text::Ws(text)),
             Some(Ok(Message::Close(_))) | None => Inbound::Closed,
             Some(Ok(_)) => Inbound::Other,
             Some(Err(e)) => {
