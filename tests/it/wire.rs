@@ -144,6 +144,89 @@ async fn gateways_deliver_to_each_other_over_tls_to_nats() {
     wire.round_trip(Duration::from_secs(5)).await.unwrap();
 }
 
+/// A JWT as nsc writes them: `claims` about `subject`, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, nats: serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{:X}", std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()),
+        "iat": std::time::UNIX_EPOCH.elapsed().unwrap().as_secs(),
+        "iss": issuer.public_key(),
+        "name": "test",
+        "sub": subject,
+        "nats": nats,
+    });
+    let signed = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// An operator-mode nats-server (one account, preloaded) and the text of a credentials
+/// file for a user of that account signed with `seed_of`'s seed.
+fn operator_mode(dir: &std::path::Path, seed_of: Option<&nkeys::KeyPair>) -> (NatsServer, String) {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let unlimited = serde_json::json!({"subs": -1, "data": -1, "payload": -1, "imports": -1,
+        "exports": -1, "wildcards": true, "conn": -1, "leaf": -1});
+    let config = format!(
+        "operator: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {}\n}}\n",
+        jwt(
+            &operator,
+            &operator.public_key(),
+            serde_json::json!({"type": "operator", "version": 2})
+        ),
+        account.public_key(),
+        jwt(
+            &operator,
+            &account.public_key(),
+            serde_json::json!({"type": "account", "version": 2, "limits": unlimited})
+        ),
+    );
+    let path = dir.join("operator.conf");
+    std::fs::write(&path, config).unwrap();
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        serde_json::json!({"type": "user", "version": 2, "pub": {}, "sub": {},
+            "subs": -1, "data": -1, "payload": -1}),
+    );
+    let seed = seed_of.unwrap_or(&user).seed().unwrap();
+    let creds = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    );
+    (NatsServer::start_file(&path), creds)
+}
+
+#[tokio::test]
+async fn a_credentials_file_signs_the_servers_nonce() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nats, creds) = operator_mode(dir.path(), None);
+    let path = dir.path().join("user.creds");
+    std::fs::write(&path, creds).unwrap();
+    let mut cfg = settings(&nats.url);
+    cfg.creds = Some(path.clone());
+    let wire = Wire::connect(&cfg, "test wire").await.unwrap();
+    let heard = collect(&wire, "test.creds");
+    wire.publish("test.creds", None, b"signed").unwrap();
+    until_heard(&heard, 1, "its own publish").await;
+
+    // The JWT with another key's seed: the signature does not match, and the server says so.
+    let stranger = nkeys::KeyPair::new_user();
+    let (nats, creds) = operator_mode(dir.path(), Some(&stranger));
+    std::fs::write(&path, creds).unwrap();
+    let mut cfg = settings(&nats.url);
+    cfg.creds = Some(path);
+    cfg.connect_timeout_ms = 300;
+    let refused = Wire::connect(&cfg, "test wire").await.err().unwrap();
+    assert!(
+        format!("{refused:#}").contains("Authorization Violation"),
+        "{refused:#}"
+    );
+}
+
 #[tokio::test]
 async fn a_refused_login_names_the_servers_reason() {
     let nats = NatsServer::start_config("auth.conf");

@@ -61,6 +61,13 @@ impl NatsServer {
         })
     }
 
+    /// A server from a config file written by the test (no JetStream unless it says so).
+    pub fn start_file(config: &std::path::Path) -> Self {
+        Self::start_with(|command, _| {
+            command.arg("-c").arg(config);
+        })
+    }
+
     /// A server that requires TLS, with `cert` and `key`.
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
         Self::start_with(|command, store| {
