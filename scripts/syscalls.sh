@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Syscalls and context switches per routed 1:1 message, per process, at one steady rate:
+# below saturation a gateway's CPU is mostly the kernel's (docs/PERFORMANCE.md), and these
+# counts barely move with the machine's load, where CPU time moves ±30%.
+#
+# Runs `scripts/bench.sh --scenarios 1to1` with one step at RATE, attaches `perf stat`
+# (raw_syscalls:sys_enter, context-switches, task-clock) to every gateway, center and
+# nats-server for SECONDS from the step's third second, and prints one line per process:
+#
+#   process  syscalls/msg  ctx-switches/msg  cpu-µs/msg
+#
+# usage: scripts/syscalls.sh [--no-build] [--rate N] [--seconds S] [--out DIR]
+#   --no-build   use the release binaries as they are
+#   --rate N     messages per second offered (default 10000)
+#   --seconds S  how long to count (default 5; the step lasts 10 s)
+#   --out DIR    where the bench's results and perf's output go (default: a temporary dir)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { sed -n '/^# usage:/,/^#$/p' "$0" | sed -e 's/^# \{0,1\}//' -e '$d'; }
+
+build=(); rate=10000; seconds=5; out=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-build) build=(--no-build) ;;
+        --rate) rate="$2"; shift ;;
+        --seconds) seconds="$2"; shift ;;
+        --out) out="$2"; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; exit 64 ;;
+    esac
+    shift
+done
+command -v perf >/dev/null || { echo "syscalls.sh: perf is not installed" >&2; exit 1; }
+[ "$seconds" -lt 8 ] || { echo "syscalls.sh: --seconds must be below 8 (the step lasts 10 s)" >&2; exit 64; }
+[ -n "$out" ] || out=$(mktemp -d /tmp/mrc-syscalls.XXXXXX)
+mkdir -p "$out"
+
+scripts/bench.sh "${build[@]}" --scenarios 1to1 --out "$out/bench" -- --steps "$rate" \
+    > "$out/bench.log" 2>&1 &
+bench=$!
+until grep -q "$rate/s t=2s" "$out/bench/bench.txt" 2>/dev/null; do
+    kill -0 "$bench" 2>/dev/null || { echo "syscalls.sh: the bench ended early, see $out/bench.log" >&2; exit 1; }
+    sleep 0.2
+done
+
+counted=()
+for name in mrc-gateway mrc-center nats-server; do
+    for pid in $(pgrep -x "${name:0:15}" || true); do
+        perf stat -x, -e raw_syscalls:sys_enter,context-switches,task-clock -p "$pid" \
+            -- sleep "$seconds" 2> "$out/perf.$name.$pid" &
+        counted+=("$name.$pid")
+    done
+done
+wait "$bench"
+
+messages=$((rate * seconds))
+printf '%-22s %14s %18s %12s\n' process syscalls/msg ctx-switches/msg cpu-µs/msg
+for entry in "${counted[@]}"; do
+    awk -F, -v name="$entry" -v n="$messages" '
+        $3 == "raw_syscalls:sys_enter" { sys = $1 }
+        $3 == "context-switches" { ctx = $1 }
+        $3 == "task-clock" { ms = $1 }
+        END { printf "%-22s %14.2f %18.2f %12.1f\n", name, sys / n, ctx / n, ms * 1000 / n }
+    ' "$out/perf.$entry"
+done | tee "$out/syscalls.txt"
+echo "syscalls.sh: bench results in $out/bench"
