@@ -14,6 +14,8 @@
 #   --rate N     messages per second offered (default 10000)
 #   --seconds S  how long to count (default 5; the step lasts 10 s)
 #   --out DIR    where the bench's results and perf's output go (default: a temporary dir)
+#
+# Other MRC processes on the machine (a dev cluster) would be counted too: stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
