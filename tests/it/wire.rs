@@ -9,6 +9,7 @@ use bytes::Bytes;
 use mrc::protocol::code::Outcome::Delivered;
 use mrc::wire::{Delivery, Wire};
 
+use crate::support::blackhole::Blackhole;
 use crate::support::client::{expect_op, login, send};
 use crate::support::cluster::Cluster;
 use crate::support::nats::{NatsCluster, NatsServer};
@@ -75,6 +76,44 @@ async fn after_its_server_restarts_the_wire_resubscribes_and_sends_what_waited()
     })
     .await;
     wire.round_trip(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A partition: the server goes silent without closing anything. Two unanswered pings
+/// (5 s apart) end the connection; the wire says it is down (a gateway's doors close) and
+/// reconnects once the network heals.
+#[tokio::test]
+async fn a_silent_server_is_noticed_by_its_pings_and_left() {
+    let nats = NatsServer::start();
+    let proxy = Blackhole::start(nats.url.trim_start_matches("nats://")).await;
+    let wire = Wire::connect(&settings(&proxy.url), "test wire")
+        .await
+        .unwrap();
+    let heard = collect(&wire, "test.in");
+    wire.round_trip(Duration::from_secs(5)).await.unwrap();
+
+    proxy.cut();
+    let cut = std::time::Instant::now();
+    crate::support::eventually(Duration::from_secs(25), "the wire gives up", || async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (!wire.connected()).then_some(())
+    })
+    .await;
+    let noticed = cut.elapsed();
+    assert!(
+        noticed >= Duration::from_secs(9),
+        "noticed after {noticed:?}"
+    );
+    assert!(wire.round_trip(Duration::from_millis(500)).await.is_err());
+
+    proxy.heal();
+    crate::support::eventually(Duration::from_secs(20), "connected again", || async {
+        wire.round_trip(Duration::from_secs(1)).await.ok()
+    })
+    .await;
+    let other = async_nats::connect(nats.url.as_str()).await.unwrap();
+    other.publish("test.in", "healed".into()).await.unwrap();
+    until_heard(&heard, 1, "a message after the partition").await;
+    eprintln!("a silent server noticed after {noticed:?}");
 }
 
 #[tokio::test]

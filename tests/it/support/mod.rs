@@ -1,5 +1,6 @@
 //! Test support: real nats-server instances, real MRC processes, real WebSocket clients.
 
+pub mod blackhole;
 pub mod client;
 pub mod cluster;
 pub mod converge;
