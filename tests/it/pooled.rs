@@ -19,18 +19,8 @@ use crate::support::cluster::Cluster;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A deliver connection of its own to `cluster`'s nats-server.
-pub(crate) async fn wire(cluster: &Cluster) -> Wire {
-    let cfg = mrc::config::Nats {
-        urls: vec![cluster.nats_url().to_owned()],
-        user: None,
-        password: None,
-        token: None,
-        creds: None,
-        tls_ca: None,
-        prefix: "mrc".into(),
-        request_timeout_ms: 2000,
-        connect_timeout_ms: 5000,
-    };
+async fn wire(cluster: &Cluster) -> Wire {
+    let cfg = crate::wire::settings(cluster.nats_url());
     Wire::connect(&cfg, "test wire").await.unwrap()
 }
 

@@ -14,7 +14,8 @@ use crate::support::client::{expect_op, login, send};
 use crate::support::cluster::Cluster;
 use crate::support::nats::{NatsCluster, NatsServer};
 
-fn settings(url: &str) -> mrc::config::Nats {
+/// Settings for a connection to `url` alone, no credentials.
+pub(crate) fn settings(url: &str) -> mrc::config::Nats {
     mrc::config::Nats {
         urls: vec![url.to_owned()],
         user: None,
@@ -37,6 +38,14 @@ fn collect(wire: &Wire, subject: &str) -> Arc<Mutex<Vec<Bytes>>> {
     heard
 }
 
+/// A wire to `url` alone, subscribed to `test.in` (confirmed), and what it heard there.
+async fn listening(url: &str) -> (Wire, Arc<Mutex<Vec<Bytes>>>) {
+    let wire = Wire::connect(&settings(url), "test wire").await.unwrap();
+    let heard = collect(&wire, "test.in");
+    wire.round_trip(Duration::from_secs(5)).await.unwrap();
+    (wire, heard)
+}
+
 async fn until_heard(heard: &Mutex<Vec<Bytes>>, count: usize, what: &str) {
     crate::support::eventually(Duration::from_secs(20), what, || async {
         (heard.lock().unwrap().len() >= count).then_some(())
@@ -48,11 +57,7 @@ async fn until_heard(heard: &Mutex<Vec<Bytes>>, count: usize, what: &str) {
 async fn after_its_server_restarts_the_wire_resubscribes_and_sends_what_waited() {
     let mut nats = NatsCluster::start();
     // The wire knows node 0 only: it must come back to the same server.
-    let wire = Wire::connect(&settings(&nats.nodes[0].url), "test wire")
-        .await
-        .unwrap();
-    let heard = collect(&wire, "test.in");
-    wire.round_trip(Duration::from_secs(5)).await.unwrap();
+    let (wire, heard) = listening(&nats.nodes[0].url).await;
     let other = async_nats::connect(nats.nodes[1].url.as_str())
         .await
         .unwrap();
@@ -85,11 +90,7 @@ async fn after_its_server_restarts_the_wire_resubscribes_and_sends_what_waited()
 async fn a_silent_server_is_noticed_by_its_pings_and_left() {
     let nats = NatsServer::start();
     let proxy = Blackhole::start(nats.url.trim_start_matches("nats://")).await;
-    let wire = Wire::connect(&settings(&proxy.url), "test wire")
-        .await
-        .unwrap();
-    let heard = collect(&wire, "test.in");
-    wire.round_trip(Duration::from_secs(5)).await.unwrap();
+    let (wire, heard) = listening(&proxy.url).await;
 
     proxy.cut();
     let cut = std::time::Instant::now();
@@ -119,11 +120,7 @@ async fn a_silent_server_is_noticed_by_its_pings_and_left() {
 #[tokio::test]
 async fn with_one_node_configured_the_wire_moves_to_the_nodes_the_cluster_announced() {
     let mut nats = NatsCluster::start();
-    let wire = Wire::connect(&settings(&nats.nodes[0].url), "test wire")
-        .await
-        .unwrap();
-    let heard = collect(&wire, "test.in");
-    wire.round_trip(Duration::from_secs(5)).await.unwrap();
+    let (wire, heard) = listening(&nats.nodes[0].url).await;
     nats.kill_node(0);
     crate::support::eventually(Duration::from_secs(20), "connected elsewhere", || async {
         wire.round_trip(Duration::from_secs(1)).await.ok()
