@@ -283,3 +283,81 @@ async fn a_refused_login_names_the_servers_reason() {
     wire.publish("mrc.gw.g9.deliver", None, b"{}").unwrap();
     until_heard(&heard, 1, "its own publish").await;
 }
+
+/// A gateway partitioned from NATS (both its connections go through a proxy that turns
+/// silent) while another keeps sending to its user: it says `NATS is not connected` and
+/// closes its doors once its pings go unanswered, and after the network heals it delivers
+/// again. The ledger: every message reported delivered arrived, none reported offline did.
+/// (Two worker threads: starting a gateway blocks the test's thread, and the proxy must
+/// run meanwhile.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_gateway_closes_its_doors_and_delivers_again_once_healed() {
+    use mrc::protocol::code::Outcome::{Delivered, Offline};
+    let mut cluster = Cluster::start(1, 1);
+    let proxy = Blackhole::start(cluster.nats_url().trim_start_matches("nats://")).await;
+    cluster.pinned_url = Some(proxy.url.clone());
+    cluster.start_gateway("g1");
+    let g1 = cluster.gateways[1].http.clone();
+    let mut alice = login(cluster.ws(0), "alice").await;
+    let mut bob = login(cluster.ws(1), "bob").await;
+    let mut ledger = Vec::new();
+    let (report, _) = send(&mut alice, &["bob"], "before", "0").await;
+    assert_eq!(report["bob"], Delivered);
+    ledger.push(("before".to_string(), Delivered));
+
+    proxy.cut();
+    let cut = std::time::Instant::now();
+    let mut n = 0;
+    let closed = loop {
+        n += 1;
+        let id = format!("cut{n}");
+        let (report, _) = send(&mut alice, &["bob"], &id, "1").await;
+        ledger.push((id, report["bob"]));
+        let (_, reason) = crate::support::readyz(&g1).await;
+        if reason.as_deref() == Some("NATS is not connected") {
+            break true;
+        }
+        if cut.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+    };
+    assert!(closed, "g1 never said NATS is not connected");
+    let noticed = cut.elapsed();
+
+    proxy.heal();
+    let healed = std::time::Instant::now();
+    loop {
+        n += 1;
+        let id = format!("healed{n}");
+        let (report, _) = send(&mut alice, &["bob"], &id, "2").await;
+        let outcome = report["bob"];
+        ledger.push((id, outcome));
+        if outcome == Delivered {
+            break;
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(30),
+            "no delivery after healing: {ledger:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut arrived = std::collections::HashSet::new();
+    while let Ok(Ok(Some(frame))) = tokio::time::timeout(Duration::from_secs(2), bob.next()).await {
+        if frame.frame.op == "msg" {
+            arrived.insert(frame.frame.id.unwrap());
+        }
+    }
+    for (id, outcome) in &ledger {
+        match outcome {
+            Delivered => assert!(arrived.contains(id), "{id} reported delivered, not arrived"),
+            Offline => assert!(!arrived.contains(id), "{id} reported offline, arrived"),
+            _ => {}
+        }
+    }
+    eprintln!(
+        "partitioned gateway: doors closed after {noticed:?}, delivering {:?} after healing; {} sent, {} arrived",
+        healed.elapsed(),
+        ledger.len(),
+        arrived.len()
+    );
+}
