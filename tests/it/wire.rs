@@ -361,3 +361,21 @@ async fn a_partitioned_gateway_closes_its_doors_and_delivers_again_once_healed()
         arrived.len()
     );
 }
+
+/// A message far larger than one read arrives whole, byte for byte; one above the
+/// server's `max_payload` is refused before it is queued.
+#[tokio::test]
+async fn large_messages_arrive_whole_and_oversized_ones_are_refused() {
+    let nats = NatsServer::start();
+    let (wire, heard) = listening(&nats.url).await;
+    let large: Vec<u8> = (0..900 * 1024).map(|i| (i % 251) as u8).collect();
+    for _ in 0..3 {
+        wire.publish("test.in", None, &large).unwrap();
+    }
+    until_heard(&heard, 3, "three large messages").await;
+    assert!(heard.lock().unwrap().iter().all(|p| p[..] == large[..]));
+    let oversized = vec![b'x'; 2 * 1024 * 1024];
+    let refused = wire.publish("test.in", None, &oversized).unwrap_err();
+    assert!(refused.to_string().contains("max_payload"), "{refused}");
+    wire.round_trip(Duration::from_secs(5)).await.unwrap();
+}
