@@ -218,35 +218,11 @@ where
     }
 }
 
-/// How a service sends its replies: published at once by a [`Client`], or gathered by a
-/// [`crate::pooled::Pool`].
-pub(crate) trait Respond {
-    fn respond(
-        &self,
-        reply_to: async_nats::Subject,
-        reply: bytes::Bytes,
-    ) -> impl std::future::Future<Output = ()> + Send;
-}
-
-impl Respond for Client {
-    async fn respond(&self, reply_to: async_nats::Subject, reply: bytes::Bytes) {
-        if let Err(e) = self.publish(reply_to, reply).await {
-            tracing::debug!(error = %e, "reply not sent");
-        }
-    }
-}
-
-impl Respond for Nats {
-    async fn respond(&self, reply_to: async_nats::Subject, reply: bytes::Bytes) {
-        self.client.respond(reply_to, reply).await
-    }
-}
-
-/// Answers every request on `requests` with `answer(payload)`, sent through `via`, until
+/// Answers every request on `requests` with `answer(payload)`, published by `via`, until
 /// `shutdown` or the end of the subscription. A message without a reply subject is
 /// handled, not answered.
 pub(crate) async fn answer(
-    via: &impl Respond,
+    via: &Client,
     mut requests: async_nats::Subscriber,
     shutdown: &tokio_util::sync::CancellationToken,
     mut answer: impl FnMut(&[u8]) -> bytes::Bytes,
@@ -261,7 +237,9 @@ pub(crate) async fn answer(
         };
         let reply = answer(&msg.payload);
         if let Some(reply_to) = msg.reply {
-            via.respond(reply_to, reply).await;
+            if let Err(e) = via.publish(reply_to, reply).await {
+                tracing::debug!(error = %e, "reply not sent");
+            }
         }
     }
 }
