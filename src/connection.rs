@@ -268,7 +268,19 @@ pub(crate) async fn confirm_subscriptions(
     timeout: Duration,
     shutdown: &tokio_util::sync::CancellationToken,
 ) {
-    while let Err(e) = round_trip(client, subjects.probe(), timeout).await {
+    until_confirmed(shutdown, || round_trip(client, subjects.probe(), timeout)).await
+}
+
+/// Runs `round_trip` until it works or `shutdown`, a short pause between tries: for the
+/// main connection's probe and for the deliver connection's PING alike.
+pub(crate) async fn until_confirmed<F, Fut>(
+    shutdown: &tokio_util::sync::CancellationToken,
+    round_trip: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    while let Err(e) = round_trip().await {
         if shutdown.is_cancelled() {
             return;
         }

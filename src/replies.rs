@@ -25,25 +25,17 @@ use crate::wire::{Delivery, Wire};
 
 type Answer = oneshot::Sender<Result<Bytes, RequestFailure>>;
 
-/// How the replies to one [`Replies`] arrive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Form {
-    /// One message per reply.
-    Plain,
-    /// `[[n,len,reply],...]`: several replies in one message (`crate::pooled`).
-    Pooled,
-}
-
-/// What requests are published on, and their replies heard.
+/// What requests are published on, and their replies heard, in one of two forms.
 enum Transport {
+    /// async-nats: one message per reply.
     Client(Client),
+    /// The deliver connection: `[[n,len,reply],...]`, several replies in one message.
     Wire(Wire),
 }
 
 /// The requesting side: one subscription for the replies to every request it sends.
 pub struct Replies {
     transport: Transport,
-    form: Form,
     prefix: String,
     /// Counts up from a random start, so that a second process on the same pool subject
     /// (a gateway restarted under its id while the old one drains) takes no reply of this
@@ -60,7 +52,7 @@ impl Replies {
     pub fn start(wire: Wire, pool: String) -> anyhow::Result<Arc<Self>> {
         debug_assert!(pool.ends_with(POOL_SUFFIX));
         let subject = format!("{pool}.*");
-        let replies = Arc::new(Self::new(Transport::Wire(wire.clone()), pool, Form::Pooled));
+        let replies = Arc::new(Self::new(Transport::Wire(wire.clone()), pool));
         let heard = Arc::downgrade(&replies);
         wire.subscribe(
             &subject,
@@ -79,15 +71,14 @@ impl Replies {
     pub async fn plain(client: Client) -> anyhow::Result<Arc<Self>> {
         let prefix = client.new_inbox();
         let subscription = client.subscribe(format!("{prefix}.*")).await?;
-        let replies = Arc::new(Self::new(Transport::Client(client), prefix, Form::Plain));
+        let replies = Arc::new(Self::new(Transport::Client(client), prefix));
         tokio::spawn(dispatch(replies.clone(), subscription));
         Ok(replies)
     }
 
-    fn new(transport: Transport, prefix: String, form: Form) -> Self {
+    fn new(transport: Transport, prefix: String) -> Self {
         Replies {
             transport,
-            form,
             prefix,
             next: AtomicU64::new(random_start()),
             waiting: Mutex::default(),
@@ -149,13 +140,13 @@ impl Replies {
             }
             return;
         }
-        match self.form {
-            Form::Plain => {
+        match self.transport {
+            Transport::Client(_) => {
                 if let Some(n) = number(subject()) {
                     self.answer(n, Ok(payload));
                 }
             }
-            Form::Pooled => match numbered(&payload) {
+            Transport::Wire(_) => match numbered(&payload) {
                 Ok(pooled) => {
                     for (n, reply) in pooled {
                         self.answer(n, Ok(payload.slice(reply)));

@@ -119,13 +119,7 @@ pub(super) async fn serve_own_subjects(
         stopped.clone(),
     )?;
     background.spawn(log_failure("deliver", deliver));
-    while let Err(e) = wire.round_trip(timeout).await {
-        if stopped.is_cancelled() {
-            break;
-        }
-        tracing::warn!(error = %e, "NATS has not confirmed the deliver subscription yet");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::connection::until_confirmed(stopped, || wire.round_trip(timeout)).await;
     let broadcasts = client.subscribe(subjects.gateway_broadcast(id)).await?;
     let broadcast = broadcast::serve(client.clone(), ops.clone(), broadcasts, stopped.clone());
     background.spawn(log_failure("broadcast", broadcast));
