@@ -60,18 +60,14 @@ fn split_encoded(payload: &[u8]) -> Option<Vec<(u64, Range<usize>)>> {
         *at += 1;
         found.then_some(())
     };
-    // Decimal digits, at most 19 (every such number fits a u64).
     let number = |at: &mut usize| -> Option<u64> {
         let digits = payload[*at..]
             .iter()
             .take_while(|b| b.is_ascii_digit())
             .count();
-        if digits == 0 || digits > 19 {
-            return None;
-        }
-        let text = &payload[*at..*at + digits];
+        let n = crate::protocol::decimal(&payload[*at..*at + digits])?;
         *at += digits;
-        Some(text.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+        Some(n)
     };
     expect(&mut at, b'[')?;
     let mut split = Vec::with_capacity(1);
@@ -183,19 +179,8 @@ impl Pool {
                 _ => {}
             }
         }
-        // Alone: `[[n,len,reply]]` written straight into the connection's buffer.
-        let (mut number, mut len) = (itoa::Buffer::new(), itoa::Buffer::new());
-        let (number, len) = (number.format(n), len.format(reply.len()));
-        let parts: [&[u8]; 7] = [
-            b"[[",
-            number.as_bytes(),
-            b",",
-            len.as_bytes(),
-            b",",
-            &reply,
-            b"]]",
-        ];
-        self.send(reply_to, &parts);
+        // Alone: written straight into the connection's buffer.
+        alone(n, &reply, |parts| self.send(reply_to, parts));
     }
 
     /// Sends what is gathered for `pool` now: before a request to the same process, so
@@ -279,6 +264,22 @@ async fn flusher(pool: Weak<Pool>, due: Arc<Notify>, window: Duration) {
     }
 }
 
+/// What [`encode`] writes for one reply, `[[n,len,reply]]`, handed to `write` in parts
+/// (not copied into a buffer of its own first).
+fn alone(n: u64, reply: &[u8], write: impl FnOnce(&[&[u8]])) {
+    let (mut number, mut len) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (number, len) = (number.format(n), len.format(reply.len()));
+    write(&[
+        b"[[",
+        number.as_bytes(),
+        b",",
+        len.as_bytes(),
+        b",",
+        reply,
+        b"]]",
+    ]);
+}
+
 /// `[[n,len,reply],...]` from already encoded replies (`len`: the reply's bytes).
 fn encode(replies: &[(u64, Bytes)]) -> Bytes {
     let len: usize = replies.iter().map(|(_, r)| r.len() + 48).sum();
@@ -329,6 +330,14 @@ mod tests {
         let decoded: Vec<(u64, usize, &RawValue)> = serde_json::from_slice(&encoded).unwrap();
         assert_eq!((decoded[1].0, decoded[1].1), (4, 5));
         assert_eq!(decoded[1].2.get(), "[1,2]");
+    }
+
+    #[test]
+    fn a_reply_sent_alone_is_what_encode_writes_for_it() {
+        let reply = Bytes::from_static(br#"{"delivered":["b"],"absent":[]}"#);
+        alone(12345, &reply, |parts| {
+            assert_eq!(parts.concat(), &encode(&[(12345, reply.clone())])[..]);
+        });
     }
 
     #[test]

@@ -25,6 +25,15 @@ pub(crate) mod service_error;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// A decimal number of at most 19 digits (every such number fits a `u64`), nothing else:
+/// read by hand where a number sits in a wire format (NATS control lines, pooled replies).
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
 /// Whether `b` cannot stand as it is inside a JSON string (a control character, a quote,
 /// a backslash).
 pub(crate) fn needs_escape(b: u8) -> bool {

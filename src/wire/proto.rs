@@ -130,7 +130,9 @@ fn msg(buf: &mut BytesMut, end: usize, headers: bool) -> Result<Option<ServerOp>
     if count < 2 + sizes || count > 3 + sizes {
         return Err(malformed());
     }
-    let number = |r: &std::ops::Range<usize>| parse_number(&line[r.clone()]).ok_or_else(malformed);
+    let number = |r: &std::ops::Range<usize>| {
+        crate::protocol::decimal(&line[r.clone()]).ok_or_else(malformed)
+    };
     let size = usize::try_from(number(&fields[count - 1])?).map_err(|_| malformed())?;
     let header_size = if headers {
         usize::try_from(number(&fields[count - 2])?).map_err(|_| malformed())?
@@ -171,13 +173,6 @@ fn status(headers: &[u8]) -> Option<u16> {
     let code = line.get(1..4)?;
     (line.first() == Some(&b' ') && code.iter().all(u8::is_ascii_digit))
         .then(|| code.iter().fold(0, |n, d| n * 10 + u16::from(d - b'0')))
-}
-
-fn parse_number(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 fn find_crlf(buf: &[u8]) -> Option<usize> {
