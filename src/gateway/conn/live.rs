@@ -70,10 +70,10 @@ impl Live {
 
     /// Ends the session: out of presence and the directory, then a goodbye to the client
     /// (the reason, or the end of the close the client started when `ended` is `None`).
-    pub(super) async fn end<R: Reader, W: Writer>(
+    pub(super) async fn end<T: Reader + Writer>(
         mut self,
         ended: Option<Close>,
-        conn: &mut Conn<R, W>,
+        conn: &mut Conn<T>,
     ) {
         let cx = &self.cx;
         let id = &self.reports.id;
@@ -97,19 +97,16 @@ impl Live {
                 tracing::info!(user = %self.user, session = %id, peer = %conn.peer,
                     door = self.door.label(), reason = reason.reason(), "closing session");
             }
-            say_bye(&mut conn.writer, reason).await;
+            say_bye(&mut conn.io, reason).await;
         } else {
-            finish(&mut conn.writer).await;
+            finish(&mut conn.io).await;
         }
         tracing::debug!(user = %self.user, session = %id, "session ended");
     }
 
     /// Runs the session until the client leaves (`None`) or must be closed (`Some`).
-    pub(super) async fn serve<R: Reader, W: Writer>(
-        &mut self,
-        conn: &mut Conn<R, W>,
-    ) -> Option<Close> {
-        let (reader, writer) = (&mut conn.reader, &mut conn.writer);
+    pub(super) async fn serve<T: Reader + Writer>(&mut self, conn: &mut Conn<T>) -> Option<Close> {
+        let io = &mut conn.io;
         let tick_every = |idle: Duration| (idle / 3).max(Duration::from_millis(10));
         // A bare `Sleep` in this future, not an `Interval` (which boxes one).
         let tick = tokio::time::sleep(tick_every(self.cx.ops.limits.idle_timeout));
@@ -130,12 +127,12 @@ impl Live {
                     // A client that stops reading blocks this write; its queue then fills
                     // and the session must still end.
                     tokio::select! {
-                        written = write_queued(writer, &self.outbox) => written.ok()?,
+                        written = write_queued(io, &self.outbox) => written.ok()?,
                         () = self.outbox.slow() => return Some(Close::SlowConsumer),
                         () = &mut drained => return Some(Close::Shutdown),
                     }
                 }
-                inbound = reader.next() => {
+                inbound = io.next() => {
                     last_heard = Instant::now();
                     match inbound {
                         // Boxed: handling a frame needs far more room than waiting.
@@ -157,7 +154,7 @@ impl Live {
                         return Some(Close::Idle);
                     }
                     if silent >= idle / 3 {
-                        writer.ping().await.ok()?;
+                        io.ping().await.ok()?;
                     }
                 }
             }

@@ -15,17 +15,17 @@ use crate::protocol::code::ErrorCode;
 
 /// Waits for a valid login within the login timeout; when there is none, tells the client
 /// why (or completes its close) and gives `None`.
-pub(super) async fn log_in<R: Reader, W: Writer>(
+pub(super) async fn log_in<T: Reader + Writer>(
     cx: &Context,
-    conn: &mut Conn<R, W>,
+    conn: &mut Conn<T>,
 ) -> Option<Identity> {
-    let (reader, writer) = (&mut conn.reader, &mut conn.writer);
+    let io = &mut conn.io;
     let login = tokio::select! {
         () = cx.shutdown.cancelled() => Err(Some(Close::Shutdown)),
-        login = tokio::time::timeout(cx.ops.limits.login_timeout, login(cx, reader, writer)) => match login {
+        login = tokio::time::timeout(cx.ops.limits.login_timeout, login(cx, io)) => match login {
             Ok(result) => result,
             Err(_) => {
-                send_error(writer, &FrameError::new(ErrorCode::NotLoggedIn, "no login in time")).await;
+                send_error(io, &FrameError::new(ErrorCode::NotLoggedIn, "no login in time")).await;
                 Err(Some(Close::LoginTimeout))
             }
         },
@@ -33,11 +33,11 @@ pub(super) async fn log_in<R: Reader, W: Writer>(
     match login {
         Ok(identity) => Some(identity),
         Err(Some(reason)) => {
-            say_bye(writer, reason).await;
+            say_bye(io, reason).await;
             None
         }
         Err(None) => {
-            finish(writer).await;
+            finish(io).await;
             None
         }
     }
@@ -45,16 +45,12 @@ pub(super) async fn log_in<R: Reader, W: Writer>(
 
 /// Reads frames until a valid login. `Err(Some(reason))`: close with that reason;
 /// `Err(None)`: the client left.
-async fn login<R: Reader, W: Writer>(
-    cx: &Context,
-    reader: &mut R,
-    writer: &mut W,
-) -> Result<Identity, Option<Close>> {
+async fn login<T: Reader + Writer>(cx: &Context, io: &mut T) -> Result<Identity, Option<Close>> {
     loop {
-        let text = match reader.next().await {
+        let text = match io.next().await {
             Inbound::Text(text) => text,
             Inbound::TooLarge(n) => {
-                send_error(writer, &too_large(n, cx.ops.limits.max_frame_bytes)).await;
+                send_error(io, &too_large(n, cx.ops.limits.max_frame_bytes)).await;
                 continue;
             }
             Inbound::Other => continue,
@@ -73,32 +69,30 @@ async fn login<R: Reader, W: Writer>(
                     Ok(identity) => return Ok(identity),
                     Err(e) if e.code == ErrorCode::Unauthorized => {
                         tracing::info!(error = %e.message, "login refused");
-                        send_error(writer, &e).await;
+                        send_error(io, &e).await;
                         return Err(Some(Close::Unauthorized));
                     }
-                    Err(e) => send_error(writer, &e).await,
+                    Err(e) => send_error(io, &e).await,
                 }
             }
             Ok(Request::Ping { id }) => {
-                let _ = writer
-                    .send(Frame::Pong { id: id.as_deref() }.encode())
-                    .await;
+                let _ = io.send(Frame::Pong { id: id.as_deref() }.encode()).await;
             }
             Ok(other) => {
                 let e = FrameError::new(ErrorCode::NotLoggedIn, "log in first");
-                send_error(writer, &e.with_id(other.id().map(str::to_string))).await;
+                send_error(io, &e.with_id(other.id().map(str::to_string))).await;
             }
-            Err(e) => send_error(writer, &e).await,
+            Err(e) => send_error(io, &e).await,
         }
     }
 }
 
 /// Registers a new session of `identity`. `None` when the directory refused it (the
 /// client was told why and the connection closed).
-pub(super) async fn start<R: Reader, W: Writer>(
+pub(super) async fn start<T: Reader + Writer>(
     cx: Arc<Context>,
     identity: Identity,
-    conn: &mut Conn<R, W>,
+    conn: &mut Conn<T>,
 ) -> Option<Live> {
     let (peer, door) = (conn.peer, conn.door);
     let user = identity.user;
@@ -146,8 +140,8 @@ pub(super) async fn start<R: Reader, W: Writer>(
         cx.sessions.remove(&user, &id);
         // Even a failed registration may have been applied (its reply lost).
         cx.registrar.forget(&user, &id);
-        send_error(&mut conn.writer, &error).await;
-        say_bye(&mut conn.writer, reason).await;
+        send_error(&mut conn.io, &error).await;
+        say_bye(&mut conn.io, reason).await;
         return None;
     }
     tracing::debug!(%user, session = %id, %peer, door = door.label(), "logged in");

@@ -52,7 +52,7 @@ pub(crate) enum Inbound {
 /// out), or a line.
 #[derive(Debug)]
 pub(crate) enum Text {
-    Ws(axum::extract::ws::Utf8Bytes),
+    Ws(tokio_tungstenite::tungstenite::Utf8Bytes),
     Line(String),
 }
 
@@ -193,9 +193,9 @@ impl Drop for Open {
 }
 
 /// A client connection, as a door hands it over.
-pub(crate) struct Conn<R, W> {
-    pub(crate) reader: R,
-    pub(crate) writer: W,
+pub(crate) struct Conn<T> {
+    /// The transport: read from and written to by the connection's one task.
+    pub(crate) io: T,
     pub(crate) peer: SocketAddr,
     pub(crate) door: Door,
     /// The connection's place under `--max-connections`, held until it ends.
@@ -216,9 +216,9 @@ pub(crate) struct Conn<R, W> {
 /// [`Live`](live::Live) and its wait (docs/PERFORMANCE.md, idle memory; the size is tested in `listener::ws`).
 // Not an `async fn`: its arguments would be kept twice, as arguments and as locals.
 #[allow(clippy::manual_async_fn)]
-pub(crate) fn serve<R: Reader, W: Writer>(
+pub(crate) fn serve<T: Reader + Writer>(
     cx: Arc<Context>,
-    mut conn: Conn<R, W>,
+    mut conn: Conn<T>,
     identity: Option<Identity>,
 ) -> impl Future<Output = ()> + Send {
     async move {
@@ -235,7 +235,7 @@ pub(crate) fn serve<R: Reader, W: Writer>(
         let Some(mut live) = Box::pin(start).await else {
             return;
         };
-        let ended = match conn.writer.send(live.welcome()).await {
+        let ended = match conn.io.send(live.welcome()).await {
             Ok(()) => live.serve(&mut conn).await,
             Err(_) => None,
         };

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
@@ -64,19 +63,14 @@ pub(crate) async fn serve(doors: Arc<Doors>, listener: TcpListener) -> anyhow::R
 }
 
 /// The reading and writing halves of a connection whose lines may be `max` bytes long.
-fn halves(stream: TcpStream, max: usize) -> (TcpReader, TcpWriter) {
-    let (read, write) = stream.into_split();
-    let reader = TcpReader {
-        read,
+fn lines(stream: TcpStream, max: usize) -> Lines {
+    Lines {
+        stream,
         buf: BytesMut::new(),
         codec: LinesCodec::new_with_max_length(max),
         max,
-    };
-    let writer = TcpWriter {
-        write,
         pending: BytesMut::new(),
-    };
-    (reader, writer)
+    }
 }
 
 fn connection(
@@ -84,11 +78,9 @@ fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
-) -> Conn<TcpReader, TcpWriter> {
-    let (reader, writer) = halves(stream, doors.conn.ops.limits.max_frame_bytes);
+) -> Conn<Lines> {
     Conn {
-        reader,
-        writer,
+        io: lines(stream, doors.conn.ops.limits.max_frame_bytes),
         peer,
         door: Door::Tcp,
         permit,
@@ -112,18 +104,21 @@ const READ_CHUNK: usize = 4096;
 /// a larger buffer is given back once written.
 const WRITE_BUFFER: usize = 4096;
 
-/// Lines from the socket. The codec is driven by hand (not through `FramedRead`, which
-/// ends the stream after any error) so an over-long line is skipped, not fatal. An idle
-/// connection holds no read buffer: it waits until the socket is readable, and a buffer
-/// emptied of whole lines is given back.
-struct TcpReader {
-    read: OwnedReadHalf,
+/// Lines from and to the socket.
+///
+/// Reading: the codec is driven by hand (not through `FramedRead`, which ends the stream
+/// after any error) so an over-long line is skipped, not fatal. An idle connection holds
+/// no read buffer: it waits until the socket is readable, and a buffer emptied of whole
+/// lines is given back. Writing: fed lines are collected and written by one `flush`.
+struct Lines {
+    stream: TcpStream,
     buf: BytesMut,
     codec: LinesCodec,
     max: usize,
+    pending: BytesMut,
 }
 
-impl conn::Reader for TcpReader {
+impl conn::Reader for Lines {
     async fn next(&mut self) -> Inbound {
         loop {
             match self.codec.decode(&mut self.buf) {
@@ -137,12 +132,12 @@ impl conn::Reader for TcpReader {
                 Err(LinesCodecError::Io(_)) => return Inbound::Closed,
             }
             // Cancel-safe: bytes are either in `buf` or still in the socket.
-            if let Err(e) = self.read.readable().await {
+            if let Err(e) = self.stream.readable().await {
                 tracing::debug!(error = %e, "tcp read failed");
                 return Inbound::Closed;
             }
             self.buf.reserve(READ_CHUNK);
-            match self.read.try_read_buf(&mut self.buf) {
+            match self.stream.try_read_buf(&mut self.buf) {
                 Ok(0) => {
                     return match self.codec.decode_eof(&mut self.buf) {
                         Ok(Some(line)) if !line.trim().is_empty() => {
@@ -162,29 +157,33 @@ impl conn::Reader for TcpReader {
     }
 }
 
-/// Lines to the socket: fed lines are collected and written by one `flush`.
-struct TcpWriter {
-    write: OwnedWriteHalf,
-    pending: BytesMut,
+impl Lines {
+    /// Writes what is pending and gives back a buffer a burst grew. Cancel-safe: what was
+    /// written is gone from `pending`, the rest stays.
+    async fn write_pending(&mut self) -> std::io::Result<()> {
+        // Measured before: what is written leaves the front, and `capacity` with it.
+        let grown = self.pending.capacity() > WRITE_BUFFER;
+        self.stream.write_all_buf(&mut self.pending).await?;
+        if grown {
+            self.pending = BytesMut::new();
+        }
+        Ok(())
+    }
 }
 
-impl conn::Writer for TcpWriter {
+impl conn::Writer for Lines {
     async fn feed(&mut self, frame: Bytes) -> anyhow::Result<()> {
         self.pending.reserve(frame.len() + 1);
         self.pending.put(frame);
         self.pending.put_u8(b'\n');
         if self.pending.len() >= WRITE_BUFFER {
-            self.write.write_all_buf(&mut self.pending).await?;
+            self.write_pending().await?;
         }
         Ok(())
     }
 
     async fn flush(&mut self) -> anyhow::Result<()> {
-        // Cancel-safe: what was written is gone from `pending`, the rest stays.
-        self.write.write_all_buf(&mut self.pending).await?;
-        if self.pending.capacity() > WRITE_BUFFER {
-            self.pending = BytesMut::new();
-        }
+        self.write_pending().await?;
         Ok(())
     }
 
@@ -193,11 +192,11 @@ impl conn::Writer for TcpWriter {
     }
 
     async fn close(&mut self, _reason: Close) {
-        let _ = self.write.shutdown().await;
+        let _ = self.stream.shutdown().await;
     }
 
     async fn finish(&mut self) {
-        let _ = self.write.shutdown().await;
+        let _ = self.stream.shutdown().await;
     }
 }
 
@@ -210,18 +209,17 @@ mod tests {
     use super::*;
     use crate::gateway::conn::{Reader as _, Writer as _};
 
-    async fn pair(max: usize) -> (TcpReader, TcpWriter, TcpStream) {
+    async fn pair(max: usize) -> (Lines, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let (reader, writer) = halves(listener.accept().await.unwrap().0, max);
-        (reader, writer, client)
+        (lines(listener.accept().await.unwrap().0, max), client)
     }
 
     #[tokio::test]
     async fn lines_are_read_and_a_waiting_reader_holds_no_buffer() {
-        let (mut reader, _writer, mut client) = pair(64).await;
+        let (mut reader, mut client) = pair(64).await;
         client
             .write_all(b"{\"op\":\"ping\"}\r\n\n{\"op\":")
             .await
@@ -249,7 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn fed_lines_leave_at_the_flush_and_a_large_buffer_is_given_back() {
-        let (_reader, mut writer, mut client) = pair(64).await;
+        let (mut writer, mut client) = pair(64).await;
         for frame in ["a", "b", "c"] {
             writer
                 .feed(Bytes::from_static(frame.as_bytes()))
@@ -262,11 +260,14 @@ mod tests {
         let big = Bytes::from(vec![b'z'; 3 * WRITE_BUFFER]);
         writer.feed(big).await.unwrap();
         writer.flush().await.unwrap();
-        assert_eq!(writer.pending.capacity(), 0);
-        let mut got = vec![0; 6 + 3 * WRITE_BUFFER + 1];
+        // The grown buffer is gone: the next line does not take it back up.
+        writer.feed(Bytes::new()).await.unwrap();
+        assert!(writer.pending.capacity() < WRITE_BUFFER);
+        writer.flush().await.unwrap();
+        let mut got = vec![0; 6 + 3 * WRITE_BUFFER + 2];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(&got[..6], b"a\nb\nc\n");
-        assert!(got[6..got.len() - 1].iter().all(|&b| b == b'z'));
-        assert_eq!(got.last(), Some(&b'\n'));
+        assert!(got[6..got.len() - 2].iter().all(|&b| b == b'z'));
+        assert_eq!(&got[got.len() - 2..], b"\n\n");
     }
 }
