@@ -3,8 +3,11 @@
 //! and are skipped; the connection lives on. TCP has no ping frames of its own: clients
 //! send `{"op":"ping"}` to stay within the idle timeout.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::ready;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -131,13 +134,7 @@ impl conn::Reader for Lines {
                 }
                 Err(LinesCodecError::Io(_)) => return Inbound::Closed,
             }
-            // Cancel-safe: bytes are either in `buf` or still in the socket.
-            if let Err(e) = self.stream.readable().await {
-                tracing::debug!(error = %e, "tcp read failed");
-                return Inbound::Closed;
-            }
-            self.buf.reserve(READ_CHUNK);
-            match self.stream.try_read_buf(&mut self.buf) {
+            match read_when_ready(&mut self.stream, &mut self.buf, READ_CHUNK).await {
                 Ok(0) => {
                     return match self.codec.decode_eof(&mut self.buf) {
                         Ok(Some(line)) if !line.trim().is_empty() => {
@@ -147,7 +144,6 @@ impl conn::Reader for Lines {
                     }
                 }
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "tcp read failed");
                     return Inbound::Closed;
@@ -155,6 +151,29 @@ impl conn::Reader for Lines {
             }
         }
     }
+}
+
+/// Reads from `stream` into `buf` once it is readable, taking `chunk` bytes of room only
+/// then: a connection waiting for its client holds no buffer. Cancel-safe: bytes are
+/// either in `buf` or still in the socket.
+///
+/// Through `AsyncRead`, which takes a short read as the socket drained (epoll); tokio's
+/// `try_read` does not, and each read then costs a second `recvfrom` that finds nothing.
+pub(super) fn read_when_ready<'a>(
+    stream: &'a mut TcpStream,
+    buf: &'a mut BytesMut,
+    chunk: usize,
+) -> impl Future<Output = std::io::Result<usize>> + 'a {
+    std::future::poll_fn(move |cx| {
+        ready!(stream.poll_read_ready(cx))?;
+        buf.reserve(chunk);
+        let read = tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf);
+        if read.is_pending() && buf.is_empty() {
+            // The readiness was stale: wait again without the room.
+            *buf = BytesMut::new();
+        }
+        read
+    })
 }
 
 impl Lines {

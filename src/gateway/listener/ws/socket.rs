@@ -7,20 +7,18 @@
 //! split halves, its frame codec) was ~8k of a gateway's ~52k instructions per routed
 //! message (docs/PERFORMANCE.md). The framing itself is small ([`super::frame`]).
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
-use std::task::{ready, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::frame::{self, Event, Violation};
 use crate::gateway::conn::{self, Close, Inbound, Text};
+use crate::gateway::listener::tcp::read_when_ready;
 
 /// Bytes read at once from a plain TCP socket, taken only once it is readable.
 const READ_CHUNK: usize = 1024;
@@ -49,26 +47,15 @@ impl Stream {
         }
     }
 
-    /// Reads some bytes into `buf`; 0 at the end of the stream. Cancel-safe. A poll
-    /// function: its future is two references in every connection's task.
-    fn read<'a>(
-        &'a mut self,
-        buf: &'a mut BytesMut,
-    ) -> impl Future<Output = io::Result<usize>> + 'a {
-        std::future::poll_fn(move |cx| match self {
-            Stream::Tcp(tcp) => loop {
-                ready!(tcp.poll_read_ready(cx))?;
-                buf.reserve(READ_CHUNK);
-                match tcp.try_read_buf(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    read => return Poll::Ready(read),
-                }
-            },
+    /// Reads some bytes into `buf`; 0 at the end of the stream. Cancel-safe.
+    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(tcp) => read_when_ready(tcp, buf, READ_CHUNK).await,
             Stream::Other(io) => {
                 buf.reserve(OTHER_READ);
-                tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+                io.read_buf(buf).await
             }
-        })
+        }
     }
 
     /// Writes all of `buf` (what is written leaves it, so a cancelled write resumes).
