@@ -49,6 +49,9 @@ impl FineTimer {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "reading the timerfd");
                 }
+                // Read: unreadable until armed again. Left set, the next sleep's first
+                // read would be a syscall that finds nothing.
+                ready.clear_ready();
                 return;
             }
         }

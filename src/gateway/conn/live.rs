@@ -127,6 +127,7 @@ impl Live {
                     // A client that stops reading blocks this write; its queue then fills
                     // and the session must still end.
                     tokio::select! {
+                        biased;
                         written = write_queued(io, &self.outbox) => written.ok()?,
                         () = self.outbox.slow() => return Some(Close::SlowConsumer),
                         () = &mut drained => return Some(Close::Shutdown),
