@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::ready;
+use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -159,21 +159,29 @@ impl conn::Reader for Lines {
 ///
 /// Through `AsyncRead`, which takes a short read as the socket drained (epoll); tokio's
 /// `try_read` does not, and each read then costs a second `recvfrom` that finds nothing.
-pub(super) fn read_when_ready<'a>(
+fn read_when_ready<'a>(
     stream: &'a mut TcpStream,
     buf: &'a mut BytesMut,
     chunk: usize,
 ) -> impl Future<Output = std::io::Result<usize>> + 'a {
-    std::future::poll_fn(move |cx| {
-        ready!(stream.poll_read_ready(cx))?;
-        buf.reserve(chunk);
-        let read = tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf);
-        if read.is_pending() && buf.is_empty() {
-            // The readiness was stale: wait again without the room.
-            *buf = BytesMut::new();
-        }
-        read
-    })
+    std::future::poll_fn(move |cx| poll_read_when_ready(stream, cx, buf, chunk))
+}
+
+/// [`read_when_ready`] as a poll function.
+pub(super) fn poll_read_when_ready(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    chunk: usize,
+) -> Poll<std::io::Result<usize>> {
+    ready!(stream.poll_read_ready(cx))?;
+    buf.reserve(chunk);
+    let read = tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf);
+    if read.is_pending() && buf.is_empty() {
+        // The readiness was stale: wait again without the room.
+        *buf = BytesMut::new();
+    }
+    read
 }
 
 impl Lines {

@@ -7,18 +7,22 @@
 //! split halves, its frame codec) was ~8k of a gateway's ~52k instructions per routed
 //! message (docs/PERFORMANCE.md). The framing itself is small ([`super::frame`]).
 
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::io::{poll_read_buf, poll_write_buf};
 
 use super::frame::{self, Event, Violation};
 use crate::gateway::conn::{self, Close, Inbound, Text};
-use crate::gateway::listener::tcp::read_when_ready;
+use crate::gateway::listener::tcp::poll_read_when_ready;
 
 /// Bytes read at once from a plain TCP socket, taken only once it is readable.
 const READ_CHUNK: usize = 1024;
@@ -47,25 +51,31 @@ impl Stream {
         }
     }
 
-    /// Reads some bytes into `buf`; 0 at the end of the stream. Cancel-safe.
-    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    /// Reads some bytes into `buf`; 0 at the end of the stream.
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         match self {
-            Stream::Tcp(tcp) => read_when_ready(tcp, buf, READ_CHUNK).await,
+            Stream::Tcp(tcp) => poll_read_when_ready(tcp, cx, buf, READ_CHUNK),
             Stream::Other(io) => {
                 buf.reserve(OTHER_READ);
-                io.read_buf(buf).await
+                poll_read_buf(Pin::new(io), cx, buf)
             }
         }
     }
 
-    /// Writes all of `buf` (what is written leaves it, so a cancelled write resumes).
-    async fn write(&mut self, buf: &mut BytesMut) -> io::Result<()> {
-        match self {
-            Stream::Tcp(tcp) => tcp.write_all_buf(buf).await,
-            Stream::Other(io) => {
-                io.write_all_buf(buf).await?;
-                io.flush().await
+    /// Writes all of `buf`; what is written leaves it, so a write resumes where it was.
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<()>> {
+        while !buf.is_empty() {
+            let written = match self {
+                Stream::Tcp(tcp) => ready!(poll_write_buf(Pin::new(tcp), cx, buf))?,
+                Stream::Other(io) => ready!(poll_write_buf(Pin::new(io), cx, buf))?,
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+        }
+        match self {
+            Stream::Tcp(_) => Poll::Ready(Ok(())),
+            Stream::Other(io) => Pin::new(io).poll_flush(cx),
         }
     }
 
@@ -93,6 +103,8 @@ pub(crate) struct Socket {
     write: BytesMut,
     frames: frame::Reader,
     closing: Closing,
+    /// A pong is queued for the client's ping.
+    replying: bool,
 }
 
 impl Socket {
@@ -105,73 +117,62 @@ impl Socket {
             write: BytesMut::new(),
             frames: frame::Reader::new(limit),
             closing: Closing::Open,
+            replying: false,
         }
     }
 
     /// The next event, reading as needed; `None` at the end of the stream. A violation
-    /// queues the close it calls for.
-    async fn event(&mut self) -> Option<Event> {
+    /// queues the close it calls for. Poll functions, not `async fn`s: a session polls its
+    /// socket at every wake-up, and nested futures cost more to set up than the read.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         loop {
-            match self.frames.next(&mut self.read) {
+            // Most polls find nothing read: a session polls its socket at every wake-up.
+            let decoded = match self.read.is_empty() {
+                true => Ok(None),
+                false => self.frames.next(&mut self.read),
+            };
+            match decoded {
                 Ok(Some(event)) => {
                     if self.read.is_empty() {
                         // An idle connection keeps no read buffer.
                         self.read = BytesMut::new();
                     }
-                    return Some(event);
+                    return Poll::Ready(Some(event));
                 }
                 Ok(None) => {}
                 Err(Violation { code, reason }) => {
                     tracing::debug!(code, reason, "websocket protocol violation");
                     self.queue_close(code, reason);
                     self.closing = Closing::ByClient;
-                    return None;
+                    return Poll::Ready(None);
                 }
             }
-            match self.stream.read(&mut self.read).await {
-                Ok(0) => return None,
+            match ready!(self.stream.poll_read(cx, &mut self.read)) {
+                Ok(0) => return Poll::Ready(None),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "websocket read failed");
-                    return None;
+                    return Poll::Ready(None);
                 }
             }
         }
     }
 
-    #[cfg(test)]
-    pub(super) fn read_capacity(&self) -> usize {
-        self.read.capacity()
-    }
-
-    #[cfg(test)]
-    pub(super) fn write_capacity(&self) -> usize {
-        self.write.capacity()
-    }
-
-    fn queue_close(&mut self, code: u16, reason: &str) {
-        frame::write_close(&mut self.write, code, reason);
-    }
-
-    /// Writes whatever is queued, giving back a buffer that a burst grew.
-    async fn write_out(&mut self) -> io::Result<()> {
-        // Measured before: what is written leaves the front, and `capacity` with it.
-        let grown = self.write.capacity() > WRITE_BUFFER;
-        self.stream.write(&mut self.write).await?;
-        if grown {
-            self.write = BytesMut::new();
+    /// The next inbound frame (see `conn::Reader::next`).
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        if self.replying {
+            // A pong is queued: it leaves before anything more is read.
+            let written = ready!(self.poll_write_out(cx));
+            self.replying = false;
+            return Poll::Ready(match written {
+                Ok(()) => Inbound::Other,
+                Err(_) => Inbound::Closed,
+            });
         }
-        Ok(())
-    }
-}
-
-impl conn::Reader for Socket {
-    async fn next(&mut self) -> Inbound {
         if self.closing == Closing::ByClient {
-            return Inbound::Closed;
+            return Poll::Ready(Inbound::Closed);
         }
-        let event = self.event().await;
-        match event {
+        Poll::Ready(match ready!(self.poll_event(cx)) {
             Some(Event::Text(bytes)) => match Utf8Bytes::try_from(bytes) {
                 Ok(text) => Inbound::Text(Text::Ws(text)),
                 Err(_) => {
@@ -183,10 +184,8 @@ impl conn::Reader for Socket {
             Some(Event::Binary | Event::Pong) => Inbound::Other,
             Some(Event::Ping(payload)) => {
                 frame::write(&mut self.write, frame::PONG, &payload);
-                match self.write_out().await {
-                    Ok(()) => Inbound::Other,
-                    Err(_) => Inbound::Closed,
-                }
+                self.replying = true;
+                return self.poll_next(cx);
             }
             Some(Event::Close(payload)) => {
                 // Echo the client's code (RFC 6455 §5.5.1); `finish` sends it.
@@ -199,7 +198,42 @@ impl conn::Reader for Socket {
                 self.closing = Closing::ByClient;
                 Inbound::Closed
             }
+        })
+    }
+
+    /// Writes whatever is queued, giving back a buffer that a burst grew.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Measured before: what is written leaves the front, and `capacity` with it.
+        let grown = self.write.capacity() > WRITE_BUFFER;
+        ready!(self.stream.poll_write(cx, &mut self.write))?;
+        if grown {
+            self.write = BytesMut::new();
         }
+        Poll::Ready(Ok(()))
+    }
+
+    async fn write_out(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_write_out(cx)).await
+    }
+
+    fn queue_close(&mut self, code: u16, reason: &str) {
+        frame::write_close(&mut self.write, code, reason);
+    }
+
+    #[cfg(test)]
+    pub(super) fn read_capacity(&self) -> usize {
+        self.read.capacity()
+    }
+
+    #[cfg(test)]
+    pub(super) fn write_capacity(&self) -> usize {
+        self.write.capacity()
+    }
+}
+
+impl conn::Reader for Socket {
+    fn next(&mut self) -> impl Future<Output = Inbound> + Send {
+        poll_fn(|cx| self.poll_next(cx))
     }
 }
 
@@ -233,7 +267,7 @@ impl conn::Writer for Socket {
         }
         // The client answers with its close, then ends the stream (callers bound this).
         while self.closing == Closing::ByUs {
-            match self.event().await {
+            match poll_fn(|cx| self.poll_event(cx)).await {
                 Some(Event::Close(_)) | None => break,
                 Some(_) => {}
             }
