@@ -1,3 +1,5 @@
+use proptest::prelude::*;
+
 use super::*;
 
 /// A client's frame: `first` is the FIN bit and opcode, the payload masked with `mask`.
@@ -147,4 +149,94 @@ fn server_frames_use_the_shortest_length_form() {
     let mut out = BytesMut::new();
     write_close(&mut out, 1008, "idle");
     assert_eq!(&out[..], b"\x88\x06\x03\xf0idle");
+}
+
+/// One client message and how it travels: as text or binary, in fragments of these sizes,
+/// with a ping before it.
+#[derive(Debug, Clone)]
+struct Sent {
+    text: bool,
+    payload: Vec<u8>,
+    fragments: Vec<usize>,
+    ping: bool,
+}
+
+fn sent() -> impl Strategy<Value = Sent> {
+    (
+        any::<bool>(),
+        prop::collection::vec(any::<u8>(), 0..300),
+        prop::collection::vec(1usize..100, 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(text, payload, fragments, ping)| Sent {
+            text,
+            payload,
+            fragments,
+            ping,
+        })
+}
+
+/// The frames of `sent`: the payload cut at the fragment sizes, control frames between.
+fn frames_of(sent: &Sent) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if sent.ping {
+        bytes.extend(client_frame(0x80 | PING, b"p"));
+    }
+    let mut rest = &sent.payload[..];
+    let mut opcode = if sent.text { TEXT } else { BINARY };
+    for &size in &sent.fragments {
+        let (head, tail) = rest.split_at(size.min(rest.len()));
+        bytes.extend(client_frame(opcode, head));
+        bytes.extend(client_frame(0x80 | PONG, b""));
+        (rest, opcode) = (tail, CONTINUATION);
+    }
+    bytes.extend(client_frame(0x80 | opcode, rest));
+    bytes
+}
+
+proptest! {
+    #[test]
+    fn messages_read_back_whatever_the_fragments_and_the_reads(
+        messages in prop::collection::vec(sent(), 1..5),
+        reads in prop::collection::vec(1usize..200, 1..50),
+    ) {
+        let bytes: Vec<u8> = messages.iter().flat_map(frames_of).collect();
+        let mut expected = Vec::new();
+        for sent in &messages {
+            if sent.ping {
+                expected.push(Event::Ping(Bytes::from_static(b"p")));
+            }
+            expected.extend(sent.fragments.iter().map(|_| Event::Pong));
+            expected.push(match sent.text {
+                true => Event::Text(Bytes::from(sent.payload.clone())),
+                false => Event::Binary,
+            });
+        }
+        // The bytes arrive in reads of the given sizes (the last size repeats).
+        let (mut reader, mut buf, mut got, mut at) = (Reader::new(1 << 16), BytesMut::new(), Vec::new(), 0);
+        let mut sizes = reads.iter().copied().chain(std::iter::repeat(*reads.last().unwrap()));
+        while at < bytes.len() {
+            let end = (at + sizes.next().unwrap()).min(bytes.len());
+            buf.extend_from_slice(&bytes[at..end]);
+            at = end;
+            while let Some(event) = reader.next(&mut buf).unwrap() {
+                got.push(event);
+            }
+        }
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_never_yield_a_message_over_the_limit(
+        bytes in prop::collection::vec(any::<u8>(), 0..600),
+    ) {
+        let mut reader = Reader::new(64);
+        let mut buf = BytesMut::from(&bytes[..]);
+        while let Ok(Some(event)) = reader.next(&mut buf) {
+            if let Event::Text(text) = event {
+                prop_assert!(text.len() <= 64);
+            }
+        }
+    }
 }
