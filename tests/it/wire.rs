@@ -138,6 +138,20 @@ async fn with_one_node_configured_the_wire_moves_to_the_nodes_the_cluster_announ
     .await;
 }
 
+/// The gateway opens its doors right after `connect`, and they ask `connected`: it must
+/// hold before the connection's task first runs (under load the doors said "NATS is not
+/// connected" for a moment, and `/readyz` with them).
+#[tokio::test]
+async fn a_wire_is_connected_as_soon_as_connect_returns() {
+    let nats = NatsServer::start();
+    let wire = Wire::connect(&settings(&nats.url), "test wire")
+        .await
+        .unwrap();
+    // Nothing has yielded since: on this single-threaded runtime the connection's task
+    // has not run yet.
+    assert!(wire.connected());
+}
+
 #[tokio::test]
 async fn a_handler_that_panics_loses_its_message_not_the_connection() {
     let nats = NatsServer::start();
