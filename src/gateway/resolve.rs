@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use moka::future::Cache;
+use moka::sync::Cache;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{request_idempotent, Nats, RequestFailure};
@@ -58,11 +58,7 @@ impl Resolver {
         let mut routes: Vec<Option<Route>> = Vec::with_capacity(users.len());
         let mut misses: Vec<(usize, &UserId)> = Vec::new();
         for (i, user) in users.enumerate() {
-            let cached = if fresh {
-                None
-            } else {
-                self.cache.get(user).await
-            };
+            let cached = if fresh { None } else { self.cache.get(user) };
             match cached {
                 Some(route) => {
                     telemetry::static_counter!(telemetry::GATEWAY_ROUTE_CACHE, "result" => "hit")
@@ -102,19 +98,19 @@ impl Resolver {
                     }
                 }
                 if gateways.is_empty() {
-                    self.cache.invalidate(user).await;
+                    self.cache.invalidate(user);
                     continue;
                 }
                 let route: Route = gateways.into();
-                self.cache.insert(user.clone(), route.clone()).await;
+                self.cache.insert(user.clone(), route.clone());
                 routes[i] = Some(route);
             }
         }
         Ok(routes)
     }
 
-    pub(crate) async fn invalidate(&self, user: &UserId) {
-        self.cache.invalidate(user).await;
+    pub(crate) fn invalidate(&self, user: &UserId) {
+        self.cache.invalidate(user);
     }
 }
 
@@ -132,7 +128,7 @@ pub(crate) async fn follow_changes(
             msg = changes.next() => match msg { Some(msg) => msg, None => return Ok(()) },
         };
         if let Some(user) = subjects.dir_changed_user(&msg.subject) {
-            resolver.invalidate(&user).await;
+            resolver.invalidate(&user);
         }
     }
 }

@@ -315,7 +315,7 @@ impl Router {
             return;
         }
         for &i in &stale {
-            self.resolver.invalidate(&users[i]).await;
+            self.resolver.invalidate(&users[i]);
         }
         // Deliver requests name direct receivers by position among all of them: the
         // retry routes only the stale ones but keeps their positions.
