@@ -7,7 +7,9 @@
 # (raw_syscalls:sys_enter, context-switches, task-clock) to every gateway, center and
 # nats-server for SECONDS from the step's third second, and prints one line per process:
 #
-#   process  syscalls/msg  ctx-switches/msg  cpu-µs/msg
+#   process  syscalls/msg  ctx-switches/msg  cpu-µs/msg  recvfrom writev write sendto epoll_wait
+#
+# (the last five per message too, where the kernel has those syscalls' tracepoints)
 #
 # usage: scripts/syscalls.sh [--no-build] [--rate N] [--seconds S] [--out DIR]
 #   --no-build   use the release binaries as they are
@@ -46,24 +48,37 @@ until grep -q "$rate/s t=2s" "$out/bench/bench.txt" 2>/dev/null; do
     sleep 0.2
 done
 
+# The socket syscalls by kind, where the kernel has their tracepoints.
+events=raw_syscalls:sys_enter,context-switches,task-clock
+kinds="recvfrom writev write sendto epoll_wait"
+if perf list 2>/dev/null | grep 'syscalls:sys_enter_writev ' >/dev/null; then
+    for kind in $kinds; do events="$events,syscalls:sys_enter_$kind"; done
+fi
+
 counted=()
 for name in mrc-gateway mrc-center nats-server; do
     for pid in $(pgrep -x "${name:0:15}" || true); do
-        perf stat -x, -e raw_syscalls:sys_enter,context-switches,task-clock -p "$pid" \
-            -- sleep "$seconds" 2> "$out/perf.$name.$pid" &
+        perf stat -x, -e "$events" -p "$pid" -- sleep "$seconds" 2> "$out/perf.$name.$pid" &
         counted+=("$name.$pid")
     done
 done
 wait "$bench"
 
 messages=$((rate * seconds))
-printf '%-22s %14s %18s %12s\n' process syscalls/msg ctx-switches/msg cpu-µs/msg
+printf '%-22s %14s %18s %12s   %s\n' process syscalls/msg ctx-switches/msg cpu-µs/msg \
+    "per msg: $kinds"
 for entry in "${counted[@]}"; do
-    awk -F, -v name="$entry" -v n="$messages" '
+    awk -F, -v name="$entry" -v n="$messages" -v kinds="$kinds" '
         $3 == "raw_syscalls:sys_enter" { sys = $1 }
         $3 == "context-switches" { ctx = $1 }
         $3 == "task-clock" { ms = $1 }
-        END { printf "%-22s %14.2f %18.2f %12.1f\n", name, sys / n, ctx / n, ms * 1000 / n }
+        $3 ~ /^syscalls:sys_enter_/ { kind[substr($3, 20)] = $1 }
+        END {
+            printf "%-22s %14.2f %18.2f %12.1f  ", name, sys / n, ctx / n, ms * 1000 / n
+            split(kinds, k, " ")
+            for (i = 1; i in k; i++) if (k[i] in kind) printf " %.2f", kind[k[i]] / n
+            printf "\n"
+        }
     ' "$out/perf.$entry"
 done | tee "$out/syscalls.txt"
 echo "syscalls.sh: bench results in $out/bench"
