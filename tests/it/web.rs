@@ -140,6 +140,18 @@ async fn pages_of_other_origins_cannot_open_a_websocket() {
     );
 }
 
+#[tokio::test]
+async fn a_request_for_the_websocket_that_is_no_upgrade_gets_a_bad_frame_error() {
+    let cluster = Cluster::start(1, 1);
+    let ws = cluster.ws(0).replacen("ws://", "http://", 1);
+    let response = crate::support::http().get(&ws).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "bad_frame", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not a WebSocket upgrade"), "{message}");
+}
+
 /// A CORS preflight for `POST /v1/messages` from `origin`: status and allowed origin.
 async fn preflight(http: &str, origin: &str) -> (u16, Option<String>) {
     let response = reqwest::Client::new()

@@ -45,7 +45,7 @@ async fn upgrade(
     let headers = request.headers();
     let accept = match accept_key(headers) {
         Ok(accept) => accept,
-        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+        Err(why) => return error_response(ErrorCode::BadFrame, why),
     };
     if !doors.origins.allows(headers.get(ORIGIN)) {
         let message = "pages of this origin may not connect (--allowed-origins)";
@@ -62,11 +62,7 @@ async fn upgrade(
         None => None,
     };
     let Some(upgrading) = request.extensions_mut().remove::<OnUpgrade>() else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "this connection cannot be upgraded",
-        )
-            .into_response();
+        return error_response(ErrorCode::BadFrame, "this connection cannot be upgraded");
     };
     let Ok(permit) = doors.connections.clone().try_acquire_owned() else {
         return error_response(ErrorCode::Unavailable, "connection limit reached");
