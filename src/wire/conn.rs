@@ -32,7 +32,6 @@ pub(super) async fn run(shared: Arc<Shared>, settings: Arc<Settings>, mut connec
     tracing::info!(server = %connected.server, "deliver connection to NATS open");
     let mut next = connected.index;
     loop {
-        shared.connected.store(true, Relaxed);
         let error = Serve::new(&shared, &settings, connected).await;
         shared.connected.store(false, Relaxed);
         lock(&shared.out).lost_connection();

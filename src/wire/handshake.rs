@@ -286,11 +286,16 @@ pub(super) async fn open(
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("no handshake within {HANDSHAKE_TIMEOUT:?}")))
         .with_context(|| format!("NATS server {address}"))
-        .map(|(io, read)| Connected {
-            io,
-            read,
-            server: address,
-            index,
+        .map(|(io, read)| {
+            // Connected from the handshake on, not from when the connection's task first
+            // serves it: callers (the doors) ask at once.
+            shared.connected.store(true, Relaxed);
+            Connected {
+                io,
+                read,
+                server: address,
+                index,
+            }
         })
 }
 

@@ -145,9 +145,6 @@ impl Wire {
         });
         let deadline = std::time::Instant::now() + Duration::from_millis(cfg.connect_timeout_ms);
         let first = handshake::first(&settings, &shared, deadline).await?;
-        // Connected from here, not from when the task first runs: callers (the doors)
-        // ask at once.
-        shared.connected.store(true, Relaxed);
         tokio::spawn(conn::run(shared.clone(), settings, first));
         Ok(Wire { shared })
     }

@@ -65,7 +65,7 @@ pub(crate) async fn serve(doors: Arc<Doors>, listener: TcpListener) -> anyhow::R
     }
 }
 
-/// The reading and writing halves of a connection whose lines may be `max` bytes long.
+/// A connection whose lines may be `max` bytes long.
 fn lines(stream: TcpStream, max: usize) -> Lines {
     Lines {
         stream,

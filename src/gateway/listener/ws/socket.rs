@@ -127,9 +127,10 @@ impl Socket {
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         loop {
             // Most polls find nothing read: a session polls its socket at every wake-up.
-            let decoded = match self.read.is_empty() {
-                true => Ok(None),
-                false => self.frames.next(&mut self.read),
+            let decoded = if self.read.is_empty() {
+                Ok(None)
+            } else {
+                self.frames.next(&mut self.read)
             };
             match decoded {
                 Ok(Some(event)) => {
@@ -142,8 +143,7 @@ impl Socket {
                 Ok(None) => {}
                 Err(Violation { code, reason }) => {
                     tracing::debug!(code, reason, "websocket protocol violation");
-                    self.queue_close(code, reason);
-                    self.closing = Closing::ByClient;
+                    self.refuse(code, reason);
                     return Poll::Ready(None);
                 }
             }
@@ -176,8 +176,7 @@ impl Socket {
             Some(Event::Text(bytes)) => match Utf8Bytes::try_from(bytes) {
                 Ok(text) => Inbound::Text(Text::Ws(text)),
                 Err(_) => {
-                    self.queue_close(frame::INVALID_DATA, "text is not UTF-8");
-                    self.closing = Closing::ByClient;
+                    self.refuse(frame::INVALID_DATA, "text is not UTF-8");
                     Inbound::Closed
                 }
             },
@@ -216,8 +215,11 @@ impl Socket {
         poll_fn(|cx| self.poll_write_out(cx)).await
     }
 
-    fn queue_close(&mut self, code: u16, reason: &str) {
+    /// Ends the connection over what the client sent: the close `finish` sends, and
+    /// nothing more is read.
+    fn refuse(&mut self, code: u16, reason: &str) {
         frame::write_close(&mut self.write, code, reason);
+        self.closing = Closing::ByClient;
     }
 
     #[cfg(test)]
@@ -259,7 +261,7 @@ impl conn::Writer for Socket {
 
     async fn close(&mut self, reason: Close) {
         if self.closing == Closing::Open {
-            self.queue_close(reason.code(), reason.reason());
+            frame::write_close(&mut self.write, reason.code(), reason.reason());
             self.closing = Closing::ByUs;
         }
         if self.write_out().await.is_err() {
