@@ -90,6 +90,12 @@ macro_rules! opaque_id {
 
         impl $name {
             pub fn new(id: &str) -> Result<Self, IdError> {
+                Self::check(id)?;
+                Ok($name(Arc::from(id)))
+            }
+
+            /// Whether `id` is valid, without making one.
+            pub(crate) fn check(id: &str) -> Result<(), IdError> {
                 if id.is_empty() {
                     return Err(IdError::Empty);
                 }
@@ -99,7 +105,7 @@ macro_rules! opaque_id {
                 if id.chars().any(char::is_control) {
                     return Err(IdError::ControlChar);
                 }
-                Ok($name(Arc::from(id)))
+                Ok(())
             }
 
             /// The subject-safe token for this id (see the module docs).

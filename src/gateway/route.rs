@@ -226,7 +226,7 @@ impl Router {
         for (user, attempt) in users.iter().zip(results) {
             let outcome = attempt.outcome();
             count(outcome, 1);
-            status.insert(user.to_string(), outcome);
+            status.insert(user.as_str().to_owned(), outcome);
         }
         Report::direct(message.id.as_str().to_string(), status)
     }
@@ -310,10 +310,10 @@ impl Router {
         users: &[UserId],
         results: &mut [Attempt],
     ) {
-        let stale: Vec<usize> = (0..users.len()).filter(|&i| results[i].stale()).collect();
-        if stale.is_empty() {
+        if !results.iter().any(|r| r.stale()) {
             return;
         }
+        let stale: Vec<usize> = (0..users.len()).filter(|&i| results[i].stale()).collect();
         for &i in &stale {
             self.resolver.invalidate(&users[i]);
         }

@@ -386,7 +386,7 @@ impl Frame<'_> {
         if !write::routed(self, &mut out) {
             serde_json::to_writer(&mut out, self).expect("frames contain only serializable data");
         }
-        Bytes::from(out)
+        super::into_bytes(out)
     }
 
     /// About the encoded size (field names, quotes and numbers in the constant), so that

@@ -37,10 +37,12 @@ pub(crate) fn is_compact(payload: &[u8]) -> bool {
     payload.first() == Some(&MAGIC)
 }
 
-/// `request` in the compact form.
+/// `request` in the compact form, in a buffer of exactly its length (which `Bytes` takes
+/// without allocating a header).
 pub(crate) fn encode(request: &DeliverRequest<'_>) -> Bytes {
     let strings = |list: &mut dyn Iterator<Item = &str>| list.map(|s| s.len() + 4).sum::<usize>();
-    let len = 32
+    // The first three bytes, `ts`, and the lengths of `id` and the body and of the lists.
+    let len = 31
         + request.id.len()
         + request.from.as_ref().map_or(0, |s| s.len() + 4)
         + request.group.as_ref().map_or(0, |s| s.len() + 4)
@@ -65,6 +67,7 @@ pub(crate) fn encode(request: &DeliverRequest<'_>) -> Bytes {
     put_len(&mut out, request.members.len());
     request.members.iter().for_each(|s| put_str(&mut out, s));
     put_str(&mut out, request.body.get());
+    debug_assert_eq!(out.len(), len, "the length computed up front");
     out.freeze()
 }
 

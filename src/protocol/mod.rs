@@ -25,6 +25,17 @@ pub(crate) mod service_error;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+
+/// An encoded payload as `Bytes`. `Bytes::from` a buffer with spare room allocates a
+/// header to share it; a buffer exactly its length is taken as it is, and the allocator
+/// shrinks a block in place when at least half of it stays used. Two allocations fewer
+/// per routed message.
+pub(crate) fn into_bytes(mut out: Vec<u8>) -> Bytes {
+    out.shrink_to_fit();
+    Bytes::from(out)
+}
+
 /// A decimal number of at most 19 digits (every such number fits a `u64`), nothing else:
 /// read by hand where a number sits in a wire format (NATS control lines, pooled replies).
 pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {

@@ -170,7 +170,7 @@ fn message(
         return Err(error(ErrorCode::TooLarge, message));
     }
     if let Some(from) = &from {
-        if from.len() > limits.max_id_bytes || UserId::new(from).is_err() {
+        if from.len() > limits.max_id_bytes || UserId::check(from).is_err() {
             return Err(error(
                 ErrorCode::BadId,
                 format!("from {from:?} is not a valid user id"),

@@ -73,7 +73,7 @@ impl Caller {
                     let message = "a client can only send as itself";
                     return Err(FrameError::new(ErrorCode::Forbidden, message));
                 }
-                Ok(Some(user.to_string()))
+                Ok(Some(user.as_str().to_owned()))
             }
         }
     }

@@ -27,7 +27,7 @@ impl DeliverReply<'_> {
     pub(crate) fn encode(&self) -> bytes::Bytes {
         let mut out = Vec::with_capacity(self.size_hint());
         self.write(&mut out);
-        out.into()
+        crate::protocol::into_bytes(out)
     }
 
     /// Appends what [`Self::encode`] returns to `out`.
