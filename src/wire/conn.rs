@@ -6,13 +6,13 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWrite;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::MissedTickBehavior;
 
 use super::handshake::{self, Connected, Io, Settings};
 use super::proto::{self, Msg, ServerOp};
@@ -68,6 +68,25 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100 * u64::from(attempt.min(20)) + jitter)
 }
 
+/// Tells the connection's task every [`PING_INTERVAL`] that a keep-alive PING is due,
+/// until the wire is closed or dropped.
+pub(super) async fn pinger(shared: Weak<Shared>) {
+    let start = tokio::time::Instant::now() + PING_INTERVAL;
+    let mut every = tokio::time::interval_at(start, PING_INTERVAL);
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.closed.load(Relaxed) {
+            return;
+        }
+        shared.ping_due.store(true, Relaxed);
+        shared.waker.wake();
+    }
+}
+
 /// Runs the handler of `msg`'s subscription, if it still has one. A handler that panics
 /// loses its one message, not the connection every other message needs.
 pub(super) fn hand_over(shared: &Shared, msg: &Msg) {
@@ -93,14 +112,12 @@ struct Serve<'a> {
     written: usize,
     /// Written since the last flush (TLS buffers inside the stream).
     unflushed: bool,
-    ping: Interval,
+    /// Keep-alive PINGs sent on this connection since its last PONG.
     unanswered: u32,
 }
 
 impl<'a> Serve<'a> {
     fn new(shared: &'a Shared, settings: &'a Settings, connected: Connected) -> Self {
-        let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Serve {
             shared,
             settings,
@@ -109,7 +126,6 @@ impl<'a> Serve<'a> {
             writing: Vec::new(),
             written: 0,
             unflushed: false,
-            ping,
             unanswered: 0,
         }
     }
@@ -136,14 +152,19 @@ impl<'a> Serve<'a> {
         Ok(())
     }
 
-    fn poll_pings(&mut self, cx: &mut Context<'_>) -> Result<(), std::io::Error> {
-        while self.ping.poll_tick(cx).is_ready() {
-            if self.unanswered >= MAX_UNANSWERED_PINGS {
-                return Err(std::io::Error::other("no PONG to the last pings: stale"));
-            }
-            self.unanswered += 1;
-            lock(&self.shared.out).ping(None);
+    /// Queues a keep-alive PING if the pinger says one is due; a connection whose last
+    /// ones went unanswered is stale. Checked after the task's waker is registered, so a
+    /// flag set later also wakes it.
+    fn ping_if_due(&mut self) -> Result<(), std::io::Error> {
+        let due = &self.shared.ping_due;
+        if !(due.load(Relaxed) && due.swap(false, Relaxed)) {
+            return Ok(());
         }
+        if self.unanswered >= MAX_UNANSWERED_PINGS {
+            return Err(std::io::Error::other("no PONG to the last pings: stale"));
+        }
+        self.unanswered += 1;
+        lock(&self.shared.out).ping(None);
         Ok(())
     }
 
@@ -207,11 +228,11 @@ impl Future for Serve<'_> {
         if let Poll::Ready(Err(e)) = this.poll_reads(cx) {
             return Poll::Ready(e);
         }
+        this.shared.waker.register(cx.waker());
         // After the reads: a PONG among them counts.
-        if let Err(e) = this.poll_pings(cx) {
+        if let Err(e) = this.ping_if_due() {
             return Poll::Ready(e);
         }
-        this.shared.waker.register(cx.waker());
         match this.poll_writes(cx) {
             Poll::Ready(Err(e)) => Poll::Ready(e),
             Poll::Ready(Ok(())) if this.shared.closed.load(Relaxed) => {

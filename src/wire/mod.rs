@@ -89,6 +89,9 @@ struct Shared {
     /// Between a handshake and the loss of its connection.
     connected: AtomicBool,
     closed: AtomicBool,
+    /// Set by the connection's pinger when a keep-alive PING is due: the connection's
+    /// task reads a flag instead of polling a timer on every wake-up.
+    ping_due: AtomicBool,
 }
 
 /// Bytes to write, and who waits for the PONGs of the PINGs among them.
@@ -142,10 +145,12 @@ impl Wire {
             max_payload: AtomicUsize::new(0),
             connected: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            ping_due: AtomicBool::new(false),
         });
         let deadline = std::time::Instant::now() + Duration::from_millis(cfg.connect_timeout_ms);
         let first = handshake::first(&settings, &shared, deadline).await?;
         tokio::spawn(conn::run(shared.clone(), settings, first));
+        tokio::spawn(conn::pinger(Arc::downgrade(&shared)));
         Ok(Wire { shared })
     }
 
