@@ -21,7 +21,6 @@ pub(crate) struct Limits {
     pub(crate) max_sessions_per_user: usize,
     pub(crate) outbound_queue: usize,
     pub(crate) login_timeout: Duration,
-    pub(crate) idle_timeout: Duration,
     pub(crate) sends_in_flight: usize,
 }
 
@@ -38,7 +37,6 @@ impl Limits {
             max_sessions_per_user: l.max_sessions_per_user,
             outbound_queue: l.outbound_queue,
             login_timeout: Duration::from_millis(l.login_timeout_ms),
-            idle_timeout: Duration::from_millis(l.idle_timeout_ms),
             sends_in_flight: l.sends_in_flight,
         }
     }

@@ -4,7 +4,8 @@
 //!   connection (login, frames, limits) over any transport; [`ingress`] is the NATS door.
 //! - [`ops`]: what callers ask for (send, group send, broadcast, group management,
 //!   presence), checked and carried out the same for every door; [`limits`] they enforce.
-//! - [`session`]: live sessions and their bounded outbound queues.
+//! - [`session`]: live sessions and their bounded outbound queues; [`idle`]: the sweep
+//!   that pings quiet clients and closes silent ones.
 //! - [`registrar`]: register/unregister/purge requests to the centers.
 //! - [`resolve`]: cached, batched directory look-ups; [`route`]: one deliver request per
 //!   destination gateway, retry of stale routes, the report; [`deliver`]: the receiving end.
@@ -18,6 +19,7 @@ pub(crate) mod conn;
 pub(crate) mod deliver;
 pub(crate) mod destinations;
 pub(crate) mod heartbeat;
+pub(crate) mod idle;
 pub(crate) mod ingress;
 pub(crate) mod kick;
 pub(crate) mod limits;

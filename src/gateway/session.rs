@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll, Waker};
 
@@ -40,6 +40,8 @@ pub(crate) enum End {
     SlowConsumer,
     /// A newer login replaced the session.
     Kicked,
+    /// Nothing was heard from the client for the idle timeout ([`super::idle`]).
+    Idle,
 }
 
 /// One session's bounded queue of outbound frames, and the reasons it must end, in one
@@ -54,6 +56,10 @@ struct Queue {
     /// The login's registration was answered: reconciling may re-assert the session
     /// (before that, its own register is in flight and must not be raced).
     registered: AtomicBool,
+    /// Something came from the client since the last idle sweep ([`super::idle`]).
+    heard: AtomicBool,
+    /// Idle sweeps in a row that found nothing heard.
+    silent: AtomicU8,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +67,9 @@ struct State {
     frames: VecDeque<Bytes>,
     slow: bool,
     kicked: bool,
+    idle: bool,
+    /// The idle sweep asks for a sign of life (a WebSocket ping).
+    ping: bool,
     /// The connection side is gone: nothing is queued any more.
     closed: bool,
     /// The connection's task, waiting for a frame or an end.
@@ -102,6 +111,8 @@ pub(crate) fn channel(id: SessionId, device: Option<&str>, capacity: usize) -> (
         capacity,
         state: Mutex::new(State::default()),
         registered: AtomicBool::new(false),
+        heard: AtomicBool::new(true),
+        silent: AtomicU8::new(0),
     });
     let handle = Handle {
         id,
@@ -137,7 +148,7 @@ impl Handle {
     /// The connection side is gone (or was kicked): nothing will be queued any more.
     pub(crate) fn is_closed(&self) -> bool {
         let state = self.queue.state();
-        state.closed || state.kicked || state.slow
+        state.closed || state.kicked || state.slow || state.idle
     }
 
     /// The directory answered this session's login registration.
@@ -204,9 +215,34 @@ impl Handle {
 
     /// Ends the session: a newer login replaced it.
     fn kick(&self) {
+        self.tell(|state| state.kicked = true);
+    }
+
+    /// One idle sweep of this session, `sweeps` of which make the idle timeout: after one
+    /// that heard nothing the client is asked for a sign of life, after `sweeps` the
+    /// session ends.
+    pub(crate) fn sweep(&self, sweeps: u8) {
+        if self.queue.heard.swap(false, Ordering::Relaxed) {
+            self.queue.silent.store(0, Ordering::Relaxed);
+            return;
+        }
+        let silent = self
+            .queue
+            .silent
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if silent >= sweeps {
+            self.tell(|state| state.idle = true);
+        } else {
+            self.tell(|state| state.ping = true);
+        }
+    }
+
+    /// Changes the state and wakes the connection's task to read it.
+    fn tell(&self, change: impl FnOnce(&mut State)) {
         let waker = {
             let mut state = self.queue.state();
-            state.kicked = true;
+            change(&mut state);
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -216,8 +252,9 @@ impl Handle {
 }
 
 impl Outbox {
-    /// Ready when a frame is queued (`Ok`) or the session must end (`Err`: a slow
-    /// consumer before a kick, both before frames). Frames are taken by `try_next`.
+    /// Ready when a frame is queued or a ping is asked for (`Ok`), or the session must end
+    /// (`Err`: a slow consumer before a kick before idleness, all before frames). Frames
+    /// are taken by `try_next`, the ping by `take_ping`.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
         let mut state = self.queue.state();
         if state.slow {
@@ -226,7 +263,10 @@ impl Outbox {
         if state.kicked {
             return Poll::Ready(Err(End::Kicked));
         }
-        if !state.frames.is_empty() {
+        if state.idle {
+            return Poll::Ready(Err(End::Idle));
+        }
+        if !state.frames.is_empty() || state.ping {
             return Poll::Ready(Ok(()));
         }
         state.wake_on_frame = true;
@@ -237,6 +277,16 @@ impl Outbox {
     /// Waits for [`Self::poll_ready`].
     pub(crate) fn ready(&self) -> impl Future<Output = Result<(), End>> + '_ {
         std::future::poll_fn(|cx| self.poll_ready(cx))
+    }
+
+    /// Something came from the client: the session is not idle.
+    pub(crate) fn heard(&self) {
+        self.queue.heard.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the idle sweep asked for a ping (once).
+    pub(crate) fn take_ping(&self) -> bool {
+        std::mem::take(&mut self.queue.state().ping)
     }
 
     /// A frame already queued, if any, without waiting (and whatever the session's end).

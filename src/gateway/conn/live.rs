@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, RateLimiter};
@@ -104,14 +103,11 @@ impl Live {
         tracing::debug!(user = %self.user, session = %id, "session ended");
     }
 
-    /// Runs the session until the client leaves (`None`) or must be closed (`Some`).
+    /// Runs the session until the client leaves (`None`) or must be closed (`Some`). Idle
+    /// clients are found by the gateway's sweep ([`crate::gateway::idle`]), which tells
+    /// the session through its outbox: no timer per session.
     pub(super) async fn serve<T: Reader + Writer>(&mut self, conn: &mut Conn<T>) -> Option<Close> {
         let io = &mut conn.io;
-        let tick_every = |idle: Duration| (idle / 3).max(Duration::from_millis(10));
-        // A bare `Sleep` in this future, not an `Interval` (which boxes one).
-        let tick = tokio::time::sleep(tick_every(self.cx.ops.limits.idle_timeout));
-        tokio::pin!(tick);
-        let mut last_heard = Instant::now();
         let drained = drained(self.cx.clone(), self.reports.id.clone());
         tokio::pin!(drained);
         loop {
@@ -123,6 +119,10 @@ impl Live {
                         Ok(()) => {}
                         Err(End::SlowConsumer) => return Some(Close::SlowConsumer),
                         Err(End::Kicked) => return Some(Close::Kicked),
+                        Err(End::Idle) => return Some(Close::Idle),
+                    }
+                    if self.outbox.take_ping() {
+                        io.ping().await.ok()?;
                     }
                     // A client that stops reading blocks this write; its queue then fills
                     // and the session must still end.
@@ -134,7 +134,7 @@ impl Live {
                     }
                 }
                 inbound = io.next() => {
-                    last_heard = Instant::now();
+                    self.outbox.heard();
                     match inbound {
                         // Boxed: handling a frame needs far more room than waiting.
                         Inbound::Text(text) => match Box::pin(self.on_frame(&text)).await {
@@ -145,17 +145,6 @@ impl Live {
                         Inbound::TooLarge(n) => self.error(too_large(n, self.cx.ops.limits.max_frame_bytes)),
                         Inbound::Other => {}
                         Inbound::Closed => return None,
-                    }
-                }
-                () = &mut tick => {
-                    let idle = self.cx.ops.limits.idle_timeout;
-                    tick.as_mut().reset(tokio::time::Instant::now() + tick_every(idle));
-                    let silent = last_heard.elapsed();
-                    if silent >= idle {
-                        return Some(Close::Idle);
-                    }
-                    if silent >= idle / 3 {
-                        io.ping().await.ok()?;
                     }
                 }
             }

@@ -162,3 +162,49 @@ async fn a_waiting_connection_wakes_for_a_frame_and_for_its_end() {
         .expect("woken when the queue overflowed");
     fill.await.unwrap();
 }
+
+#[test]
+fn a_silent_session_is_asked_for_a_ping_then_ended_as_idle() {
+    let (handle, outbox) = channel(SessionId::generate(), None, 4);
+    // Logging in counts as heard: the first sweep only clears that.
+    handle.sweep(3);
+    assert_eq!(outbox.ready().now_or_never(), None);
+    for _ in 0..2 {
+        handle.sweep(3);
+        assert_eq!(outbox.ready().now_or_never(), Some(Ok(())));
+        assert!(outbox.take_ping() && !outbox.take_ping());
+        assert_eq!(outbox.ready().now_or_never(), None, "one ping per ask");
+    }
+    handle.sweep(3);
+    assert_eq!(outbox.ready().now_or_never(), Some(Err(End::Idle)));
+    assert!(handle.is_closed());
+}
+
+#[test]
+fn a_word_from_the_client_starts_the_count_again() {
+    let (handle, outbox) = channel(SessionId::generate(), None, 4);
+    for _ in 0..10 {
+        handle.sweep(3);
+        handle.sweep(3);
+        outbox.take_ping();
+        outbox.heard();
+    }
+    assert!(!handle.is_closed());
+    assert_eq!(outbox.ready().now_or_never(), None);
+}
+
+#[tokio::test]
+async fn a_waiting_connection_wakes_for_a_ping_and_for_idleness() {
+    let (handle, outbox) = channel(SessionId::generate(), None, 4);
+    let sweeper = handle.clone();
+    let sweeps = tokio::spawn(async move {
+        for _ in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            sweeper.sweep(2);
+        }
+    });
+    assert_eq!(outbox.ready().await, Ok(()));
+    assert!(outbox.take_ping());
+    assert_eq!(outbox.ready().await, Err(End::Idle));
+    sweeps.await.unwrap();
+}
