@@ -4,8 +4,8 @@
 //!   connection (login, frames, limits) over any transport; [`ingress`] is the NATS door.
 //! - [`ops`]: what callers ask for (send, group send, broadcast, group management,
 //!   presence), checked and carried out the same for every door; [`limits`] they enforce.
-//! - [`session`]: live sessions and their bounded outbound queues; [`idle`]: the sweep
-//!   that pings quiet clients and closes silent ones.
+//! - [`session`]: live sessions and their bounded outbound queues; [`sweep`]: the sweeps
+//!   that ping quiet clients, close silent ones, and close all in a stop's drain window.
 //! - [`registrar`]: register/unregister/purge requests to the centers.
 //! - [`resolve`]: cached, batched directory look-ups; [`route`]: one deliver request per
 //!   destination gateway, retry of stale routes, the report; [`deliver`]: the receiving end.
@@ -19,7 +19,6 @@ pub(crate) mod conn;
 pub(crate) mod deliver;
 pub(crate) mod destinations;
 pub(crate) mod heartbeat;
-pub(crate) mod idle;
 pub(crate) mod ingress;
 pub(crate) mod kick;
 pub(crate) mod limits;
@@ -33,6 +32,7 @@ pub mod registrar;
 pub(crate) mod resolve;
 pub(crate) mod route;
 pub(crate) mod session;
+pub(crate) mod sweep;
 mod wiring;
 
 use std::sync::Arc;
@@ -162,6 +162,8 @@ pub async fn run(
         shutdown.clone(),
     ));
     let (cx, doors) = wiring::doors(&base, &config, &ops, &registrar, &readiness, &shutdown)?;
+    let draining = sweep::drain(sessions.clone(), cx.drain_window, shutdown.clone());
+    background.spawn(log_failure("drain", draining));
     listeners.http.open(doors.clone());
 
     // What serves the sessions lives on through a stop's drain window, until the last

@@ -40,8 +40,10 @@ pub(crate) enum End {
     SlowConsumer,
     /// A newer login replaced the session.
     Kicked,
-    /// Nothing was heard from the client for the idle timeout ([`super::idle`]).
+    /// Nothing was heard from the client for the idle timeout ([`super::sweep`]).
     Idle,
+    /// The gateway stops, and this session's turn to close has come.
+    Shutdown,
 }
 
 /// One session's bounded queue of outbound frames, and the reasons it must end, in one
@@ -56,7 +58,7 @@ struct Queue {
     /// The login's registration was answered: reconciling may re-assert the session
     /// (before that, its own register is in flight and must not be raced).
     registered: AtomicBool,
-    /// Something came from the client since the last idle sweep ([`super::idle`]).
+    /// Something came from the client since the last idle sweep ([`super::sweep`]).
     heard: AtomicBool,
     /// Idle sweeps in a row that found nothing heard.
     silent: AtomicU8,
@@ -67,6 +69,7 @@ struct State {
     frames: VecDeque<Bytes>,
     slow: bool,
     kicked: bool,
+    shutdown: bool,
     idle: bool,
     /// The idle sweep asks for a sign of life (a WebSocket ping).
     ping: bool,
@@ -148,7 +151,7 @@ impl Handle {
     /// The connection side is gone (or was kicked): nothing will be queued any more.
     pub(crate) fn is_closed(&self) -> bool {
         let state = self.queue.state();
-        state.closed || state.kicked || state.slow || state.idle
+        state.closed || state.kicked || state.slow || state.idle || state.shutdown
     }
 
     /// The directory answered this session's login registration.
@@ -238,6 +241,11 @@ impl Handle {
         }
     }
 
+    /// Ends the session: the gateway stops.
+    pub(crate) fn shut_down(&self) {
+        self.tell(|state| state.shutdown = true);
+    }
+
     /// Changes the state and wakes the connection's task to read it.
     fn tell(&self, change: impl FnOnce(&mut State)) {
         let waker = {
@@ -253,8 +261,8 @@ impl Handle {
 
 impl Outbox {
     /// Ready when a frame is queued or a ping is asked for (`Ok`), or the session must end
-    /// (`Err`: a slow consumer before a kick before idleness, all before frames). Frames
-    /// are taken by `try_next`, the ping by `take_ping`.
+    /// (`Err`: a slow consumer, a kick, a stop, idleness, in this order, all before
+    /// frames). Frames are taken by `try_next`, the ping by `take_ping`.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
         let mut state = self.queue.state();
         if state.slow {
@@ -262,6 +270,9 @@ impl Outbox {
         }
         if state.kicked {
             return Poll::Ready(Err(End::Kicked));
+        }
+        if state.shutdown {
+            return Poll::Ready(Err(End::Shutdown));
         }
         if state.idle {
             return Poll::Ready(Err(End::Idle));
@@ -299,12 +310,16 @@ impl Outbox {
         frame
     }
 
-    /// Resolves once the session is a slow consumer (for racing a blocked write).
-    pub(crate) fn slow(&self) -> impl Future<Output = ()> + '_ {
+    /// Resolves once the session is a slow consumer or its stop has come (for racing a
+    /// blocked write).
+    pub(crate) fn slow(&self) -> impl Future<Output = End> + '_ {
         std::future::poll_fn(|cx| {
             let mut state = self.queue.state();
             if state.slow {
-                return Poll::Ready(());
+                return Poll::Ready(End::SlowConsumer);
+            }
+            if state.shutdown {
+                return Poll::Ready(End::Shutdown);
             }
             state.wake_on_frame = false;
             register(&mut state.waker, cx);

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    auth, broadcast, conn, deliver, heartbeat, idle, kick, limits, listener, log_failure, ops,
-    presence, reconcile, registrar, resolve, route, session, QUIET_BEATS,
+    auth, broadcast, conn, deliver, heartbeat, kick, limits, listener, log_failure, ops, presence,
+    reconcile, registrar, resolve, route, session, sweep, QUIET_BEATS,
 };
 use crate::config;
 use crate::ident::GatewayId;
@@ -178,7 +178,7 @@ pub(super) fn keep_live(
     let reconciling = reconcile::run(reconciler, reconcile);
     background.spawn(log_failure("reconcile", reconciling));
     let idle_timeout = Duration::from_millis(config.limits.idle_timeout_ms);
-    let sweeping = idle::run(sessions.clone(), idle_timeout, stopped.clone());
+    let sweeping = sweep::idle(sessions.clone(), idle_timeout, stopped.clone());
     background.spawn(log_failure("idle sweep", sweeping));
     if config.follow_route_changes {
         let changes =

@@ -104,22 +104,21 @@ impl Live {
     }
 
     /// Runs the session until the client leaves (`None`) or must be closed (`Some`). Idle
-    /// clients are found by the gateway's sweep ([`crate::gateway::idle`]), which tells
-    /// the session through its outbox: no timer per session.
+    /// clients and a stop's turns are found by the gateway's sweeps
+    /// ([`crate::gateway::sweep`]), which tell the session through its outbox: no timer
+    /// per session.
     pub(super) async fn serve<T: Reader + Writer>(&mut self, conn: &mut Conn<T>) -> Option<Close> {
         let io = &mut conn.io;
-        let drained = drained(self.cx.clone(), self.reports.id.clone());
-        tokio::pin!(drained);
+        // Started after the stop's sweep looked at the sessions.
+        if self.cx.shutdown.is_cancelled() {
+            return Some(Close::Shutdown);
+        }
         loop {
             tokio::select! {
                 biased;
-                () = &mut drained => return Some(Close::Shutdown),
                 ready = self.outbox.ready() => {
-                    match ready {
-                        Ok(()) => {}
-                        Err(End::SlowConsumer) => return Some(Close::SlowConsumer),
-                        Err(End::Kicked) => return Some(Close::Kicked),
-                        Err(End::Idle) => return Some(Close::Idle),
+                    if let Err(end) = ready {
+                        return Some(closed(end));
                     }
                     if self.outbox.take_ping() {
                         io.ping().await.ok()?;
@@ -129,8 +128,7 @@ impl Live {
                     tokio::select! {
                         biased;
                         written = write_queued(io, &self.outbox) => written.ok()?,
-                        () = self.outbox.slow() => return Some(Close::SlowConsumer),
-                        () = &mut drained => return Some(Close::Shutdown),
+                        end = self.outbox.slow() => return Some(closed(end)),
                     }
                 }
                 inbound = io.next() => {
@@ -182,17 +180,14 @@ fn shared_clock() -> governor::clock::QuantaClock {
     CLOCK.get_or_init(Default::default).clone()
 }
 
-/// Resolves when this session's turn to close has come in a stop: the drain window's
-/// point that its id picks (ids are random, so turns spread evenly), right away without
-/// a window.
-async fn drained(cx: Arc<Context>, id: crate::ident::SessionId) {
-    crate::shutdown::Cancelled::new(&cx.shutdown).await;
-    let window = cx.drain_window;
-    if window.is_zero() {
-        return;
+/// Why the connection closes, for why its session ended.
+fn closed(end: End) -> Close {
+    match end {
+        End::SlowConsumer => Close::SlowConsumer,
+        End::Kicked => Close::Kicked,
+        End::Idle => Close::Idle,
+        End::Shutdown => Close::Shutdown,
     }
-    let turn = xxhash_rust::xxh3::xxh3_64(id.as_str().as_bytes()) % 1_000_000;
-    tokio::time::sleep(window.mul_f64(turn as f64 / 1e6)).await;
 }
 
 #[cfg(test)]
