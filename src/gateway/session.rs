@@ -475,6 +475,13 @@ impl Sessions {
         users.get(user).cloned().unwrap_or_default()
     }
 
+    /// Runs `visit` on every session under the map's read lock (it must not wait): a
+    /// sweep of 100k sessions clones none of them.
+    pub(crate) fn each(&self, mut visit: impl FnMut(&Handle)) {
+        let users = sync::read(&self.users);
+        users.values().flatten().for_each(&mut visit);
+    }
+
     /// Every session's handle (for broadcasts).
     pub(crate) fn handles(&self) -> Vec<Handle> {
         let users = sync::read(&self.users);

@@ -35,9 +35,7 @@ pub(crate) async fn idle(
             () = stopped.cancelled() => return Ok(()),
             _ = every.tick() => {}
         }
-        for handle in sessions.handles() {
-            handle.sweep(SWEEPS);
-        }
+        sessions.each(|handle| handle.sweep(SWEEPS));
     }
 }
 
@@ -78,6 +76,33 @@ mod tests {
     use super::*;
     use crate::gateway::session::{channel, End};
     use crate::ident::UserId;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_session_is_pinged_then_closed_a_talking_one_stays() {
+        let sessions = Arc::new(Sessions::default());
+        let (silent, silent_out) = channel(SessionId::generate(), None, 4);
+        let (talking, talking_out) = channel(SessionId::generate(), None, 4);
+        sessions.insert(UserId::new("silent").unwrap(), silent);
+        sessions.insert(UserId::new("talking").unwrap(), talking);
+        let stopped = CancellationToken::new();
+        tokio::spawn(idle(sessions, Duration::from_secs(3), stopped.clone()));
+        let start = Instant::now();
+        let at = |s| start + Duration::from_millis(s);
+        // Sweeps at 1, 2, 3, 4 s: the first clears what login counted as heard. The
+        // talking client says something between every two.
+        tokio::time::sleep_until(at(1500)).await;
+        assert_eq!(silent_out.ready().now_or_never(), None);
+        talking_out.heard();
+        for second in [2, 3] {
+            tokio::time::sleep_until(at(second * 1000 + 500)).await;
+            assert!(silent_out.take_ping(), "pinged after {second} s");
+            talking_out.heard();
+        }
+        tokio::time::sleep_until(at(4500)).await;
+        assert_eq!(silent_out.ready().now_or_never(), Some(Err(End::Idle)));
+        assert_eq!(talking_out.ready().now_or_never(), None);
+        stopped.cancel();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_stop_ends_every_session_at_its_turn_in_the_window() {
