@@ -12,7 +12,8 @@
 #
 # usage: scripts/bench.sh [--quick] [--scenarios LIST] [--no-build] [--plot] [--perf] [--instructions] [--out DIR] [-- ARGS]
 #   --quick          short steps and small counts (about a minute in all)
-#   --scenarios L    comma-separated: 1to1,multi,group,login-storm,idle,inbox (default: all six)
+#   --scenarios L    comma-separated: 1to1,multi,group,login-storm,idle,idle-tcp,inbox
+#                    (default: all seven; idle-tcp is idle through the gateways' TCP door)
 #   --no-build       use the release binaries already built
 #   --plot           render PNG plots (installs matplotlib into .tools/py-bench)
 #   --perf           also profile one saturated 1to1 (or group) step with `perf record`
@@ -40,7 +41,7 @@ root=$(pwd)
 
 usage() { sed -n '/^# usage:/,/^#$/p' "$0" | sed -e 's/^# \{0,1\}//' -e '$d'; }
 
-quick=0 build=1 plot=0 perf=0 instructions=0 out="" scenarios="1to1,multi,group,login-storm,idle,inbox"
+quick=0 build=1 plot=0 perf=0 instructions=0 out="" scenarios="1to1,multi,group,login-storm,idle,idle-tcp,inbox"
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -143,7 +144,7 @@ wait_for() {
   say "$name not ready after 60s:"; tail -n 20 "$out/logs/$name.log" >&2; exit 1
 }
 
-gateway_urls="" procs="" nats_url=""
+gateway_urls="" tcp_addrs="" procs="" nats_url=""
 gw_wrap=()   # a command the gateways run under (valgrind, for --instructions)
 cluster_up() {
   local store="$tmp/js-$1" line port
@@ -154,8 +155,8 @@ cluster_up() {
   nats_url="nats://127.0.0.1:$port"
   # Defaults everywhere except: dev auth, no per-connection rate limit (each bench user
   # sends up to ~100 msg/s), and room for bursts in each client's outbound queue.
-  local gw_flags=(--insecure-dev-auth --listen 127.0.0.1:0 --rate-per-sec 1000000
-    --rate-burst 1000000 --outbound-queue 4096)
+  local gw_flags=(--insecure-dev-auth --listen 127.0.0.1:0 --tcp-listen 127.0.0.1:0
+    --rate-per-sec 1000000 --rate-burst 1000000 --outbound-queue 4096)
   for n in 1 2; do
     start "center-$n" "$server_bin/mrc-center" --nats-url "$nats_url" --id "bench-center-$n"
   done
@@ -163,10 +164,12 @@ cluster_up() {
   for n in 1 2; do
     start "gw-$n" "${gw_wrap[@]}" "$server_bin/mrc-gateway" --nats-url "$nats_url" --id "bench-gw-$n" "${gw_flags[@]}"
   done
-  gateway_urls=""
+  gateway_urls="" tcp_addrs=""
   for n in 1 2; do
     line=$(wait_for "gw-$n" "mrc-gateway ready")
-    gateway_urls+="${gateway_urls:+,}${line##*ws=}"
+    line=" ${line#*ready: } "   # ... ws=URL tcp=ADDR ...
+    gateway_urls+="${gateway_urls:+,}$(sed -E 's/.* ws=([^ ]+) .*/\1/' <<<"$line")"
+    tcp_addrs+="${tcp_addrs:+,}$(sed -E 's/.* tcp=([^ ]+) .*/\1/' <<<"$line")"
   done
   procs="gw-1=${pid_of[gw-1]},gw-2=${pid_of[gw-2]},center-1=${pid_of[center-1]},center-2=${pid_of[center-2]},nats=${pid_of[nats]}"
   say "cluster up: nats $nats_url, gateways $gateway_urls"
@@ -203,6 +206,7 @@ for scenario in "${wanted[@]}"; do
     group) bench --scenario group "${group[@]}" ;;
     login-storm) bench --scenario login-storm "${storm[@]}" ;;
     idle) bench --scenario idle "${idle[@]}" ;;
+    idle-tcp) bench --scenario idle --door tcp --tcp-gateways "$tcp_addrs" "${idle[@]}" ;;
     inbox) bench --scenario inbox "${inbox[@]}" ;;
     *) say "unknown scenario $scenario"; exit 2 ;;
   esac

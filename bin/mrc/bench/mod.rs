@@ -6,7 +6,8 @@
 //!   reports ([`receive`]: what arrives); [`group`] logs the members in and creates the
 //!   group first.
 //! - [`baseline`]: NATS request-reply (N in flight) and publish-subscribe, same payload.
-//! - [`storm`]: `login-storm` and `idle` — logins per second, memory per connection.
+//! - [`storm`]: `login-storm` — logins per second; [`idle`]: `idle` — memory per
+//!   connection, through the WebSocket or the TCP door.
 //! - [`inbox`] and [`drain`]: `inbox` — the durable inbox: store rate, drain rate at
 //!   login, and durable against plain delivery, against the raw JetStream publish rate;
 //!   [`ack`]: acknowledgements coalesced as a real client sends them.
@@ -24,6 +25,7 @@ pub mod conn;
 pub mod drain;
 pub mod fleet;
 pub mod group;
+pub mod idle;
 pub mod inbox;
 pub mod load;
 pub mod output;
@@ -64,6 +66,13 @@ pub enum Scenario {
     /// --inbox-users offline users get --inbox-per-user stored messages each, then all
     /// log in and drain them; then durable against plain 1:1 sends at each --steps rate.
     Inbox,
+}
+
+/// The door of the `idle` scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IdleDoor {
+    Ws,
+    Tcp,
 }
 
 impl Scenario {
@@ -146,6 +155,12 @@ pub struct Args {
     /// Idle users to reach, one measurement at each level.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     pub idle_users: Vec<usize>,
+    /// The door idle users come through (idle): `tcp` needs --tcp-gateways.
+    #[arg(long, value_enum, default_value = "ws")]
+    pub door: IdleDoor,
+    /// Gateway TCP door addresses (`--tcp-listen`), in the order of --gateways.
+    #[arg(long, value_delimiter = ',')]
+    pub tcp_gateways: Vec<std::net::SocketAddr>,
     /// Offline users whose inboxes are filled, then drained at login (inbox).
     #[arg(long, default_value_t = 1000)]
     pub inbox_users: usize,
@@ -408,9 +423,16 @@ async fn scenario(
                     cap as u64 + 512
                 );
             }
-            storm::idle(
+            let door = match args.door {
+                IdleDoor::Ws => idle::Door::Ws(&targets[0]),
+                IdleDoor::Tcp => match args.tcp_gateways.first() {
+                    Some(addr) => idle::Door::Tcp(*addr),
+                    None => anyhow::bail!("--door tcp needs --tcp-gateways"),
+                },
+            };
+            idle::idle(
                 &levels,
-                &targets[0],
+                door,
                 &watched,
                 args.connect_concurrency,
                 &sources,

@@ -1,22 +1,20 @@
-//! Connection scenarios: `login-storm` (many logins as fast as the cluster takes them,
-//! until every one is in the directory) and `idle` (many logged-in users doing nothing:
-//! what each one costs in gateway memory).
+//! `login-storm`: many logins as fast as the cluster takes them, until every one is in
+//! the directory.
 //!
 //! `login-storm` also measures the directory on its own: the same number of registrations
 //! sent through the centers exactly as a gateway sends them (its `Registrar`, batching
 //! included) but without WebSocket handshakes, which on a small machine cost the bench
 //! and the gateways more than the directory does.
 //!
-//! Both are capped by the open-files limit of the bench and of the gateway (one socket
+//! It is capped, like `idle`, by the open-files limit of the bench and of the gateway (one socket
 //! per connection on each side): a storm larger than the cap runs in waves, each wave
 //! logging out before the next one logs in.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use mrc::connection::Nats;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::conn::{Target, Ws};
 use super::fleet;
@@ -397,106 +395,4 @@ fn center_cpu_ms(usage: &[procs::Usage], wall: Duration) -> f64 {
         .filter_map(|u| u.cpu_pct)
         .sum();
     pct / 100.0 * wall.as_secs_f64() * 1e3
-}
-
-/// Keeps an idle connection answering the gateway's pings until it closes or `cancel`.
-async fn keep_alive(ws: Ws, cancel: tokio_util::sync::CancellationToken) {
-    let (mut sink, mut stream) = ws.split();
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            next = stream.next() => match next {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => {}
-            },
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
-}
-
-/// `idle`: logs in idle users on `target` up to each of `levels` and reports the memory
-/// every watched process gained per connection.
-pub async fn idle(
-    levels: &[usize],
-    target: &Target,
-    watched: &Watched,
-    concurrency: usize,
-    sources: &[IpAddr],
-    prefix: &str,
-    out: &mut Output,
-) -> anyhow::Result<()> {
-    println!("idle: idle logged-in users on {}", target.url);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let base = watched.usage(&watched.sample(), &watched.sample());
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let mut tasks = Vec::new();
-    let mut have = 0usize;
-    for &level in levels {
-        let users: Vec<(String, usize)> = (have..level)
-            .map(|i| (format!("{prefix}-{i}"), 0))
-            .collect();
-        let fleet = fleet::connect_all(
-            &users,
-            std::slice::from_ref(target),
-            sources,
-            concurrency,
-            Duration::from_secs(60),
-            &format!("idle {level}"),
-        )
-        .await;
-        have += fleet.conns.len();
-        for (_, ws) in fleet.conns {
-            tasks.push(tokio::spawn(keep_alive(ws, cancel.clone())));
-        }
-        // Let allocations settle (welcome frames written, registration replies freed).
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let now = watched.usage(&watched.sample(), &watched.sample());
-        let per_conn: Vec<(String, Option<f64>)> = base
-            .iter()
-            .zip(&now)
-            .map(|(b, n)| {
-                let kb = match (b.rss_kb, n.rss_kb) {
-                    (Some(b), Some(n)) if have > 0 => Some((n as f64 - b as f64) / have as f64),
-                    _ => None,
-                };
-                (n.label.clone(), kb)
-            })
-            .collect();
-        let shown: Vec<String> = per_conn
-            .iter()
-            .filter_map(|(label, kb)| kb.map(|kb| format!("{label} {kb:.2}KB")))
-            .collect();
-        println!(
-            "  {have} idle users ({} failed{}): RSS gained per user: {}",
-            fleet.failed,
-            fleet
-                .first_error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default(),
-            shown.join("  ")
-        );
-        println!("  {:>9} {}", "rss", procs::describe(&now));
-        out.record(
-            "idle",
-            "idle",
-            serde_json::json!({
-                "requested": level,
-                "connected": have,
-                "failed": fleet.failed,
-                "per_conn_kb": per_conn.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-                "base": procs::to_json(&base),
-                "procs": procs::to_json(&now),
-            }),
-        );
-        if fleet.failed > 0 && have < level {
-            println!("  stopping: logins failed");
-            break;
-        }
-    }
-    cancel.cancel();
-    for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
-    Ok(())
 }
