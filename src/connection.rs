@@ -4,7 +4,8 @@
 //! wait on a reply muxer of our own ([`Nats`]).
 
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config;
 use crate::replies::Replies;
+use crate::sync::lock;
 
 /// A connected client plus a counter that goes up on every reconnect.
 pub struct Connection {
@@ -62,11 +64,12 @@ pub async fn connect(cfg: &config::Nats, name: &str) -> anyhow::Result<Connectio
     let (tx, reconnects) = watch::channel(0u64);
     let deadline = Instant::now() + Duration::from_millis(cfg.connect_timeout_ms);
     let mut attempt = 0u32;
+    let dropped = Arc::new(Dropped::default());
     loop {
-        let tx = tx.clone();
+        let (tx, dropped) = (tx.clone(), dropped.clone());
         let options = options(cfg, name).await?.event_callback(move |event| {
-            let tx = tx.clone();
-            async move { on_event(event, &tx) }
+            let (tx, dropped) = (tx.clone(), dropped.clone());
+            async move { on_event(event, &tx, &dropped) }
         });
         match options.connect(cfg.urls.clone()).await {
             Ok(client) => {
@@ -111,7 +114,7 @@ async fn options(cfg: &config::Nats, name: &str) -> anyhow::Result<ConnectOption
         .max_reconnects(None))
 }
 
-fn on_event(event: Event, reconnects: &watch::Sender<u64>) {
+fn on_event(event: Event, reconnects: &watch::Sender<u64>, dropped: &Dropped) {
     match event {
         Event::Connected => {
             tracing::info!("NATS connected");
@@ -120,8 +123,34 @@ fn on_event(event: Event, reconnects: &watch::Sender<u64>) {
         Event::Disconnected => tracing::warn!("NATS disconnected"),
         Event::ServerError(e) => tracing::error!(error = %e, "NATS server error (permissions?)"),
         Event::ClientError(e) => tracing::error!(error = %e, "NATS client error"),
-        Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS slow consumer: messages dropped"),
+        Event::SlowConsumer(sid) => {
+            if let Some(dropped) = dropped.note(Instant::now()) {
+                tracing::warn!(sid, dropped, "NATS slow consumer: messages dropped");
+            }
+        }
         other => tracing::info!(event = %other, "NATS event"),
+    }
+}
+
+/// async-nats reports a slow consumer once per message it dropped: thousands of lines a
+/// second in a burst. They are logged at most once a second, with how many there were.
+#[derive(Default)]
+struct Dropped {
+    /// Since the last line logged.
+    count: AtomicU64,
+    logged: Mutex<Option<Instant>>,
+}
+
+impl Dropped {
+    /// One more dropped message at `now`; `Some(count)` when a line is due.
+    fn note(&self, now: Instant) -> Option<u64> {
+        self.count.fetch_add(1, Relaxed);
+        let mut logged = lock(&self.logged);
+        if logged.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+            return None;
+        }
+        *logged = Some(now);
+        Some(self.count.swap(0, Relaxed))
     }
 }
 
@@ -304,5 +333,27 @@ pub async fn drain(client: &Client, cfg: &config::Nats) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "draining the NATS connection failed"),
         Err(_) => tracing::warn!("NATS connection not drained within 5 s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_dropped_messages_is_one_line_a_second_with_its_count() {
+        let dropped = Dropped::default();
+        let start = Instant::now();
+        assert_eq!(dropped.note(start), Some(1), "the first is told at once");
+        for ms in 1..1000 {
+            assert_eq!(dropped.note(start + Duration::from_millis(ms)), None);
+        }
+        let later = start + Duration::from_millis(1000);
+        assert_eq!(
+            dropped.note(later),
+            Some(1000),
+            "999 held back, and this one"
+        );
+        assert_eq!(dropped.note(later + Duration::from_secs(5)), Some(1));
     }
 }
