@@ -5,12 +5,14 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, Weak};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::task::AtomicWaker;
 use tokio::io::AsyncWrite;
 use tokio::time::MissedTickBehavior;
 
@@ -101,6 +103,25 @@ pub(super) fn hand_over(shared: &Shared, msg: &Msg) {
     }
 }
 
+/// The waker the socket's reads register: it notes that the socket (or the runtime, for
+/// it) asked for another read, then wakes the connection's task. A wake-up that only
+/// publishers caused then skips the read, which found nothing (~0.24k instructions).
+struct ReadWake {
+    readable: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.readable.store(true, Release);
+        self.task.wake();
+    }
+}
+
 /// One open connection, served until it fails (its output: why) or the wire is closed.
 struct Serve<'a> {
     shared: &'a Shared,
@@ -114,10 +135,18 @@ struct Serve<'a> {
     unflushed: bool,
     /// Keep-alive PINGs sent on this connection since its last PONG.
     unanswered: u32,
+    read_wake: Arc<ReadWake>,
+    /// `read_wake` as a waker, made once.
+    read_waker: Waker,
 }
 
 impl<'a> Serve<'a> {
     fn new(shared: &'a Shared, settings: &'a Settings, connected: Connected) -> Self {
+        // Readable at first: nothing is registered for the socket yet.
+        let read_wake = Arc::new(ReadWake {
+            readable: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
         Serve {
             shared,
             settings,
@@ -127,6 +156,8 @@ impl<'a> Serve<'a> {
             written: 0,
             unflushed: false,
             unanswered: 0,
+            read_wake: read_wake.clone(),
+            read_waker: Waker::from(read_wake),
         }
     }
 
@@ -169,17 +200,24 @@ impl<'a> Serve<'a> {
     }
 
     /// Reads and hands over until the socket has nothing more (or others should run).
+    /// Reads only when the socket's waker was woken since the last read that waited.
     fn poll_reads(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         // What is already read first: what came with the handshake's PONG, or was left
         // by the last poll's fairness cap.
         self.handle_ops().map_err(std::io::Error::other)?;
+        self.read_wake.task.register(cx.waker());
+        if !self.read_wake.readable.swap(false, Acquire) {
+            return Poll::Pending;
+        }
+        let waker = self.read_waker.clone();
+        let mut reading = Context::from_waker(&waker);
         for _ in 0..READS_PER_POLL {
             if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
                 self.read.reserve(READ_CHUNK);
             }
             let n = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut self.io),
-                cx,
+                &mut reading,
                 &mut self.read
             ))?;
             if n == 0 {
@@ -187,6 +225,8 @@ impl<'a> Serve<'a> {
             }
             self.handle_ops().map_err(std::io::Error::other)?;
         }
+        // Others should run too: read on in the next poll.
+        self.read_wake.readable.store(true, Release);
         cx.waker().wake_by_ref();
         Poll::Pending
     }
