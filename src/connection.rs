@@ -4,7 +4,6 @@
 //! wait on a reply muxer of our own ([`Nats`]).
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,22 +134,26 @@ fn on_event(event: Event, reconnects: &watch::Sender<u64>, dropped: &Dropped) {
 /// async-nats reports a slow consumer once per message it dropped: thousands of lines a
 /// second in a burst. They are logged at most once a second, with how many there were.
 #[derive(Default)]
-struct Dropped {
+struct Dropped(Mutex<Drops>);
+
+#[derive(Default)]
+struct Drops {
     /// Since the last line logged.
-    count: AtomicU64,
-    logged: Mutex<Option<Instant>>,
+    count: u64,
+    logged: Option<Instant>,
 }
 
 impl Dropped {
     /// One more dropped message at `now`; `Some(count)` when a line is due.
     fn note(&self, now: Instant) -> Option<u64> {
-        self.count.fetch_add(1, Relaxed);
-        let mut logged = lock(&self.logged);
-        if logged.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+        let mut drops = lock(&self.0);
+        drops.count += 1;
+        let recent = |at: Instant| now.duration_since(at) < Duration::from_secs(1);
+        if drops.logged.is_some_and(recent) {
             return None;
         }
-        *logged = Some(now);
-        Some(self.count.swap(0, Relaxed))
+        drops.logged = Some(now);
+        Some(std::mem::take(&mut drops.count))
     }
 }
 

@@ -59,7 +59,7 @@ pin_project_lite::pin_project! {
     /// `token.cancelled()` for a loop that polls it on every turn: once its waker is
     /// registered, a poll only asks the token whether it is cancelled (an uncontended
     /// lock), where tokio-util's future also polls its `Notified` again (together ~160
-    /// instructions), and a session polled it several times per message.
+    /// instructions), and a service loop polls it once per request it reads.
     pub(crate) struct Cancelled {
         token: CancellationToken,
         #[pin]

@@ -209,15 +209,13 @@ impl<'a> Serve<'a> {
         if !self.read_wake.readable.swap(false, Acquire) {
             return Poll::Pending;
         }
-        let waker = self.read_waker.clone();
-        let mut reading = Context::from_waker(&waker);
         for _ in 0..READS_PER_POLL {
             if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
                 self.read.reserve(READ_CHUNK);
             }
             let n = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut self.io),
-                &mut reading,
+                &mut Context::from_waker(&self.read_waker),
                 &mut self.read
             ))?;
             if n == 0 {
