@@ -17,6 +17,8 @@ use super::recent::Recent;
 use crate::ident::{SessionId, UserId};
 use crate::protocol::digest::{bucket_of, empty_buckets, Buckets, Digest};
 use crate::sync;
+use direct::Writes;
+pub(crate) use direct::{write_through, Direct};
 
 /// The pushing side of one session.
 #[derive(Clone, Debug)]
@@ -73,6 +75,8 @@ struct State {
     idle: bool,
     /// The idle sweep asks for a sign of life (a WebSocket ping).
     ping: bool,
+    /// The connection's writer holds bytes to write (a pong).
+    flush: bool,
     /// The connection side is gone: nothing is queued any more.
     closed: bool,
     /// The connection's task, waiting for a frame or an end.
@@ -81,6 +85,11 @@ struct State {
     wake_on_frame: bool,
     /// Stored messages pushed to this session; made at the first.
     inbox: Option<Box<Cursor>>,
+    /// The session's socket, when other tasks may write into it ([`direct`]).
+    direct: Option<Direct>,
+    writes: Writes,
+    /// The first queued frame is the rest of a write from another task, framed already.
+    framed_front: bool,
 }
 
 /// Where a session is in its user's inbox.
@@ -135,17 +144,31 @@ impl Handle {
             }
             if state.frames.len() >= self.queue.capacity {
                 state.slow = true;
+                state.writes = Writes::Task;
                 (false, state.waker.take())
             } else {
                 state.frames.push_back(frame);
-                let waker = state.wake_on_frame.then(|| state.waker.take());
-                (true, waker.flatten())
+                (true, self.wake_for_frame(&mut state))
             }
         };
         if let Some(waker) = waker {
             waker.wake();
         }
         queued
+    }
+
+    /// The waker to wake for a frame just queued: none while a write-through scope holds
+    /// the session (or takes it now) or the connection's task waits only for `slow`.
+    fn wake_for_frame(&self, state: &mut State) -> Option<Waker> {
+        match state.writes {
+            Writes::Held => return None,
+            Writes::Idle if direct::hold(&self.queue) => {
+                state.writes = Writes::Held;
+                return None;
+            }
+            Writes::Idle | Writes::Task => state.writes = Writes::Task,
+        }
+        state.wake_on_frame.then(|| state.waker.take()).flatten()
     }
 
     /// The connection side is gone (or was kicked): nothing will be queued any more.
@@ -251,6 +274,7 @@ impl Handle {
         let waker = {
             let mut state = self.queue.state();
             change(&mut state);
+            state.writes = Writes::Task;
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -265,6 +289,7 @@ impl Outbox {
     /// frames). Frames are taken by `try_next`, the ping by `take_ping`.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
         let mut state = self.queue.state();
+        state.writes = Writes::Task;
         if state.slow {
             return Poll::Ready(Err(End::SlowConsumer));
         }
@@ -277,10 +302,13 @@ impl Outbox {
         if state.idle {
             return Poll::Ready(Err(End::Idle));
         }
-        if !state.frames.is_empty() || state.ping {
+        if !state.frames.is_empty() || state.ping || std::mem::take(&mut state.flush) {
             return Poll::Ready(Ok(()));
         }
         state.wake_on_frame = true;
+        if state.direct.is_some() {
+            state.writes = Writes::Idle;
+        }
         register(&mut state.waker, cx);
         Poll::Pending
     }
@@ -295,6 +323,37 @@ impl Outbox {
         self.queue.heard.store(true, Ordering::Relaxed);
     }
 
+    /// Lets other tasks write frames into `direct` while the connection's task waits with
+    /// nothing to write.
+    pub(crate) fn share_writes(&self, direct: Direct) {
+        self.queue.state().direct = Some(direct);
+    }
+
+    /// The connection's task writes next (its goodbye): other tasks no longer do until
+    /// it waits for its outbox again. A write from another task ends first.
+    pub(crate) fn take_writes(&self) {
+        self.queue.state().writes = Writes::Task;
+    }
+
+    /// The connection's writer holds bytes (a pong): they leave with the next write of
+    /// queued frames, which the outbox is ready for now, and nothing from another task
+    /// goes before them.
+    pub(crate) fn flush_writer(&self) {
+        let mut state = self.queue.state();
+        state.writes = Writes::Task;
+        state.flush = true;
+    }
+
+    /// The rest of a write another task began, framed already: it leaves before any
+    /// queued frame.
+    pub(crate) fn take_framed(&self) -> Option<Bytes> {
+        let mut state = self.queue.state();
+        if !std::mem::take(&mut state.framed_front) {
+            return None;
+        }
+        state.frames.pop_front()
+    }
+
     /// Whether the idle sweep asked for a ping (once).
     pub(crate) fn take_ping(&self) -> bool {
         std::mem::take(&mut self.queue.state().ping)
@@ -303,6 +362,7 @@ impl Outbox {
     /// A frame already queued, if any, without waiting (and whatever the session's end).
     pub(crate) fn try_next(&self) -> Option<Bytes> {
         let mut state = self.queue.state();
+        debug_assert!(!state.framed_front, "take_framed comes first");
         let frame = state.frames.pop_front();
         if state.frames.is_empty() && state.frames.capacity() > KEEP_FRAMES {
             state.frames = VecDeque::new();
@@ -341,6 +401,8 @@ impl Drop for Outbox {
             let mut state = self.queue.state();
             state.closed = true;
             state.waker = None;
+            state.direct = None;
+            state.writes = Writes::Task;
             let unacked = state.inbox.as_ref().map_or(0, |c| c.unacked.len());
             (std::mem::take(&mut state.frames), unacked)
         };
@@ -506,5 +568,6 @@ impl Sessions {
     }
 }
 
+mod direct;
 #[cfg(test)]
 mod tests;

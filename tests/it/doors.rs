@@ -96,6 +96,71 @@ async fn tcp_clients_speak_the_same_protocol_in_lines() {
     assert_eq!(bob.recv().await, json!({"op": "pong", "id": "p"}));
 }
 
+/// Messages come into a session's socket from the deliver connection's task while the
+/// session's own task answers the client's pings: every frame arrives whole and in order,
+/// every ping gets its pong.
+#[tokio::test]
+async fn pongs_and_messages_written_from_other_tasks_interleave_whole() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message as Raw;
+
+    let mut cluster = Cluster::start(1, 0);
+    cluster.gateway_args = ["--rate-per-sec", "100000", "--rate-burst", "100000"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    cluster.start_gateway("g0");
+    cluster.start_gateway("g1");
+    let (mut receiver, _) = tokio_tungstenite::connect_async(cluster.ws(1))
+        .await
+        .unwrap();
+    let hello = json!({"op": "login", "user": "pinger"}).to_string();
+    receiver.send(Raw::text(hello)).await.unwrap();
+    let welcome = receiver.next().await.unwrap().unwrap();
+    assert!(
+        welcome.to_text().unwrap().contains("welcome"),
+        "{welcome:?}"
+    );
+    let mut sender = login(cluster.ws(0), "sender").await;
+
+    const MESSAGES: usize = 300;
+    let sending = tokio::spawn(async move {
+        for i in 0..MESSAGES {
+            let (report, _) =
+                send(&mut sender, &["pinger"], &format!("m{i}"), &i.to_string()).await;
+            assert_eq!(report["pinger"], Outcome::Delivered, "m{i}");
+        }
+    });
+    let (mut ids, mut pings, mut pongs) = (Vec::new(), 0u32, Vec::new());
+    let mut every = tokio::time::interval(Duration::from_millis(1));
+    while ids.len() < MESSAGES || pongs.len() < pings as usize {
+        tokio::select! {
+            _ = every.tick(), if ids.len() < MESSAGES => {
+                assert!(!sending.is_finished() || ids.len() == MESSAGES, "the sender stopped at {}", ids.len());
+                receiver.send(Raw::Ping(pings.to_be_bytes().to_vec().into())).await.unwrap();
+                pings += 1;
+            }
+            frame = tokio::time::timeout(Duration::from_secs(10), receiver.next()) => {
+                match frame.expect("a frame in time").expect("open").expect("a valid frame") {
+                    Raw::Text(text) => {
+                        let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+                        if frame["op"] == "msg" {
+                            ids.push(frame["id"].as_str().unwrap().to_string());
+                        }
+                    }
+                    Raw::Pong(payload) => pongs.push(u32::from_be_bytes(payload[..].try_into().unwrap())),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+    sending.await.unwrap();
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("m{i}")).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(pongs, (0..pings).collect::<Vec<_>>());
+    assert!(pings > 10, "pings sent while messages came: {pings}");
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::new()
 }

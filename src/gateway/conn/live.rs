@@ -74,6 +74,8 @@ impl Live {
         ended: Option<Close>,
         conn: &mut Conn<T>,
     ) {
+        // From here on only this task writes into the socket.
+        self.outbox.take_writes();
         let cx = &self.cx;
         let id = &self.reports.id;
         for target in std::mem::take(&mut self.watching) {
@@ -142,6 +144,7 @@ impl Live {
                         },
                         Inbound::TooLarge(n) => self.error(too_large(n, self.cx.ops.limits.max_frame_bytes)),
                         Inbound::Other => {}
+                        Inbound::Ping => self.outbox.flush_writer(),
                         Inbound::Closed => return None,
                     }
                 }
@@ -163,6 +166,9 @@ const WRITE_BATCH: usize = 64;
 /// Writes the frames queued (at most [`WRITE_BATCH`]), then flushes once: a burst of
 /// frames to one client is one write, not one per frame.
 async fn write_queued<W: Writer>(writer: &mut W, outbox: &session::Outbox) -> anyhow::Result<()> {
+    if let Some(framed) = outbox.take_framed() {
+        writer.feed_framed(&framed);
+    }
     for _ in 0..WRITE_BATCH {
         let Some(frame) = outbox.try_next() else {
             break;
@@ -206,6 +212,9 @@ mod tests {
         async fn feed(&mut self, frame: Bytes) -> anyhow::Result<()> {
             self.fed.push(frame);
             Ok(())
+        }
+        fn feed_framed(&mut self, framed: &[u8]) {
+            self.fed.push(Bytes::copy_from_slice(framed));
         }
         async fn flush(&mut self) -> anyhow::Result<()> {
             self.flushes += 1;

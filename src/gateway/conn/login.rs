@@ -54,6 +54,10 @@ async fn login<T: Reader + Writer>(cx: &Context, io: &mut T) -> Result<Identity,
                 continue;
             }
             Inbound::Other => continue,
+            Inbound::Ping => match io.flush().await {
+                Ok(()) => continue,
+                Err(_) => return Err(None),
+            },
             Inbound::Closed => return Err(None),
         };
         match parse(&text) {
@@ -99,6 +103,9 @@ pub(super) async fn start<T: Reader + Writer>(
     let id = SessionId::generate();
     let device = identity.device.as_ref().map(DeviceClass::as_str);
     let (handle, outbox) = session::channel(id.clone(), device, cx.ops.limits.outbound_queue);
+    if let Some(direct) = conn.io.direct() {
+        outbox.share_writes(direct);
+    }
     // Insert before registering: a message routed here right after the registration
     // must find the session.
     cx.sessions.insert(user.clone(), handle.clone());

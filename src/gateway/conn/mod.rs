@@ -29,7 +29,7 @@ use super::auth::{Auth, Identity};
 use super::ops::Ops;
 use super::presence::Hub;
 use super::registrar::Registrar;
-use super::session::Sessions;
+use super::session::{Direct, Sessions};
 use crate::ident::GatewayId;
 use crate::protocol::client::{Frame, FrameError};
 use crate::protocol::code::ErrorCode;
@@ -42,8 +42,11 @@ pub(crate) enum Inbound {
     Text(Text),
     /// A frame larger than the transport accepts (its size, as far as known).
     TooLarge(usize),
-    /// Anything else (binary, ping, pong): not a protocol frame, but a sign of life.
+    /// Anything else (binary, pong): not a protocol frame, but a sign of life.
     Other,
+    /// A ping: its pong is buffered in the writer, for the connection to flush (only the
+    /// connection's task writes it: `Outbox::flush_writer`).
+    Ping,
     /// The client closed or the transport failed.
     Closed,
 }
@@ -76,6 +79,14 @@ pub(crate) trait Writer: Send {
     /// Writes one frame, or buffers it until [`Writer::flush`]; an error means the
     /// connection is gone.
     fn feed(&mut self, frame: Bytes) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Buffers bytes framed already, for the next flush: the rest of a write another task
+    /// began ([`Writer::direct`]).
+    fn feed_framed(&mut self, framed: &[u8]);
+    /// The socket, for other tasks to write frames into while this connection waits with
+    /// nothing to write (`session::direct`); `None` when only the connection's task can.
+    fn direct(&mut self) -> Option<Direct> {
+        None
+    }
     /// Writes out whatever `feed` buffered.
     fn flush(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Writes one frame and flushes.

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use super::live::Live;
 use super::{too_large, Close};
 use crate::gateway::ops::{self, Caller, Ops};
-use crate::gateway::presence;
+use crate::gateway::{presence, session};
 use crate::ident::UserId;
 use crate::protocol::client::{parse, Frame, FrameError, Request};
 use crate::protocol::code::ErrorCode;
@@ -283,7 +283,14 @@ impl Live {
                     Frame::from(&e).encode()
                 }
             };
-            reports.push(frame);
+            // The session's only request in flight: its report goes into the socket from
+            // here when the session's task waits. With others in flight their reports
+            // may follow at once, and the session's task writes them together.
+            if permit.semaphore().available_permits() + 1 >= in_flight {
+                session::write_through(|| reports.push(frame));
+            } else {
+                reports.push(frame);
+            }
             drop((permit, routing));
         });
     }

@@ -13,6 +13,7 @@ pub(crate) mod http;
 pub(crate) mod http_groups;
 pub(crate) mod origin;
 mod serve;
+pub(crate) mod shared_tcp;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 pub(crate) mod ws;

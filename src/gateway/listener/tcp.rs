@@ -3,11 +3,8 @@
 //! and are skipped; the connection lives on. TCP has no ping frames of its own: clients
 //! send `{"op":"ping"}` to stay within the idle timeout.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -15,8 +12,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 
+use super::shared_tcp::SharedTcp;
 use super::Doors;
 use crate::gateway::conn::{self, Close, Conn, Door, Inbound, Text};
+use crate::gateway::session::Direct;
 use crate::protocol::client::{Frame, FrameError};
 use crate::protocol::code::ErrorCode;
 
@@ -66,7 +65,7 @@ pub(crate) async fn serve(doors: Arc<Doors>, listener: TcpListener) -> anyhow::R
 }
 
 /// A connection whose lines may be `max` bytes long.
-fn lines(stream: TcpStream, max: usize) -> Lines {
+fn lines(stream: SharedTcp, max: usize) -> Lines {
     Lines {
         stream,
         buf: BytesMut::new(),
@@ -83,7 +82,10 @@ fn connection(
     permit: OwnedSemaphorePermit,
 ) -> Conn<Lines> {
     Conn {
-        io: lines(stream, doors.conn.ops.limits.max_frame_bytes),
+        io: lines(
+            SharedTcp::new(stream),
+            doors.conn.ops.limits.max_frame_bytes,
+        ),
         peer,
         door: Door::Tcp,
         permit,
@@ -114,7 +116,7 @@ const WRITE_BUFFER: usize = 4096;
 /// no read buffer: it waits until the socket is readable, and a buffer emptied of whole
 /// lines is given back. Writing: fed lines are collected and written by one `flush`.
 struct Lines {
-    stream: TcpStream,
+    stream: SharedTcp,
     buf: BytesMut,
     codec: LinesCodec,
     max: usize,
@@ -134,7 +136,11 @@ impl conn::Reader for Lines {
                 }
                 Err(LinesCodecError::Io(_)) => return Inbound::Closed,
             }
-            match read_when_ready(&mut self.stream, &mut self.buf, READ_CHUNK).await {
+            let read = std::future::poll_fn(|cx| {
+                self.stream
+                    .poll_read_when_ready(cx, &mut self.buf, READ_CHUNK)
+            });
+            match read.await {
                 Ok(0) => {
                     return match self.codec.decode_eof(&mut self.buf) {
                         Ok(Some(line)) if !line.trim().is_empty() => {
@@ -153,44 +159,13 @@ impl conn::Reader for Lines {
     }
 }
 
-/// Reads from `stream` into `buf` once it is readable, taking `chunk` bytes of room only
-/// then: a connection waiting for its client holds no buffer. Cancel-safe: bytes are
-/// either in `buf` or still in the socket.
-///
-/// Through `AsyncRead`, which takes a short read as the socket drained (epoll); tokio's
-/// `try_read` does not, and each read then costs a second `recvfrom` that finds nothing.
-fn read_when_ready<'a>(
-    stream: &'a mut TcpStream,
-    buf: &'a mut BytesMut,
-    chunk: usize,
-) -> impl Future<Output = std::io::Result<usize>> + 'a {
-    std::future::poll_fn(move |cx| poll_read_when_ready(stream, cx, buf, chunk))
-}
-
-/// [`read_when_ready`] as a poll function.
-pub(super) fn poll_read_when_ready(
-    stream: &mut TcpStream,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-    chunk: usize,
-) -> Poll<std::io::Result<usize>> {
-    ready!(stream.poll_read_ready(cx))?;
-    buf.reserve(chunk);
-    let read = tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf);
-    if read.is_pending() && buf.is_empty() {
-        // The readiness was stale: wait again without the room.
-        *buf = BytesMut::new();
-    }
-    read
-}
-
 impl Lines {
     /// Writes what is pending and gives back a buffer a burst grew. Cancel-safe: what was
     /// written is gone from `pending`, the rest stays.
     async fn write_pending(&mut self) -> std::io::Result<()> {
         // Measured before: what is written leaves the front, and `capacity` with it.
         let grown = self.pending.capacity() > WRITE_BUFFER;
-        self.stream.write_all_buf(&mut self.pending).await?;
+        self.stream.write_all(&mut self.pending).await?;
         if grown {
             self.pending = BytesMut::new();
         }
@@ -209,9 +184,17 @@ impl conn::Writer for Lines {
         Ok(())
     }
 
+    fn feed_framed(&mut self, framed: &[u8]) {
+        self.pending.extend_from_slice(framed);
+    }
+
     async fn flush(&mut self) -> anyhow::Result<()> {
         self.write_pending().await?;
         Ok(())
+    }
+
+    fn direct(&mut self) -> Option<Direct> {
+        Some(Direct::new(self.stream.share()?, write_line))
     }
 
     async fn ping(&mut self) -> anyhow::Result<()> {
@@ -219,12 +202,18 @@ impl conn::Writer for Lines {
     }
 
     async fn close(&mut self, _reason: Close) {
-        let _ = self.stream.shutdown().await;
+        let _ = self.stream.shutdown();
     }
 
     async fn finish(&mut self) {
-        let _ = self.stream.shutdown().await;
+        let _ = self.stream.shutdown();
     }
+}
+
+/// A line as the gateway writes it, for writes from other tasks.
+fn write_line(buf: &mut BytesMut, text: &[u8]) {
+    buf.put_slice(text);
+    buf.put_u8(b'\n');
 }
 
 #[cfg(test)]
@@ -241,7 +230,8 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        (lines(listener.accept().await.unwrap().0, max), client)
+        let accepted = listener.accept().await.unwrap().0;
+        (lines(SharedTcp::new(accepted), max), client)
     }
 
     #[tokio::test]

@@ -22,7 +22,8 @@ use tokio_util::io::{poll_read_buf, poll_write_buf};
 
 use super::frame::{self, Event, Violation};
 use crate::gateway::conn::{self, Close, Inbound, Text};
-use crate::gateway::listener::tcp::poll_read_when_ready;
+use crate::gateway::listener::shared_tcp::SharedTcp;
+use crate::gateway::session::Direct;
 
 /// Bytes read at once from a plain TCP socket, taken only once it is readable.
 const READ_CHUNK: usize = 1024;
@@ -36,8 +37,8 @@ pub(super) const WRITE_BUFFER: usize = 16 * 1024;
 
 /// The transport under the WebSocket.
 pub(super) enum Stream {
-    /// Plain TCP: waits for readability without holding a buffer.
-    Tcp(TcpStream),
+    /// Plain TCP: waits for readability without holding a buffer; shared for writes.
+    Tcp(SharedTcp),
     /// Anything else hyper upgraded (TLS).
     Other(TokioIo<Upgraded>),
 }
@@ -46,7 +47,10 @@ impl Stream {
     /// The stream under `upgraded`, and what hyper read past the request.
     pub(super) fn of(upgraded: Upgraded) -> (Stream, Bytes) {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (Stream::Tcp(parts.io.into_inner()), parts.read_buf),
+            Ok(parts) => (
+                Stream::Tcp(SharedTcp::new(parts.io.into_inner())),
+                parts.read_buf,
+            ),
             Err(upgraded) => (Stream::Other(TokioIo::new(upgraded)), Bytes::new()),
         }
     }
@@ -54,7 +58,7 @@ impl Stream {
     /// Reads some bytes into `buf`; 0 at the end of the stream.
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         match self {
-            Stream::Tcp(tcp) => poll_read_when_ready(tcp, cx, buf, READ_CHUNK),
+            Stream::Tcp(tcp) => tcp.poll_read_when_ready(cx, buf, READ_CHUNK),
             Stream::Other(io) => {
                 buf.reserve(OTHER_READ);
                 poll_read_buf(Pin::new(io), cx, buf)
@@ -66,7 +70,7 @@ impl Stream {
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<()>> {
         while !buf.is_empty() {
             let written = match self {
-                Stream::Tcp(tcp) => ready!(poll_write_buf(Pin::new(tcp), cx, buf))?,
+                Stream::Tcp(tcp) => ready!(tcp.poll_write_buf(cx, buf))?,
                 Stream::Other(io) => ready!(poll_write_buf(Pin::new(io), cx, buf))?,
             };
             if written == 0 {
@@ -81,7 +85,7 @@ impl Stream {
 
     async fn shutdown(&mut self) -> io::Result<()> {
         match self {
-            Stream::Tcp(tcp) => tcp.shutdown().await,
+            Stream::Tcp(tcp) => tcp.shutdown(),
             Stream::Other(io) => io.shutdown().await,
         }
     }
@@ -103,8 +107,6 @@ pub(crate) struct Socket {
     write: BytesMut,
     frames: frame::Reader,
     closing: Closing,
-    /// A pong is queued for the client's ping.
-    replying: bool,
 }
 
 impl Socket {
@@ -117,7 +119,6 @@ impl Socket {
             write: BytesMut::new(),
             frames: frame::Reader::new(limit),
             closing: Closing::Open,
-            replying: false,
         }
     }
 
@@ -160,15 +161,6 @@ impl Socket {
 
     /// The next inbound frame (see `conn::Reader::next`).
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
-        if self.replying {
-            // A pong is queued: it leaves before anything more is read.
-            let written = ready!(self.poll_write_out(cx));
-            self.replying = false;
-            return Poll::Ready(match written {
-                Ok(()) => Inbound::Other,
-                Err(_) => Inbound::Closed,
-            });
-        }
         if self.closing == Closing::ByClient {
             return Poll::Ready(Inbound::Closed);
         }
@@ -182,9 +174,9 @@ impl Socket {
             },
             Some(Event::Binary | Event::Pong) => Inbound::Other,
             Some(Event::Ping(payload)) => {
+                // The connection's task flushes it: only it writes into the socket then.
                 frame::write(&mut self.write, frame::PONG, &payload);
-                self.replying = true;
-                return self.poll_next(cx);
+                Inbound::Ping
             }
             Some(Event::Close(payload)) => {
                 // Echo the client's code (RFC 6455 §5.5.1); `finish` sends it.
@@ -248,9 +240,20 @@ impl conn::Writer for Socket {
         Ok(())
     }
 
+    fn feed_framed(&mut self, framed: &[u8]) {
+        self.write.extend_from_slice(framed);
+    }
+
     async fn flush(&mut self) -> anyhow::Result<()> {
         self.write_out().await?;
         Ok(())
+    }
+
+    fn direct(&mut self) -> Option<Direct> {
+        match &mut self.stream {
+            Stream::Tcp(tcp) => Some(Direct::new(tcp.share()?, write_text)),
+            Stream::Other(_) => None,
+        }
     }
 
     async fn ping(&mut self) -> anyhow::Result<()> {
@@ -282,4 +285,9 @@ impl conn::Writer for Socket {
             let _ = self.stream.shutdown().await;
         }
     }
+}
+
+/// A text frame as the gateway writes it, for writes from other tasks.
+fn write_text(buf: &mut BytesMut, text: &[u8]) {
+    frame::write(buf, frame::TEXT, text);
 }
