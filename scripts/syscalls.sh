@@ -11,11 +11,12 @@
 #
 # (the last five per message too, where the kernel has those syscalls' tracepoints)
 #
-# usage: scripts/syscalls.sh [--no-build] [--rate N] [--seconds S] [--out DIR]
+# usage: scripts/syscalls.sh [--no-build] [--rate N] [--seconds S] [--out DIR] [-- BENCH ARGS]
 #   --no-build   use the release binaries as they are
 #   --rate N     messages per second offered (default 10000)
 #   --seconds S  how long to count (default 5; the step lasts 10 s)
 #   --out DIR    where the bench's results and perf's output go (default: a temporary dir)
+#   -- ARGS      more arguments for `mrc bench` (e.g. `-- --users 10`: few busy clients)
 #
 # Other MRC processes on the machine (a dev cluster) would be counted too: stop them.
 set -euo pipefail
@@ -23,9 +24,10 @@ cd "$(dirname "$0")/.."
 
 usage() { sed -n '/^# usage:/,/^#$/p' "$0" | sed -e 's/^# \{0,1\}//' -e '$d'; }
 
-build=(); rate=10000; seconds=5; out=""
+build=(); rate=10000; seconds=5; out=""; extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
+        --) shift; extra=("$@"); break ;;
         --no-build) build=(--no-build) ;;
         --rate) rate="$2"; shift ;;
         --seconds) seconds="$2"; shift ;;
@@ -40,7 +42,7 @@ command -v perf >/dev/null || { echo "syscalls.sh: perf is not installed" >&2; e
 [ -n "$out" ] || out=$(mktemp -d /tmp/mrc-syscalls.XXXXXX)
 mkdir -p "$out"
 
-scripts/bench.sh "${build[@]}" --scenarios 1to1 --out "$out/bench" -- --steps "$rate" \
+scripts/bench.sh "${build[@]}" --scenarios 1to1 --out "$out/bench" -- --steps "$rate" "${extra[@]}" \
     > "$out/bench.log" 2>&1 &
 bench=$!
 until grep -q "$rate/s t=2s" "$out/bench/bench.txt" 2>/dev/null; do
