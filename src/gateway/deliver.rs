@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{self, Sessions};
+use super::session::Sessions;
 use crate::pooled::Pool;
 use crate::protocol::client::Frame;
 use crate::protocol::compact::{self, Compact};
@@ -74,9 +74,9 @@ pub(crate) fn serve(
     let sid = wire.subscribe(
         subject,
         Arc::new(move |request: Delivery<'_>| {
-            // The `msg` frames go into idle sessions' sockets from here, not through a
-            // wake-up of each session's task.
-            let reply = session::write_through(|| answer(&sessions, &request.payload()));
+            // Pushing to sessions only queues: the gateway's deliver connection writes the
+            // frames into idle sessions' sockets after its poll (`Wire::connect_around`).
+            let reply = answer(&sessions, &request.payload());
             if let Some(reply_to) = request.reply() {
                 pool.reply(reply_to, reply);
             }

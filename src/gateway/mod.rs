@@ -140,7 +140,14 @@ pub async fn run(
         timeout,
     ));
     let wire =
-        crate::wire::Wire::connect(&config.nats, &format!("mrc-gateway {id} deliveries")).await?;
+        // The frames its deliver requests push go into idle sessions' sockets after each
+        // poll's NATS writes, from the connection's task (`session::write_through`).
+        crate::wire::Wire::connect_around(
+            &config.nats,
+            &format!("mrc-gateway {id} deliveries"),
+            |poll| session::write_through(poll),
+        )
+        .await?;
     let base = wiring::Base {
         id: id.clone(),
         client: client.clone(),

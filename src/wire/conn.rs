@@ -260,6 +260,16 @@ impl Future for Serve<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Error> {
         let this = self.get_mut();
+        let mut polled = Poll::Pending;
+        (this.shared.around_poll)(&mut || polled = this.poll_once(cx));
+        polled
+    }
+}
+
+impl Serve<'_> {
+    /// Reads and hands over, then writes.
+    fn poll_once(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        let this = self;
         // Publishes made by the handlers below are written further down in this same poll:
         // they need not wake the task again.
         drop(this.shared.waker.take());

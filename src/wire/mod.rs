@@ -60,6 +60,11 @@ impl Delivery<'_> {
 /// What a subscription runs for each of its messages.
 pub type Handler = Arc<dyn Fn(Delivery<'_>) + Send + Sync>;
 
+/// Runs one poll of the connection's task (its handlers, then its writes), around which
+/// the user may do more: the gateway writes the frames its handlers queued for idle
+/// sessions after the poll's NATS writes (`gateway::session::write_through`).
+pub type AroundPoll = fn(&mut dyn FnMut());
+
 /// Why a publish was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -92,6 +97,7 @@ struct Shared {
     /// Set by the connection's pinger when a keep-alive PING is due: the connection's
     /// task reads a flag instead of polling a timer on every wake-up.
     ping_due: AtomicBool,
+    around_poll: AroundPoll,
 }
 
 /// Bytes to write, and who waits for the PONGs of the PINGs among them.
@@ -137,6 +143,15 @@ impl Wire {
     /// Connects to the first server of `cfg` that answers, retrying until the configured
     /// connect timeout, and keeps the connection up from then on.
     pub async fn connect(cfg: &config::Nats, name: &str) -> anyhow::Result<Wire> {
+        Wire::connect_around(cfg, name, |poll| poll()).await
+    }
+
+    /// [`Wire::connect`], each poll of the connection's task run inside `around_poll`.
+    pub async fn connect_around(
+        cfg: &config::Nats,
+        name: &str,
+        around_poll: AroundPoll,
+    ) -> anyhow::Result<Wire> {
         let settings = Arc::new(handshake::Settings::new(cfg, name).await?);
         let shared = Arc::new(Shared {
             out: Mutex::default(),
@@ -146,6 +161,7 @@ impl Wire {
             connected: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             ping_due: AtomicBool::new(false),
+            around_poll,
         });
         let deadline = std::time::Instant::now() + Duration::from_millis(cfg.connect_timeout_ms);
         let first = handshake::first(&settings, &shared, deadline).await?;

@@ -12,7 +12,7 @@ use crate::support::token::{self, at, claims};
 fn cluster(key_args: &[&str]) -> Cluster {
     let mut cluster = Cluster::start(1, 0);
     cluster.dev_auth = false;
-    cluster.gateway_args = key_args.iter().map(|s| s.to_string()).collect();
+    cluster.set_gateway_args(key_args);
     cluster.start_gateway("g0");
     cluster
 }

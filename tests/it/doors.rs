@@ -105,10 +105,7 @@ async fn pongs_and_messages_written_from_other_tasks_interleave_whole() {
     use tokio_tungstenite::tungstenite::Message as Raw;
 
     let mut cluster = Cluster::start(1, 0);
-    cluster.gateway_args = ["--rate-per-sec", "100000", "--rate-burst", "100000"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    cluster.set_gateway_args(&["--rate-per-sec", "100000", "--rate-burst", "100000"]);
     cluster.start_gateway("g0");
     cluster.start_gateway("g1");
     let (mut receiver, _) = tokio_tungstenite::connect_async(cluster.ws(1))
@@ -168,10 +165,7 @@ fn http() -> reqwest::Client {
 /// A cluster whose gateway takes tokens and an API key, plus dev logins for receivers.
 fn api_cluster() -> Cluster {
     let mut cluster = Cluster::start(1, 0);
-    cluster.gateway_args = ["--jwt-secret", token::SECRET, "--api-key", token::API_KEY]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    cluster.set_gateway_args(&["--jwt-secret", token::SECRET, "--api-key", token::API_KEY]);
     cluster.start_gateway("g0");
     cluster
 }

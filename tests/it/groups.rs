@@ -183,7 +183,7 @@ async fn backends_use_groups_over_nats_and_http() {
         "--jwt-secret",
         crate::support::token::SECRET,
     ];
-    cluster.gateway_args = args.iter().map(|s| s.to_string()).collect();
+    cluster.set_gateway_args(&args);
     cluster.start_gateway("g0");
     cluster.start_gateway("g1");
     let nats = cluster.client().await;

@@ -129,10 +129,7 @@ async fn a_retried_send_with_the_same_id_is_stored_once() {
 /// One center and one gateway taking tokens and the API key.
 fn api_cluster() -> Cluster {
     let mut cluster = Cluster::start(1, 0);
-    cluster.gateway_args = ["--jwt-secret", token::SECRET, "--api-key", token::API_KEY]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    cluster.set_gateway_args(&["--jwt-secret", token::SECRET, "--api-key", token::API_KEY]);
     cluster.start_gateway("g0");
     cluster
 }

@@ -20,9 +20,7 @@ async fn js_client_passes_its_node_tests_against_a_real_cluster() {
     // login policy lets a test kick a client with a second login.
     let mut cluster = Cluster::start(0, 0);
     cluster.center_args = vec!["--login-policy".into(), "device".into()];
-    cluster.gateway_args = ["--jwt-secret", SECRET, "--api-key", API_KEY]
-        .map(String::from)
-        .to_vec();
+    cluster.set_gateway_args(&["--jwt-secret", SECRET, "--api-key", API_KEY]);
     cluster.start_center("c0");
     for i in 0..4 {
         cluster.start_gateway(&format!("g{i}"));

@@ -17,7 +17,7 @@ use crate::support::eventually;
 
 fn cluster_with(gateway_args: &[&str]) -> Cluster {
     let mut cluster = Cluster::start(1, 0);
-    cluster.gateway_args = gateway_args.iter().map(|s| s.to_string()).collect();
+    cluster.set_gateway_args(gateway_args);
     cluster.start_gateway("g0");
     cluster
 }
@@ -69,10 +69,7 @@ async fn a_flooding_client_is_rate_limited_then_disconnected() {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_and_does_not_slow_others() {
     let mut cluster = Cluster::start(1, 0);
-    cluster.gateway_args = ["--outbound-queue", "8", "--tcp-listen", "127.0.0.1:0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    cluster.set_gateway_args(&["--outbound-queue", "8", "--tcp-listen", "127.0.0.1:0"]);
     cluster.start_gateway("g0");
     let tcp = cluster.gateways[0].tcp.clone().unwrap();
     let nats = cluster.client().await;
@@ -163,10 +160,7 @@ async fn sessions_per_user_are_capped_across_the_cluster() {
 #[tokio::test]
 async fn idle_tcp_clients_are_closed_while_websocket_pings_keep_clients_alive() {
     let mut cluster = Cluster::start(1, 0);
-    cluster.gateway_args = ["--idle-timeout-ms", "600", "--tcp-listen", "127.0.0.1:0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    cluster.set_gateway_args(&["--idle-timeout-ms", "600", "--tcp-listen", "127.0.0.1:0"]);
     cluster.start_gateway("g0");
     let tcp = cluster.gateways[0].tcp.clone().unwrap();
 
@@ -238,15 +232,12 @@ async fn ids_longer_than_the_configured_limit_are_refused() {
 #[tokio::test]
 async fn limits_that_cannot_fit_in_a_nats_message_stop_the_gateway_at_start() {
     let mut cluster = Cluster::start(1, 0);
-    cluster.gateway_args = [
+    cluster.set_gateway_args(&[
         "--max-frame-bytes",
         "4000000",
         "--max-body-bytes",
         "3000000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_mrc-gateway"))
         .env("MRC_NATS_URL", cluster.nats_url())
         .args(["--listen", "127.0.0.1:0", "--insecure-dev-auth"])

@@ -41,8 +41,10 @@ pub(super) enum Writes {
     /// The connection's task: it writes, or it was woken to, or it has no [`Direct`].
     #[default]
     Task,
-    /// Nobody: the task waits with everything written. A push inside [`write_through`]
-    /// holds the session.
+    /// Nobody: the task has written everything and writes nothing more until it takes
+    /// the writes back (`poll_ready`, `take_writes`, `flush_writer`), though it may be
+    /// handling a client frame meanwhile. A push inside [`write_through`] holds the
+    /// session.
     Idle,
     /// A [`write_through`] scope, at its end.
     Held,

@@ -238,6 +238,11 @@ impl Cluster {
     }
 
     /// The WebSocket URL of gateway `i`.
+    /// Sets the extra flags of every gateway started from now on.
+    pub fn set_gateway_args(&mut self, args: &[&str]) {
+        self.gateway_args = args.iter().map(|s| s.to_string()).collect();
+    }
+
     pub fn ws(&self, i: usize) -> &str {
         &self.gateways[i].ws
     }
