@@ -139,15 +139,14 @@ pub async fn run(
         Duration::from_millis(config.cache_ttl_ms),
         timeout,
     ));
-    let wire =
-        // The frames its deliver requests push go into idle sessions' sockets after each
-        // poll's NATS writes, from the connection's task (`session::write_through`).
-        crate::wire::Wire::connect_around(
-            &config.nats,
-            &format!("mrc-gateway {id} deliveries"),
-            |poll| session::write_through(poll),
-        )
-        .await?;
+    // The frames its deliver requests push go into idle sessions' sockets after each
+    // poll's NATS writes, from the connection's task (`session::write_through`).
+    let wire = crate::wire::Wire::connect_around(
+        &config.nats,
+        &format!("mrc-gateway {id} deliveries"),
+        |poll| session::write_through(poll),
+    )
+    .await?;
     let base = wiring::Base {
         id: id.clone(),
         client: client.clone(),

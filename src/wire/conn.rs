@@ -269,21 +269,20 @@ impl Future for Serve<'_> {
 impl Serve<'_> {
     /// Reads and hands over, then writes.
     fn poll_once(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
-        let this = self;
         // Publishes made by the handlers below are written further down in this same poll:
         // they need not wake the task again.
-        drop(this.shared.waker.take());
-        if let Poll::Ready(Err(e)) = this.poll_reads(cx) {
+        drop(self.shared.waker.take());
+        if let Poll::Ready(Err(e)) = self.poll_reads(cx) {
             return Poll::Ready(e);
         }
-        this.shared.waker.register(cx.waker());
+        self.shared.waker.register(cx.waker());
         // After the reads: a PONG among them counts.
-        if let Err(e) = this.ping_if_due() {
+        if let Err(e) = self.ping_if_due() {
             return Poll::Ready(e);
         }
-        match this.poll_writes(cx) {
+        match self.poll_writes(cx) {
             Poll::Ready(Err(e)) => Poll::Ready(e),
-            Poll::Ready(Ok(())) if this.shared.closed.load(Relaxed) => {
+            Poll::Ready(Ok(())) if self.shared.closed.load(Relaxed) => {
                 Poll::Ready(std::io::Error::other("closed"))
             }
             _ => Poll::Pending,
