@@ -1,8 +1,9 @@
 //! Frames written into a session's socket by the task that has them, instead of waking the
-//! connection's task to write them: a deliver request's `msg` frames are written by the
-//! deliver connection's task at the end of the request ([`write_through`]). Each wake-up
-//! of a connection's task to write one frame cost ~1.5k instructions
-//! (docs/PERFORMANCE.md, where the instructions go).
+//! connection's task to write them ([`write_through`]): the `msg` frames of deliver
+//! requests by the deliver connection's task after each of its polls, a report by its
+//! routing task when it was the session's one request in flight. Each wake-up of a
+//! connection's task to write one frame cost ~1.5k instructions (docs/PERFORMANCE.md,
+//! where the instructions go).
 //!
 //! Only while the connection's task waits with everything written (`Writes::Idle`), only
 //! on a plain TCP socket ([`Direct`]), and never for a session that must end. A pushed
