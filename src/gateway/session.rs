@@ -117,6 +117,15 @@ impl Queue {
     }
 }
 
+impl State {
+    /// Gives back the buffer of a drained queue that grew large.
+    fn give_back_frames(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > KEEP_FRAMES {
+            self.frames = VecDeque::new();
+        }
+    }
+}
+
 /// A new session's two halves, with room for `capacity` queued frames.
 pub(crate) fn channel(id: SessionId, device: Option<&str>, capacity: usize) -> (Handle, Outbox) {
     let queue = Arc::new(Queue {
@@ -364,9 +373,7 @@ impl Outbox {
         let mut state = self.queue.state();
         debug_assert!(!state.framed_front, "take_framed comes first");
         let frame = state.frames.pop_front();
-        if state.frames.is_empty() && state.frames.capacity() > KEEP_FRAMES {
-            state.frames = VecDeque::new();
-        }
+        state.give_back_frames();
         frame
     }
 

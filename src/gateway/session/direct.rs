@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
 
-use super::{Queue, State, KEEP_FRAMES};
+use super::{Queue, State};
 
 /// A session's socket, for writes from other tasks, and how a text frame is framed on it.
 /// Dropped when the session ends, which ends the stream towards the client.
@@ -144,9 +144,7 @@ fn write_queued(state: &mut State, scratch: &mut BytesMut) -> Result<(), ()> {
     // Errors other than a full socket are the connection's task's to find.
     let written = direct.socket.try_write(scratch).unwrap_or(0);
     state.frames.clear();
-    if state.frames.capacity() > KEEP_FRAMES {
-        state.frames = Default::default();
-    }
+    state.give_back_frames();
     if written == scratch.len() {
         return Ok(());
     }
